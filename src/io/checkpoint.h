@@ -60,6 +60,9 @@ class Checkpoint {
   const std::string& file_of(const TensorEntry& e) const;
   std::vector<std::string> names() const;
   size_t num_files() const { return files_.size(); }
+  // The path given to open().
+  const std::string& path() const { return path_; }
+  const std::vector<SafetensorsFile>& files() const { return files_; }
 
   // The stored tensor, zero-copy, in its stored dtype.
   Result<Tensor> view(const std::string& name) const;
@@ -72,6 +75,9 @@ class Checkpoint {
                       int64_t block_rows = 128, int64_t block_cols = 128) const;
 
  private:
+  Status add_file(SafetensorsFile file);
+
+  std::string path_;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, TensorEntry> index_;
 };

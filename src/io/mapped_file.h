@@ -21,6 +21,10 @@ class MappedFile {
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // madvise() on the pages covering [offset, offset + length), clamped to the
+  // file; a hint only, failures are ignored. `advice` is MADV_* from sys/mman.h.
+  void advise(uint64_t offset, uint64_t length, int advice) const;
+
  private:
   MappedFile() = default;
   const uint8_t* data_ = nullptr;

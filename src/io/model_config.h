@@ -57,6 +57,9 @@ struct ModelConfig {
   int64_t qk_nope_head_dim = 0;
   int64_t qk_rope_head_dim = 0;
   int64_t v_head_dim = 0;
+  // Rope dims of q/k stored as interleaved pairs (DeepSeek's layout; HF's
+  // DeepseekV3Config.rope_interleave, default true). False for dense models.
+  bool rope_interleave = false;
 
   // DeepSeekMoE
   int64_t moe_intermediate_size = 0;
