@@ -41,6 +41,11 @@ const char* json_kind(const nlohmann::json& j) {
 
 Result<nlohmann::json> parse_json_strict(std::string_view text, const std::string& source) {
   using json = nlohmann::json;
+  // nlohmann stops at a NUL byte as if the input ended there; raw NULs are
+  // never valid JSON, so refuse them rather than ignore what follows.
+  if (size_t nul = text.find('\0'); nul != std::string_view::npos)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{}: malformed JSON: NUL byte at offset {} of {}", source, nul, text.size());
   std::vector<ObjectState> stack;
   std::string duplicate;  // "key" (in "parent")
   bool too_deep = false;

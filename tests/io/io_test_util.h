@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 namespace r1::io::testing {
@@ -40,8 +41,8 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 
 // 8-byte little-endian length + header + data.
 inline std::string safetensors_bytes(const std::string& header, const std::string& data,
-                                     uint64_t declared_len = UINT64_MAX) {
-  uint64_t n = declared_len == UINT64_MAX ? header.size() : declared_len;
+                                     std::optional<uint64_t> declared_len = std::nullopt) {
+  uint64_t n = declared_len.value_or(header.size());
   std::string out(8, '\0');
   for (int i = 0; i < 8; ++i)
     out[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
