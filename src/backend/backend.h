@@ -1,0 +1,169 @@
+// Backend: the interface every device implements (cpu/ now, cuda/ next). The
+// model code is written once against it. Each op works on whole tensors that
+// live on the backend's device; ops are virtual per call, never per element.
+// Activations are F32 on the CPU backend; weights keep their load dtype.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/batch.h"
+#include "core/tensor.h"
+
+namespace r1::backend {
+
+// y = x W^T (+ b). weight [out, in]; bias [out] F32 or undefined.
+struct Linear {
+  Tensor weight;
+  Tensor bias;
+  int64_t out_features() const { return weight.dim(0); }
+  int64_t in_features() const { return weight.dim(1); }
+};
+
+// Rotary embedding parameters for one model. inv_freq has rot_dim/2 entries
+// (already YaRN- or llama3-corrected); cos/sin are multiplied by
+// attention_factor (YaRN's amplitude correction).
+struct RopeParams {
+  std::vector<float> inv_freq;
+  float attention_factor = 1.0f;
+  bool interleaved = false;  // true: pairs (2i, 2i+1) (DeepSeek MLA); false: NeoX halves
+  int64_t rot_dim() const { return static_cast<int64_t>(inv_freq.size()) * 2; }
+};
+
+// Routed experts of one MoE layer, stacked. gate_up [E, 2*I, H] (gate rows
+// first), down [E, H, I].
+struct ExpertWeights {
+  Tensor gate_up;
+  Tensor down;
+  int64_t num_experts() const { return gate_up.dim(0); }
+  int64_t inter_size() const { return down.dim(2); }
+};
+
+enum class Scoring { kSigmoid, kSoftmax };
+
+// DeepSeekMoE routing: scores = sigmoid|softmax(logits); selection on
+// scores + bias (if any), limited to the top `topk_group` of `n_group` groups
+// (group score: sum of top-2 with a bias, max without); weights are the
+// unbiased scores of the chosen experts, renormalized if `normalize`, times
+// `scale`. Masked experts count as -inf (DeepSeek's choice; HF uses 0.0).
+struct RouterParams {
+  Scoring scoring = Scoring::kSigmoid;
+  int64_t top_k = 1;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  bool normalize = false;
+  float scale = 1.0f;
+};
+
+// The paged KV cache of all layers. MLA: latent[layer] is
+// [num_blocks, block_size, kv_lora_rank + rope_dim] (normed c_kv, then the
+// rotated shared rope key). Dense: k[layer], v[layer] are
+// [num_blocks, block_size, num_kv_heads * head_dim].
+struct KvCacheSpec {
+  bool mla = false;
+  int64_t num_layers = 0;
+  int64_t kv_lora_rank = 0;
+  int64_t rope_dim = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  DType dtype = DType::kF32;
+  // Bytes one token occupies across all layers.
+  int64_t bytes_per_token() const;
+};
+
+struct KvCache {
+  KvCacheSpec spec;
+  int64_t num_blocks = 0;
+  int64_t block_size = 0;
+  std::vector<Tensor> latent;  // MLA
+  std::vector<Tensor> k, v;    // dense
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+
+  // ---- memory ----
+  virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
+  // A weight in `dtype` on the device (CPU: zero-copy when it already is).
+  virtual Tensor upload(const Tensor& host, DType dtype) = 0;
+  // Concatenates host tensors of equal trailing shape along a new dim 0.
+  virtual Tensor upload_stacked(const std::vector<Tensor>& parts, DType dtype) = 0;
+  virtual void to_host(const Tensor& src, void* dst) = 0;
+  virtual KvCache alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks,
+                                 int64_t block_size) = 0;
+  // Blocks until queued device work is done (no-op on the CPU).
+  virtual void synchronize() {}
+
+  // ---- elementwise and normalization; x, out: F32 [T, H] ----
+  // out[t] = table[ids[t]] (table any float dtype).
+  virtual void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) = 0;
+  // out = x / rms(x) * w (w F32 [n]), per row, over the first n columns (x
+  // and out may have wider rows; other columns of out are left alone).
+  virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  // residual += x; out = rms_norm(residual).
+  virtual void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                            Tensor& out) = 0;
+  // out[i] = src[rows[i]] for F32 [*, H] tensors.
+  virtual void gather_rows(const Tensor& src, const std::vector<int32_t>& rows, Tensor& out) = 0;
+  // out = a + b.
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // gate_up [T, 2I] (gate first) -> out [T, I] = silu(gate) * up.
+  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
+
+  // ---- matrix products ----
+  // out [T, N] = x [T, K] W^T + b. Each output is reduced in a fixed order,
+  // independent of T, so results do not depend on batch composition.
+  virtual void linear(const Tensor& x, const Linear& w, Tensor& out) = 0;
+  // Per-head products: for x [T, H * x_head_stride] (the first K values of
+  // each head's segment are used) and w [H, N, K], writes the N values of
+  // head h at out[t, h * out_head_stride ...]; out is [T, H * out_head_stride].
+  virtual void head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
+                           int64_t out_head_stride) = 0;
+  // Copies `width` values per head: dst[t, h*dst_stride + dst_offset + i] =
+  // src[t, h*src_stride + src_offset + i] for h < num_heads.
+  virtual void copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
+                          int64_t dst_stride, int64_t dst_offset, int64_t width,
+                          int64_t num_heads) = 0;
+
+  // ---- positions ----
+  // Rotates, for every token t and head h < num_heads, the rot_dim values at
+  // x[t, h * head_stride + offset ...] by position positions[t].
+  virtual void rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,
+                    int64_t num_heads, int64_t head_stride, int64_t offset) = 0;
+
+  // ---- mixture of experts ----
+  // router_logits F32 [T, E], bias [E] F32 or undefined -> ids I32 [T, k],
+  // weights F32 [T, k].
+  virtual void moe_route(const Tensor& router_logits, const Tensor& bias,
+                         const RouterParams& params, Tensor& ids, Tensor& weights) = 0;
+  // out [T, H] = sum_j weights[t, j] * Expert_{ids[t, j]}(x[t]) (SwiGLU experts).
+  virtual void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                           const Tensor& weights, Tensor& out) = 0;
+
+  // ---- KV cache and attention ----
+  // Writes row t of `src` [T, width] into slot slot_mapping[t] of `cache`
+  // [num_blocks, block_size, width].
+  virtual void cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) = 0;
+  // Causal GQA over the paged cache (new tokens already written):
+  // q [T, num_heads * head_dim] -> out [T, num_heads * head_dim].
+  virtual void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                               const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
+                               int64_t head_dim, float scale, Tensor& out) = 0;
+  // Absorbed MLA (MQA with one 576-wide latent head): q [T, H, kv_lora + rope]
+  // (q_lat then rotated q_pe), latent cache [blocks, block_size, kv_lora + rope]
+  // -> out [T, H, kv_lora] = softmax(q . key * scale) . latent[:, :kv_lora].
+  virtual void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
+                             int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+                             float scale, Tensor& out) = 0;
+};
+
+// The CPU backend, using `threads` threads (<= 0: one per core) and the best
+// vector ISA of this CPU (AVX-512 or AVX2, chosen at run time).
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+}  // namespace r1::backend

@@ -1,0 +1,105 @@
+// Dense decoder (the R1 distills): Llama-3 and Qwen2 (q/k/v biases, tied
+// embeddings when lm_head.weight is absent), GQA over a paged K/V cache with
+// NeoX-style rope. Shapes: T tokens, H hidden, nh/nkv heads, d head_dim.
+#include <fmt/format.h>
+
+#include "model/model_impl.h"
+#include "model/rope.h"
+
+namespace r1::model {
+namespace {
+
+using backend::Linear;
+
+struct DenseLayer {
+  Tensor in_norm, post_norm;
+  Linear q, k, v, o;
+  Linear gate_up, down;
+};
+
+class DenseModel final : public ModelBase {
+ public:
+  DenseModel(const io::ModelConfig& cfg, backend::Backend& be) : ModelBase(cfg, be) {}
+
+  void load(WeightLoader& w) {
+    const auto& c = cfg_;
+    const int64_t H = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+    load_common(w);
+    rope_ = make_rope_params(c, c.head_dim);
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      const std::string pre = fmt::format("model.layers.{}.", l);
+      DenseLayer L;
+      L.in_norm = w.vec(pre + "input_layernorm.weight", H);
+      L.post_norm = w.vec(pre + "post_attention_layernorm.weight", H);
+      L.q = w.linear(pre + "self_attn.q_proj", q, H, c.qkv_bias);
+      L.k = w.linear(pre + "self_attn.k_proj", kv, H, c.qkv_bias);
+      L.v = w.linear(pre + "self_attn.v_proj", kv, H, c.qkv_bias);
+      L.o = w.linear(pre + "self_attn.o_proj", H, q);
+      L.gate_up = w.gate_up(pre + "mlp.", c.intermediate_size, H);
+      L.down = w.linear(pre + "mlp.down_proj", H, c.intermediate_size);
+      layers_.push_back(std::move(L));
+    }
+  }
+
+  backend::KvCacheSpec kv_cache_spec() const override {
+    backend::KvCacheSpec s;
+    s.mla = false;
+    s.num_layers = cfg_.num_layers;
+    s.num_kv_heads = cfg_.num_kv_heads;
+    s.head_dim = cfg_.head_dim;
+    return s;
+  }
+
+  int64_t decode_weight_bytes() const override {
+    int64_t bytes = common_decode_bytes();
+    for (const auto& L : layers_)
+      for (const Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate_up, &L.down})
+        bytes += static_cast<int64_t>(l->weight.nbytes() + (l->bias.defined() ? l->bias.nbytes() : 0));
+    return bytes;
+  }
+
+ protected:
+  void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache,
+                     Tensor& x, Scratch& s) override {
+    const auto& c = cfg_;
+    const DenseLayer& L = layers_[static_cast<size_t>(l)];
+    const int64_t T = x.dim(0), H = c.hidden_size, d = c.head_dim;
+    const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
+    auto& be = backend_;
+    Tensor a = s.get("a", {T, H});
+    be.rms_norm(x, L.in_norm, eps(), a);
+    Tensor q = s.get("q", {T, nh * d}), k = s.get("k", {T, nkv * d}), v = s.get("v", {T, nkv * d});
+    be.linear(a, L.q, q);
+    be.linear(a, L.k, k);
+    be.linear(a, L.v, v);
+    be.rope(q, batch.positions, rope_, nh, d, 0);
+    be.rope(k, batch.positions, rope_, nkv, d, 0);
+    be.cache_write(k, batch, cache.k[static_cast<size_t>(l)]);
+    be.cache_write(v, batch, cache.v[static_cast<size_t>(l)]);
+    Tensor att = s.get("att", {T, nh * d});
+    be.paged_attention(q, cache.k[static_cast<size_t>(l)], cache.v[static_cast<size_t>(l)], batch,
+                       nh, nkv, d, static_cast<float>(c.attention_scale()), att);
+    Tensor h = s.get("h", {T, H});
+    be.linear(att, L.o, h);
+    Tensor m = s.get("m", {T, H});
+    be.add_rms_norm(x, h, L.post_norm, eps(), m);
+    Tensor f = s.get("f", {T, H});
+    mlp(L.gate_up, L.down, m, f, s);
+    be.add(x, f, x);
+  }
+
+ private:
+  std::vector<DenseLayer> layers_;
+  backend::RopeParams rope_;
+};
+
+}  // namespace
+
+std::unique_ptr<ModelBase> make_dense_model(const io::ModelConfig& cfg, backend::Backend& be,
+                                            WeightLoader& w) {
+  auto m = std::make_unique<DenseModel>(cfg, be);
+  m->load(w);
+  return m;
+}
+
+}  // namespace r1::model

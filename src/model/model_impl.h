@@ -1,0 +1,57 @@
+// ModelBase: what every architecture shares (embedding, the layer loop, final
+// norm, lm_head, SwiGLU MLP, per-step scratch tensors). Architectures only
+// load their layers and implement layer_forward.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "model/model.h"
+#include "model/weight_loader.h"
+
+namespace r1::model {
+
+// Named activation buffers reused across steps; grown when a step is larger.
+class Scratch {
+ public:
+  explicit Scratch(backend::Backend& be) : be_(be) {}
+  Tensor get(const std::string& name, const Shape& shape, DType dtype = DType::kF32);
+
+ private:
+  backend::Backend& be_;
+  std::map<std::string, Tensor> buffers_;
+};
+
+class ModelBase : public Model {
+ public:
+  ModelBase(const io::ModelConfig& cfg, backend::Backend& be) : cfg_(cfg), backend_(be), scratch_(be) {}
+  const io::ModelConfig& config() const override { return cfg_; }
+  backend::Backend& backend() override { return backend_; }
+  void forward(const backend::BatchInfo& batch, backend::KvCache& cache,
+               std::vector<float>& logits) override;
+
+ protected:
+  virtual void layer_forward(int64_t layer, const backend::BatchInfo& batch,
+                             backend::KvCache& cache, Tensor& x, Scratch& s) = 0;
+  void load_common(WeightLoader& w);
+  // out = down(silu(gate(x)) * up(x))
+  void mlp(const backend::Linear& gate_up, const backend::Linear& down, const Tensor& x, Tensor& out,
+           Scratch& s);
+  int64_t common_decode_bytes() const;
+  float eps() const { return static_cast<float>(cfg_.rms_norm_eps); }
+
+  io::ModelConfig cfg_;
+  backend::Backend& backend_;
+  Scratch scratch_;
+  Tensor embed_;       // [V, H]
+  Tensor final_norm_;  // [H]
+  backend::Linear lm_head_;
+};
+
+std::unique_ptr<ModelBase> make_deepseek_model(const io::ModelConfig& cfg, backend::Backend& be,
+                                               WeightLoader& w);
+std::unique_ptr<ModelBase> make_dense_model(const io::ModelConfig& cfg, backend::Backend& be,
+                                            WeightLoader& w);
+
+}  // namespace r1::model

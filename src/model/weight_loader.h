@@ -1,0 +1,41 @@
+// WeightLoader: turns WeightSource tensors into backend tensors in the dtype
+// the load options ask for (norms and biases always F32). Throws r1::Error;
+// load_model converts that to a Status at the boundary.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/model.h"
+
+namespace r1::model {
+
+class WeightLoader {
+ public:
+  WeightLoader(const WeightSource& src, backend::Backend& be, const LoadOptions& opt)
+      : src_(src), be_(be), opt_(opt) {}
+
+  bool has(const std::string& name) const { return src_.stored_dtype(name).has_value(); }
+  // A matrix-like tensor (embedding, projection, router) in the weight dtype.
+  Tensor matrix(const std::string& name, const Shape& shape);
+  // A vector (norm weight, bias) in F32.
+  Tensor vec(const std::string& name, int64_t n);
+  backend::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool bias = false);
+  // gate_proj and up_proj stacked as one [2I, H] weight (gate rows first).
+  backend::Linear gate_up(const std::string& prefix, int64_t inter, int64_t hidden);
+  backend::ExpertWeights experts(const std::string& prefix, int64_t n, int64_t inter,
+                                 int64_t hidden);
+  // The host tensor as F32 (for load-time reshuffles such as MLA absorption).
+  Tensor host_f32(const std::string& name, const Shape& shape);
+  DType matrix_dtype(const std::string& name) const;
+  DType weight_dtype_for_derived() const;
+
+ private:
+  Tensor host(const std::string& name, const Shape& shape, DType want);
+  const WeightSource& src_;
+  backend::Backend& be_;
+  LoadOptions opt_;
+};
+
+}  // namespace r1::model
