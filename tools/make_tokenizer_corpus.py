@@ -313,7 +313,7 @@ def make_flags_tokenizer():
     def enc(s):
         return "".join(bl[b] for b in s.encode("utf-8"))
     merges = []
-    for a, b in [("t", "h"), ("th", "e"), (" ", "t"), (" t", "he"), ("i", "n"), ("in", "g"),
+    for a, b in [("t", "h"), ("h", "e"), ("th", "e"), (" ", "t"), (" t", "he"), ("i", "n"), ("in", "g"),
                  (" ", "w"), (" w", "o"), ("r", "d"), (" wo", "rd"), ("e", "r"), ("é", "s")]:
         ea, eb = enc(a), enc(b)
         merges.append([ea, eb])
@@ -384,7 +384,7 @@ def main():
     with open(os.path.join(args.out, "flags", "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(make_flags_tokenizer(), f, ensure_ascii=False, indent=1)
     with open(os.path.join(args.out, "flags", "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump({"add_bos_token": False, "bos_token": "<s>", "eos_token": "</s>",
+        json.dump({"bos_token": "<s>", "eos_token": "</s>",
                    "tokenizer_class": "PreTrainedTokenizerFast"}, f, indent=1)
     with open(os.path.join(args.out, "flags", "corpus.jsonl"), "w", encoding="utf-8") as f:
         for s in FLAGS_CORPUS:
