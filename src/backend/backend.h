@@ -86,6 +86,9 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
+  // dtype of activations between ops (F32 on the CPU; a GPU may use BF16).
+  // Router logits, top-k weights and the logits returned to the host are F32.
+  virtual DType activation_dtype() const { return DType::kF32; }
 
   // ---- memory ----
   virtual Tensor alloc(const Shape& shape, DType dtype) = 0;

@@ -179,10 +179,10 @@ class DeepseekModel final : public ModelBase {
 
     Tensor f = s.get("f", {T, H});
     if (L.moe) {
-      Tensor logits = s.get("router_logits", {T, c.n_routed_experts});
+      Tensor logits = s.get("router_logits", {T, c.n_routed_experts}, DType::kF32);
       be.linear(m, L.router, logits);
       Tensor ids = s.get("topk_ids", {T, c.num_experts_per_tok}, DType::kI32);
-      Tensor wts = s.get("topk_w", {T, c.num_experts_per_tok});
+      Tensor wts = s.get("topk_w", {T, c.num_experts_per_tok}, DType::kF32);
       be.moe_route(logits, L.router_bias, router_, ids, wts);
       be.moe_experts(m, L.experts, ids, wts, f);
       if (L.has_ffn_mlp) {

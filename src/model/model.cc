@@ -65,7 +65,7 @@ void ModelBase::forward(const backend::BatchInfo& batch, backend::KvCache& cache
   Tensor xs = scratch_.get("x_out", {n, H});
   backend_.gather_rows(x, batch.logits_indices, xs);
   backend_.rms_norm(xs, final_norm_, eps(), xs);
-  Tensor lg = scratch_.get("logits", {n, cfg_.vocab_size});
+  Tensor lg = scratch_.get("logits", {n, cfg_.vocab_size}, DType::kF32);
   backend_.linear(xs, lm_head_, lg);
   backend_.to_host(lg, logits.data());
 }

@@ -16,7 +16,9 @@ namespace r1::model {
 class Scratch {
  public:
   explicit Scratch(backend::Backend& be) : be_(be) {}
-  Tensor get(const std::string& name, const Shape& shape, DType dtype = DType::kF32);
+  // A buffer in the backend's activation dtype.
+  Tensor get(const std::string& name, const Shape& shape) { return get(name, shape, be_.activation_dtype()); }
+  Tensor get(const std::string& name, const Shape& shape, DType dtype);
 
  private:
   backend::Backend& be_;
