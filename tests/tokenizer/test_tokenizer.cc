@@ -12,9 +12,7 @@ using testing::load_reference;
 using testing::load_tokenizer;
 
 std::string show(const std::vector<int32_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-  return s + "]";
+  return nlohmann::json(v).dump();
 }
 
 class RealTokenizerTest : public ::testing::TestWithParam<std::string> {};
@@ -24,10 +22,12 @@ TEST_P(RealTokenizerTest, LoadsWithExpectedVocabulary) {
   ASSERT_NE(tok, nullptr);
   const auto& ref = load_reference(GetParam());
   EXPECT_EQ(tok->vocab_size(), ref.meta["vocab_size"].get<int32_t>());
-  if (ref.meta.contains("tf_eos") && !ref.meta["tf_eos"].is_null())
+  if (ref.meta.contains("tf_eos") && !ref.meta["tf_eos"].is_null()) {
     EXPECT_EQ(tok->eos_id(), ref.meta["tf_eos"].get<int32_t>());
-  if (ref.meta.contains("tf_bos") && !ref.meta["tf_bos"].is_null())
+  }
+  if (ref.meta.contains("tf_bos") && !ref.meta["tf_bos"].is_null()) {
     EXPECT_EQ(tok->bos_id(), ref.meta["tf_bos"].get<int32_t>());
+  }
   // Every id maps to a token and back.
   for (int32_t id = 0; id < tok->vocab_size(); ++id) {
     if (!tok->is_known(id)) continue;
