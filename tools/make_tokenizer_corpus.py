@@ -311,10 +311,10 @@ def make_flags_tokenizer():
     for b in range(256):
         vocab[bl[b]] = len(vocab)
     def enc(s):
-        return "".join(bl[b] for b in s.encode("utf-8"))
+        return "".join(bl[b] for b in (s if isinstance(s, bytes) else s.encode("utf-8")))
     merges = []
     for a, b in [("t", "h"), ("h", "e"), ("th", "e"), (" ", "t"), (" t", "he"), ("i", "n"), ("in", "g"),
-                 (" ", "w"), (" w", "o"), ("r", "d"), (" wo", "rd"), ("e", "r"), ("é", "s")]:
+                 (" ", "w"), (" w", "o"), ("r", "d"), (" wo", "rd"), ("e", "r"), (b"\xc3", b"\xa9"), ("é", "s")]:
         ea, eb = enc(a), enc(b)
         merges.append([ea, eb])
         if ea + eb not in vocab:

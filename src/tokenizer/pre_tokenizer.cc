@@ -5,6 +5,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <cctype>
+
 namespace r1::tok {
 
 using nlohmann::json;
@@ -43,9 +45,17 @@ MatchState& match_state() {
 Result<std::unique_ptr<Regex>> Regex::compile(const std::string& pattern, bool literal) {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
-  uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   options, &err, &err_offset, nullptr);
+  std::string source = pattern;
+  if (literal) {  // escape ASCII punctuation (PCRE2_LITERAL does not combine with UCP)
+    source.clear();
+    for (char c : pattern) {
+      auto u = static_cast<unsigned char>(c);
+      if (u < 0x80 && !std::isalnum(u)) source.push_back('\\');
+      source.push_back(c);
+    }
+  }
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof(msg));
