@@ -15,7 +15,9 @@
 namespace r1::tok::jinja {
 
 struct RenderLimits {
-  int64_t max_steps = 2'000'000;
+  // Real chat templates use a few thousand steps for a long conversation;
+  // 500k steps take well under 100 ms to exhaust.
+  int64_t max_steps = 500'000;
   size_t max_output_bytes = 16u << 20;  // also the cap for any one string or list
   int max_call_depth = 64;
 };
