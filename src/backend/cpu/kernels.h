@@ -31,6 +31,11 @@ struct Kernels {
   void (*silu_mul)(const float* g, const float* u, float* out, int64_t n);
   // dst[i] = (float) src[i] for bf16 src
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // Benchmark helpers: `iters` rounds of independent FMAs in registers
+  // (returns the flop count), and a streaming read of n floats (returns a sum
+  // so the read cannot be optimized away).
+  double (*fma_peak)(int64_t iters, float* sink);
+  float (*stream_read)(const float* x, int64_t n);
 };
 
 const Kernels& kernels_avx512();

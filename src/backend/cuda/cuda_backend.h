@@ -1,0 +1,26 @@
+// The CUDA backend's factory and device queries: a plain C++ header (no CUDA
+// headers) so the app and tests can create the backend without nvcc.
+// Activations are BF16 on the GPU; matrices are stored BF16; the KV cache is BF16.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace r1::backend {
+
+// Number of CUDA devices usable by this process (0 when there is no driver or GPU).
+int cuda_device_count();
+
+// The CUDA backend on `device`. It may use at most `memory_fraction` of the
+// device's total memory (weights + KV cache + activations); allocations beyond
+// it fail with a message saying how much was needed and available.
+std::unique_ptr<Backend> make_cuda_backend(int device = 0, double memory_fraction = 0.9);
+
+// Bytes of device memory the backend may still allocate under its limit
+// (for sizing a KV-cache pool), or -1 if `be` is not a CUDA backend.
+int64_t cuda_free_bytes(Backend& be);
+
+}  // namespace r1::backend

@@ -1,0 +1,336 @@
+// DeepSeekMoE kernels: the router in one kernel (a warp per token: scores,
+// correction bias for selection only, group-limited top-k, renormalize,
+// scale), a counting sort of (token, slot) pairs by expert, GEMVs that read
+// only the experts that have tokens (small batches), and gather/combine around
+// the grouped cuBLAS GEMMs (large batches, see gemm.cc).
+#include <cfloat>
+
+#include "backend/cuda/common.cuh"
+
+namespace r1::backend::cuda {
+namespace {
+
+constexpr int kMaxExperts = 256;  // per-lane arrays of 8
+constexpr int kRouteWarps = 4;
+
+// (value, index) is better when larger, ties to the lower index.
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
+  return v > bv || (v == bv && i < bi);
+}
+
+__global__ void route_kernel(const float* logits, const float* bias, int T, int E, int K, bool softmax,
+                             int n_group, int topk_group, bool normalize, float scale, int32_t* ids,
+                             float* weights) {
+  __shared__ float choice_s[kRouteWarps][kMaxExperts];
+  __shared__ float score_s[kRouteWarps][kMaxExperts];
+  __shared__ float gscore_s[kRouteWarps][32];
+  __shared__ float picked_s[kRouteWarps][32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int t = blockIdx.x * kRouteWarps + warp;
+  if (t >= T) return;
+  const float* l = logits + static_cast<int64_t>(t) * E;
+  float sc[8];
+  float mx = -FLT_MAX;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int e = lane + 32 * k;
+    sc[k] = e < E ? l[e] : -FLT_MAX;
+    mx = fmaxf(mx, sc[k]);
+  }
+  if (softmax) {
+    mx = warp_max(mx);
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int e = lane + 32 * k;
+      sc[k] = e < E ? expf(sc[k] - mx) : 0.0f;
+      sum += sc[k];
+    }
+    sum = warp_sum(sum);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sc[k] /= sum;
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sc[k] = 1.0f / (1.0f + expf(-sc[k]));
+  }
+  float ch[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int e = lane + 32 * k;
+    ch[k] = e < E ? sc[k] + (bias ? bias[e] : 0.0f) : -INFINITY;
+    if (e < E) {
+      choice_s[warp][e] = ch[k];
+      score_s[warp][e] = sc[k];
+    }
+  }
+  __syncwarp();
+  if (topk_group < n_group) {
+    const int per = E / n_group;
+    if (lane < n_group) {
+      float a = -INFINITY, b = -INFINITY;
+      for (int i = 0; i < per; ++i) {
+        const float c = choice_s[warp][lane * per + i];
+        if (c > a) {
+          b = a;
+          a = c;
+        } else if (c > b) {
+          b = c;
+        }
+      }
+      gscore_s[warp][lane] = bias ? a + (per > 1 ? b : 0.0f) : a;
+    }
+    __syncwarp();
+    unsigned keep = 0;
+    if (lane == 0) {
+      for (int i = 0; i < topk_group; ++i) {
+        int best = -1;
+        for (int g = 0; g < n_group; ++g)
+          if (!(keep >> g & 1u) && (best < 0 || gscore_s[warp][g] > gscore_s[warp][best])) best = g;
+        keep |= 1u << best;
+      }
+    }
+    keep = __shfl_sync(0xffffffffu, keep, 0);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int e = lane + 32 * k;
+      if (e < E && !(keep >> (e / per) & 1u)) ch[k] = -INFINITY;
+    }
+  }
+  unsigned taken = 0;
+  for (int j = 0; j < K; ++j) {
+    float bv = 0.0f;
+    int bi = INT_MAX;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int e = lane + 32 * k;
+      if (e < E && !(taken >> k & 1u) && (bi == INT_MAX || better(ch[k], e, bv, bi))) {
+        bv = ch[k];
+        bi = e;
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (oi != INT_MAX && (bi == INT_MAX || better(ov, oi, bv, bi))) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+    if (lane == 0) {
+      ids[static_cast<int64_t>(t) * K + j] = bi;
+      picked_s[warp][j] = score_s[warp][bi];
+    }
+  }
+  __syncwarp();
+  if (lane == 0) {
+    float sum = 0.0f;
+    for (int j = 0; j < K; ++j) sum += picked_s[warp][j];
+    const float norm = normalize ? 1.0f / (sum + 1e-20f) : 1.0f;
+    for (int j = 0; j < K; ++j) weights[static_cast<int64_t>(t) * K + j] = picked_s[warp][j] * norm * scale;
+  }
+}
+
+__global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, int32_t* sorted_pair,
+                            int32_t* pos_of_pair) {
+  extern __shared__ int smem[];
+  int* cnt = smem;
+  int* cursor = smem + E;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+  __syncthreads();
+  for (int p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[ids[p]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int acc = 0;
+    for (int e = 0; e < E; ++e) {
+      offsets[e] = acc;
+      cursor[e] = acc;
+      acc += cnt[e];
+    }
+    offsets[E] = acc;
+  }
+  __syncthreads();
+  for (int p = threadIdx.x; p < P; p += blockDim.x) {
+    const int pos = atomicAdd(&cursor[ids[p]], 1);
+    sorted_pair[pos] = p;
+    pos_of_pair[p] = pos;
+  }
+}
+
+// Eight BF16 weights (16 bytes) to floats.
+__device__ __forceinline__ void unpack8(const uint4& u, float* f) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ void load_x8(const void* x, bool x_bf, int64_t idx, float* f) {
+  if (x_bf) {
+    unpack8(*reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(x) + idx), f);
+  } else {
+    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + idx);
+    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + idx + 4);
+    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+  }
+}
+
+constexpr int kChunk = 4;  // tokens per pass over a weight row
+
+// A warp per output i of expert blockIdx.y: gate row i and up row I + i.
+__global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
+                                    int64_t I, const int32_t* offsets, const int32_t* sorted_pair,
+                                    int64_t K, uint16_t* act) {
+  const int e = blockIdx.y;
+  const int begin = offsets[e], end = offsets[e + 1];
+  if (begin == end) return;
+  const int lane = threadIdx.x & 31;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (i >= I) return;
+  const uint16_t* wg = gate_up + (static_cast<int64_t>(e) * 2 * I + i) * H;
+  const uint16_t* wu = wg + I * H;
+  for (int p0 = begin; p0 < end; p0 += kChunk) {
+    const int n = min(kChunk, end - p0);
+    int64_t xrow[kChunk];
+#pragma unroll
+    for (int q = 0; q < kChunk; ++q) xrow[q] = q < n ? static_cast<int64_t>(sorted_pair[p0 + q] / K) * H : 0;
+    float ag[kChunk] = {}, au[kChunk] = {};
+    for (int64_t k0 = lane * 8; k0 < H; k0 += 256) {
+      float g8[8], u8[8];
+      unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
+      unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
+#pragma unroll
+      for (int q = 0; q < kChunk; ++q) {
+        if (q < n) {
+          float x8[8];
+          load_x8(x, x_bf, xrow[q] + k0, x8);
+#pragma unroll
+          for (int c = 0; c < 8; ++c) {
+            ag[q] = fmaf(g8[c], x8[c], ag[q]);
+            au[q] = fmaf(u8[c], x8[c], au[q]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kChunk; ++q) {
+      const float g = warp_sum(ag[q]), u = warp_sum(au[q]);
+      if (lane == 0 && q < n)
+        reinterpret_cast<__nv_bfloat16*>(act)[static_cast<int64_t>(p0 + q) * I + i] =
+            __float2bfloat16_rn(g / (1.0f + expf(-g)) * u);
+    }
+  }
+}
+
+__global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
+                                 const int32_t* offsets, float* y) {
+  const int e = blockIdx.y;
+  const int begin = offsets[e], end = offsets[e + 1];
+  if (begin == end) return;
+  const int lane = threadIdx.x & 31;
+  const int64_t h = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (h >= H) return;
+  const uint16_t* w = down + (static_cast<int64_t>(e) * H + h) * I;
+  for (int p0 = begin; p0 < end; p0 += kChunk) {
+    const int n = min(kChunk, end - p0);
+    float acc[kChunk] = {};
+    for (int64_t k0 = lane * 8; k0 < I; k0 += 256) {
+      float w8[8];
+      unpack8(*reinterpret_cast<const uint4*>(w + k0), w8);
+#pragma unroll
+      for (int q = 0; q < kChunk; ++q) {
+        if (q < n) {
+          float a8[8];
+          unpack8(*reinterpret_cast<const uint4*>(act + static_cast<int64_t>(p0 + q) * I + k0), a8);
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
+        }
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kChunk; ++q) {
+      const float v = warp_sum(acc[q]);
+      if (lane == 0 && q < n) y[static_cast<int64_t>(p0 + q) * H + h] = v;
+    }
+  }
+}
+
+__global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t K,
+                              uint16_t* xg) {
+  const int64_t pos = blockIdx.x;
+  const int64_t row = sorted_pair[pos] / K;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
+    stf(xg, pos * H + i, true, ldf(x, row * H + i, x_bf));
+}
+
+__global__ void combine_kernel(const float* y, const int32_t* pos_of_pair, const float* w, int64_t T,
+                               int64_t K, int64_t H, void* out, bool out_bf) {
+  const int64_t n = T * H;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = idx / H, h = idx % H;
+    float acc = 0.0f;
+    for (int64_t j = 0; j < K; ++j) acc += w[t * K + j] * y[static_cast<int64_t>(pos_of_pair[t * K + j]) * H + h];
+    stf(out, idx, out_bf, acc);
+  }
+}
+
+}  // namespace
+
+void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t E, int64_t K,
+                      bool softmax, int64_t n_group, int64_t topk_group, bool normalize, float scale,
+                      int32_t* ids, float* weights, cudaStream_t s) {
+  R1_CUDA_REQUIRE(E <= kMaxExperts && K <= 32 && K <= E, "moe_route: at most 256 experts, top-k <= 32");
+  R1_CUDA_REQUIRE(n_group >= 1 && n_group <= 32 && E % n_group == 0 && topk_group <= n_group,
+                  "moe_route: groups");
+  if (T == 0) return;
+  route_kernel<<<static_cast<unsigned>((T + kRouteWarps - 1) / kRouteWarps), 32 * kRouteWarps, 0, s>>>(
+      logits, bias, static_cast<int>(T), static_cast<int>(E), static_cast<int>(K), softmax,
+      static_cast<int>(n_group), static_cast<int>(topk_group), normalize, scale, ids, weights);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* sorted_pair,
+                     int32_t* pos_of_pair, cudaStream_t s) {
+  R1_CUDA_REQUIRE(E <= 4096 && P < (int64_t{1} << 30), "moe_sort: sizes");
+  sort_kernel<<<1, 1024, static_cast<size_t>(2 * E) * sizeof(int), s>>>(ids, static_cast<int>(P),
+                                                                      static_cast<int>(E), offsets,
+                                                                      sorted_pair, pos_of_pair);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
+                             int64_t E, int64_t I, const int32_t* offsets, const int32_t* sorted_pair,
+                             int64_t K, uint16_t* act, cudaStream_t s) {
+  R1_CUDA_REQUIRE(H % 8 == 0, "moe gemv: hidden size must be a multiple of 8");
+  dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(E));
+  gate_up_gemv_kernel<<<grid, 256, 0, s>>>(x, x_bf, H, gate_up, I, offsets, sorted_pair, K, act);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H, int64_t I,
+                          const int32_t* offsets, float* y, cudaStream_t s) {
+  R1_CUDA_REQUIRE(I % 8 == 0, "moe gemv: intermediate size must be a multiple of 8");
+  dim3 grid(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(E));
+  down_gemv_kernel<<<grid, 256, 0, s>>>(act, down, H, I, offsets, y);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
+                       int64_t K, uint16_t* xg, cudaStream_t s) {
+  if (P == 0) return;
+  gather_kernel<<<static_cast<unsigned>(P), 256, 0, s>>>(x, x_bf, H, sorted_pair, K, xg);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_moe_combine(const float* y, const int32_t* pos_of_pair, const float* w, int64_t T,
+                        int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s) {
+  if (T * H == 0) return;
+  combine_kernel<<<grid_for(T * H, 256), 256, 0, s>>>(y, pos_of_pair, w, T, K, H, out, out_bf);
+  R1_CUDA_LAUNCHED();
+}
+
+}  // namespace r1::backend::cuda
