@@ -200,27 +200,13 @@ size_t append_utf8_lossy(std::string& out, std::string_view s, bool final_chunk)
   return 0;
 }
 
-bool nfc_normalize(std::string_view s, std::string& out) {
-  // Quick check: nothing below U+0300 changes, nor anything outside kNfcUnsafe.
-  size_t i = 0;
-  bool unsafe = false;
-  while (i < s.size()) {
-    auto b = static_cast<uint8_t>(s[i]);
-    if (b < 0xCC) {  // lead bytes below 0xCC encode code points below U+0300
-      i += b < 0x80 ? 1 : 2;
-      continue;
-    }
-    uint32_t cp = next_code_point(s, i);
-    if (in_ranges(kNfcUnsafe, cp)) {
-      unsafe = true;
-      break;
-    }
-  }
-  if (!unsafe) return false;
+namespace {
 
-  std::vector<uint32_t> cps;
-  cps.reserve(s.size());
-  for (i = 0; i < s.size();) decompose(next_code_point(s, i), cps);
+// Full NFC of `s` (decompose, canonical order, compose), appended to `out`.
+void nfc_full(std::string_view s, std::string& out) {
+  thread_local std::vector<uint32_t> cps, res;
+  cps.clear();
+  for (size_t i = 0; i < s.size();) decompose(next_code_point(s, i), cps);
   // Canonical ordering: stable sort of each run of non-starters by class.
   for (size_t a = 0; a < cps.size();) {
     if (combining_class(cps[a]) == 0) {
@@ -235,10 +221,9 @@ bool nfc_normalize(std::string_view s, std::string& out) {
     a = b;
   }
   // Canonical composition.
-  std::vector<uint32_t> res;
-  res.reserve(cps.size());
+  res.clear();
   int64_t starter = -1;  // index in res of the last starter
-  int last_ccc = -1;     // class of the last character appended after the starter
+  int last_ccc = -1;     // class of the last character kept after that starter
   for (uint32_t cp : cps) {
     int ccc = combining_class(cp);
     if (starter >= 0) {
@@ -258,9 +243,55 @@ bool nfc_normalize(std::string_view s, std::string& out) {
     }
     res.push_back(cp);
   }
-  out.clear();
-  out.reserve(s.size());
   for (uint32_t cp : res) append_utf8(out, cp);
+}
+
+}  // namespace
+
+bool nfc_normalize(std::string_view s, std::string& out) {
+  // NFC only changes text around "unsafe" characters (those that may change,
+  // combine with a neighbour or reorder); the characters outside kNfcUnsafe
+  // (and everything below U+0300) are boundaries that nothing crosses. Only
+  // the span from the last safe character before an unsafe run to the next
+  // safe character is normalized; the rest is copied.
+  size_t i = 0, last_safe = 0, copied = 0;
+  bool changed = false;
+  while (i < s.size()) {
+    auto b = static_cast<uint8_t>(s[i]);
+    if (b < 0xCC) {  // lead bytes below 0xCC encode code points below U+0300
+      last_safe = i;
+      i += b < 0x80 ? 1 : 2;
+      continue;
+    }
+    size_t start = i;
+    uint32_t cp = next_code_point(s, i);
+    if (!in_ranges(kNfcUnsafe, cp)) {
+      last_safe = start;
+      continue;
+    }
+    // An unsafe run: extend to the next safe character.
+    size_t end = i;
+    while (end < s.size()) {
+      auto lead = static_cast<uint8_t>(s[end]);
+      if (lead < 0xCC) break;
+      size_t k = end;
+      if (!in_ranges(kNfcUnsafe, next_code_point(s, k))) break;
+      end = k;
+    }
+    if (!changed) {
+      out.clear();
+      out.reserve(s.size() + 16);
+      changed = true;
+    }
+    size_t seg = std::max(last_safe, copied);
+    out.append(s.substr(copied, seg - copied));
+    nfc_full(s.substr(seg, end - seg), out);
+    copied = end;
+    last_safe = end;
+    i = end;
+  }
+  if (!changed) return false;
+  out.append(s.substr(copied));
   return true;
 }
 
