@@ -77,12 +77,19 @@ std::string indent_filter(const std::string& s_in, const std::string& indention,
   }
   std::string rv;
   if (blank) {
-    for (size_t i = 0; i < lines.size(); ++i) rv += (i ? "\n" + indention : "") + lines[i];
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (i) rv.append("\n").append(indention);
+      rv.append(lines[i]);
+    }
   } else {
     rv = lines.empty() ? "" : lines[0];
-    for (size_t i = 1; i < lines.size(); ++i) rv += "\n" + (lines[i].empty() ? lines[i] : indention + lines[i]);
+    for (size_t i = 1; i < lines.size(); ++i) {
+      rv.push_back('\n');
+      if (!lines[i].empty()) rv.append(indention);
+      rv.append(lines[i]);
+    }
   }
-  if (first) rv = indention + rv;
+  if (first) rv.insert(0, indention);
   return rv;
 }
 
