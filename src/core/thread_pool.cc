@@ -1,9 +1,10 @@
-// ThreadPool implementation: a generation counter wakes workers; chunks are
-// handed out through an atomic cursor; completion is an atomic countdown.
+// ThreadPool implementation. A job lives on the caller's stack; workers find
+// it through job_ and announce themselves in inside_ before touching it, so
+// the caller can retire the job (job_ = null, then wait for inside_ == 0)
+// without waiting for workers that never woke up.
 #include "core/thread_pool.h"
 
 #include <algorithm>
-#include <chrono>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -15,8 +16,21 @@
 namespace r1 {
 
 namespace {
-constexpr int kSpinIterations = 20000;  // roughly 50-100 us before sleeping
+constexpr int kSpinIterations = 20000;  // roughly 0.1-0.5 ms before sleeping
+
+// Spins briefly, then yields, until pred() holds.
+template <typename Pred>
+void wait_until(Pred pred) {
+  int spins = 0;
+  while (!pred()) {
+    if (++spins < kSpinIterations) {
+      R1_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
+}  // namespace
 
 int ThreadPool::hardware_threads() {
   unsigned n = std::thread::hardware_concurrency();
@@ -38,15 +52,13 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_job(int thread_index) {
-  if (all_fn_ != nullptr) {
-    (*all_fn_)(thread_index);
-    return;
-  }
+void ThreadPool::run_chunks(Job& job) {
   for (;;) {
-    int64_t begin = next_.fetch_add(chunk_);
-    if (begin >= n_) break;
-    (*range_fn_)(begin, std::min(n_, begin + chunk_));
+    const int64_t c = job.next.fetch_add(1);
+    if (c >= job.num_chunks) return;
+    const int64_t begin = c * job.chunk;
+    (*job.range)(begin, std::min(job.n, begin + job.chunk));
+    job.done.fetch_add(1, std::memory_order_release);
   }
 }
 
@@ -54,10 +66,8 @@ void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
-    int spins = 0;
-    while (gen == seen && spins < kSpinIterations) {
+    for (int spins = 0; gen == seen && spins < kSpinIterations; ++spins) {
       R1_PAUSE();
-      ++spins;
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
@@ -67,22 +77,32 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = gen;
     if (stop_.load()) return;
-    run_job(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    inside_.fetch_add(1);  // seq_cst: pairs with retire()'s store and load
+    Job* job = job_.load();
+    if (job != nullptr) {
+      if (job->all != nullptr) {
+        (*job->all)(index);
+        job->all_pending.fetch_sub(1, std::memory_order_release);
+      } else {
+        run_chunks(*job);
+      }
+    }
+    inside_.fetch_sub(1);
   }
 }
 
-void ThreadPool::wait_workers() {
-  // Spin briefly, then yield: a worker may have been descheduled by another
-  // process on a small machine, and burning its core would only delay it.
-  int spins = 0;
-  while (pending_.load(std::memory_order_acquire) != 0) {
-    if (++spins < kSpinIterations) {
-      R1_PAUSE();
-    } else {
-      std::this_thread::yield();
-    }
+void ThreadPool::publish(Job& job) {
+  job_.store(&job);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
   }
+  cv_.notify_all();
+}
+
+void ThreadPool::retire(Job& job) {
+  job_.store(nullptr);  // seq_cst: a worker that now enters sees no job
+  wait_until([&] { return inside_.load() == 0; });
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain,
@@ -95,22 +115,16 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     return;
   }
   std::lock_guard<std::mutex> caller(caller_mu_);
+  Job job;
+  job.range = &fn;
+  job.n = n;
   // About 4 chunks per thread for balance, never below the grain.
-  int64_t chunk = std::max<int64_t>(grain, (n + threads * 4 - 1) / (threads * 4));
-  range_fn_ = &fn;
-  all_fn_ = nullptr;
-  n_ = n;
-  chunk_ = chunk;
-  next_.store(0);
-  pending_.store(static_cast<int>(workers_.size()));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  cv_.notify_all();
-  run_job(0);
-  wait_workers();
-  range_fn_ = nullptr;
+  job.chunk = std::max<int64_t>(grain, (n + threads * 4 - 1) / (threads * 4));
+  job.num_chunks = (n + job.chunk - 1) / job.chunk;
+  publish(job);
+  run_chunks(job);
+  wait_until([&] { return job.done.load(std::memory_order_acquire) == job.num_chunks; });
+  retire(job);
 }
 
 void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
@@ -119,17 +133,13 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     return;
   }
   std::lock_guard<std::mutex> caller(caller_mu_);
-  all_fn_ = &fn;
-  range_fn_ = nullptr;
-  pending_.store(static_cast<int>(workers_.size()));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  cv_.notify_all();
-  run_job(0);
-  wait_workers();
-  all_fn_ = nullptr;
+  Job job;
+  job.all = &fn;
+  job.all_pending.store(static_cast<int>(workers_.size()));
+  publish(job);
+  fn(0);
+  wait_until([&] { return job.all_pending.load(std::memory_order_acquire) == 0; });
+  retire(job);
 }
 
 }  // namespace r1
