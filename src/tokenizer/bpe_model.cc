@@ -4,6 +4,7 @@
 #include "tokenizer/bpe_model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace r1::tok {
@@ -95,7 +96,74 @@ uint64_t mix64(uint64_t k) {
   k ^= k >> 33;
   return k;
 }
+std::atomic<uint64_t> next_model_serial{1};
 }  // namespace
+
+// Word -> ids cache of one thread for one model: an open-addressing table of
+// hashes over two arenas (word bytes, ids). No locks (each thread has its
+// own) and no allocation per entry; bounded, it starts over when full.
+class BpeModel::WordCache {
+ public:
+  WordCache() : slots_(kSlots) {}
+
+  bool find(std::string_view word, uint64_t h, std::vector<int32_t>& out) const {
+    for (uint64_t i = h & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+      const Slot& s = slots_[i];
+      if (s.hash == 0) return false;
+      if (s.hash == h && s.key_len == word.size() &&
+          std::memcmp(keys_.data() + s.key_off, word.data(), word.size()) == 0) {
+        out.insert(out.end(), ids_.begin() + s.ids_off, ids_.begin() + s.ids_off + s.ids_len);
+        return true;
+      }
+    }
+  }
+
+  void insert(std::string_view word, uint64_t h, const int32_t* ids, size_t n) {
+    if (used_ * 2 >= kSlots || keys_.size() + word.size() > kMaxArena ||
+        (ids_.size() + n) * sizeof(int32_t) > kMaxArena) {
+      std::fill(slots_.begin(), slots_.end(), Slot{});
+      keys_.clear();
+      ids_.clear();
+      used_ = 0;
+      if (word.size() > kMaxArena || n * sizeof(int32_t) > kMaxArena) return;
+    }
+    uint64_t i = h & (kSlots - 1);
+    while (slots_[i].hash != 0) i = (i + 1) & (kSlots - 1);
+    slots_[i] = {h, static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(word.size()),
+                 static_cast<uint32_t>(ids_.size()), static_cast<uint32_t>(n)};
+    keys_.append(word);
+    ids_.insert(ids_.end(), ids, ids + n);
+    ++used_;
+  }
+
+ private:
+  static constexpr size_t kSlots = 1 << 15;
+  static constexpr size_t kMaxArena = 2 << 20;  // bytes per arena
+  struct Slot {
+    uint64_t hash = 0;  // 0: empty (hashes are forced non-zero)
+    uint32_t key_off = 0, key_len = 0, ids_off = 0, ids_len = 0;
+  };
+  std::vector<Slot> slots_;
+  std::string keys_;
+  std::vector<int32_t> ids_;
+  size_t used_ = 0;
+};
+
+BpeModel::WordCache& BpeModel::thread_cache() const {
+  // A thread keeps caches for the few models it used last (usually one).
+  struct Entry {
+    uint64_t serial = 0;
+    std::unique_ptr<WordCache> cache;
+  };
+  thread_local std::array<Entry, 4> entries;
+  thread_local size_t next_victim = 0;
+  for (Entry& e : entries)
+    if (e.serial == serial_) return *e.cache;
+  Entry& e = entries[next_victim++ % entries.size()];
+  e.serial = serial_;
+  e.cache = std::make_unique<WordCache>();
+  return *e.cache;
+}
 
 void BpeModel::MergeTable::init(size_t n) {
   size_t cap = 16;
@@ -199,7 +267,7 @@ Result<std::unique_ptr<BpeModel>> BpeModel::from_json(const json& model) {
     m->merges_.insert(static_cast<uint64_t>(a->second) << 32 | static_cast<uint32_t>(b->second),
                       MergeValue{static_cast<int32_t>(rank), c->second});
   }
-  m->cache_ = std::make_unique<Shard[]>(kShards);
+  m->serial_ = next_model_serial.fetch_add(1);
   return m;
 }
 
@@ -281,26 +349,17 @@ void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) con
     out.push_back(byte_token_[static_cast<uint8_t>(word[0])]);
     return;
   }
-  constexpr size_t kMaxCachedWord = 256;
+  constexpr size_t kMaxCachedWord = 64 * 1024;
   if (word.size() > kMaxCachedWord) {
     merge_word(word, out);
     return;
   }
-  uint64_t h = hash_bytes(word);
-  Shard& shard = cache_[(h >> 58) % kShards];
-  {
-    std::lock_guard<std::mutex> lock(shard.mu);
-    auto it = shard.map.find(word);
-    if (it != shard.map.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
+  uint64_t h = hash_bytes(word) | 1;
+  WordCache& cache = thread_cache();
+  if (cache.find(word, h, out)) return;
   size_t start = out.size();
   merge_word(word, out);
-  std::lock_guard<std::mutex> lock(shard.mu);
-  if (shard.map.size() >= kShardCapacity) shard.map.clear();
-  shard.map.emplace(std::string(word), std::vector<int32_t>(out.begin() + start, out.end()));
+  cache.insert(word, h, out.data() + start, out.size() - start);
 }
 
 }  // namespace r1::tok

@@ -7,7 +7,6 @@
 #include <array>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -73,14 +72,9 @@ class BpeModel {
   MergeTable merges_;
   bool ignore_merges_ = false;
 
-  // Word cache, sharded to keep threads from contending.
-  static constexpr int kShards = 64;
-  static constexpr size_t kShardCapacity = 4096;
-  struct Shard {
-    std::mutex mu;
-    BytesMap<std::vector<int32_t>> map;
-  };
-  std::unique_ptr<Shard[]> cache_;
+  class WordCache;
+  WordCache& thread_cache() const;
+  uint64_t serial_ = 0;  // identifies this model to the per-thread word caches
 };
 
 }  // namespace r1::tok
