@@ -3,7 +3,16 @@
 
 #include <fmt/format.h>
 
+#ifdef R1_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
 namespace r1::app {
+namespace {
+// --gpu-memory-utilization: the fraction of the GPU's memory the CUDA backend
+// may hold (weights, KV cache, activations). Kept here because ModelArgs is shared.
+double g_gpu_memory_utilization = 0.9;
+}  // namespace
 
 void ModelArgs::add_to(CLI::App* cmd) {
   cmd->add_option("--model,-m", model_dir, "Model directory (config.json and safetensors)")
@@ -30,6 +39,12 @@ void ModelArgs::add_to(CLI::App* cmd) {
       ->capture_default_str()
       ->envname("R1SERVE_LOAD_FORMAT")
       ->group("Model");
+  cmd->add_option("--gpu-memory-utilization", g_gpu_memory_utilization,
+                  "Fraction of GPU memory the CUDA backend may use (--device cuda)")
+      ->check(CLI::Range(0.05, 1.0))
+      ->capture_default_str()
+      ->envname("R1SERVE_GPU_MEMORY_UTILIZATION")
+      ->group("Model");
   cmd->add_option("--seed", seed, "Seed of --load-format dummy weights")
       ->capture_default_str()
       ->envname("R1SERVE_SEED")
@@ -39,10 +54,17 @@ void ModelArgs::add_to(CLI::App* cmd) {
 Result<LoadedModel> load_model(const ModelArgs& args) {
   LoadedModel lm;
   if (args.device == "cuda") {
+#ifdef R1_WITH_CUDA
+    if (backend::cuda_device_count() == 0)
+      return make_error(ErrorCode::kUnsupported, "--device cuda: no CUDA device is visible");
+    lm.backend = backend::make_cuda_backend(0, g_gpu_memory_utilization);
+#else
     return make_error(ErrorCode::kUnsupported,
-                      "--device cuda: this build has no CUDA backend yet; use --device cpu");
+                      "--device cuda: this build has no CUDA backend (nvcc was not found); use --device cpu");
+#endif
+  } else {
+    lm.backend = backend::make_cpu_backend(args.threads);
   }
-  lm.backend = backend::make_cpu_backend(args.threads);
   model::LoadOptions opt;
   if (args.dtype == "float32") opt.weight_dtype = model::WeightDType::kF32;
   if (args.dtype == "bfloat16") opt.weight_dtype = model::WeightDType::kBF16;

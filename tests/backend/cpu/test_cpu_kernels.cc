@@ -34,7 +34,8 @@ TEST(CpuKernels, GemmMatchesReferenceForEveryIsaAndShape) {
     for (int64_t M : {1, 2, 3, 4, 5, 9}) {
       for (int64_t N : {1, 7, 8, 17}) {
         for (int64_t K : {1, 15, 16, 33, 130}) {
-          std::vector<float> x(static_cast<size_t>(M * K)), wf(static_cast<size_t>(N * K)), bias(static_cast<size_t>(N));
+          std::vector<float> x(static_cast<size_t>(M * K)), wf(static_cast<size_t>(N * K)),
+              bias(static_cast<size_t>(N));
           std::vector<uint16_t> wb(static_cast<size_t>(N * K));
           for (auto& v : x) v = nd(rng);
           for (size_t i = 0; i < wf.size(); ++i) {
@@ -48,9 +49,12 @@ TEST(CpuKernels, GemmMatchesReferenceForEveryIsaAndShape) {
           for (int64_t m = 0; m < M; ++m)
             for (int64_t n = 0; n < N; ++n) {
               double ref = bias[static_cast<size_t>(n)];
-              for (int64_t kk = 0; kk < K; ++kk) ref += double(x[static_cast<size_t>(m * K + kk)]) * wf[static_cast<size_t>(n * K + kk)];
+              for (int64_t kk = 0; kk < K; ++kk)
+                ref += double(x[static_cast<size_t>(m * K + kk)]) *
+                       wf[static_cast<size_t>(n * K + kk)];
               const double tol = 1e-5 * (std::sqrt(double(K)) + 1) * 4;
-              ASSERT_NEAR(o1[static_cast<size_t>(m * N + n)], ref, tol) << k->isa << " M" << M << " N" << N << " K" << K;
+              ASSERT_NEAR(o1[static_cast<size_t>(m * N + n)], ref, tol)
+                  << k->isa << " M" << M << " N" << N << " K" << K;
               // BF16 weights hold the same values (contraction may differ by an ulp).
               ASSERT_NEAR(o2[static_cast<size_t>(m * N + n)], ref, tol) << k->isa << " bf16";
             }
@@ -73,9 +77,11 @@ TEST(CpuKernels, GemmRowsDoNotDependOnBatchSize) {
       std::vector<float> out(static_cast<size_t>(M * N));
       k->gemm(x.data(), K, M, w.data(), WeightType::kF32, K, N, K, nullptr, out.data(), N);
       for (int64_t m = 0; m < M; ++m) {
-        k->gemm(x.data() + m * K, K, 1, w.data(), WeightType::kF32, K, N, K, nullptr, alone.data(), N);
+        k->gemm(x.data() + m * K, K, 1, w.data(), WeightType::kF32, K, N, K, nullptr, alone.data(),
+                N);
         for (int64_t n = 0; n < N; ++n)
-          ASSERT_EQ(out[static_cast<size_t>(m * N + n)], alone[static_cast<size_t>(n)]) << k->isa << " M=" << M << " row " << m;
+          ASSERT_EQ(out[static_cast<size_t>(m * N + n)], alone[static_cast<size_t>(n)])
+              << k->isa << " M=" << M << " row " << m;
       }
     }
   }

@@ -1,0 +1,485 @@
+// CudaBackend runtime: device selection, the caching allocator, uploads and
+// downloads, the per-step device copies of host vectors and BatchInfo, and
+// the dispatch of every op to its kernel launcher (GEMMs are in gemm.cc).
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "core/check.h"
+#include "core/status.h"
+
+namespace r1::backend {
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device, double memory_fraction) {
+  return std::make_unique<cuda::CudaBackend>(device, memory_fraction);
+}
+
+int64_t cuda_free_bytes(Backend& be) {
+  auto* c = dynamic_cast<cuda::CudaBackend*>(&be);
+  return c ? c->free_bytes() : -1;
+}
+
+namespace cuda {
+
+void cuda_fail(const char* file, int line, const char* what, const char* detail) {
+  r1::detail::check_failed(file, line, what, fmt::format("CUDA: {}", detail));
+}
+
+bool is_bf16(const Tensor& t) { return t.dtype() == DType::kBF16; }
+
+namespace {
+
+size_t round_size(size_t bytes) {
+  if (bytes <= (size_t{1} << 20)) return std::max<size_t>(512, (bytes + 511) / 512 * 512);
+  return (bytes + (size_t{2} << 20) - 1) / (size_t{2} << 20) * (size_t{2} << 20);
+}
+
+bool is_float(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
+
+std::string mib(size_t b) { return fmt::format("{:.1f} GiB", static_cast<double>(b) / (1 << 30)); }
+
+}  // namespace
+
+DeviceAllocator::~DeviceAllocator() { release_cached(); }
+
+void DeviceAllocator::release_cached() {
+  cudaSetDevice(device_);
+  for (auto& [size, list] : free_) {
+    for (void* p : list) {
+      cudaFree(p);
+      reserved_ -= size;
+    }
+  }
+  free_.clear();
+}
+
+void* DeviceAllocator::get(size_t bytes) {
+  const size_t size = round_size(bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = free_.find(size);
+  if (it != free_.end() && !it->second.empty()) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    return p;
+  }
+  if (reserved_ + size > limit_) release_cached();
+  void* p = nullptr;
+  cudaError_t err = reserved_ + size > limit_ ? cudaErrorMemoryAllocation : cudaMalloc(&p, size);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    throw Error(make_error(ErrorCode::kResourceExhausted,
+             "out of GPU memory: needed {} more ({} bytes); this backend holds {} of its limit {} "
+             "(--gpu-memory-utilization); the device has {} free of {}",
+             mib(size), size, mib(reserved_), mib(limit_), mib(free_b), mib(total_b)));
+  }
+  reserved_ += size;
+  return p;
+}
+
+void DeviceAllocator::put(void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  free_[round_size(bytes)].push_back(p);
+}
+
+CudaBackend::CudaBackend(int device, double memory_fraction) : device_(device) {
+  const int n = cuda_device_count();
+  R1_CHECK(n > 0, "--device cuda: no CUDA device is visible (cudaGetDeviceCount found none)");
+  R1_CHECK(device >= 0 && device < n, "CUDA device {} of {}", device, n);
+  R1_CHECK(memory_fraction > 0.0 && memory_fraction <= 1.0, "GPU memory fraction {} outside (0, 1]",
+           memory_fraction);
+  R1_CUDA_OK(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  R1_CUDA_OK(cudaGetDeviceProperties(&prop, device));
+  sm_count_ = prop.multiProcessorCount;
+  alloc_ = std::make_shared<DeviceAllocator>(device,
+                                             static_cast<size_t>(memory_fraction * static_cast<double>(prop.totalGlobalMem)));
+  R1_CUDA_OK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  R1_CHECK(cublasCreate(&cublas_) == CUBLAS_STATUS_SUCCESS, "cublasCreate failed");
+  cublasSetStream(cublas_, stream_);
+  cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH);
+}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(stream_);
+  for (auto& w : ws_) w = Tensor();
+  ints_.clear();
+  floats_.clear();
+  batches_.clear();
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::string CudaBackend::name() const {
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, device_);
+  return fmt::format("cuda:{} ({}, {} SMs, bf16 activations)", device_, prop.name, sm_count_);
+}
+
+int64_t CudaBackend::free_bytes() const {
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  const int64_t under_limit = static_cast<int64_t>(alloc_->limit()) - static_cast<int64_t>(alloc_->reserved());
+  return std::max<int64_t>(0, std::min<int64_t>(under_limit, static_cast<int64_t>(free_b)));
+}
+
+Tensor CudaBackend::alloc(const Shape& shape, DType dtype) {
+  const size_t bytes = std::max<size_t>(1, static_cast<size_t>(shape.numel()) * dtype_size(dtype));
+  void* p = alloc_->get(bytes);
+  std::shared_ptr<DeviceAllocator> a = alloc_;
+  std::shared_ptr<void> owner(p, [a, bytes](void* q) { a->put(q, bytes); });
+  return Tensor::wrap(p, shape, dtype, std::move(owner), Device::kCuda);
+}
+
+void CudaBackend::synchronize() { R1_CUDA_OK(cudaStreamSynchronize(stream_)); }
+
+Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
+  R1_CHECK(host.device() == Device::kCpu, "upload of a device tensor {}", host.describe());
+  // Matrices are stored BF16 on the GPU (cuBLAS and the kernels read BF16);
+  // vectors (norm weights, biases) keep the requested dtype.
+  DType target = dtype;
+  if (is_float(dtype) && host.rank() >= 2) target = DType::kBF16;
+  Tensor src = host;
+  if (src.dtype() != target) {
+    R1_CHECK(is_float(src.dtype()) && is_float(target), "upload {} as {}", host.describe(), dtype_name(target));
+    Tensor f = src.dtype() == DType::kF32 ? src : to_f32(src);
+    src = target == DType::kF32 ? f : convert_f32(f, target);
+  }
+  Tensor out = alloc(host.shape(), target);
+  R1_CUDA_OK(cudaMemcpy(out.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice));
+  return out;
+}
+
+Tensor CudaBackend::upload_stacked(const std::vector<Tensor>& parts, DType dtype) {
+  R1_CHECK(!parts.empty(), "upload_stacked of nothing");
+  std::vector<int64_t> dims = parts[0].shape().to_vector();
+  dims.insert(dims.begin(), static_cast<int64_t>(parts.size()));
+  const DType target = is_float(dtype) ? DType::kBF16 : dtype;
+  Tensor out = alloc(Shape(dims), target);
+  char* dst = static_cast<char*>(out.raw());
+  for (const Tensor& p : parts) {
+    R1_CHECK(p.shape() == parts[0].shape(), "stacked parts differ: {} vs {}", p.describe(),
+             parts[0].describe());
+    Tensor c = p;
+    if (c.dtype() != target) {
+      Tensor f = c.dtype() == DType::kF32 ? c : to_f32(c);
+      c = target == DType::kF32 ? f : convert_f32(f, target);
+    }
+    R1_CUDA_OK(cudaMemcpy(dst, c.raw(), c.nbytes(), cudaMemcpyHostToDevice));
+    dst += c.nbytes();
+  }
+  return out;
+}
+
+void CudaBackend::to_host(const Tensor& src, void* dst) {
+  R1_CHECK(src.device() == Device::kCuda, "to_host of {}", src.describe());
+  R1_CUDA_OK(cudaMemcpyAsync(dst, src.raw(), src.nbytes(), cudaMemcpyDeviceToHost, stream_));
+  R1_CUDA_OK(cudaStreamSynchronize(stream_));
+}
+
+KvCache CudaBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks, int64_t block_size) {
+  KvCache c;
+  c.spec = spec;
+  c.spec.dtype = DType::kBF16;  // the GPU cache is BF16 whatever the request
+  c.num_blocks = num_blocks;
+  c.block_size = block_size;
+  auto make = [&](int64_t width) {
+    Tensor t = alloc({num_blocks, block_size, width}, DType::kBF16);
+    R1_CUDA_OK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), stream_));
+    return t;
+  };
+  for (int64_t l = 0; l < spec.num_layers; ++l) {
+    if (spec.mla) {
+      c.latent.push_back(make(spec.kv_lora_rank + spec.rope_dim));
+    } else {
+      c.k.push_back(make(spec.num_kv_heads * spec.head_dim));
+      c.v.push_back(make(spec.num_kv_heads * spec.head_dim));
+    }
+  }
+  synchronize();
+  return c;
+}
+
+void* CudaBackend::workspace(int slot, size_t bytes) {
+  Tensor& w = ws_[static_cast<size_t>(slot)];
+  if (!w.defined() || w.nbytes() < bytes) {
+    w = Tensor();
+    w = alloc({static_cast<int64_t>(std::max<size_t>(bytes + bytes / 4, 4096))}, DType::kU8);
+  }
+  return w.raw();
+}
+
+const int32_t* CudaBackend::dev_ints(const std::vector<int32_t>& v) {
+  for (auto& e : ints_)
+    if (e.host.size() == v.size() && std::equal(v.begin(), v.end(), e.host.begin())) return e.dev.data<int32_t>();
+  if (ints_.size() < 8) ints_.emplace_back();
+  IntEntry& e = ints_[ints_next_ % ints_.size()];
+  ++ints_next_;
+  e.host = v;
+  if (!e.dev.defined() || e.dev.numel() < static_cast<int64_t>(v.size()))
+    e.dev = alloc({std::max<int64_t>(64, static_cast<int64_t>(v.size()) * 2)}, DType::kI32);
+  if (!v.empty())
+    R1_CUDA_OK(cudaMemcpyAsync(e.dev.raw(), v.data(), v.size() * 4, cudaMemcpyHostToDevice, stream_));
+  return e.dev.data<int32_t>();
+}
+
+const float* CudaBackend::dev_floats(const std::vector<float>& v) {
+  for (auto& e : floats_)
+    if (e.host == v) return e.dev.data<float>();
+  FloatEntry e;
+  e.host = v;
+  e.dev = alloc({std::max<int64_t>(1, static_cast<int64_t>(v.size()))}, DType::kF32);
+  R1_CUDA_OK(cudaMemcpyAsync(e.dev.raw(), v.data(), v.size() * 4, cudaMemcpyHostToDevice, stream_));
+  floats_.push_back(std::move(e));
+  return floats_.back().dev.data<float>();
+}
+
+DevBatch& CudaBackend::dev_batch(const BatchInfo& b) {
+  auto same = [&](const BatchInfo& h) {
+    return h.max_blocks_per_seq == b.max_blocks_per_seq && h.slot_mapping == b.slot_mapping &&
+           h.positions == b.positions && h.query_start == b.query_start && h.block_tables == b.block_tables;
+  };
+  for (auto& d : batches_)
+    if (same(d->host)) return *d;
+  if (batches_.size() < 4) batches_.push_back(std::make_unique<DevBatch>());
+  DevBatch& d = *batches_[batches_next_ % batches_.size()];
+  ++batches_next_;
+  d.tiles.clear();
+  d.host.slot_mapping = b.slot_mapping;
+  d.host.positions = b.positions;
+  d.host.query_start = b.query_start;
+  d.host.block_tables = b.block_tables;
+  d.host.context_lens = b.context_lens;
+  d.host.max_blocks_per_seq = b.max_blocks_per_seq;
+  R1_CHECK(b.query_start.size() == b.context_lens.size() + 1 && b.num_seqs() > 0, "malformed batch");
+  R1_CHECK(b.block_tables.size() == static_cast<size_t>(b.num_seqs()) * b.max_blocks_per_seq,
+           "batch: {} block-table entries for {} sequences x {}", b.block_tables.size(), b.num_seqs(),
+           b.max_blocks_per_seq);
+  std::vector<int32_t> packed;
+  packed.insert(packed.end(), b.slot_mapping.begin(), b.slot_mapping.end());
+  packed.insert(packed.end(), b.positions.begin(), b.positions.end());
+  packed.insert(packed.end(), b.query_start.begin(), b.query_start.end());
+  packed.insert(packed.end(), b.block_tables.begin(), b.block_tables.end());
+  if (!d.storage.defined() || d.storage.numel() < static_cast<int64_t>(packed.size()))
+    d.storage = alloc({static_cast<int64_t>(packed.size()) * 2 + 64}, DType::kI32);
+  R1_CUDA_OK(cudaMemcpyAsync(d.storage.raw(), packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
+  int32_t* base = d.storage.data<int32_t>();
+  d.slot_mapping = base;
+  d.positions = base + b.slot_mapping.size();
+  d.query_start = d.positions + b.positions.size();
+  d.block_tables = d.query_start + b.query_start.size();
+  d.max_position = b.positions.empty() ? 0 : *std::max_element(b.positions.begin(), b.positions.end());
+  return d;
+}
+
+std::pair<const AttnTile*, int32_t> CudaBackend::attn_tiles(DevBatch& db, int64_t G, int64_t nkv) {
+  const int64_t key = G * 4096 + nkv;
+  auto it = db.tiles.find(key);
+  if (it != db.tiles.end()) return {it->second.first.data<AttnTile>(), it->second.second};
+  const BatchInfo& b = db.host;
+  std::vector<AttnTile> tiles;
+  for (int32_t s = 0; s < b.num_seqs(); ++s) {
+    const int32_t qs = b.query_start[s], rows = (b.query_start[s + 1] - qs) * static_cast<int32_t>(G);
+    for (int32_t kvh = 0; kvh < nkv; ++kvh)
+      for (int32_t i0 = 0; i0 < rows; i0 += 16) {
+        int32_t kmax = 0;
+        const int32_t last = std::min(rows, i0 + 16) - 1;
+        for (int32_t t = qs + i0 / static_cast<int32_t>(G); t <= qs + last / static_cast<int32_t>(G); ++t)
+          kmax = std::max(kmax, b.positions[static_cast<size_t>(t)] + 1);
+        tiles.push_back(AttnTile{s, kvh, i0, kmax});
+      }
+  }
+  Tensor dev = alloc({static_cast<int64_t>(std::max<size_t>(1, tiles.size())) * 4}, DType::kI32);
+  if (!tiles.empty())
+    R1_CUDA_OK(cudaMemcpyAsync(dev.raw(), tiles.data(), tiles.size() * sizeof(AttnTile), cudaMemcpyHostToDevice,
+                               stream_));
+  const int32_t n = static_cast<int32_t>(tiles.size());
+  db.tiles[key] = {dev, n};
+  return {dev.data<AttnTile>(), n};
+}
+
+// ---- elementwise ----
+
+void CudaBackend::embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
+  const int64_t H = table.dim(1), V = table.dim(0);
+  R1_CHECK(out.dim(0) == static_cast<int64_t>(ids.size()) && out.row_size() == H, "embedding out {}",
+           out.describe());
+  for (int32_t id : ids) R1_CHECK(id >= 0 && id < V, "token id {} outside vocabulary {}", id, V);
+  launch_embedding(table.raw(), is_bf16(table), V, dev_ints(ids), out.dim(0), H, out.raw(), is_bf16(out), stream_);
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  R1_CHECK(w.dtype() == DType::kF32 && x.dim(0) == out.dim(0), "rms_norm x {} w {} out {}", x.describe(),
+           w.describe(), out.describe());
+  launch_rms_norm(x.raw(), is_bf16(x), x.row_size(), nullptr, false, 0, w.data<float>(), w.numel(), eps, x.dim(0),
+                  out.raw(), is_bf16(out), out.row_size(), stream_);
+}
+
+void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  R1_CHECK(w.dtype() == DType::kF32 && residual.numel() == x.numel() && residual.row_size() == w.numel(),
+           "add_rms_norm residual {} x {} w {}", residual.describe(), x.describe(), w.describe());
+  launch_rms_norm(residual.raw(), is_bf16(residual), residual.row_size(), x.raw(), is_bf16(x), x.row_size(),
+                  w.data<float>(), w.numel(), eps, residual.dim(0), out.raw(), is_bf16(out), out.row_size(),
+                  stream_);
+}
+
+void CudaBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& rows, Tensor& out) {
+  R1_CHECK(out.dim(0) == static_cast<int64_t>(rows.size()) && out.row_size() == src.row_size() &&
+               out.dtype() == src.dtype(),
+           "gather_rows src {} out {}", src.describe(), out.describe());
+  for (int32_t r : rows) R1_CHECK(r >= 0 && r < src.dim(0), "gather_rows row {} of {}", r, src.dim(0));
+  launch_gather_rows(src.raw(), dev_ints(rows), out.dim(0),
+                     src.row_size() * static_cast<int64_t>(dtype_size(src.dtype())), out.raw(), stream_);
+}
+
+void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
+  R1_CHECK(a.numel() == b.numel() && a.numel() == out.numel(), "add {} {} {}", a.describe(), b.describe(),
+           out.describe());
+  launch_add(a.raw(), is_bf16(a), b.raw(), is_bf16(b), out.raw(), is_bf16(out), a.numel(), stream_);
+}
+
+void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
+  const int64_t rows = gate_up.dim(0), inter = gate_up.dim(1) / 2;
+  R1_CHECK(out.dim(0) == rows && out.dim(1) == inter, "silu_mul out {}", out.describe());
+  launch_silu_mul(gate_up.raw(), is_bf16(gate_up), rows, inter, out.raw(), is_bf16(out), stream_);
+}
+
+void CudaBackend::copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
+                             int64_t dst_stride, int64_t dst_offset, int64_t width, int64_t num_heads) {
+  R1_CHECK(src.dim(0) == dst.dim(0), "copy_heads src {} dst {}", src.describe(), dst.describe());
+  R1_CHECK((num_heads - 1) * src_stride + src_offset + width <= src.row_size() &&
+               (num_heads - 1) * dst_stride + dst_offset + width <= dst.row_size(),
+           "copy_heads windows past the rows");
+  launch_copy_heads(src.raw(), is_bf16(src), src.row_size(), src_stride, src_offset, dst.raw(), is_bf16(dst),
+                    dst.row_size(), dst_stride, dst_offset, width, num_heads, src.dim(0), stream_);
+}
+
+void CudaBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,
+                       int64_t num_heads, int64_t head_stride, int64_t offset) {
+  R1_CHECK(static_cast<int64_t>(positions.size()) == x.dim(0), "rope: {} positions for {} rows",
+           positions.size(), x.dim(0));
+  launch_rope(x.raw(), is_bf16(x), x.row_size(), dev_ints(positions), x.dim(0), dev_floats(rope.inv_freq),
+              static_cast<int64_t>(rope.inv_freq.size()), rope.attention_factor, rope.interleaved, num_heads,
+              head_stride, offset, stream_);
+}
+
+void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) {
+  const int64_t width = src.row_size();
+  R1_CHECK(cache.row_size() == cache.dim(1) * width && src.dim(0) == batch.num_tokens(),
+           "cache_write: src {} cache {}", src.describe(), cache.describe());
+  const int64_t slots = cache.dim(0) * cache.dim(1);
+  for (int32_t s : batch.slot_mapping) R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
+  DevBatch& d = dev_batch(batch);
+  launch_cache_write(src.raw(), is_bf16(src), src.dim(0), width, d.slot_mapping, slots, cache.raw(),
+                     is_bf16(cache), stream_);
+}
+
+// ---- MoE routing ----
+
+void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p, Tensor& ids,
+                            Tensor& weights) {
+  const int64_t T = router_logits.dim(0), E = router_logits.dim(1), K = p.top_k;
+  R1_CHECK(ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32 && ids.dim(0) == T && ids.dim(1) == K &&
+               weights.dim(0) == T && weights.dim(1) == K,
+           "moe_route outputs {} {}", ids.describe(), weights.describe());
+  const float* lg = router_logits.data<float>();
+  if (router_logits.dtype() != DType::kF32) {
+    float* tmp = static_cast<float*>(workspace(0, static_cast<size_t>(T * E) * 4));
+    launch_convert(router_logits.raw(), is_bf16(router_logits), tmp, false, T * E, stream_);
+    lg = tmp;
+  }
+  R1_CHECK(!bias.defined() || (bias.dtype() == DType::kF32 && bias.numel() == E), "router bias {}",
+           bias.describe());
+  launch_moe_route(lg, bias.defined() ? bias.data<float>() : nullptr, T, E, K, p.scoring == Scoring::kSoftmax,
+                   p.n_group, p.topk_group, p.normalize, p.scale, ids.data<int32_t>(), weights.data<float>(),
+                   stream_);
+}
+
+// ---- attention ----
+
+void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v,
+                            int64_t k_head_off, const BatchInfo& batch, int64_t num_heads, int64_t nkv, int64_t dk,
+                            int64_t dv, float scale, Tensor& out, int64_t out_head_stride) {
+  R1_CHECK(is_bf16(q) && is_bf16(k) && is_bf16(v) && is_bf16(out),
+           "CUDA attention needs BF16 q, cache and out: {} {} {}", q.describe(), k.describe(), out.describe());
+  R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "attention: q {} for {} tokens",
+           q.describe(), batch.num_tokens());
+  DevBatch& d = dev_batch(batch);
+  auto [tiles, n] = attn_tiles(d, num_heads / nkv, nkv);
+  AttnArgs a{};
+  a.q = q.data<uint16_t>();
+  a.q_row = q.row_size();
+  a.q_head_stride = q_head_stride;
+  a.k = k.data<uint16_t>();
+  a.v = v.data<uint16_t>();
+  a.k_row = k.dim(2);
+  a.v_row = v.dim(2);
+  a.block_size = k.dim(1);
+  a.block_tables = d.block_tables;
+  a.max_blocks = batch.max_blocks_per_seq;
+  a.query_start = d.query_start;
+  a.positions = d.positions;
+  a.tiles = tiles;
+  a.num_tiles = n;
+  a.G = static_cast<int32_t>(num_heads / nkv);
+  a.dk = static_cast<int32_t>(dk);
+  a.dv = static_cast<int32_t>(dv);
+  a.k_head_off = k_head_off;
+  a.scale = scale;
+  a.out = out.data<uint16_t>();
+  a.out_row = out.row_size();
+  a.out_head_stride = out_head_stride;
+  // Split the keys across blocks when there are too few tiles to fill the GPU.
+  const int64_t keys = d.max_position + 1;
+  int64_t splits = 1;
+  if (n < 2 * sm_count_) splits = std::min<int64_t>((2 * sm_count_ + n - 1) / n, (keys + 127) / 128);
+  splits = std::max<int64_t>(1, splits);
+  int64_t per = (keys + splits - 1) / splits;
+  per = (per + 31) / 32 * 32;
+  splits = (keys + per - 1) / per;
+  a.splits = static_cast<int32_t>(splits);
+  a.keys_per_split = static_cast<int32_t>(per);
+  if (splits > 1) {
+    const size_t rows = static_cast<size_t>(splits) * static_cast<size_t>(n) * 16;
+    a.ws_acc = static_cast<float*>(workspace(1, rows * static_cast<size_t>(dv) * 4));
+    a.ws_ml = static_cast<float*>(workspace(2, rows * 2 * 4));
+  }
+  launch_paged_attention(a, stream_);
+}
+
+void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                  const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                  float scale, Tensor& out) {
+  R1_CHECK(num_heads % num_kv_heads == 0 && k_cache.dim(2) == num_kv_heads * head_dim &&
+               q.row_size() == num_heads * head_dim && out.row_size() == num_heads * head_dim,
+           "paged_attention q {} cache {} out {}", q.describe(), k_cache.describe(), out.describe());
+  attention(q, head_dim, k_cache, v_cache, head_dim, batch, num_heads, num_kv_heads, head_dim, head_dim, scale, out,
+            head_dim);
+}
+
+void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
+                                int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale, Tensor& out) {
+  const int64_t width = kv_lora_rank + rope_dim;
+  R1_CHECK(latent_cache.dim(2) == width && q.row_size() == num_heads * width &&
+               out.row_size() == num_heads * kv_lora_rank,
+           "mla_attention q {} cache {} out {}", q.describe(), latent_cache.describe(), out.describe());
+  attention(q, width, latent_cache, latent_cache, 0, batch, num_heads, 1, width, kv_lora_rank, scale, out,
+            kv_lora_rank);
+}
+
+}  // namespace cuda
+}  // namespace r1::backend

@@ -1,0 +1,135 @@
+// CudaBackend: the Backend interface on one CUDA device. Memory comes from a
+// caching allocator under a byte limit; host-side vectors the ops receive
+// (token ids, positions, the BatchInfo) are uploaded once per distinct content
+// and reused by every layer of a step. Internal header (includes CUDA's C API).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/kernels.h"
+
+namespace r1::backend::cuda {
+
+class DeviceAllocator {
+ public:
+  DeviceAllocator(int device, size_t limit) : device_(device), limit_(limit) {}
+  ~DeviceAllocator();
+  void* get(size_t bytes);
+  void put(void* p, size_t bytes);
+  size_t limit() const { return limit_; }
+  size_t reserved() const { return reserved_; }
+
+ private:
+  void release_cached();
+  int device_;
+  size_t limit_;
+  size_t reserved_ = 0;  // bytes held from cudaMalloc (in use + cached)
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+};
+
+// Device copies of one BatchInfo, plus the attention tiles planned for it.
+struct DevBatch {
+  BatchInfo host;
+  int32_t* slot_mapping = nullptr;
+  int32_t* positions = nullptr;
+  int32_t* query_start = nullptr;
+  int32_t* block_tables = nullptr;
+  int32_t max_position = 0;
+  Tensor storage;
+  // attention tile plans keyed by (G, nkv)
+  std::unordered_map<int64_t, std::pair<Tensor, int32_t>> tiles;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, double memory_fraction);
+  ~CudaBackend() override;
+
+  Device device() const override { return Device::kCuda; }
+  std::string name() const override;
+  DType activation_dtype() const override { return DType::kBF16; }
+
+  Tensor alloc(const Shape& shape, DType dtype) override;
+  Tensor upload(const Tensor& host, DType dtype) override;
+  Tensor upload_stacked(const std::vector<Tensor>& parts, DType dtype) override;
+  void to_host(const Tensor& src, void* dst) override;
+  KvCache alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks, int64_t block_size) override;
+  void synchronize() override;
+
+  void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void gather_rows(const Tensor& src, const std::vector<int32_t>& rows, Tensor& out) override;
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void silu_mul(const Tensor& gate_up, Tensor& out) override;
+  void linear(const Tensor& x, const Linear& w, Tensor& out) override;
+  void head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
+                   int64_t out_head_stride) override;
+  void copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
+                  int64_t dst_stride, int64_t dst_offset, int64_t width, int64_t num_heads) override;
+  void rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope, int64_t num_heads,
+            int64_t head_stride, int64_t offset) override;
+  void moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& params, Tensor& ids,
+                 Tensor& weights) override;
+  void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids, const Tensor& weights,
+                   Tensor& out) override;
+  void cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) override;
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const BatchInfo& batch,
+                       int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                       Tensor& out) override;
+  void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch, int64_t num_heads,
+                     int64_t kv_lora_rank, int64_t rope_dim, float scale, Tensor& out) override;
+
+  int64_t free_bytes() const;
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  // A device buffer of at least `bytes` for temporary use by one op (slot names the use).
+  void* workspace(int slot, size_t bytes);
+  // Device copy of a small host vector; cached by content (a few entries).
+  const int32_t* dev_ints(const std::vector<int32_t>& v);
+  const float* dev_floats(const std::vector<float>& v);
+  DevBatch& dev_batch(const BatchInfo& b);
+  std::pair<const AttnTile*, int32_t> attn_tiles(DevBatch& db, int64_t G, int64_t nkv);
+  void attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v, int64_t k_head_off,
+                 const BatchInfo& batch, int64_t num_heads, int64_t nkv, int64_t dk, int64_t dv, float scale,
+                 Tensor& out, int64_t out_head_stride);
+  void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out, int64_t ldo);
+
+  int device_;
+  int sm_count_ = 0;
+  std::shared_ptr<DeviceAllocator> alloc_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::array<Tensor, 16> ws_;
+  struct IntEntry {
+    std::vector<int32_t> host;
+    Tensor dev;
+  };
+  std::vector<IntEntry> ints_;  // most recent last
+  size_t ints_next_ = 0;
+  struct FloatEntry {
+    std::vector<float> host;
+    Tensor dev;
+  };
+  std::vector<FloatEntry> floats_;
+  std::vector<std::unique_ptr<DevBatch>> batches_;
+  size_t batches_next_ = 0;
+  bool grouped_ok_ = true;  // cublasGemmGroupedBatchedEx works here
+  friend struct GemmAccess;
+};
+
+bool is_bf16(const Tensor& t);
+
+}  // namespace r1::backend::cuda

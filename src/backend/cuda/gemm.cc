@@ -1,0 +1,163 @@
+// Matrix products on cuBLAS (BF16 operands, F32 accumulation, BF16 or F32
+// output): linear, per-head batched products, and the routed experts (GEMV
+// kernels that read only the selected experts at small batches; one grouped
+// cuBLAS GEMM per projection for larger ones).
+#include <algorithm>
+#include <cstdio>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "core/check.h"
+
+namespace r1::backend::cuda {
+namespace {
+
+const char* cublas_error(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "alloc failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "arch mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "error";
+  }
+}
+
+#define R1_CUBLAS_OK(expr)                                                        \
+  do {                                                                            \
+    cublasStatus_t st_ = (expr);                                                  \
+    R1_CHECK(st_ == CUBLAS_STATUS_SUCCESS, "{} failed: {}", #expr, cublas_error(st_)); \
+  } while (0)
+
+cudaDataType_t cuda_type(const Tensor& t) { return is_bf16(t) ? CUDA_R_16BF : CUDA_R_32F; }
+
+// Small batches of routed pairs use the GEMV kernels (no host sync).
+constexpr int64_t kGemvMaxPairs = 64;
+
+}  // namespace
+
+// out[:, :N] (ld ldo) = x (ld ldx) W^T with W BF16 [N, K].
+void CudaBackend::gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out, int64_t ldo) {
+  const int64_t M = x.dim(0);
+  if (M == 0) return;
+  const float alpha = 1.0f, beta = 0.0f;
+  R1_CUBLAS_OK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
+                            static_cast<int>(K), &alpha, w, CUDA_R_16BF, static_cast<int>(K), x.raw(), CUDA_R_16BF,
+                            static_cast<int>(ldx), &beta, out.raw(), cuda_type(out), static_cast<int>(ldo),
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
+  const int64_t M = x.dim(0), K = x.row_size(), N = w.out_features();
+  R1_CHECK(w.in_features() == K, "linear: x {} vs weight {}", x.describe(), w.weight.describe());
+  R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M, N);
+  R1_CHECK(is_bf16(w.weight), "CUDA linear needs BF16 weights, got {}", w.weight.describe());
+  Tensor xb = x;
+  if (!is_bf16(x)) {
+    xb = Tensor::wrap(workspace(3, static_cast<size_t>(x.numel()) * 2), x.shape(), DType::kBF16, nullptr,
+                      Device::kCuda);
+    launch_convert(x.raw(), false, xb.raw(), true, x.numel(), stream_);
+  }
+  gemm(xb, K, w.weight.raw(), N, K, out, N);
+  if (w.bias.defined()) {
+    R1_CHECK(w.bias.dtype() == DType::kF32 && w.bias.numel() == N, "linear bias {}", w.bias.describe());
+    launch_add_bias(out.raw(), is_bf16(out), w.bias.data<float>(), M, N, stream_);
+  }
+}
+
+void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
+                              int64_t out_head_stride) {
+  const int64_t T = x.dim(0), H = w.dim(0), N = w.dim(1), K = w.dim(2);
+  R1_CHECK(x.row_size() == H * x_head_stride && K <= x_head_stride, "head_linear x {} w {}", x.describe(),
+           w.describe());
+  R1_CHECK(out.row_size() == H * out_head_stride && N <= out_head_stride, "head_linear out {}", out.describe());
+  R1_CHECK(is_bf16(w) && is_bf16(x), "CUDA head_linear needs BF16 x and w: {} {}", x.describe(), w.describe());
+  if (T == 0) return;
+  const float alpha = 1.0f, beta = 0.0f;
+  R1_CUBLAS_OK(cublasGemmStridedBatchedEx(
+      cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(T), static_cast<int>(K), &alpha,
+      w.raw(), CUDA_R_16BF, static_cast<int>(K), N * K, x.raw(), CUDA_R_16BF, static_cast<int>(x.row_size()),
+      x_head_stride, &beta, out.raw(), cuda_type(out), static_cast<int>(out.row_size()), out_head_stride,
+      static_cast<int>(H), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids, const Tensor& weights,
+                              Tensor& out) {
+  const int64_t T = x.dim(0), H = x.dim(1), K = ids.dim(1), E = w.num_experts(), I = w.inter_size();
+  R1_CHECK(w.gate_up.dim(1) == 2 * I && w.gate_up.dim(2) == H && w.down.dim(1) == H, "moe weights {} {}",
+           w.gate_up.describe(), w.down.describe());
+  R1_CHECK(is_bf16(w.gate_up) && is_bf16(w.down) && ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32,
+           "moe_experts: BF16 experts, I32 ids, F32 weights");
+  const int64_t P = T * K;
+  if (T == 0) return;
+  // Workspace: offsets [E+1], sorted_pair [P], pos_of_pair [P].
+  int32_t* idx = static_cast<int32_t*>(workspace(4, static_cast<size_t>(E + 1 + 2 * P) * 4));
+  int32_t* offsets = idx;
+  int32_t* sorted_pair = idx + E + 1;
+  int32_t* pos_of_pair = sorted_pair + P;
+  launch_moe_sort(ids.data<int32_t>(), P, E, offsets, sorted_pair, pos_of_pair, stream_);
+  uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
+  float* y = static_cast<float*>(workspace(6, static_cast<size_t>(P * H) * 4));
+  if (P <= kGemvMaxPairs) {
+    launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, offsets, sorted_pair, K, act,
+                            stream_);
+    launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, offsets, y, stream_);
+  } else {
+    // The per-expert counts decide the GEMM shapes: one small download.
+    std::vector<int32_t> off(static_cast<size_t>(E + 1));
+    R1_CUDA_OK(cudaMemcpyAsync(off.data(), offsets, off.size() * 4, cudaMemcpyDeviceToHost, stream_));
+    uint16_t* xg = static_cast<uint16_t*>(workspace(7, static_cast<size_t>(P * H) * 2));
+    launch_moe_gather(x.raw(), is_bf16(x), H, sorted_pair, P, K, xg, stream_);
+    float* gu = static_cast<float*>(workspace(8, static_cast<size_t>(P * 2 * I) * 4));
+    R1_CUDA_OK(cudaStreamSynchronize(stream_));
+    std::vector<int> active;
+    for (int64_t e = 0; e < E; ++e)
+      if (off[static_cast<size_t>(e + 1)] > off[static_cast<size_t>(e)]) active.push_back(static_cast<int>(e));
+    const int G = static_cast<int>(active.size());
+    const char* wgu = static_cast<const char*>(w.gate_up.raw());
+    const char* wd = static_cast<const char*>(w.down.raw());
+    // Two projections: (A = expert weights, B = inputs, C = outputs).
+    auto run = [&](int64_t m, int64_t k, const char* wbase, const void* in, cudaDataType_t in_type, void* o) {
+      std::vector<cublasOperation_t> ta(static_cast<size_t>(G), CUBLAS_OP_T), tb(static_cast<size_t>(G), CUBLAS_OP_N);
+      std::vector<int> ms(static_cast<size_t>(G), static_cast<int>(m)), ns(static_cast<size_t>(G)),
+          ks(static_cast<size_t>(G), static_cast<int>(k)), sizes(static_cast<size_t>(G), 1);
+      std::vector<float> alpha(static_cast<size_t>(G), 1.0f), beta(static_cast<size_t>(G), 0.0f);
+      std::vector<const void*> ptrs(static_cast<size_t>(3 * G));
+      for (int g = 0; g < G; ++g) {
+        const int e = active[static_cast<size_t>(g)];
+        const int64_t o0 = off[static_cast<size_t>(e)];
+        ns[static_cast<size_t>(g)] = off[static_cast<size_t>(e + 1)] - off[static_cast<size_t>(e)];
+        ptrs[static_cast<size_t>(g)] = wbase + static_cast<size_t>(e * m * k) * 2;
+        ptrs[static_cast<size_t>(G + g)] = static_cast<const char*>(in) + static_cast<size_t>(o0 * k) * 2;
+        ptrs[static_cast<size_t>(2 * G + g)] = static_cast<const char*>(o) + static_cast<size_t>(o0 * m) * 4;
+      }
+      if (grouped_ok_) {
+        void** dptr = static_cast<void**>(workspace(9 + (wbase == wd ? 1 : 0), ptrs.size() * sizeof(void*)));
+        R1_CUDA_OK(cudaMemcpyAsync(dptr, ptrs.data(), ptrs.size() * sizeof(void*), cudaMemcpyHostToDevice, stream_));
+        std::vector<int> lda(static_cast<size_t>(G), static_cast<int>(k)), ldc(static_cast<size_t>(G), static_cast<int>(m));
+        cublasStatus_t st = cublasGemmGroupedBatchedEx(
+            cublas_, ta.data(), tb.data(), ms.data(), ns.data(), ks.data(), alpha.data(), dptr, CUDA_R_16BF,
+            lda.data(), dptr + G, in_type, lda.data(), beta.data(), dptr + 2 * G, CUDA_R_32F, ldc.data(), G,
+            sizes.data(), CUBLAS_COMPUTE_32F);
+        if (st == CUBLAS_STATUS_SUCCESS) return;
+        std::fprintf(stderr, "r1serve cuda: cublasGemmGroupedBatchedEx: %s; using one GEMM per expert\n",
+                     cublas_error(st));
+        grouped_ok_ = false;
+      }
+      const float one = 1.0f, zero = 0.0f;
+      for (int g = 0; g < G; ++g)
+        R1_CUBLAS_OK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), ns[static_cast<size_t>(g)],
+                                  static_cast<int>(k), &one, ptrs[static_cast<size_t>(g)], CUDA_R_16BF,
+                                  static_cast<int>(k), ptrs[static_cast<size_t>(G + g)], in_type, static_cast<int>(k),
+                                  &zero, const_cast<void*>(ptrs[static_cast<size_t>(2 * G + g)]), CUDA_R_32F,
+                                  static_cast<int>(m), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    };
+    run(2 * I, H, wgu, xg, CUDA_R_16BF, gu);
+    launch_silu_mul(gu, false, P, I, act, true, stream_);
+    run(H, I, wd, act, CUDA_R_16BF, y);
+  }
+  launch_moe_combine(y, pos_of_pair, weights.data<float>(), T, K, H, out.raw(), is_bf16(out), stream_);
+}
+
+}  // namespace r1::backend::cuda

@@ -1,0 +1,331 @@
+// Every CUDA op against the CPU backend on random inputs of several shapes.
+// Inputs are BF16-representable so both backends see the same values; the
+// GPU keeps activations in BF16, so results agree to BF16 rounding (relative
+// L2 error <= 1e-2), integer outputs exactly. Skips without a GPU.
+#include <algorithm>
+#include <numeric>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda_test_util.h"
+#include "core/status.h"
+
+namespace r1::backend::testing {
+namespace {
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    R1_SKIP_WITHOUT_GPU();
+    if (!gpu_) gpu_ = make_cuda_backend(0, 0.5);
+    if (!cpu_) cpu_ = make_cpu_backend(2);
+  }
+  static void TearDownTestSuite() {
+    gpu_.reset();
+    cpu_.reset();
+  }
+  Backend& gpu() { return *gpu_; }
+  Backend& cpu() { return *cpu_; }
+  // Device BF16 activation from host F32 values.
+  Tensor dev(const Tensor& host) { return gpu().upload(host, DType::kBF16).reshape(host.shape()); }
+  // Device F32 tensor of any rank (vectors keep F32 on upload).
+  Tensor dev_f32(const Tensor& host) { return gpu().upload(host.reshape({host.numel()}), DType::kF32).reshape(host.shape()); }
+  Tensor dev_i32(const Tensor& host) { return gpu().upload(host, DType::kI32); }
+  Tensor galloc(const Shape& s, DType d = DType::kBF16) { return gpu().alloc(s, d); }
+  Tensor calloc(const Shape& s, DType d = DType::kF32) { return Tensor::zeros(s, d); }
+  std::mt19937 rng_{1234};
+  static std::unique_ptr<Backend> gpu_, cpu_;
+};
+std::unique_ptr<Backend> CudaOps::gpu_;
+std::unique_ptr<Backend> CudaOps::cpu_;
+
+TEST_F(CudaOps, Embedding) {
+  for (int64_t H : {64, 2048}) {
+    Tensor table = random_bf16({300, H}, rng_);
+    std::vector<int32_t> ids = {5, 0, 299, 17, 17, 123};
+    Tensor g = galloc({6, H}), c = calloc({6, H});
+    gpu().embedding(gpu().upload(table, DType::kBF16), ids, g);
+    cpu().embedding(table, ids, c);
+    expect_close(fetch(gpu(), g), host_values(c), 0.0, "embedding");
+  }
+}
+
+TEST_F(CudaOps, RmsNormAndResidual) {
+  for (auto [T, H, n] : std::vector<std::array<int64_t, 3>>{{3, 64, 64}, {17, 2048, 2048}, {5, 96, 64}}) {
+    Tensor x = random_bf16({T, H}, rng_, 3.0f), w = random_bf16({n}, rng_), r = random_bf16({T, H}, rng_);
+    Tensor gx = dev(x), gw = gpu().upload(w, DType::kF32);
+    Tensor go = galloc({T, H}), co = calloc({T, H});
+    gpu().rms_norm(gx, gw, 1e-6f, go);
+    cpu().rms_norm(x, w, 1e-6f, co);
+    auto got = fetch(gpu(), go);
+    std::vector<float> g2, c2;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < n; ++i) {
+        g2.push_back(got[t * H + i]);
+        c2.push_back(co.data<float>()[t * H + i]);
+      }
+    expect_close(g2, c2, 1e-2, "rms_norm");
+    if (n == H) {
+      Tensor gr = dev(r), cr = r;
+      cr = Tensor::empty({T, H}, DType::kF32);
+      std::memcpy(cr.raw(), r.raw(), r.nbytes());
+      gpu().add_rms_norm(gr, gx, gw, 1e-6f, go);
+      cpu().add_rms_norm(cr, x, w, 1e-6f, co);
+      expect_close(fetch(gpu(), gr), host_values(cr), 1e-2, "add_rms_norm residual");
+      expect_close(fetch(gpu(), go), host_values(co), 1e-2, "add_rms_norm out");
+    }
+  }
+}
+
+TEST_F(CudaOps, AddSiluGatherCopyHeads) {
+  Tensor a = random_bf16({7, 96}, rng_), b = random_bf16({7, 96}, rng_);
+  Tensor go = galloc({7, 96}), co = calloc({7, 96});
+  gpu().add(dev(a), dev(b), go);
+  cpu().add(a, b, co);
+  expect_close(fetch(gpu(), go), host_values(co), 1e-2, "add");
+
+  Tensor gu = random_bf16({9, 2 * 80}, rng_, 2.0f);
+  Tensor gs = galloc({9, 80}), cs = calloc({9, 80});
+  gpu().silu_mul(dev(gu), gs);
+  cpu().silu_mul(gu, cs);
+  expect_close(fetch(gpu(), gs), host_values(cs), 1e-2, "silu_mul");
+
+  std::vector<int32_t> rows = {6, 0, 3};
+  Tensor gg = galloc({3, 96}), cg = calloc({3, 96});
+  gpu().gather_rows(dev(a), rows, gg);
+  cpu().gather_rows(a, rows, cg);
+  expect_close(fetch(gpu(), gg), host_values(cg), 0.0, "gather_rows");
+
+  // copy_heads: the rope part of 4 heads of width 48 into heads of width 40 at offset 8.
+  Tensor src = random_bf16({5, 4 * 48}, rng_), dst = random_bf16({5, 4 * 40}, rng_);
+  Tensor gd = dev(dst), cd = Tensor::empty({5, 160}, DType::kF32);
+  std::memcpy(cd.raw(), dst.raw(), dst.nbytes());
+  gpu().copy_heads(dev(src), 48, 16, gd, 40, 8, 32, 4);
+  cpu().copy_heads(src, 48, 16, cd, 40, 8, 32, 4);
+  expect_close(fetch(gpu(), gd), host_values(cd), 0.0, "copy_heads");
+}
+
+TEST_F(CudaOps, LinearBf16AndF32Outputs) {
+  for (auto [T, K, N] : std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {33, 256, 130}, {4, 2048, 1000}}) {
+    for (bool bias : {false, true}) {
+      for (DType od : {DType::kBF16, DType::kF32}) {
+        Tensor x = random_bf16({T, K}, rng_), w = random_bf16({N, K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
+        Linear gl{gpu().upload(w, DType::kBF16), bias ? gpu().upload(bv, DType::kF32) : Tensor()};
+        Linear cl{w, bias ? bv : Tensor()};
+        Tensor go = galloc({T, N}, od), co = calloc({T, N});
+        gpu().linear(dev(x), gl, go);
+        cpu().linear(x, cl, co);
+        expect_close(fetch(gpu(), go), host_values(co), od == DType::kF32 ? 1e-4 : 1e-2, "linear");
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, HeadLinear) {
+  for (auto [T, H, N, K, xs, os] : std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48}, {13, 16, 512, 128, 192, 576}}) {
+    Tensor x = random_bf16({T, H * xs}, rng_), w = random_bf16({H, N, K}, rng_, 0.1f);
+    Tensor go = galloc({T, H * os}), co = calloc({T, H * os});
+    // Fill outputs identically so untouched columns compare equal.
+    Tensor init = random_bf16({T, H * os}, rng_);
+    go = dev(init);
+    std::memcpy(co.raw(), init.raw(), init.nbytes());
+    gpu().head_linear(dev(x), xs, gpu().upload(w, DType::kBF16), go, os);
+    cpu().head_linear(x, xs, w, co, os);
+    expect_close(fetch(gpu(), go), host_values(co), 1e-2, "head_linear");
+  }
+}
+
+TEST_F(CudaOps, RopeInterleavedAndNeox) {
+  for (bool interleaved : {true, false}) {
+    RopeParams p;
+    p.interleaved = interleaved;
+    p.attention_factor = interleaved ? 1.2f : 1.0f;
+    for (int i = 0; i < 32; ++i) p.inv_freq.push_back(std::pow(10000.0f, -2.0f * i / 64.0f));
+    const int64_t T = 9, heads = 3, stride = 96, offset = interleaved ? 32 : 0;
+    Tensor x = random_bf16({T, heads * stride}, rng_);
+    std::vector<int32_t> pos(T);
+    for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(t * 577 % 5000);
+    Tensor gx = dev(x), cx = Tensor::empty(x.shape(), DType::kF32);
+    std::memcpy(cx.raw(), x.raw(), x.nbytes());
+    gpu().rope(gx, pos, p, heads, stride, offset);
+    cpu().rope(cx, pos, p, heads, stride, offset);
+    expect_close(fetch(gpu(), gx), host_values(cx), 1e-2, interleaved ? "rope interleaved" : "rope neox");
+  }
+}
+
+struct RouteCase {
+  int64_t T, E, K, n_group, topk_group;
+  Scoring scoring;
+  bool bias, normalize;
+};
+
+TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
+  for (const RouteCase& rc : std::vector<RouteCase>{{5, 16, 4, 4, 2, Scoring::kSigmoid, true, true},
+                                                    {33, 64, 6, 1, 1, Scoring::kSoftmax, false, false},
+                                                    {9, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
+                                                    {130, 256, 8, 8, 4, Scoring::kSigmoid, true, true}}) {
+    RouterParams p;
+    p.scoring = rc.scoring;
+    p.top_k = rc.K;
+    p.n_group = rc.n_group;
+    p.topk_group = rc.topk_group;
+    p.normalize = rc.normalize;
+    p.scale = 2.5f;
+    Tensor logits = random_bf16({rc.T, rc.E}, rng_, 2.0f), bias = random_bf16({rc.E}, rng_, 0.1f);
+    Tensor gi = galloc({rc.T, rc.K}, DType::kI32), gw = galloc({rc.T, rc.K}, DType::kF32);
+    Tensor ci = calloc({rc.T, rc.K}, DType::kI32), cw = calloc({rc.T, rc.K});
+    gpu().moe_route(dev_f32(logits), rc.bias ? gpu().upload(bias, DType::kF32) : Tensor(), p, gi, gw);
+    cpu().moe_route(logits, rc.bias ? bias : Tensor(), p, ci, cw);
+    std::vector<int32_t> ids(static_cast<size_t>(rc.T * rc.K));
+    gpu().to_host(gi, ids.data());
+    EXPECT_TRUE(std::equal(ids.begin(), ids.end(), ci.data<int32_t>())) << "E=" << rc.E;
+    expect_close(fetch(gpu(), gw), host_values(cw), 1e-5, "route weights");
+  }
+}
+
+TEST_F(CudaOps, MoeExpertsGemvAndGroupedPaths) {
+  const int64_t E = 16, H = 128, I = 64, K = 4;
+  Tensor gu = random_bf16({E, 2 * I, H}, rng_, 0.1f), down = random_bf16({E, H, I}, rng_, 0.1f);
+  ExpertWeights cw{gu, down};
+  ExpertWeights gw{gpu().upload(gu, DType::kBF16), gpu().upload(down, DType::kBF16)};
+  RouterParams p;
+  p.top_k = K;
+  p.n_group = 4;
+  p.topk_group = 2;
+  p.normalize = true;
+  for (int64_t T : {1, 5, 40, 300}) {
+    Tensor x = random_bf16({T, H}, rng_), logits = random_bf16({T, E}, rng_);
+    Tensor ids = galloc({T, K}, DType::kI32), wts = galloc({T, K}, DType::kF32);
+    gpu().moe_route(dev_f32(logits), Tensor(), p, ids, wts);
+    Tensor cids = calloc({T, K}, DType::kI32), cwts = calloc({T, K});
+    gpu().to_host(ids, cids.raw());
+    gpu().to_host(wts, cwts.raw());
+    Tensor go = galloc({T, H}), co = calloc({T, H});
+    gpu().moe_experts(dev(x), gw, ids, wts, go);
+    cpu().moe_experts(x, cw, cids, cwts, co);
+    expect_close(fetch(gpu(), go), host_values(co), 1.5e-2, "moe_experts T=" + std::to_string(T));
+  }
+}
+
+// A batch of sequences, each with `cached` tokens already in the cache and
+// `fresh` new ones; block tables are shuffled permutations of the blocks.
+struct Plan {
+  BatchInfo history;  // writes the cached tokens
+  BatchInfo step;
+  int64_t blocks = 0;
+};
+
+Plan make_plan(const std::vector<std::pair<int, int>>& seqs, int block_size, std::mt19937& rng) {
+  Plan p;
+  int max_blocks = 0;
+  for (auto [c, f] : seqs) max_blocks = std::max(max_blocks, (c + f + block_size - 1) / block_size);
+  p.blocks = static_cast<int64_t>(max_blocks) * static_cast<int64_t>(seqs.size());
+  std::vector<int32_t> perm(static_cast<size_t>(p.blocks));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  for (BatchInfo* b : {&p.history, &p.step}) {
+    b->max_blocks_per_seq = max_blocks;
+    b->query_start = {0};
+  }
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    auto [c, f] = seqs[s];
+    std::vector<int32_t> table(perm.begin() + static_cast<int64_t>(s) * max_blocks,
+                               perm.begin() + static_cast<int64_t>(s + 1) * max_blocks);
+    auto add = [&](BatchInfo& b, int from, int to) {
+      for (int pos = from; pos < to; ++pos) {
+        b.token_ids.push_back(0);
+        b.positions.push_back(pos);
+        b.slot_mapping.push_back(table[static_cast<size_t>(pos / block_size)] * block_size + pos % block_size);
+      }
+      b.query_start.push_back(static_cast<int32_t>(b.positions.size()));
+      b.context_lens.push_back(to);
+      b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
+    };
+    add(p.history, 0, c);
+    add(p.step, c, c + f);
+  }
+  return p;
+}
+
+TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
+  struct Case {
+    int64_t heads, r, rope;
+    std::vector<std::pair<int, int>> seqs;  // (cached, new)
+  };
+  for (const Case& c : std::vector<Case>{{4, 128, 32, {{0, 37}, {5, 9}, {20, 1}}},
+                                         {16, 512, 64, {{700, 1}}},
+                                         {16, 512, 64, {{0, 70}, {130, 1}, {33, 17}, {1000, 1}}},
+                                         {128, 512, 64, {{300, 1}, {64, 3}}}}) {
+    const int bs = 16;
+    Plan p = make_plan(c.seqs, bs, rng_);
+    const int64_t W = c.r + c.rope;
+    KvCacheSpec spec;
+    spec.mla = true;
+    spec.num_layers = 1;
+    spec.kv_lora_rank = c.r;
+    spec.rope_dim = c.rope;
+    KvCache gc = gpu().alloc_kv_cache(spec, p.blocks, bs);
+    KvCache cc = cpu().alloc_kv_cache(spec, p.blocks, bs);
+    for (BatchInfo* b : {&p.history, &p.step}) {
+      const int64_t T = b->num_tokens();
+      if (T == 0) continue;
+      Tensor lat = random_bf16({T, W}, rng_);
+      gpu().cache_write(dev(lat), *b, gc.latent[0]);
+      cpu().cache_write(lat, *b, cc.latent[0]);
+    }
+    const int64_t T = p.step.num_tokens();
+    Tensor q = random_bf16({T, c.heads * W}, rng_, 0.2f);
+    Tensor go = galloc({T, c.heads * c.r}), co = calloc({T, c.heads * c.r});
+    const float scale = 1.0f / std::sqrt(192.0f);
+    gpu().mla_attention(dev(q), gc.latent[0], p.step, c.heads, c.r, c.rope, scale, go);
+    cpu().mla_attention(q, cc.latent[0], p.step, c.heads, c.r, c.rope, scale, co);
+    expect_close(fetch(gpu(), go), host_values(co), 1e-2, "mla_attention heads=" + std::to_string(c.heads));
+  }
+}
+
+TEST_F(CudaOps, GqaPagedAttention) {
+  struct Case {
+    int64_t nh, nkv, d;
+    std::vector<std::pair<int, int>> seqs;
+  };
+  for (const Case& c : std::vector<Case>{{4, 2, 32, {{0, 29}, {7, 4}}},
+                                         {28, 4, 128, {{0, 40}, {500, 1}, {3, 1}}},
+                                         {32, 8, 128, {{2000, 1}}},
+                                         {8, 8, 64, {{60, 20}}}}) {
+    const int bs = 16;
+    Plan p = make_plan(c.seqs, bs, rng_);
+    KvCacheSpec spec;
+    spec.num_layers = 1;
+    spec.num_kv_heads = c.nkv;
+    spec.head_dim = c.d;
+    KvCache gc = gpu().alloc_kv_cache(spec, p.blocks, bs);
+    KvCache cc = cpu().alloc_kv_cache(spec, p.blocks, bs);
+    for (BatchInfo* b : {&p.history, &p.step}) {
+      const int64_t T = b->num_tokens();
+      if (T == 0) continue;
+      Tensor k = random_bf16({T, c.nkv * c.d}, rng_), v = random_bf16({T, c.nkv * c.d}, rng_);
+      gpu().cache_write(dev(k), *b, gc.k[0]);
+      gpu().cache_write(dev(v), *b, gc.v[0]);
+      cpu().cache_write(k, *b, cc.k[0]);
+      cpu().cache_write(v, *b, cc.v[0]);
+    }
+    const int64_t T = p.step.num_tokens();
+    Tensor q = random_bf16({T, c.nh * c.d}, rng_, 0.3f);
+    Tensor go = galloc({T, c.nh * c.d}), co = calloc({T, c.nh * c.d});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    gpu().paged_attention(dev(q), gc.k[0], gc.v[0], p.step, c.nh, c.nkv, c.d, scale, go);
+    cpu().paged_attention(q, cc.k[0], cc.v[0], p.step, c.nh, c.nkv, c.d, scale, co);
+    expect_close(fetch(gpu(), go), host_values(co), 1e-2, "paged_attention d=" + std::to_string(c.d));
+  }
+}
+
+TEST_F(CudaOps, OutOfMemoryIsAClearError) {
+  try {
+    Tensor t = gpu().alloc({int64_t{1} << 40}, DType::kU8);
+    FAIL() << "a 1 TiB allocation succeeded";
+  } catch (const r1::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace r1::backend::testing
