@@ -99,7 +99,7 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
   launch_moe_sort(ids.data<int32_t>(), P, E, offsets, sorted_pair, pos_of_pair, stream_);
   uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
   float* y = static_cast<float*>(workspace(6, static_cast<size_t>(P * H) * 4));
-  if (P <= kGemvMaxPairs) {
+  if (P <= kGemvMaxPairs && H % 8 == 0 && I % 8 == 0) {
     launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, offsets, sorted_pair, K, act,
                             stream_);
     launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, offsets, y, stream_);
