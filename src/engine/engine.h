@@ -76,15 +76,15 @@ struct Usage {
 
 struct EngineEvent {
   std::string request_id;
-  int32_t index = 0;                // which of the n samples
-  std::vector<int32_t> token_ids;   // tokens generated since the last event
-  std::string text;                 // text final since the last event
+  int32_t index = 0;               // which of the n samples
+  std::vector<int32_t> token_ids;  // tokens generated since the last event
+  std::string text;                // text final since the last event
   std::vector<TokenLogprob> logprobs;
   FinishReason finish = FinishReason::kNone;  // set on the sample's last event
-  std::string stop_reason;          // the stop string, or the stop token id as text
-  bool request_done = false;        // true on the request's very last event
-  std::optional<Usage> usage;       // on the request's last event
-  Status error;                     // with FinishReason::kError
+  std::string stop_reason;                    // the stop string, or the stop token id as text
+  bool request_done = false;                  // true on the request's very last event
+  std::optional<Usage> usage;                 // on the request's last event
+  Status error;                               // with FinishReason::kError
 };
 
 // Called on the engine thread; must not block (post to your own executor).
@@ -92,14 +92,14 @@ using EventCallback = std::function<void(const EngineEvent&)>;
 
 struct EngineConfig {
   int64_t block_size = 16;
-  int64_t num_kv_blocks = 0;           // 0: from kv_cache_bytes
-  int64_t kv_cache_bytes = 256 << 20;  // memory budget of the KV pool
-  int32_t max_num_seqs = 64;           // running sequences per step
+  int64_t num_kv_blocks = 0;              // 0: from kv_cache_bytes
+  int64_t kv_cache_bytes = 256 << 20;     // memory budget of the KV pool
+  int32_t max_num_seqs = 64;              // running sequences per step
   int32_t max_num_batched_tokens = 2048;  // tokens per step (chunked prefill budget)
-  int64_t max_model_len = 0;           // 0: the model's max_position_embeddings
+  int64_t max_model_len = 0;              // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
   bool enable_chunked_prefill = true;
-  int32_t max_waiting = 1024;          // queue length before submit() refuses
+  int32_t max_waiting = 1024;  // queue length before submit() refuses
 };
 
 struct EngineStats {
@@ -114,7 +114,11 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t prompt_tokens = 0;
   int64_t generation_tokens = 0;
-  bool alive = true;                 // the engine thread is stepping
+  int64_t kv_blocks_shared = 0;  // held by more than one sequence (n > 1, prefix hits)
+  int64_t block_size = 0;
+  int64_t max_model_len = 0;  // longest sequence (prompt + output) the engine runs
+  int64_t step_errors = 0;    // steps whose forward threw (their requests got kError)
+  bool alive = true;          // the engine thread is stepping
   std::chrono::steady_clock::time_point last_step;
 };
 
