@@ -132,6 +132,38 @@ def main():
         for i in range(0, len(rs), 6):
             lines.append("  " + " ".join(f"{{0x{a:X}, 0x{b:X}}}," for a, b in rs[i:i + 6]))
         lines.append("};")
+    # Character classes of the pre-tokenizer regexes, as PCRE2 (UTF + UCP)
+    # defines them: L, M, N, P, S by general category; \s is Z plus the
+    # horizontal and vertical space characters PCRE2 lists.
+    hv = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, 0x180E, 0x202F, 0x205F,
+          0x3000, 0x2028, 0x2029} | set(range(0x2000, 0x200B))
+    def cls(cp):
+        if 0xD800 <= cp < 0xE000:
+            return 0
+        cat = unicodedata.category(chr(cp))
+        f = {"L": 1, "M": 2, "N": 4, "P": 8, "S": 16}.get(cat[0], 0)
+        if cat[0] == "Z" or cp in hv:
+            f |= 32
+        return f
+    blocks = {}
+    stage1 = []
+    stage2 = []
+    for hi in range(MAX_CP >> 8):
+        blk = tuple(cls((hi << 8) | lo) for lo in range(256))
+        if blk not in blocks:
+            blocks[blk] = len(blocks)
+            stage2.extend(blk)
+        stage1.append(blocks[blk])
+    lines.append("// Regex character classes per code point: kClassL 1, M 2, N 4, P 8, S 16,")
+    lines.append("// space 32. kClassStage1[cp >> 8] selects a 256-entry block of kClassStage2.")
+    lines.append(f"constexpr uint16_t kClassStage1[{len(stage1)}] = {{")
+    for i in range(0, len(stage1), 24):
+        lines.append("  " + ",".join(str(x) for x in stage1[i:i + 24]) + ",")
+    lines.append("};")
+    lines.append(f"constexpr uint8_t kClassStage2[{len(stage2)}] = {{")
+    for i in range(0, len(stage2), 40):
+        lines.append("  " + ",".join(str(x) for x in stage2[i:i + 40]) + ",")
+    lines.append("};")
     lines.append("// clang-format on")
     with open(OUT, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 // thread) and the split behaviors of `tokenizers`' NormalizedString::split.
 #include "tokenizer/pre_tokenizer.h"
 
+#include "tokenizer/fast_split.h"
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -42,7 +44,8 @@ MatchState& match_state() {
 
 }  // namespace
 
-Result<std::unique_ptr<Regex>> Regex::compile(const std::string& pattern, bool literal) {
+Result<std::unique_ptr<Regex>> Regex::compile(const std::string& pattern, bool literal,
+                                              bool allow_fast) {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
   std::string source = pattern;
@@ -67,6 +70,7 @@ Result<std::unique_ptr<Regex>> Regex::compile(const std::string& pattern, bool l
   r->code_ = code;
   r->jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
   r->pattern_ = pattern;
+  if (allow_fast && !literal) r->fast_ = fast_matcher_for(pattern);
   return r;
 }
 
@@ -75,6 +79,10 @@ Regex::~Regex() {
 }
 
 void Regex::find_all(std::string_view text, uint32_t base, std::vector<Span>& out) const {
+  if (fast_ != nullptr) {
+    fast_(text, base, out);
+    return;
+  }
   MatchState& st = match_state();
   auto* code = static_cast<pcre2_code*>(code_);
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());

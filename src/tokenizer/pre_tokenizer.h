@@ -26,7 +26,10 @@ struct Span {
 // A compiled regex (PCRE2, UTF + UCP, JIT when available). Thread-safe.
 class Regex {
  public:
-  static Result<std::unique_ptr<Regex>> compile(const std::string& pattern, bool literal = false);
+  // With `allow_fast`, the patterns of fast_split.h use their hand-written
+  // matcher (same matches) instead of PCRE2.
+  static Result<std::unique_ptr<Regex>> compile(const std::string& pattern, bool literal = false,
+                                                bool allow_fast = true);
   ~Regex();
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
@@ -35,11 +38,13 @@ class Regex {
   // each as a byte range offset by `base`.
   void find_all(std::string_view text, uint32_t base, std::vector<Span>& out) const;
   const std::string& pattern() const { return pattern_; }
+  bool uses_fast_matcher() const { return fast_ != nullptr; }
 
  private:
   Regex() = default;
   void* code_ = nullptr;  // pcre2_code_8*
   bool jit_ = false;
+  void (*fast_)(std::string_view, uint32_t, std::vector<Span>&) = nullptr;
   std::string pattern_;
 };
 

@@ -323,6 +323,11 @@ bool is_word_char(uint32_t cp) {
   return in_ranges(kWordChar, cp);
 }
 
+uint8_t char_class(uint32_t cp) {
+  if (cp >= 0x110000) return 0;
+  return kClassStage2[static_cast<size_t>(kClassStage1[cp >> 8]) * 256 + (cp & 0xFF)];
+}
+
 const char* unicode_tables_version() {
   return kUnicodeVersion;
 }

@@ -35,6 +35,18 @@ bool is_whitespace(uint32_t cp);
 // general categories: what single_word added tokens treat as a word character.
 bool is_word_char(uint32_t cp);
 
+// Regex character classes of a code point (bit set), as PCRE2 in UTF + UCP
+// mode defines \p{L}, \p{M}, \p{N}, \p{P}, \p{S} and \s.
+enum CharClass : uint8_t {
+  kClassL = 1,
+  kClassM = 2,
+  kClassN = 4,
+  kClassP = 8,
+  kClassS = 16,
+  kClassSpace = 32,
+};
+uint8_t char_class(uint32_t cp);
+
 const char* unicode_tables_version();
 
 }  // namespace r1::tok
