@@ -301,7 +301,8 @@ void Tokenizer::encode_into(std::string_view text, bool add_special_tokens,
     text = repaired;
   }
   if (add_special_tokens) out.insert(out.end(), prefix_ids_.begin(), prefix_ids_.end());
-  std::vector<TextPiece> pieces;  // not thread_local: encode_segment has its own
+  thread_local std::vector<TextPiece> pieces;  // encode_segment has its own
+  pieces.clear();
   added_.split(text, false, pieces);
   for (const TextPiece& p : pieces) {
     if (p.id >= 0)

@@ -4,6 +4,7 @@
 #include "tokenizer/unicode.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace r1::tok {
@@ -160,6 +161,14 @@ void append_utf8(std::string& out, uint32_t cp) {
 size_t valid_utf8_prefix(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
+    if (i + 8 <= s.size()) {  // skip ASCII eight bytes at a time
+      uint64_t v;
+      std::memcpy(&v, s.data() + i, 8);
+      if ((v & 0x8080808080808080ull) == 0) {
+        i += 8;
+        continue;
+      }
+    }
     if (static_cast<uint8_t>(s[i]) < 0x80) {
       ++i;
       continue;
