@@ -154,7 +154,12 @@ class PoolWeights final : public model::WeightSource {
     if (it == roles_.end()) return make_error(ErrorCode::kNotFound, "no tensor {}", name);
     const size_t n = static_cast<size_t>(shape.numel());
     if (want == DType::kF32) {
-      if (n > f32_norm_.size()) return make_error(ErrorCode::kUnsupported, "f32 tensor {} too large", name);
+      if (n > f32_norm_.size()) {  // a matrix read as F32 (kv_b_proj): widen a window of the pool
+        Tensor t = Tensor::empty(shape, DType::kF32);
+        const size_t off = (std::hash<std::string>{}(name) % (pool_size_ - n + 1));
+        for (size_t i = 0; i < n; ++i) t.data<float>()[i] = bf16_to_f32(bf_[off + i]);
+        return t;
+      }
       const auto& src = it->second == model::TensorRole::kNorm ? f32_norm_ : f32_small_;
       return Tensor::wrap(const_cast<float*>(src.data()), shape, DType::kF32, nullptr);
     }

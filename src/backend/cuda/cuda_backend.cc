@@ -23,8 +23,8 @@ int cuda_device_count() {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device, double memory_fraction) {
-  return std::make_unique<cuda::CudaBackend>(device, memory_fraction);
+std::unique_ptr<Backend> make_cuda_backend(int device, double memory_fraction, bool f32_activations) {
+  return std::make_unique<cuda::CudaBackend>(device, memory_fraction, f32_activations);
 }
 
 int64_t cuda_free_bytes(Backend& be) {
@@ -96,7 +96,8 @@ void DeviceAllocator::put(void* p, size_t bytes) {
   free_[round_size(bytes)].push_back(p);
 }
 
-CudaBackend::CudaBackend(int device, double memory_fraction) : device_(device) {
+CudaBackend::CudaBackend(int device, double memory_fraction, bool f32_activations)
+    : device_(device), f32_act_(f32_activations) {
   const int n = cuda_device_count();
   R1_CHECK(n > 0, "--device cuda: no CUDA device is visible (cudaGetDeviceCount found none)");
   R1_CHECK(device >= 0 && device < n, "CUDA device {} of {}", device, n);
@@ -127,7 +128,7 @@ CudaBackend::~CudaBackend() {
 std::string CudaBackend::name() const {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, device_);
-  return fmt::format("cuda:{} ({}, {} SMs, bf16 activations)", device_, prop.name, sm_count_);
+  return fmt::format("cuda:{} ({}, {} SMs, {} activations)", device_, prop.name, sm_count_, f32_act_ ? "f32" : "bf16");
 }
 
 int64_t CudaBackend::free_bytes() const {
@@ -212,6 +213,14 @@ KvCache CudaBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks,
   }
   synchronize();
   return c;
+}
+
+Tensor CudaBackend::as_bf16(const Tensor& x, int slot) {
+  if (is_bf16(x)) return x;
+  Tensor xb = Tensor::wrap(workspace(slot, static_cast<size_t>(x.numel()) * 2), x.shape(), DType::kBF16, nullptr,
+                           Device::kCuda);
+  launch_convert(x.raw(), false, xb.raw(), true, x.numel(), stream_);
+  return xb;
 }
 
 void* CudaBackend::workspace(int slot, size_t bytes) {
@@ -414,8 +423,16 @@ void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, con
 void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v,
                             int64_t k_head_off, const BatchInfo& batch, int64_t num_heads, int64_t nkv, int64_t dk,
                             int64_t dv, float scale, Tensor& out, int64_t out_head_stride) {
-  R1_CHECK(is_bf16(q) && is_bf16(k) && is_bf16(v) && is_bf16(out),
-           "CUDA attention needs BF16 q, cache and out: {} {} {}", q.describe(), k.describe(), out.describe());
+  R1_CHECK(is_bf16(k) && is_bf16(v), "CUDA attention needs a BF16 cache: {}", k.describe());
+  if (!is_bf16(q) || !is_bf16(out)) {
+    Tensor qb = as_bf16(q, 11);
+    Tensor ob = Tensor::wrap(workspace(12, static_cast<size_t>(out.numel()) * 2), out.shape(), DType::kBF16, nullptr,
+                             Device::kCuda);
+    if (!is_bf16(out)) launch_convert(out.raw(), false, ob.raw(), true, out.numel(), stream_);
+    attention(qb, q_head_stride, k, v, k_head_off, batch, num_heads, nkv, dk, dv, scale, ob, out_head_stride);
+    launch_convert(ob.raw(), true, out.raw(), is_bf16(out), out.numel(), stream_);
+    return;
+  }
   R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "attention: q {} for {} tokens",
            q.describe(), batch.num_tokens());
   DevBatch& d = dev_batch(batch);

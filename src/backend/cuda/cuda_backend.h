@@ -17,7 +17,10 @@ int cuda_device_count();
 // The CUDA backend on `device`. It may use at most `memory_fraction` of the
 // device's total memory (weights + KV cache + activations); allocations beyond
 // it fail with a message saying how much was needed and available.
-std::unique_ptr<Backend> make_cuda_backend(int device = 0, double memory_fraction = 0.9);
+// With `f32_activations`, activations between ops are F32 (GEMM inputs are still
+// rounded to BF16, the KV cache is BF16): a validation mode, slower.
+std::unique_ptr<Backend> make_cuda_backend(int device = 0, double memory_fraction = 0.9,
+                                           bool f32_activations = false);
 
 // Bytes of device memory the backend may still allocate under its limit
 // (for sizing a KV-cache pool), or -1 if `be` is not a CUDA backend.

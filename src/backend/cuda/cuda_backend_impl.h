@@ -31,7 +31,10 @@ class DeviceAllocator {
 
  private:
   void release_cached();
+  // A BF16 copy of x (in workspace `slot`) when x is F32.
+  Tensor as_bf16(const Tensor& x, int slot);
   int device_;
+  bool f32_act_ = false;
   size_t limit_;
   size_t reserved_ = 0;  // bytes held from cudaMalloc (in use + cached)
   std::mutex mu_;
@@ -53,12 +56,12 @@ struct DevBatch {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, double memory_fraction);
+  CudaBackend(int device, double memory_fraction, bool f32_activations);
   ~CudaBackend() override;
 
   Device device() const override { return Device::kCuda; }
   std::string name() const override;
-  DType activation_dtype() const override { return DType::kBF16; }
+  DType activation_dtype() const override { return f32_act_ ? DType::kF32 : DType::kBF16; }
 
   Tensor alloc(const Shape& shape, DType dtype) override;
   Tensor upload(const Tensor& host, DType dtype) override;
@@ -107,7 +110,10 @@ class CudaBackend final : public Backend {
                  Tensor& out, int64_t out_head_stride);
   void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out, int64_t ldo);
 
+  // A BF16 copy of x (in workspace `slot`) when x is F32.
+  Tensor as_bf16(const Tensor& x, int slot);
   int device_;
+  bool f32_act_ = false;
   int sm_count_ = 0;
   std::shared_ptr<DeviceAllocator> alloc_;
   cudaStream_t stream_ = nullptr;

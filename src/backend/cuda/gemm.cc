@@ -34,6 +34,8 @@ cudaDataType_t cuda_type(const Tensor& t) { return is_bf16(t) ? CUDA_R_16BF : CU
 
 // Small batches of routed pairs use the GEMV kernels (no host sync).
 constexpr int64_t kGemvMaxPairs = 64;
+// Dense products of up to this many rows use the GEMV kernel (weights read once, 16-byte loads).
+constexpr int64_t kGemvMaxTokens = 4;
 
 }  // namespace
 
@@ -53,13 +55,12 @@ void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
   R1_CHECK(w.in_features() == K, "linear: x {} vs weight {}", x.describe(), w.weight.describe());
   R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M, N);
   R1_CHECK(is_bf16(w.weight), "CUDA linear needs BF16 weights, got {}", w.weight.describe());
-  Tensor xb = x;
-  if (!is_bf16(x)) {
-    xb = Tensor::wrap(workspace(3, static_cast<size_t>(x.numel()) * 2), x.shape(), DType::kBF16, nullptr,
-                      Device::kCuda);
-    launch_convert(x.raw(), false, xb.raw(), true, x.numel(), stream_);
+  Tensor xb = as_bf16(x, 3);
+  if (M <= kGemvMaxTokens && K % 8 == 0) {
+    launch_dense_gemv(xb.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M, out.raw(), is_bf16(out), N, stream_);
+  } else {
+    gemm(xb, K, w.weight.raw(), N, K, out, N);
   }
-  gemm(xb, K, w.weight.raw(), N, K, out, N);
   if (w.bias.defined()) {
     R1_CHECK(w.bias.dtype() == DType::kF32 && w.bias.numel() == N, "linear bias {}", w.bias.describe());
     launch_add_bias(out.raw(), is_bf16(out), w.bias.data<float>(), M, N, stream_);
@@ -72,12 +73,13 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
   R1_CHECK(x.row_size() == H * x_head_stride && K <= x_head_stride, "head_linear x {} w {}", x.describe(),
            w.describe());
   R1_CHECK(out.row_size() == H * out_head_stride && N <= out_head_stride, "head_linear out {}", out.describe());
-  R1_CHECK(is_bf16(w) && is_bf16(x), "CUDA head_linear needs BF16 x and w: {} {}", x.describe(), w.describe());
+  R1_CHECK(is_bf16(w), "CUDA head_linear needs BF16 w: {}", w.describe());
   if (T == 0) return;
+  const Tensor xb = as_bf16(x, 3);
   const float alpha = 1.0f, beta = 0.0f;
   R1_CUBLAS_OK(cublasGemmStridedBatchedEx(
       cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(T), static_cast<int>(K), &alpha,
-      w.raw(), CUDA_R_16BF, static_cast<int>(K), N * K, x.raw(), CUDA_R_16BF, static_cast<int>(x.row_size()),
+      w.raw(), CUDA_R_16BF, static_cast<int>(K), N * K, xb.raw(), CUDA_R_16BF, static_cast<int>(x.row_size()),
       x_head_stride, &beta, out.raw(), cuda_type(out), static_cast<int>(out.row_size()), out_head_stride,
       static_cast<int>(H), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }

@@ -258,6 +258,38 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
   }
 }
 
+// A warp per output row n; up to kChunk tokens per pass over the row.
+__global__ void dense_gemv_kernel(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int T,
+                                  void* out, bool out_bf, int64_t ldo) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const uint16_t* wr = w + n * K;
+  for (int t0 = 0; t0 < T; t0 += kChunk) {
+    const int cnt = min(kChunk, T - t0);
+    float acc[kChunk] = {};
+#pragma unroll 4
+    for (int64_t k0 = lane * 8; k0 < K; k0 += 256) {
+      float w8[8];
+      unpack8(__ldg(reinterpret_cast<const uint4*>(wr + k0)), w8);
+#pragma unroll
+      for (int q = 0; q < kChunk; ++q) {
+        if (q < cnt) {
+          float a8[8];
+          unpack8(*reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t0 + q) * ldx + k0), a8);
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
+        }
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kChunk; ++q) {
+      const float v = warp_sum(acc[q]);
+      if (lane == 0 && q < cnt) stf(out, static_cast<int64_t>(t0 + q) * ldo + n, out_bf, v);
+    }
+  }
+}
+
 __global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t K,
                               uint16_t* xg) {
   const int64_t pos = blockIdx.x;
@@ -316,6 +348,15 @@ void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, 
   R1_CUDA_REQUIRE(I % 8 == 0, "moe gemv: intermediate size must be a multiple of 8");
   dim3 grid(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(E));
   down_gemv_kernel<<<grid, 256, 0, s>>>(act, down, H, I, offsets, y);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_dense_gemv(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
+                       bool out_bf, int64_t ldo, cudaStream_t s) {
+  R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0, "dense gemv: K and the row stride must be multiples of 8");
+  if (T == 0 || N == 0) return;
+  dense_gemv_kernel<<<static_cast<unsigned>((N + 7) / 8), 256, 0, s>>>(x, ldx, w, N, K, static_cast<int>(T), out,
+                                                                       out_bf, ldo);
   R1_CUDA_LAUNCHED();
 }
 
