@@ -43,10 +43,12 @@ int run_logits(const LogitsArgs& a) {
 
 void setup_logits(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<LogitsArgs>();
-  auto* cmd = app.add_subcommand("logits", "Write the logits at every position of a token sequence to a .npy file");
+  auto* cmd = app.add_subcommand(
+      "logits", "Write the logits at every position of a token sequence to a .npy file");
   args->model.add_to(cmd);
   cmd->add_option("--tokens", args->tokens, "Comma-separated token ids, e.g. 5,17,300")->required();
-  cmd->add_option("--out,-o", args->out, "Output .npy file (float32 [n_tokens, vocab_size])")->required();
+  cmd->add_option("--out,-o", args->out, "Output .npy file (float32 [n_tokens, vocab_size])")
+      ->required();
   cmd->callback([args, &exit_code] { exit_code = run_logits(*args); });
 }
 

@@ -17,7 +17,8 @@ struct MakeModelArgs {
 
 void setup_make_model(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<MakeModelArgs>();
-  auto* cmd = app.add_subcommand("make-model", "Write a random-weight checkpoint for a config.json");
+  auto* cmd =
+      app.add_subcommand("make-model", "Write a random-weight checkpoint for a config.json");
   cmd->add_option("--config", a->config, "config.json of the architecture")->required();
   cmd->add_option("--out,-o", a->out, "Output directory")->required();
   cmd->add_option("--seed", a->seed, "Seed of the weights")->capture_default_str();

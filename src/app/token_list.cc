@@ -15,7 +15,8 @@ Result<std::vector<int32_t>> parse_token_list(const std::string& text, int64_t v
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
       v = v * 10 + (text[i] - '0');
       if (v >= vocab_size)
-        return make_error(ErrorCode::kInvalidArgument, "--tokens item {} is not a token id below the vocabulary size {}",
+        return make_error(ErrorCode::kInvalidArgument,
+                          "--tokens item {} is not a token id below the vocabulary size {}",
                           item + 1, vocab_size);
       ++i;
     }

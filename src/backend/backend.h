@@ -161,8 +161,8 @@ class Backend {
   // (q_lat then rotated q_pe), latent cache [blocks, block_size, kv_lora + rope]
   // -> out [T, H, kv_lora] = softmax(q . key * scale) . latent[:, :kv_lora].
   virtual void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
-                             int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
-                             float scale, Tensor& out) = 0;
+                             int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale,
+                             Tensor& out) = 0;
 };
 
 // The CPU backend, using `threads` threads (<= 0: one per core) and the best

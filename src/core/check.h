@@ -8,11 +8,12 @@
 #include <fmt/format.h>
 
 namespace r1::detail {
-[[noreturn]] void check_failed(const char* file, int line, const char* cond, const std::string& msg);
+[[noreturn]] void check_failed(const char* file, int line, const char* cond,
+                               const std::string& msg);
 }  // namespace r1::detail
 
-#define R1_CHECK(cond, ...)                                                               \
-  do {                                                                                    \
-    if (!(cond)) [[unlikely]]                                                             \
+#define R1_CHECK(cond, ...)                                                                 \
+  do {                                                                                      \
+    if (!(cond)) [[unlikely]]                                                               \
       ::r1::detail::check_failed(__FILE__, __LINE__, #cond, ::fmt::format("" __VA_ARGS__)); \
   } while (0)

@@ -13,13 +13,13 @@ struct DTypeInfo {
   bool is_float;
 };
 constexpr DTypeInfo kInfos[] = {
-    {DType::kF32, "F32", 4, true},     {DType::kF16, "F16", 2, true},
-    {DType::kBF16, "BF16", 2, true},   {DType::kF8E4M3, "F8_E4M3", 1, true},
+    {DType::kF32, "F32", 4, true},        {DType::kF16, "F16", 2, true},
+    {DType::kBF16, "BF16", 2, true},      {DType::kF8E4M3, "F8_E4M3", 1, true},
     {DType::kF8E5M2, "F8_E5M2", 1, true}, {DType::kF64, "F64", 8, true},
-    {DType::kI8, "I8", 1, false},      {DType::kU8, "U8", 1, false},
-    {DType::kI16, "I16", 2, false},    {DType::kU16, "U16", 2, false},
-    {DType::kI32, "I32", 4, false},    {DType::kU32, "U32", 4, false},
-    {DType::kI64, "I64", 8, false},    {DType::kU64, "U64", 8, false},
+    {DType::kI8, "I8", 1, false},         {DType::kU8, "U8", 1, false},
+    {DType::kI16, "I16", 2, false},       {DType::kU16, "U16", 2, false},
+    {DType::kI32, "I32", 4, false},       {DType::kU32, "U32", 4, false},
+    {DType::kI64, "I64", 8, false},       {DType::kU64, "U64", 8, false},
     {DType::kBool, "BOOL", 1, false},
 };
 const DTypeInfo& info(DType t) {
@@ -29,9 +29,15 @@ const DTypeInfo& info(DType t) {
 }
 }  // namespace
 
-size_t dtype_size(DType t) { return info(t).size; }
-std::string_view dtype_name(DType t) { return info(t).name; }
-bool dtype_is_float(DType t) { return info(t).is_float; }
+size_t dtype_size(DType t) {
+  return info(t).size;
+}
+std::string_view dtype_name(DType t) {
+  return info(t).name;
+}
+bool dtype_is_float(DType t) {
+  return info(t).is_float;
+}
 
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const auto& i : kInfos)
@@ -59,7 +65,7 @@ uint16_t f32_to_f16(float f) {
   uint32_t absx = x & 0x7fffffff;
   if (absx > 0x7f800000) return static_cast<uint16_t>(sign | 0x7e00);
   if (absx >= 0x477ff000) return static_cast<uint16_t>(sign | 0x7c00);  // overflow -> inf
-  if (absx < 0x38800000) {                                               // subnormal or zero
+  if (absx < 0x38800000) {                                              // subnormal or zero
     float a;
     std::memcpy(&a, &absx, 4);
     float scaled = a * 16777216.0f;  // 2^24
@@ -100,6 +106,8 @@ uint8_t f32_to_f8e4m3(float f) {
   return sign | best;
 }
 
-float f8e5m2_to_f32(uint8_t v) { return f16_to_f32(static_cast<uint16_t>(v) << 8); }
+float f8e5m2_to_f32(uint8_t v) {
+  return f16_to_f32(static_cast<uint16_t>(v) << 8);
+}
 
 }  // namespace r1

@@ -10,8 +10,7 @@ void init_logging(LogFormat format, std::string_view level) {
   if (format == LogFormat::kJson) {
     // The message is escaped by whoever builds structured lines; plain
     // messages are written as a JSON string field.
-    logger->set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","msg":"%v"})");
+    logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","msg":"%v"})");
   } else {
     logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   }

@@ -35,16 +35,20 @@ Result<NpyArray> read_npy(const std::string& path) {
   uint32_t hlen = 0;
   if (magic[6] == 1) {
     uint8_t b[2];
-    if (!f.read(reinterpret_cast<char*>(b), 2)) return make_error(ErrorCode::kInvalidArgument, "{}: truncated", path);
+    if (!f.read(reinterpret_cast<char*>(b), 2))
+      return make_error(ErrorCode::kInvalidArgument, "{}: truncated", path);
     hlen = b[0] | (b[1] << 8);
   } else {
     uint8_t b[4];
-    if (!f.read(reinterpret_cast<char*>(b), 4)) return make_error(ErrorCode::kInvalidArgument, "{}: truncated", path);
+    if (!f.read(reinterpret_cast<char*>(b), 4))
+      return make_error(ErrorCode::kInvalidArgument, "{}: truncated", path);
     hlen = b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<uint32_t>(b[3]) << 24);
   }
-  if (hlen > (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "{}: header too long", path);
+  if (hlen > (1u << 20))
+    return make_error(ErrorCode::kInvalidArgument, "{}: header too long", path);
   std::string header(hlen, '\0');
-  if (!f.read(header.data(), hlen)) return make_error(ErrorCode::kInvalidArgument, "{}: truncated header", path);
+  if (!f.read(header.data(), hlen))
+    return make_error(ErrorCode::kInvalidArgument, "{}: truncated header", path);
   NpyArray a;
   auto dpos = header.find("'descr':");
   auto q1 = header.find('\'', dpos + 8);
@@ -79,7 +83,8 @@ Result<NpyArray> read_npy(const std::string& path) {
   return a;
 }
 
-Status write_npy_f32(const std::string& path, const float* data, const std::vector<int64_t>& shape) {
+Status write_npy_f32(const std::string& path, const float* data,
+                     const std::vector<int64_t>& shape) {
   std::string dims;
   int64_t n = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -88,7 +93,8 @@ Status write_npy_f32(const std::string& path, const float* data, const std::vect
     n *= shape[i];
   }
   if (shape.size() > 1) dims.pop_back();  // "(3,)" for rank 1, "(3, 4)" otherwise
-  std::string header = fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims);
+  std::string header =
+      fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims);
   size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header.push_back('\n');
@@ -97,9 +103,10 @@ Status write_npy_f32(const std::string& path, const float* data, const std::vect
   const char magic[8] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
   uint16_t hl = static_cast<uint16_t>(header.size());
   uint8_t hlb[2] = {static_cast<uint8_t>(hl & 0xff), static_cast<uint8_t>(hl >> 8)};
-  bool ok = std::fwrite(magic, 1, 8, f.get()) == 8 && std::fwrite(hlb, 1, 2, f.get()) == 2 &&
-            std::fwrite(header.data(), 1, header.size(), f.get()) == header.size() &&
-            std::fwrite(data, sizeof(float), static_cast<size_t>(n), f.get()) == static_cast<size_t>(n);
+  bool ok =
+      std::fwrite(magic, 1, 8, f.get()) == 8 && std::fwrite(hlb, 1, 2, f.get()) == 2 &&
+      std::fwrite(header.data(), 1, header.size(), f.get()) == header.size() &&
+      std::fwrite(data, sizeof(float), static_cast<size_t>(n), f.get()) == static_cast<size_t>(n);
   if (!ok) return make_error(ErrorCode::kIo, "short write to {}", path);
   return Status::ok();
 }

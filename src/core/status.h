@@ -92,9 +92,9 @@ class Error : public std::exception {
 #define R1_CONCAT(a, b) R1_CONCAT_INNER(a, b)
 
 // R1_RETURN_IF_ERROR(expr): return the Status of expr when it is not ok.
-#define R1_RETURN_IF_ERROR(expr)               \
-  do {                                         \
-    ::r1::Status r1_status_ = (expr);          \
+#define R1_RETURN_IF_ERROR(expr)                \
+  do {                                          \
+    ::r1::Status r1_status_ = (expr);           \
     if (!r1_status_.is_ok()) return r1_status_; \
   } while (0)
 

@@ -28,7 +28,8 @@ int64_t Shape::numel() const {
 
 std::string Shape::to_string() const {
   std::string s = "[";
-  for (int i = 0; i < rank_; ++i) s += (i ? ", " : "") + std::to_string(dims_[static_cast<size_t>(i)]);
+  for (int i = 0; i < rank_; ++i)
+    s += (i ? ", " : "") + std::to_string(dims_[static_cast<size_t>(i)]);
   return s + "]";
 }
 
@@ -78,11 +79,12 @@ Tensor Tensor::reshape(const Shape& shape) const {
 }
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
-  R1_CHECK(rank() >= 1 && begin >= 0 && begin <= end && end <= dim(0), "rows [{}, {}) of {}",
-           begin, end, shape_.to_string());
+  R1_CHECK(rank() >= 1 && begin >= 0 && begin <= end && end <= dim(0), "rows [{}, {}) of {}", begin,
+           end, shape_.to_string());
   Tensor t = *this;
   t.shape_[0] = end - begin;
-  t.data_ = static_cast<char*>(data_) + static_cast<size_t>(begin * row_size()) * dtype_size(dtype_);
+  t.data_ =
+      static_cast<char*>(data_) + static_cast<size_t>(begin * row_size()) * dtype_size(dtype_);
   return t;
 }
 
@@ -97,7 +99,9 @@ Tensor to_f32(const Tensor& t) {
   float* o = out.data<float>();
   const int64_t n = t.numel();
   switch (t.dtype()) {
-    case DType::kF32: std::memcpy(o, t.raw(), t.nbytes()); break;
+    case DType::kF32:
+      std::memcpy(o, t.raw(), t.nbytes());
+      break;
     case DType::kBF16: {
       const uint16_t* s = t.data<uint16_t>();
       for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(s[i]);
@@ -133,7 +137,8 @@ Tensor to_f32(const Tensor& t) {
       for (int64_t i = 0; i < n; ++i) o[i] = s[i];
       break;
     }
-    default: R1_CHECK(false, "to_f32: unsupported dtype {}", dtype_name(t.dtype()));
+    default:
+      R1_CHECK(false, "to_f32: unsupported dtype {}", dtype_name(t.dtype()));
   }
   return out;
 }

@@ -20,16 +20,16 @@ struct MlaLayer {
   Tensor in_norm, post_norm;
   Linear q_a, q_b, q_proj;  // q_a/q_b with q_lora_rank, else q_proj
   Tensor q_a_norm;
-  Linear kv_a;        // [r + p, H]
-  Tensor kv_a_norm;   // [r]
-  Tensor w_uk_t;      // [nh, r, dn]: q_lat = W_UK^T q_nope
-  Tensor w_uv;        // [nh, dv, r]: o = W_UV o_lat
-  Linear o_proj;      // [H, nh * dv]
+  Linear kv_a;       // [r + p, H]
+  Tensor kv_a_norm;  // [r]
+  Tensor w_uk_t;     // [nh, r, dn]: q_lat = W_UK^T q_nope
+  Tensor w_uv;       // [nh, dv, r]: o = W_UV o_lat
+  Linear o_proj;     // [H, nh * dv]
   bool moe = false;
   Linear gate_up, down;  // dense FFN, or the shared experts of an MoE layer
   bool has_ffn_mlp = false;
-  Linear router;      // [E, H]
-  Tensor router_bias; // [E] or undefined
+  Linear router;       // [E, H]
+  Tensor router_bias;  // [E] or undefined
   backend::ExpertWeights experts;
 };
 
@@ -69,7 +69,8 @@ class DeepseekModel final : public ModelBase {
       L.kv_a_norm = w.vec(pre + "self_attn.kv_a_layernorm.weight", r);
       // Split kv_b [nh * (dn + dv), r] into the absorbed per-head matrices.
       Tensor kvb = w.host_f32(pre + "self_attn.kv_b_proj.weight", {nh * (dn + dv), r});
-      Tensor uk = Tensor::empty({nh, r, dn}, DType::kF32), uv = Tensor::empty({nh, dv, r}, DType::kF32);
+      Tensor uk = Tensor::empty({nh, r, dn}, DType::kF32),
+             uv = Tensor::empty({nh, dv, r}, DType::kF32);
       const float* kb = kvb.data<float>();
       for (int64_t h = 0; h < nh; ++h) {
         for (int64_t d = 0; d < dn; ++d)
@@ -115,7 +116,8 @@ class DeepseekModel final : public ModelBase {
   int64_t decode_weight_bytes() const override {
     int64_t bytes = common_decode_bytes();
     for (const auto& L : layers_) {
-      for (const Linear* l : {&L.q_a, &L.q_b, &L.q_proj, &L.kv_a, &L.o_proj, &L.gate_up, &L.down, &L.router})
+      for (const Linear* l :
+           {&L.q_a, &L.q_b, &L.q_proj, &L.kv_a, &L.o_proj, &L.gate_up, &L.down, &L.router})
         if (l->weight.defined()) bytes += static_cast<int64_t>(l->weight.nbytes());
       bytes += static_cast<int64_t>(L.w_uk_t.nbytes() + L.w_uv.nbytes());
       if (L.moe) {
@@ -129,8 +131,8 @@ class DeepseekModel final : public ModelBase {
   }
 
  protected:
-  void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache,
-                     Tensor& x, Scratch& s) override {
+  void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
+                     Scratch& s) override {
     const auto& c = cfg_;
     const MlaLayer& L = layers_[static_cast<size_t>(l)];
     const int64_t T = x.dim(0), H = c.hidden_size, nh = c.num_heads, r = c.kv_lora_rank;

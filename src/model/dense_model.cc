@@ -54,13 +54,14 @@ class DenseModel final : public ModelBase {
     int64_t bytes = common_decode_bytes();
     for (const auto& L : layers_)
       for (const Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate_up, &L.down})
-        bytes += static_cast<int64_t>(l->weight.nbytes() + (l->bias.defined() ? l->bias.nbytes() : 0));
+        bytes +=
+            static_cast<int64_t>(l->weight.nbytes() + (l->bias.defined() ? l->bias.nbytes() : 0));
     return bytes;
   }
 
  protected:
-  void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache,
-                     Tensor& x, Scratch& s) override {
+  void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
+                     Scratch& s) override {
     const auto& c = cfg_;
     const DenseLayer& L = layers_[static_cast<size_t>(l)];
     const int64_t T = x.dim(0), H = c.hidden_size, d = c.head_dim;

@@ -29,8 +29,9 @@ void ModelBase::load_common(WeightLoader& w) {
   } else if (cfg_.tie_word_embeddings) {
     lm_head_.weight = embed_;
   } else {
-    throw Error(make_error(ErrorCode::kNotFound,
-                           "checkpoint has no lm_head.weight and config.json does not tie embeddings"));
+    throw Error(
+        make_error(ErrorCode::kNotFound,
+                   "checkpoint has no lm_head.weight and config.json does not tie embeddings"));
   }
 }
 
@@ -74,8 +75,8 @@ Result<std::unique_ptr<Model>> load_model(const io::ModelConfig& cfg, const Weig
                                           backend::Backend& backend, const LoadOptions& options) {
   try {
     WeightLoader w(source, backend, options);
-    std::unique_ptr<ModelBase> m = cfg.is_mla() ? make_deepseek_model(cfg, backend, w)
-                                                : make_dense_model(cfg, backend, w);
+    std::unique_ptr<ModelBase> m =
+        cfg.is_mla() ? make_deepseek_model(cfg, backend, w) : make_dense_model(cfg, backend, w);
     return std::unique_ptr<Model>(std::move(m));
   } catch (const Error& e) {
     return e.status();

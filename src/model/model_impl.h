@@ -17,7 +17,9 @@ class Scratch {
  public:
   explicit Scratch(backend::Backend& be) : be_(be) {}
   // A buffer in the backend's activation dtype.
-  Tensor get(const std::string& name, const Shape& shape) { return get(name, shape, be_.activation_dtype()); }
+  Tensor get(const std::string& name, const Shape& shape) {
+    return get(name, shape, be_.activation_dtype());
+  }
   Tensor get(const std::string& name, const Shape& shape, DType dtype);
 
  private:
@@ -27,7 +29,8 @@ class Scratch {
 
 class ModelBase : public Model {
  public:
-  ModelBase(const io::ModelConfig& cfg, backend::Backend& be) : cfg_(cfg), backend_(be), scratch_(be) {}
+  ModelBase(const io::ModelConfig& cfg, backend::Backend& be)
+      : cfg_(cfg), backend_(be), scratch_(be) {}
   const io::ModelConfig& config() const override { return cfg_; }
   backend::Backend& backend() override { return backend_; }
   void forward(const backend::BatchInfo& batch, backend::KvCache& cache,
@@ -38,8 +41,8 @@ class ModelBase : public Model {
                              backend::KvCache& cache, Tensor& x, Scratch& s) = 0;
   void load_common(WeightLoader& w);
   // out = down(silu(gate(x)) * up(x))
-  void mlp(const backend::Linear& gate_up, const backend::Linear& down, const Tensor& x, Tensor& out,
-           Scratch& s);
+  void mlp(const backend::Linear& gate_up, const backend::Linear& down, const Tensor& x,
+           Tensor& out, Scratch& s);
   int64_t common_decode_bytes() const;
   float eps() const { return static_cast<float>(cfg_.rms_norm_eps); }
 

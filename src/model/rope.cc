@@ -40,8 +40,8 @@ backend::RopeParams make_rope_params(const io::ModelConfig& cfg, int64_t rot_dim
   std::vector<float> inv = base_inv_freq(r.theta, rot_dim);
   if (r.type == io::RopeType::kYarn) {
     const double factor = r.factor;
-    const double orig = static_cast<double>(r.original_max_position > 0 ? r.original_max_position
-                                                                        : cfg.max_position_embeddings);
+    const double orig = static_cast<double>(
+        r.original_max_position > 0 ? r.original_max_position : cfg.max_position_embeddings);
     double low = std::floor(correction_dim(r.beta_fast, rot_dim, r.theta, orig));
     double high = std::ceil(correction_dim(r.beta_slow, rot_dim, r.theta, orig));
     low = std::max(low, 0.0);

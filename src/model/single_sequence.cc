@@ -18,7 +18,8 @@ SingleSequence::SingleSequence(Model& model, int64_t max_tokens, int64_t block_s
   if (shuffle_blocks) {
     // A fixed permutation: reversed, then odd/even swapped.
     std::reverse(block_table_.begin(), block_table_.end());
-    for (size_t i = 0; i + 1 < block_table_.size(); i += 2) std::swap(block_table_[i], block_table_[i + 1]);
+    for (size_t i = 0; i + 1 < block_table_.size(); i += 2)
+      std::swap(block_table_[i], block_table_[i + 1]);
   }
 }
 
@@ -32,7 +33,8 @@ std::vector<float> SingleSequence::append(const std::vector<int32_t>& tokens, bo
   for (int64_t i = 0; i < n; ++i) {
     const int64_t pos = length_ + i;
     b.positions.push_back(static_cast<int32_t>(pos));
-    b.slot_mapping.push_back(static_cast<int32_t>(block_table_[static_cast<size_t>(pos / block_size_)] * block_size_ + pos % block_size_));
+    b.slot_mapping.push_back(static_cast<int32_t>(
+        block_table_[static_cast<size_t>(pos / block_size_)] * block_size_ + pos % block_size_));
     if (all_logits || i == n - 1) b.logits_indices.push_back(static_cast<int32_t>(i));
   }
   b.query_start = {0, static_cast<int32_t>(n)};

@@ -7,9 +7,12 @@ namespace r1::model {
 
 DType WeightLoader::matrix_dtype(const std::string& name) const {
   switch (opt_.weight_dtype) {
-    case WeightDType::kF32: return DType::kF32;
-    case WeightDType::kBF16: return DType::kBF16;
-    case WeightDType::kAuto: break;
+    case WeightDType::kF32:
+      return DType::kF32;
+    case WeightDType::kBF16:
+      return DType::kBF16;
+    case WeightDType::kAuto:
+      break;
   }
   auto stored = src_.stored_dtype(name);
   if (stored && (*stored == DType::kF32 || *stored == DType::kBF16)) return *stored;
@@ -39,7 +42,8 @@ Tensor WeightLoader::host_f32(const std::string& name, const Shape& shape) {
   return host(name, shape, DType::kF32);
 }
 
-backend::Linear WeightLoader::linear(const std::string& prefix, int64_t out, int64_t in, bool bias) {
+backend::Linear WeightLoader::linear(const std::string& prefix, int64_t out, int64_t in,
+                                     bool bias) {
   backend::Linear l;
   l.weight = matrix(prefix + ".weight", {out, in});
   if (bias) l.bias = vec(prefix + ".bias", out);

@@ -26,15 +26,18 @@ std::vector<TensorSpec> tensor_inventory(const io::ModelConfig& c) {
       if (c.q_lora_rank > 0) {
         v.push_back({p + "self_attn.q_a_proj.weight", {c.q_lora_rank, H}, TensorRole::kMatrix});
         v.push_back({p + "self_attn.q_a_layernorm.weight", {c.q_lora_rank}, TensorRole::kNorm});
-        v.push_back({p + "self_attn.q_b_proj.weight", {nh * qk, c.q_lora_rank}, TensorRole::kMatrix});
+        v.push_back(
+            {p + "self_attn.q_b_proj.weight", {nh * qk, c.q_lora_rank}, TensorRole::kMatrix});
       } else {
         v.push_back({p + "self_attn.q_proj.weight", {nh * qk, H}, TensorRole::kMatrix});
       }
-      v.push_back({p + "self_attn.kv_a_proj_with_mqa.weight", {c.kv_lora_rank + c.qk_rope_head_dim, H},
+      v.push_back({p + "self_attn.kv_a_proj_with_mqa.weight",
+                   {c.kv_lora_rank + c.qk_rope_head_dim, H},
                    TensorRole::kMatrix});
       v.push_back({p + "self_attn.kv_a_layernorm.weight", {c.kv_lora_rank}, TensorRole::kNorm});
       v.push_back({p + "self_attn.kv_b_proj.weight",
-                   {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}, TensorRole::kMatrix});
+                   {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank},
+                   TensorRole::kMatrix});
       v.push_back({p + "self_attn.o_proj.weight", {H, nh * c.v_head_dim}, TensorRole::kMatrix});
     } else {
       const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
@@ -56,16 +59,20 @@ std::vector<TensorSpec> tensor_inventory(const io::ModelConfig& c) {
     if (c.is_moe_layer(l)) {
       v.push_back({p + "mlp.gate.weight", {c.n_routed_experts, H}, TensorRole::kRouter});
       if (c.topk_method == io::TopkMethod::kNoauxTc)
-        v.push_back({p + "mlp.gate.e_score_correction_bias", {c.n_routed_experts}, TensorRole::kRouterBias});
+        v.push_back({p + "mlp.gate.e_score_correction_bias",
+                     {c.n_routed_experts},
+                     TensorRole::kRouterBias});
       for (int64_t e = 0; e < c.n_routed_experts; ++e)
         mlp(fmt::format("{}mlp.experts.{}.", p, e), c.moe_intermediate_size);
-      if (c.n_shared_experts > 0) mlp(p + "mlp.shared_experts.", c.n_shared_experts * c.moe_intermediate_size);
+      if (c.n_shared_experts > 0)
+        mlp(p + "mlp.shared_experts.", c.n_shared_experts * c.moe_intermediate_size);
     } else {
       mlp(p + "mlp.", c.intermediate_size);
     }
   }
   v.push_back({"model.norm.weight", {H}, TensorRole::kNorm});
-  if (!c.tie_word_embeddings) v.push_back({"lm_head.weight", {c.vocab_size, H}, TensorRole::kEmbedding});
+  if (!c.tie_word_embeddings)
+    v.push_back({"lm_head.weight", {c.vocab_size, H}, TensorRole::kEmbedding});
   return v;
 }
 
@@ -78,7 +85,8 @@ std::optional<DType> CheckpointWeights::stored_dtype(const std::string& name) co
   return e->dtype;
 }
 
-Result<Tensor> CheckpointWeights::load(const std::string& name, const Shape& shape, DType want) const {
+Result<Tensor> CheckpointWeights::load(const std::string& name, const Shape& shape,
+                                       DType want) const {
   return ckpt_.load(name, shape, want, block_rows_, block_cols_);
 }
 
@@ -99,7 +107,8 @@ uint64_t splitmix(uint64_t& state) {
 
 // Uniform in [-1, 1).
 inline float uniform(uint64_t& state) {
-  return static_cast<float>(static_cast<double>(splitmix(state) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+  return static_cast<float>(
+      static_cast<double>(splitmix(state) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
 }
 
 }  // namespace
@@ -177,7 +186,8 @@ Status write_random_checkpoint(const std::string& config_path, const std::string
   RandomWeights rw(cfg, seed);
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& spec : tensor_inventory(cfg)) tensors.emplace_back(spec.name, rw.generate(spec));
-  R1_RETURN_IF_ERROR(io::write_safetensors(out_dir + "/model.safetensors", tensors, {{"format", "pt"}}));
+  R1_RETURN_IF_ERROR(
+      io::write_safetensors(out_dir + "/model.safetensors", tensors, {{"format", "pt"}}));
   std::filesystem::copy_file(config_path, out_dir + "/config.json",
                              std::filesystem::copy_options::overwrite_existing, ec);
   if (ec) return make_error(ErrorCode::kIo, "cannot copy {}: {}", config_path, ec.message());

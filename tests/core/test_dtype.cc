@@ -23,9 +23,10 @@ TEST(DType, Fp8E4M3) {
   EXPECT_EQ(f8e4m3_to_f32(0x7e), 448.0f);  // max finite
   EXPECT_EQ(f8e4m3_to_f32(0xfe), -448.0f);
   EXPECT_TRUE(std::isnan(f8e4m3_to_f32(0x7f)));
-  EXPECT_EQ(f8e4m3_to_f32(0x38), 1.0f);               // e=7, m=0
+  EXPECT_EQ(f8e4m3_to_f32(0x38), 1.0f);                  // e=7, m=0
   EXPECT_EQ(f8e4m3_to_f32(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
-  for (int c = 0; c < 0x7f; ++c) EXPECT_EQ(f32_to_f8e4m3(f8e4m3_to_f32(static_cast<uint8_t>(c))), c);
+  for (int c = 0; c < 0x7f; ++c)
+    EXPECT_EQ(f32_to_f8e4m3(f8e4m3_to_f32(static_cast<uint8_t>(c))), c);
   EXPECT_EQ(f32_to_f8e4m3(1000.0f), 0x7e);  // saturates
 }
 
@@ -33,7 +34,8 @@ TEST(DType, F16) {
   EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
   EXPECT_EQ(f16_to_f32(0x7bff), 65504.0f);
   EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));
-  for (uint32_t h = 0; h < 0x7c00; h += 7) EXPECT_EQ(f32_to_f16(f16_to_f32(static_cast<uint16_t>(h))), h);
+  for (uint32_t h = 0; h < 0x7c00; h += 7)
+    EXPECT_EQ(f32_to_f16(f16_to_f32(static_cast<uint16_t>(h))), h);
 }
 
 TEST(DType, NamesRoundTrip) {

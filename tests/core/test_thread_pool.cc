@@ -23,7 +23,8 @@ TEST(ThreadPool, ParallelForCoversEachIndexOnce) {
           ASSERT_LE(e, n);
           for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
         });
-        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << threads << " " << n << " " << i;
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << threads << " " << n << " " << i;
       }
     }
   }
@@ -46,7 +47,8 @@ TEST(ThreadPool, ManyBackToBackJobsAndConcurrentCallers) {
 TEST(ThreadPool, RunOnAllReachesEveryThread) {
   ThreadPool pool(3);
   std::vector<std::atomic<int>> seen(3);
-  for (int rep = 0; rep < 50; ++rep) pool.run_on_all([&](int i) { seen[static_cast<size_t>(i)].fetch_add(1); });
+  for (int rep = 0; rep < 50; ++rep)
+    pool.run_on_all([&](int i) { seen[static_cast<size_t>(i)].fetch_add(1); });
   for (auto& s : seen) EXPECT_EQ(s.load(), 50);
 }
 

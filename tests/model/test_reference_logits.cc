@@ -3,8 +3,8 @@
 // continuations, rope frequencies; and prefill == token-by-token decode ==
 // chunked decode over a shuffled block table.
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -113,7 +113,8 @@ TEST_P(ReferenceModel, GreedyContinuationsMatchTransformers) {
     auto logits = seq.append(prompt, false);
     std::vector<int32_t> got;
     for (size_t i = 0; i < expected.size(); ++i) {
-      int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
+      int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) -
+                                          logits.begin());
       got.push_back(next);
       if (i + 1 < expected.size()) logits = seq.append({next}, false);
     }
@@ -150,7 +151,8 @@ TEST_P(ReferenceModel, PrefillEqualsTokenByTokenAndChunkedDecode) {
 TEST_P(ReferenceModel, RopeFrequenciesMatchTransformers) {
   const std::string name = GetParam();
   auto ref = read_json(kModels + name + "/reference.json");
-  if (!ref.contains("rope") || !ref["rope"].contains("inv_freq")) GTEST_SKIP() << "no rope reference";
+  if (!ref.contains("rope") || !ref["rope"].contains("inv_freq"))
+    GTEST_SKIP() << "no rope reference";
   auto cfg = io::load_model_config(kModels + name);
   ASSERT_TRUE(cfg.is_ok()) << cfg.status().to_string();
   const int64_t rot = cfg->is_mla() ? cfg->qk_rope_head_dim : cfg->head_dim;
@@ -158,7 +160,8 @@ TEST_P(ReferenceModel, RopeFrequenciesMatchTransformers) {
   auto expected = ref["rope"]["inv_freq"].get<std::vector<double>>();
   ASSERT_EQ(p.inv_freq.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i)
-    EXPECT_NEAR(p.inv_freq[i], expected[i], 1e-6 * std::fabs(expected[i]) + 1e-12) << name << " i=" << i;
+    EXPECT_NEAR(p.inv_freq[i], expected[i], 1e-6 * std::fabs(expected[i]) + 1e-12)
+        << name << " i=" << i;
   if (ref["rope"].contains("attention_scaling")) {
     EXPECT_NEAR(p.attention_factor, ref["rope"]["attention_scaling"].get<double>(), 1e-6);
   }

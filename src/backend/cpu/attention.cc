@@ -23,7 +23,10 @@ struct PagedRows {
   const int32_t* block_table;
   int64_t block_size;
   const float* row(int64_t j) const {
-    return base + (static_cast<int64_t>(block_table[j / block_size]) * block_size + j % block_size) * row_stride + offset;
+    return base +
+           (static_cast<int64_t>(block_table[j / block_size]) * block_size + j % block_size) *
+               row_stride +
+           offset;
   }
 };
 
@@ -82,7 +85,8 @@ void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const T
       const int64_t t = task / num_kv_heads, g = task % num_kv_heads;
       const int32_t s = seq_of[static_cast<size_t>(t)];
       const int64_t n = batch.positions[static_cast<size_t>(t)] + 1;
-      const int32_t* table = batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
+      const int32_t* table =
+          batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
       PagedRows keys{k_cache.data<float>(), kv_row, g * head_dim, table, block_size};
       PagedRows values{v_cache.data<float>(), kv_row, g * head_dim, table, block_size};
       attend(k_, qp + t * q.row_size() + g * group * head_dim, head_dim, group, head_dim, n, keys,
@@ -98,14 +102,17 @@ void CpuBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, cons
   const int64_t width = kv_lora_rank + rope_dim, block_size = latent_cache.dim(1);
   R1_CHECK(latent_cache.dim(2) == width && q.row_size() == num_heads * width &&
                out.row_size() == num_heads * kv_lora_rank,
-           "mla_attention q {} cache {} out {}", q.describe(), latent_cache.describe(), out.describe());
+           "mla_attention q {} cache {} out {}", q.describe(), latent_cache.describe(),
+           out.describe());
   const int32_t T = batch.num_tokens();
   std::vector<int32_t> seq_of(static_cast<size_t>(T));
   for (int32_t s = 0; s < batch.num_seqs(); ++s)
     for (int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) seq_of[t] = s;
   // Heads are split into groups so that small batches still use every thread;
   // all heads of a group read each key once.
-  const int64_t heads_per_task = T >= pool_.num_threads() * 2 ? num_heads : std::max<int64_t>(1, num_heads / (pool_.num_threads() * 2));
+  const int64_t heads_per_task = T >= pool_.num_threads() * 2
+                                     ? num_heads
+                                     : std::max<int64_t>(1, num_heads / (pool_.num_threads() * 2));
   const int64_t groups = (num_heads + heads_per_task - 1) / heads_per_task;
   const float* qp = q.data<float>();
   float* op = out.data<float>();
@@ -116,7 +123,8 @@ void CpuBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, cons
       const int64_t nh = std::min(heads_per_task, num_heads - h0);
       const int32_t s = seq_of[static_cast<size_t>(t)];
       const int64_t n = batch.positions[static_cast<size_t>(t)] + 1;
-      const int32_t* table = batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
+      const int32_t* table =
+          batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
       PagedRows keys{latent_cache.data<float>(), width, 0, table, block_size};
       attend(k_, qp + t * q.row_size() + h0 * width, width, nh, width, n, keys, keys, kv_lora_rank,
              scale, op + t * out.row_size() + h0 * kv_lora_rank, kv_lora_rank, scores);

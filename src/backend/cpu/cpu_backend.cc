@@ -44,9 +44,12 @@ const Kernels& best_kernels() {
 
 WeightType weight_type(const Tensor& w) {
   switch (w.dtype()) {
-    case DType::kF32: return WeightType::kF32;
-    case DType::kBF16: return WeightType::kBF16;
-    default: R1_CHECK(false, "CPU weights must be F32 or BF16, got {}", w.describe());
+    case DType::kF32:
+      return WeightType::kF32;
+    case DType::kBF16:
+      return WeightType::kBF16;
+    default:
+      R1_CHECK(false, "CPU weights must be F32 or BF16, got {}", w.describe());
   }
   return WeightType::kF32;
 }
@@ -57,7 +60,9 @@ std::string CpuBackend::name() const {
   return fmt::format("cpu ({}, {} threads)", k_.isa, pool_.num_threads());
 }
 
-Tensor CpuBackend::alloc(const Shape& shape, DType dtype) { return Tensor::empty(shape, dtype); }
+Tensor CpuBackend::alloc(const Shape& shape, DType dtype) {
+  return Tensor::empty(shape, dtype);
+}
 
 Tensor CpuBackend::upload(const Tensor& host, DType dtype) {
   if (host.dtype() == dtype) return host;  // zero-copy: the mapped file stays the storage
@@ -81,7 +86,9 @@ Tensor CpuBackend::upload_stacked(const std::vector<Tensor>& parts, DType dtype)
   return out;
 }
 
-void CpuBackend::to_host(const Tensor& src, void* dst) { std::memcpy(dst, src.raw(), src.nbytes()); }
+void CpuBackend::to_host(const Tensor& src, void* dst) {
+  std::memcpy(dst, src.raw(), src.nbytes());
+}
 
 KvCache CpuBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks,
                                    int64_t block_size) {
@@ -171,7 +178,8 @@ void CpuBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
   const float* g = gate_up.data<float>();
   float* o = out.data<float>();
   pool_.parallel_for(rows, std::max<int64_t>(1, 8192 / inter), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) k_.silu_mul(g + r * 2 * inter, g + r * 2 * inter + inter, o + r * inter, inter);
+    for (int64_t r = b; r < e; ++r)
+      k_.silu_mul(g + r * 2 * inter, g + r * 2 * inter + inter, o + r * inter, inter);
   });
 }
 
@@ -181,7 +189,8 @@ void CpuBackend::gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w,
   const int64_t K = w.dim(-1);
   const WeightType wt = weight_type(w);
   const size_t wbytes = dtype_size(w.dtype());
-  const char* wbase = static_cast<const char*>(w.raw()) + static_cast<size_t>(w_offset_rows * K) * wbytes;
+  const char* wbase =
+      static_cast<const char*>(w.raw()) + static_cast<size_t>(w_offset_rows * K) * wbytes;
   // Blocks of weight rows small enough to stay in L2 while all of x streams
   // past them, but enough blocks to keep every thread busy.
   int64_t block = std::max<int64_t>(8, (128 * 1024 / static_cast<int64_t>(K * wbytes)) / 8 * 8);
@@ -200,7 +209,8 @@ void CpuBackend::gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w,
 void CpuBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
   const int64_t M = x.dim(0), K = x.row_size(), N = w.out_features();
   R1_CHECK(w.in_features() == K, "linear: x {} vs weight {}", x.describe(), w.weight.describe());
-  R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M, N);
+  R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M,
+           N);
   gemm(x.data<float>(), K, M, w.weight, 0, N, w.bias.defined() ? w.bias.data<float>() : nullptr,
        out.data<float>(), N);
 }
@@ -227,8 +237,8 @@ void CpuBackend::copy_heads(const Tensor& src, int64_t src_stride, int64_t src_o
   const int64_t sr = src.row_size(), dr = dst.row_size();
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < num_heads; ++h)
-      std::memcpy(d + t * dr + h * dst_stride + dst_offset, s + t * sr + h * src_stride + src_offset,
-                  static_cast<size_t>(width) * 4);
+      std::memcpy(d + t * dr + h * dst_stride + dst_offset,
+                  s + t * sr + h * src_stride + src_offset, static_cast<size_t>(width) * 4);
 }
 
 void CpuBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,

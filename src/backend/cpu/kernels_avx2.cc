@@ -5,5 +5,7 @@
 #include "backend/cpu/kernels_impl.inc"
 
 namespace r1::backend::cpu {
-const Kernels& kernels_avx2() { return isa_avx2::table(); }
+const Kernels& kernels_avx2() {
+  return isa_avx2::table();
+}
 }  // namespace r1::backend::cpu

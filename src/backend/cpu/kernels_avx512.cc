@@ -5,5 +5,7 @@
 #include "backend/cpu/kernels_impl.inc"
 
 namespace r1::backend::cpu {
-const Kernels& kernels_avx512() { return isa_avx512::table(); }
+const Kernels& kernels_avx512() {
+  return isa_avx512::table();
+}
 }  // namespace r1::backend::cpu

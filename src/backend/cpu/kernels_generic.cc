@@ -5,5 +5,7 @@
 #include "backend/cpu/kernels_impl.inc"
 
 namespace r1::backend::cpu {
-const Kernels& kernels_generic() { return isa_generic::table(); }
+const Kernels& kernels_generic() {
+  return isa_generic::table();
+}
 }  // namespace r1::backend::cpu

@@ -14,8 +14,8 @@
 
 namespace r1::backend::cpu {
 
-void CpuBackend::moe_route(const Tensor& router_logits, const Tensor& bias,
-                           const RouterParams& p, Tensor& ids, Tensor& weights) {
+void CpuBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p,
+                           Tensor& ids, Tensor& weights) {
   const int64_t T = router_logits.dim(0), E = router_logits.dim(1), K = p.top_k;
   R1_CHECK(E % p.n_group == 0 && p.topk_group <= p.n_group && K <= E, "moe_route params");
   R1_CHECK(ids.dim(0) == T && ids.dim(1) == K && weights.dim(0) == T && weights.dim(1) == K,
