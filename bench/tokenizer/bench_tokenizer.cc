@@ -107,13 +107,14 @@ int main(int argc, char** argv) {
       auto out = tok.encode_batch(batch, pool);
       multi.push_back(batch_bytes / (now_s() - t0) / 1e6);
     }
+    double first = single.front();
     std::sort(single.begin(), single.end());
     std::sort(multi.begin(), multi.end());
     double s_med = single[single.size() / 2], m_med = multi[multi.size() / 2];
     std::printf(
         "%-12s one string: %zu ids, first %.2f MB/s, median %.2f MB/s | batch: median "
         "%.2f MB/s",
-        name, ntok, single.front() == single.back() ? single[0] : single[0], s_med, m_med);
+        name, ntok, first, s_med, m_med);
     auto it = hf.find(name);
     if (it != hf.end())
       std::printf(" | vs HF tokenizers: %.1fx single, %.1fx batch", s_med / it->second.first,
