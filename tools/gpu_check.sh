@@ -58,7 +58,7 @@ grep -h -B2 -A6 -E 'Failure|FAILED|check failed|error' "$OUT/cuda_ops.log" "$OUT
 echo "==== model comparison ===="
 grep -h 'max|err|' "$OUT/cuda_model.log" | head -20
 echo "==== bench log ===="
-grep -E '^#|failed|error' "$OUT/bench.log" | head -30
+grep -E '^#|^  |failed|error' "$OUT/bench.log" | head -80
 echo "==== device ===="
 cat "$OUT/device.txt"
 echo "==== summary ===="

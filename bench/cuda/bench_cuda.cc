@@ -270,6 +270,13 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
     std::printf("# %s decode batch %d: %.3f ms/step, %.1f tok/s, roofline %.1f tok/s (%.1f MB/step)\n", name.c_str(), B,
                 ms, tps, roof, step_bytes(B, ctx) / 1e6);
     report({name, "decode_b" + std::to_string(B), tps, "tok/s", tps / roof, "HBM roofline"});
+    if (B == 1 || B == 32) {  // one more step with per-op GPU timing
+      backend::cuda_set_profiling(*be, true);
+      auto b = make_batch(B, ctx + steps, 1, bs, max_blocks, true);
+      m->forward(b, cache, logits);
+      backend::cuda_set_profiling(*be, false);
+      std::printf("# %s decode batch %d %s", name.c_str(), B, backend::cuda_profile_report(*be).c_str());
+    }
   }
   if (full) {
     const int B = 16, len = 512, max_blocks = len / bs + 1;
@@ -281,6 +288,13 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
       auto t1 = Clock::now();
       m->forward(b, cache, logits);
       if (s >= 1) t.push_back(ms_since(t1));
+    }
+    {
+      backend::cuda_set_profiling(*be, true);
+      auto b = make_batch(B, 0, len, bs, max_blocks, false);
+      m->forward(b, cache, logits);
+      backend::cuda_set_profiling(*be, false);
+      std::printf("# %s prefill %s", name.c_str(), backend::cuda_profile_report(*be).c_str());
     }
     const double ms = median(t);
     const double tokens = B * len;

@@ -109,8 +109,11 @@ TEST_F(CudaOps, LinearBf16AndF32Outputs) {
     for (bool bias : {false, true}) {
       for (DType od : {DType::kBF16, DType::kF32}) {
         Tensor x = random_bf16({T, K}, rng_), w = random_bf16({N, K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
-        Linear gl{gpu().upload(w, DType::kBF16), bias ? gpu().upload(bv, DType::kF32) : Tensor()};
-        Linear cl{w, bias ? bv : Tensor()};
+        Linear gl, cl;
+        gl.weight = gpu().upload(w, DType::kBF16);
+        if (bias) gl.bias = gpu().upload(bv, DType::kF32);
+        cl.weight = w;
+        if (bias) cl.bias = bv;
         Tensor go = galloc({T, N}, od), co = calloc({T, N});
         gpu().linear(dev(x), gl, go);
         cpu().linear(x, cl, co);
@@ -185,8 +188,11 @@ TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
 TEST_F(CudaOps, MoeExpertsGemvAndGroupedPaths) {
   const int64_t E = 16, H = 128, I = 64, K = 4;
   Tensor gu = random_bf16({E, 2 * I, H}, rng_, 0.1f), down = random_bf16({E, H, I}, rng_, 0.1f);
-  ExpertWeights cw{gu, down};
-  ExpertWeights gw{gpu().upload(gu, DType::kBF16), gpu().upload(down, DType::kBF16)};
+  ExpertWeights cw, gw;
+  cw.gate_up = gu;
+  cw.down = down;
+  gw.gate_up = gpu().upload(gu, DType::kBF16);
+  gw.down = gpu().upload(down, DType::kBF16);
   RouterParams p;
   p.top_k = K;
   p.n_group = 4;

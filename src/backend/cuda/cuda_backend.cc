@@ -4,7 +4,9 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -25,6 +27,15 @@ int cuda_device_count() {
 
 std::unique_ptr<Backend> make_cuda_backend(int device, double memory_fraction, bool f32_activations) {
   return std::make_unique<cuda::CudaBackend>(device, memory_fraction, f32_activations);
+}
+
+std::string cuda_profile_report(Backend& be) {
+  auto* c = dynamic_cast<cuda::CudaBackend*>(&be);
+  return c ? c->profile_report() : std::string();
+}
+
+void cuda_set_profiling(Backend& be, bool on) {
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->set_profiling(on);
 }
 
 int64_t cuda_free_bytes(Backend& be) {
@@ -110,9 +121,42 @@ CudaBackend::CudaBackend(int device, double memory_fraction, bool f32_activation
   alloc_ = std::make_shared<DeviceAllocator>(device,
                                              static_cast<size_t>(memory_fraction * static_cast<double>(prop.totalGlobalMem)));
   R1_CUDA_OK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  profiling_ = std::getenv("R1SERVE_CUDA_PROFILE") != nullptr;
   R1_CHECK(cublasCreate(&cublas_) == CUBLAS_STATUS_SUCCESS, "cublasCreate failed");
   cublasSetStream(cublas_, stream_);
   cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH);
+}
+
+OpTimer::OpTimer(CudaBackend& be, const char* name) : be_(be.profiling_ ? &be : nullptr), name_(name) {
+  if (!be_) return;
+  cudaEventCreate(&e0_);
+  cudaEventCreate(&e1_);
+  cudaEventRecord(e0_, be.stream_);
+}
+
+OpTimer::~OpTimer() {
+  if (!be_) return;
+  cudaEventRecord(e1_, be_->stream_);
+  be_->timings_.push_back({name_, e0_, e1_});
+}
+
+std::string CudaBackend::profile_report() {
+  synchronize();
+  std::map<std::string, std::pair<double, int>> sum;
+  double total = 0;
+  for (auto& t : timings_) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, t.e0, t.e1);
+    sum[t.name].first += ms;
+    sum[t.name].second += 1;
+    total += ms;
+    cudaEventDestroy(t.e0);
+    cudaEventDestroy(t.e1);
+  }
+  timings_.clear();
+  std::string r = fmt::format("op times (GPU events, sum {:.3f} ms):\n", total);
+  for (auto& [name, v] : sum) r += fmt::format("  {:<16} {:8.3f} ms  {:5d} calls\n", name, v.first, v.second);
+  return r;
 }
 
 CudaBackend::~CudaBackend() {
@@ -161,7 +205,9 @@ Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
     src = target == DType::kF32 ? f : convert_f32(f, target);
   }
   Tensor out = alloc(host.shape(), target);
-  R1_CUDA_OK(cudaMemcpy(out.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice));
+  // On our stream: the buffer may have been freed by a step whose kernels are still queued.
+  R1_CUDA_OK(cudaMemcpyAsync(out.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice, stream_));
+  R1_CUDA_OK(cudaStreamSynchronize(stream_));
   return out;
 }
 
@@ -180,7 +226,8 @@ Tensor CudaBackend::upload_stacked(const std::vector<Tensor>& parts, DType dtype
       Tensor f = c.dtype() == DType::kF32 ? c : to_f32(c);
       c = target == DType::kF32 ? f : convert_f32(f, target);
     }
-    R1_CUDA_OK(cudaMemcpy(dst, c.raw(), c.nbytes(), cudaMemcpyHostToDevice));
+    R1_CUDA_OK(cudaMemcpyAsync(dst, c.raw(), c.nbytes(), cudaMemcpyHostToDevice, stream_));
+    R1_CUDA_OK(cudaStreamSynchronize(stream_));
     dst += c.nbytes();
   }
   return out;
@@ -324,6 +371,7 @@ std::pair<const AttnTile*, int32_t> CudaBackend::attn_tiles(DevBatch& db, int64_
 // ---- elementwise ----
 
 void CudaBackend::embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
+  OpTimer timer(*this, "embedding");
   const int64_t H = table.dim(1), V = table.dim(0);
   R1_CHECK(out.dim(0) == static_cast<int64_t>(ids.size()) && out.row_size() == H, "embedding out {}",
            out.describe());
@@ -332,6 +380,7 @@ void CudaBackend::embedding(const Tensor& table, const std::vector<int32_t>& ids
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  OpTimer timer(*this, "rms_norm");
   R1_CHECK(w.dtype() == DType::kF32 && x.dim(0) == out.dim(0), "rms_norm x {} w {} out {}", x.describe(),
            w.describe(), out.describe());
   launch_rms_norm(x.raw(), is_bf16(x), x.row_size(), nullptr, false, 0, w.data<float>(), w.numel(), eps, x.dim(0),
@@ -339,6 +388,7 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& 
 }
 
 void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  OpTimer timer(*this, "add_rms_norm");
   R1_CHECK(w.dtype() == DType::kF32 && residual.numel() == x.numel() && residual.row_size() == w.numel(),
            "add_rms_norm residual {} x {} w {}", residual.describe(), x.describe(), w.describe());
   launch_rms_norm(residual.raw(), is_bf16(residual), residual.row_size(), x.raw(), is_bf16(x), x.row_size(),
@@ -347,6 +397,7 @@ void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& 
 }
 
 void CudaBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& rows, Tensor& out) {
+  OpTimer timer(*this, "gather_rows");
   R1_CHECK(out.dim(0) == static_cast<int64_t>(rows.size()) && out.row_size() == src.row_size() &&
                out.dtype() == src.dtype(),
            "gather_rows src {} out {}", src.describe(), out.describe());
@@ -356,12 +407,14 @@ void CudaBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& row
 }
 
 void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
+  OpTimer timer(*this, "add");
   R1_CHECK(a.numel() == b.numel() && a.numel() == out.numel(), "add {} {} {}", a.describe(), b.describe(),
            out.describe());
   launch_add(a.raw(), is_bf16(a), b.raw(), is_bf16(b), out.raw(), is_bf16(out), a.numel(), stream_);
 }
 
 void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
+  OpTimer timer(*this, "silu_mul");
   const int64_t rows = gate_up.dim(0), inter = gate_up.dim(1) / 2;
   R1_CHECK(out.dim(0) == rows && out.dim(1) == inter, "silu_mul out {}", out.describe());
   launch_silu_mul(gate_up.raw(), is_bf16(gate_up), rows, inter, out.raw(), is_bf16(out), stream_);
@@ -369,6 +422,7 @@ void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
 
 void CudaBackend::copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
                              int64_t dst_stride, int64_t dst_offset, int64_t width, int64_t num_heads) {
+  OpTimer timer(*this, "copy_heads");
   R1_CHECK(src.dim(0) == dst.dim(0), "copy_heads src {} dst {}", src.describe(), dst.describe());
   R1_CHECK((num_heads - 1) * src_stride + src_offset + width <= src.row_size() &&
                (num_heads - 1) * dst_stride + dst_offset + width <= dst.row_size(),
@@ -379,6 +433,7 @@ void CudaBackend::copy_heads(const Tensor& src, int64_t src_stride, int64_t src_
 
 void CudaBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,
                        int64_t num_heads, int64_t head_stride, int64_t offset) {
+  OpTimer timer(*this, "rope");
   R1_CHECK(static_cast<int64_t>(positions.size()) == x.dim(0), "rope: {} positions for {} rows",
            positions.size(), x.dim(0));
   launch_rope(x.raw(), is_bf16(x), x.row_size(), dev_ints(positions), x.dim(0), dev_floats(rope.inv_freq),
@@ -387,6 +442,7 @@ void CudaBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const R
 }
 
 void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) {
+  OpTimer timer(*this, "cache_write");
   const int64_t width = src.row_size();
   R1_CHECK(cache.row_size() == cache.dim(1) * width && src.dim(0) == batch.num_tokens(),
            "cache_write: src {} cache {}", src.describe(), cache.describe());
@@ -401,6 +457,7 @@ void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor&
 
 void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p, Tensor& ids,
                             Tensor& weights) {
+  OpTimer timer(*this, "moe_route");
   const int64_t T = router_logits.dim(0), E = router_logits.dim(1), K = p.top_k;
   R1_CHECK(ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32 && ids.dim(0) == T && ids.dim(1) == K &&
                weights.dim(0) == T && weights.dim(1) == K,
@@ -481,6 +538,7 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
 void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                   const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                                   float scale, Tensor& out) {
+  OpTimer timer(*this, "paged_attention");
   R1_CHECK(num_heads % num_kv_heads == 0 && k_cache.dim(2) == num_kv_heads * head_dim &&
                q.row_size() == num_heads * head_dim && out.row_size() == num_heads * head_dim,
            "paged_attention q {} cache {} out {}", q.describe(), k_cache.describe(), out.describe());
@@ -490,6 +548,7 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
 
 void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
                                 int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale, Tensor& out) {
+  OpTimer timer(*this, "mla_attention");
   const int64_t width = kv_lora_rank + rope_dim;
   R1_CHECK(latent_cache.dim(2) == width && q.row_size() == num_heads * width &&
                out.row_size() == num_heads * kv_lora_rank,

@@ -26,4 +26,9 @@ std::unique_ptr<Backend> make_cuda_backend(int device = 0, double memory_fractio
 // (for sizing a KV-cache pool), or -1 if `be` is not a CUDA backend.
 int64_t cuda_free_bytes(Backend& be);
 
+// With R1SERVE_CUDA_PROFILE set: GPU time per op since the last call (empty otherwise).
+std::string cuda_profile_report(Backend& be);
+// Turns the per-op timing on or off at run time.
+void cuda_set_profiling(Backend& be, bool on);
+
 }  // namespace r1::backend

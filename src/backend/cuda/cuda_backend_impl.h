@@ -54,6 +54,20 @@ struct DevBatch {
   std::unordered_map<int64_t, std::pair<Tensor, int32_t>> tiles;
 };
 
+class CudaBackend;
+
+// Records GPU events around one op when R1SERVE_CUDA_PROFILE is set.
+class OpTimer {
+ public:
+  OpTimer(CudaBackend& be, const char* name);
+  ~OpTimer();
+
+ private:
+  CudaBackend* be_;
+  const char* name_;
+  cudaEvent_t e0_ = nullptr, e1_ = nullptr;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, double memory_fraction, bool f32_activations);
@@ -95,6 +109,9 @@ class CudaBackend final : public Backend {
                      int64_t kv_lora_rank, int64_t rope_dim, float scale, Tensor& out) override;
 
   int64_t free_bytes() const;
+  // Per-op GPU time since the last report (R1SERVE_CUDA_PROFILE set), then clears.
+  std::string profile_report();
+  void set_profiling(bool on) { profiling_ = on; }
   cudaStream_t stream() const { return stream_; }
 
  private:
@@ -133,7 +150,13 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<DevBatch>> batches_;
   size_t batches_next_ = 0;
   bool grouped_ok_ = true;  // cublasGemmGroupedBatchedEx works here
-  friend struct GemmAccess;
+  friend class OpTimer;
+  bool profiling_ = false;
+  struct Timing {
+    const char* name;
+    cudaEvent_t e0, e1;
+  };
+  std::vector<Timing> timings_;
 };
 
 bool is_bf16(const Tensor& t);

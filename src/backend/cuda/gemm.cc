@@ -51,13 +51,20 @@ void CudaBackend::gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, i
 }
 
 void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
+  OpTimer timer(*this, "linear");
   const int64_t M = x.dim(0), K = x.row_size(), N = w.out_features();
   R1_CHECK(w.in_features() == K, "linear: x {} vs weight {}", x.describe(), w.weight.describe());
   R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M, N);
   R1_CHECK(is_bf16(w.weight), "CUDA linear needs BF16 weights, got {}", w.weight.describe());
+  if (f32_act_ && !is_bf16(x) && !is_bf16(out) && N <= 512 && K % 8 == 0) {
+    // Validation mode: the router reads F32 activations, as the CPU does.
+    launch_dense_gemv(x.raw(), false, K, w.weight.data<uint16_t>(), N, K, M, out.raw(), false, N, stream_);
+    if (w.bias.defined()) launch_add_bias(out.raw(), false, w.bias.data<float>(), M, N, stream_);
+    return;
+  }
   Tensor xb = as_bf16(x, 3);
   if (M <= kGemvMaxTokens && K % 8 == 0) {
-    launch_dense_gemv(xb.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M, out.raw(), is_bf16(out), N, stream_);
+    launch_dense_gemv(xb.raw(), true, K, w.weight.data<uint16_t>(), N, K, M, out.raw(), is_bf16(out), N, stream_);
   } else {
     gemm(xb, K, w.weight.raw(), N, K, out, N);
   }
@@ -69,6 +76,7 @@ void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
 
 void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
                               int64_t out_head_stride) {
+  OpTimer timer(*this, "head_linear");
   const int64_t T = x.dim(0), H = w.dim(0), N = w.dim(1), K = w.dim(2);
   R1_CHECK(x.row_size() == H * x_head_stride && K <= x_head_stride, "head_linear x {} w {}", x.describe(),
            w.describe());
@@ -86,6 +94,7 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
 
 void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids, const Tensor& weights,
                               Tensor& out) {
+  OpTimer timer(*this, "moe_experts");
   const int64_t T = x.dim(0), H = x.dim(1), K = ids.dim(1), E = w.num_experts(), I = w.inter_size();
   R1_CHECK(w.gate_up.dim(1) == 2 * I && w.gate_up.dim(2) == H && w.down.dim(1) == H, "moe weights {} {}",
            w.gate_up.describe(), w.down.describe());

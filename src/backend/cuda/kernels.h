@@ -66,8 +66,8 @@ void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t
                              int64_t K, uint16_t* act, cudaStream_t s);
 void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H, int64_t I,
                           const int32_t* offsets, float* y, cudaStream_t s);
-// out[t, n] (ld ldo) = x[t] (BF16, ld ldx) . W[n] (BF16 [N, K]) for t < T (small T).
-void launch_dense_gemv(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
+// out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) for t < T (small T).
+void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
                        bool out_bf, int64_t ldo, cudaStream_t s);
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,

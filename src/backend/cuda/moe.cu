@@ -259,7 +259,7 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
 }
 
 // A warp per output row n; up to kChunk tokens per pass over the row.
-__global__ void dense_gemv_kernel(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int T,
+__global__ void dense_gemv_kernel(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int T,
                                   void* out, bool out_bf, int64_t ldo) {
   const int lane = threadIdx.x & 31;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -276,7 +276,7 @@ __global__ void dense_gemv_kernel(const uint16_t* x, int64_t ldx, const uint16_t
       for (int q = 0; q < kChunk; ++q) {
         if (q < cnt) {
           float a8[8];
-          unpack8(*reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t0 + q) * ldx + k0), a8);
+          load_x8(x, x_bf, static_cast<int64_t>(t0 + q) * ldx + k0, a8);
 #pragma unroll
           for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
         }
@@ -351,11 +351,11 @@ void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, 
   R1_CUDA_LAUNCHED();
 }
 
-void launch_dense_gemv(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
+void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
                        bool out_bf, int64_t ldo, cudaStream_t s) {
   R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0, "dense gemv: K and the row stride must be multiples of 8");
   if (T == 0 || N == 0) return;
-  dense_gemv_kernel<<<static_cast<unsigned>((N + 7) / 8), 256, 0, s>>>(x, ldx, w, N, K, static_cast<int>(T), out,
+  dense_gemv_kernel<<<static_cast<unsigned>((N + 7) / 8), 256, 0, s>>>(x, x_bf, ldx, w, N, K, static_cast<int>(T), out,
                                                                        out_bf, ldo);
   R1_CUDA_LAUNCHED();
 }
