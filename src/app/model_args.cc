@@ -8,11 +8,6 @@
 #endif
 
 namespace r1::app {
-namespace {
-// --gpu-memory-utilization: the fraction of the GPU's memory the CUDA backend
-// may hold (weights, KV cache, activations). Kept here because ModelArgs is shared.
-double g_gpu_memory_utilization = 0.9;
-}  // namespace
 
 void ModelArgs::add_to(CLI::App* cmd) {
   cmd->add_option("--model,-m", model_dir, "Model directory (config.json and safetensors)")
@@ -39,7 +34,13 @@ void ModelArgs::add_to(CLI::App* cmd) {
       ->capture_default_str()
       ->envname("R1SERVE_LOAD_FORMAT")
       ->group("Model");
-  cmd->add_option("--gpu-memory-utilization", g_gpu_memory_utilization,
+  cmd->add_option("--quantization,-q", quantization,
+                  "none, or int8: weight-only int8 with per-row scales (CPU backend)")
+      ->check(CLI::IsMember({"none", "int8"}))
+      ->capture_default_str()
+      ->envname("R1SERVE_QUANTIZATION")
+      ->group("Model");
+  cmd->add_option("--gpu-memory-utilization", gpu_memory_utilization,
                   "Fraction of GPU memory the CUDA backend may use (--device cuda)")
       ->check(CLI::Range(0.05, 1.0))
       ->capture_default_str()
@@ -57,10 +58,11 @@ Result<LoadedModel> load_model(const ModelArgs& args) {
 #ifdef R1_WITH_CUDA
     if (backend::cuda_device_count() == 0)
       return make_error(ErrorCode::kUnsupported, "--device cuda: no CUDA device is visible");
-    lm.backend = backend::make_cuda_backend(0, g_gpu_memory_utilization);
+    lm.backend = backend::make_cuda_backend(0, args.gpu_memory_utilization);
 #else
-    return make_error(ErrorCode::kUnsupported,
-                      "--device cuda: this build has no CUDA backend (nvcc was not found); use --device cpu");
+    return make_error(
+        ErrorCode::kUnsupported,
+        "--device cuda: this build has no CUDA backend (nvcc was not found); use --device cpu");
 #endif
   } else {
     lm.backend = backend::make_cpu_backend(args.threads);
@@ -68,8 +70,13 @@ Result<LoadedModel> load_model(const ModelArgs& args) {
   model::LoadOptions opt;
   if (args.dtype == "float32") opt.weight_dtype = model::WeightDType::kF32;
   if (args.dtype == "bfloat16") opt.weight_dtype = model::WeightDType::kBF16;
+  if (args.quantization == "int8") {
+    if (args.device != "cpu")
+      return make_error(ErrorCode::kUnsupported, "--quantization int8 runs on --device cpu only");
+    opt.weight_dtype = model::WeightDType::kInt8;
+  }
   R1_ASSIGN_OR_RETURN(lm.model, model::load_model_dir(args.model_dir, *lm.backend, opt,
-                                                       args.load_format == "dummy", args.seed));
+                                                      args.load_format == "dummy", args.seed));
   return lm;
 }
 

@@ -21,6 +21,8 @@ struct ModelArgs {
   int threads = 0;
   std::string dtype = "auto";
   std::string load_format = "auto";
+  std::string quantization = "none";    // "int8": weight-only int8 (CPU)
+  double gpu_memory_utilization = 0.9;  // share of GPU memory for weights + KV cache
   uint64_t seed = 0;
 
   // Adds the options to `cmd` (group "Model").

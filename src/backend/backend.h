@@ -14,10 +14,13 @@
 
 namespace r1::backend {
 
-// y = x W^T (+ b). weight [out, in]; bias [out] F32 or undefined.
+// y = (x W^T) * scale (+ b). weight [out, in]; bias [out] F32 or undefined;
+// scale [out] F32 per-row scales of an int8 weight (weight-only quantization,
+// CPU only for now), undefined for float weights.
 struct Linear {
   Tensor weight;
   Tensor bias;
+  Tensor scale;
   int64_t out_features() const { return weight.dim(0); }
   int64_t in_features() const { return weight.dim(1); }
 };
@@ -37,6 +40,8 @@ struct RopeParams {
 struct ExpertWeights {
   Tensor gate_up;
   Tensor down;
+  Tensor gate_up_scale;  // [E, 2*I] when int8
+  Tensor down_scale;     // [E, H] when int8
   int64_t num_experts() const { return gate_up.dim(0); }
   int64_t inter_size() const { return down.dim(2); }
 };

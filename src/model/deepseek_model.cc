@@ -85,7 +85,7 @@ class DeepseekModel final : public ModelBase {
       L.o_proj = w.linear(pre + "self_attn.o_proj", H, nh * dv);
       L.moe = c.is_moe_layer(l);
       if (L.moe) {
-        L.router = w.linear(pre + "mlp.gate", c.n_routed_experts, H);
+        L.router = w.linear(pre + "mlp.gate", c.n_routed_experts, H, false, /*quantizable=*/false);
         if (w.has(pre + "mlp.gate.e_score_correction_bias"))
           L.router_bias = w.vec(pre + "mlp.gate.e_score_correction_bias", c.n_routed_experts);
         L.experts = w.experts(pre + "mlp.experts.", c.n_routed_experts, c.moe_intermediate_size, H);
@@ -118,12 +118,15 @@ class DeepseekModel final : public ModelBase {
     for (const auto& L : layers_) {
       for (const Linear* l :
            {&L.q_a, &L.q_b, &L.q_proj, &L.kv_a, &L.o_proj, &L.gate_up, &L.down, &L.router})
-        if (l->weight.defined()) bytes += static_cast<int64_t>(l->weight.nbytes());
+        bytes += linear_bytes(*l);
       bytes += static_cast<int64_t>(L.w_uk_t.nbytes() + L.w_uv.nbytes());
       if (L.moe) {
-        const int64_t per_expert =
-            static_cast<int64_t>((L.experts.gate_up.nbytes() + L.experts.down.nbytes()) /
-                                 static_cast<size_t>(L.experts.num_experts()));
+        const int64_t per_expert = static_cast<int64_t>(
+            (L.experts.gate_up.nbytes() + L.experts.down.nbytes() +
+             (L.experts.gate_up_scale.defined()
+                  ? L.experts.gate_up_scale.nbytes() + L.experts.down_scale.nbytes()
+                  : 0)) /
+            static_cast<size_t>(L.experts.num_experts()));
         bytes += per_expert * cfg_.num_experts_per_tok;
       }
     }

@@ -54,8 +54,7 @@ class DenseModel final : public ModelBase {
     int64_t bytes = common_decode_bytes();
     for (const auto& L : layers_)
       for (const Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate_up, &L.down})
-        bytes +=
-            static_cast<int64_t>(l->weight.nbytes() + (l->bias.defined() ? l->bias.nbytes() : 0));
+        bytes += linear_bytes(*l);
     return bytes;
   }
 

@@ -37,7 +37,7 @@ void ModelBase::load_common(WeightLoader& w) {
 
 int64_t ModelBase::common_decode_bytes() const {
   // One embedding row plus the whole lm_head.
-  return static_cast<int64_t>(lm_head_.weight.nbytes() + final_norm_.nbytes()) +
+  return linear_bytes(lm_head_) + static_cast<int64_t>(final_norm_.nbytes()) +
          cfg_.hidden_size * static_cast<int64_t>(dtype_size(embed_.dtype()));
 }
 

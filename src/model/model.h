@@ -19,6 +19,9 @@ enum class WeightDType {
   kAuto,  // keep F32/BF16 as stored; widen the rest (FP8, F16) to F32 exactly
   kF32,
   kBF16,
+  // Weight-only int8 for projection weights (one F32 scale per row); the
+  // embedding, router and norms stay float. CPU backend only.
+  kInt8,
 };
 
 struct LoadOptions {

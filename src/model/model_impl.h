@@ -27,6 +27,14 @@ class Scratch {
   std::map<std::string, Tensor> buffers_;
 };
 
+// Bytes a product with `l` reads: weight, bias and int8 row scales.
+inline int64_t linear_bytes(const backend::Linear& l) {
+  int64_t b = 0;
+  for (const Tensor* t : {&l.weight, &l.bias, &l.scale})
+    if (t->defined()) b += static_cast<int64_t>(t->nbytes());
+  return b;
+}
+
 class ModelBase : public Model {
  public:
   ModelBase(const io::ModelConfig& cfg, backend::Backend& be)

@@ -1,9 +1,39 @@
 // Dtype policy and stacking for model weights.
 #include "model/weight_loader.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <fmt/format.h>
 
 namespace r1::model {
+
+namespace {
+
+// Symmetric per-row int8: scale = max|w| / 127, q = round(w / scale).
+struct Quantized {
+  Tensor q;      // I8, same shape
+  Tensor scale;  // F32 [rows]
+};
+
+Quantized quantize_rows(const Tensor& f32) {
+  const int64_t rows = f32.dim(0), cols = f32.row_size();
+  Quantized r{Tensor::empty(f32.shape(), DType::kI8), Tensor::empty({rows}, DType::kF32)};
+  const float* w = f32.data<float>();
+  int8_t* q = r.q.data<int8_t>();
+  for (int64_t i = 0; i < rows; ++i) {
+    float amax = 0.0f;
+    for (int64_t j = 0; j < cols; ++j) amax = std::max(amax, std::fabs(w[i * cols + j]));
+    const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+    r.scale.data<float>()[i] = s;
+    for (int64_t j = 0; j < cols; ++j)
+      q[i * cols + j] =
+          static_cast<int8_t>(std::lrint(std::clamp(w[i * cols + j] / s, -127.0f, 127.0f)));
+  }
+  return r;
+}
+
+}  // namespace
 
 DType WeightLoader::matrix_dtype(const std::string& name) const {
   switch (opt_.weight_dtype) {
@@ -12,6 +42,7 @@ DType WeightLoader::matrix_dtype(const std::string& name) const {
     case WeightDType::kBF16:
       return DType::kBF16;
     case WeightDType::kAuto:
+    case WeightDType::kInt8:
       break;
   }
   auto stored = src_.stored_dtype(name);
@@ -42,27 +73,59 @@ Tensor WeightLoader::host_f32(const std::string& name, const Shape& shape) {
   return host(name, shape, DType::kF32);
 }
 
-backend::Linear WeightLoader::linear(const std::string& prefix, int64_t out, int64_t in,
-                                     bool bias) {
+backend::Linear WeightLoader::linear(const std::string& prefix, int64_t out, int64_t in, bool bias,
+                                     bool quantizable) {
   backend::Linear l;
-  l.weight = matrix(prefix + ".weight", {out, in});
+  if (quantizable && int8()) {
+    Quantized qz = quantize_rows(host(prefix + ".weight", {out, in}, DType::kF32));
+    l.weight = be_.upload(qz.q, DType::kI8);
+    l.scale = be_.upload(qz.scale, DType::kF32);
+  } else {
+    l.weight = matrix(prefix + ".weight", {out, in});
+  }
   if (bias) l.bias = vec(prefix + ".bias", out);
   return l;
 }
 
 backend::Linear WeightLoader::gate_up(const std::string& prefix, int64_t inter, int64_t hidden) {
+  backend::Linear l;
+  if (int8()) {
+    Quantized g = quantize_rows(host(prefix + "gate_proj.weight", {inter, hidden}, DType::kF32));
+    Quantized u = quantize_rows(host(prefix + "up_proj.weight", {inter, hidden}, DType::kF32));
+    l.weight = be_.upload_stacked({g.q, u.q}, DType::kI8).reshape({2 * inter, hidden});
+    l.scale = be_.upload_stacked({g.scale, u.scale}, DType::kF32).reshape({2 * inter});
+    return l;
+  }
   const DType dt = matrix_dtype(prefix + "gate_proj.weight");
   std::vector<Tensor> parts = {host(prefix + "gate_proj.weight", {inter, hidden}, dt),
                                host(prefix + "up_proj.weight", {inter, hidden}, dt)};
-  backend::Linear l;
   l.weight = be_.upload_stacked(parts, dt).reshape({2 * inter, hidden});
   return l;
 }
 
 backend::ExpertWeights WeightLoader::experts(const std::string& prefix, int64_t n, int64_t inter,
                                              int64_t hidden) {
-  const DType dt = matrix_dtype(prefix + "0.gate_proj.weight");
   backend::ExpertWeights w;
+  if (int8()) {
+    std::vector<Tensor> gu, gus, d, ds;
+    for (int64_t e = 0; e < n; ++e) {
+      const std::string p = fmt::format("{}{}.", prefix, e);
+      for (const char* name : {"gate_proj.weight", "up_proj.weight"}) {
+        Quantized qz = quantize_rows(host(p + name, {inter, hidden}, DType::kF32));
+        gu.push_back(qz.q);
+        gus.push_back(qz.scale);
+      }
+      Quantized qd = quantize_rows(host(p + "down_proj.weight", {hidden, inter}, DType::kF32));
+      d.push_back(qd.q);
+      ds.push_back(qd.scale);
+    }
+    w.gate_up = be_.upload_stacked(gu, DType::kI8).reshape({n, 2 * inter, hidden});
+    w.gate_up_scale = be_.upload_stacked(gus, DType::kF32).reshape({n, 2 * inter});
+    w.down = be_.upload_stacked(d, DType::kI8);
+    w.down_scale = be_.upload_stacked(ds, DType::kF32);
+    return w;
+  }
+  const DType dt = matrix_dtype(prefix + "0.gate_proj.weight");
   {
     std::vector<Tensor> parts;
     for (int64_t e = 0; e < n; ++e) {

@@ -21,7 +21,10 @@ class WeightLoader {
   Tensor matrix(const std::string& name, const Shape& shape);
   // A vector (norm weight, bias) in F32.
   Tensor vec(const std::string& name, int64_t n);
-  backend::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool bias = false);
+  // A projection; `quantizable` weights become int8 under WeightDType::kInt8
+  // (the MoE router passes false).
+  backend::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool bias = false,
+                         bool quantizable = true);
   // gate_proj and up_proj stacked as one [2I, H] weight (gate rows first).
   backend::Linear gate_up(const std::string& prefix, int64_t inter, int64_t hidden);
   backend::ExpertWeights experts(const std::string& prefix, int64_t n, int64_t inter,
@@ -33,6 +36,7 @@ class WeightLoader {
 
  private:
   Tensor host(const std::string& name, const Shape& shape, DType want);
+  bool int8() const { return opt_.weight_dtype == WeightDType::kInt8; }
   const WeightSource& src_;
   backend::Backend& be_;
   LoadOptions opt_;

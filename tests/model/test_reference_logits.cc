@@ -170,6 +170,55 @@ TEST_P(ReferenceModel, RopeFrequenciesMatchTransformers) {
   }
 }
 
+// Weight-only int8 (CPU): an approximation, so only loose agreement.
+TEST(Int8Weights, StayCloseToTransformers) {
+  for (const std::string name : {"deepseek_v3_tiny", "qwen2_tiny", "llama_tiny"}) {
+    auto ref = read_json(kModels + name + "/reference.json");
+    auto be = backend::make_cpu_backend(0);
+    LoadOptions opt;
+    opt.weight_dtype = WeightDType::kInt8;
+    auto m = load_model_dir(kModels + name, *be, opt);
+    ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+    std::vector<int32_t> tokens = ref["sequences"][0].get<std::vector<int32_t>>();
+    auto npy = read_npy(kModels + name + "/logits_0.npy");
+    ASSERT_TRUE(npy.is_ok());
+    const int64_t V = (*m)->config().vocab_size, n = static_cast<int64_t>(tokens.size());
+    SingleSequence seq(**m, n);
+    auto logits = seq.append(tokens, true);
+    const float* r = npy->as<float>();
+    const double sd = stddev(r, static_cast<size_t>(n * V));
+    double max_err = 0, sum_err = 0;
+    int same = 0, checked = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* rt = r + t * V;
+      const float* ot = logits.data() + t * V;
+      for (int64_t v = 0; v < V; ++v) {
+        max_err = std::max(max_err, std::fabs(double(ot[v]) - rt[v]));
+        sum_err += std::fabs(double(ot[v]) - rt[v]);
+      }
+      std::vector<float> sorted(rt, rt + V);
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+      if (sorted[0] - sorted[1] > 0.1 * sd) {
+        ++checked;
+        same += (std::max_element(ot, ot + V) - ot) == (std::max_element(rt, rt + V) - rt);
+      }
+    }
+    const double mean_err = sum_err / static_cast<double>(n * V);
+    std::printf("  int8 %-20s mean|err|/std = %.3f, max|err|/std = %.3f, argmax agreement %d/%d\n",
+                name.c_str(), mean_err / sd, max_err / sd, same, checked);
+    // The int8 weights must change the logits (they are quantized) but stay
+    // close on average. The max is not bounded: in the tiny random MoE, expert
+    // choices have margins of 1e-4, so a perturbation can swap an expert.
+    EXPECT_GT(max_err, 1e-4 * sd) << name;
+    EXPECT_LT(mean_err, 0.08 * sd) << name;
+    EXPECT_GE(same, checked * 90 / 100) << name;
+    // And a decoded token reads about half the bytes of the BF16 model.
+    auto bf = load_model_dir(kModels + name, *be, LoadOptions{});
+    ASSERT_TRUE(bf.is_ok());
+    EXPECT_LT((*m)->decode_weight_bytes(), (*bf)->decode_weight_bytes() * 6 / 10) << name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllModels, ReferenceModel,
                          ::testing::Values("deepseek_v3_tiny", "deepseek_v3_fp8_tiny",
                                            "deepseek_v2_lite_tiny", "qwen2_tiny", "llama_tiny"));

@@ -41,7 +41,8 @@ void attend(const Kernels& k, const float* q, int64_t ldq, int64_t G, int64_t dk
   for (int64_t j0 = 0; j0 < n;) {
     const int64_t in_block = keys.block_size - j0 % keys.block_size;
     const int64_t nb = std::min(in_block, n - j0);
-    k.gemm(q, ldq, G, keys.row(j0), WeightType::kF32, keys.row_stride, nb, dk, nullptr, s + j0, n);
+    k.gemm(q, ldq, G, keys.row(j0), WeightType::kF32, keys.row_stride, nb, dk, nullptr, nullptr,
+           s + j0, n);
     j0 += nb;
   }
   for (int64_t g = 0; g < G; ++g) {

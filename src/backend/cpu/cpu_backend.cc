@@ -48,6 +48,8 @@ WeightType weight_type(const Tensor& w) {
       return WeightType::kF32;
     case DType::kBF16:
       return WeightType::kBF16;
+    case DType::kI8:
+      return WeightType::kI8;
     default:
       R1_CHECK(false, "CPU weights must be F32 or BF16, got {}", w.describe());
   }
@@ -184,10 +186,13 @@ void CpuBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
 }
 
 void CpuBackend::gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w,
-                      int64_t w_offset_rows, int64_t N, const float* bias, float* out,
-                      int64_t ldo) {
+                      int64_t w_offset_rows, int64_t N, const float* bias, float* out, int64_t ldo,
+                      const Tensor& scale) {
   const int64_t K = w.dim(-1);
   const WeightType wt = weight_type(w);
+  R1_CHECK((wt == WeightType::kI8) == scale.defined(), "int8 weights need row scales: {}",
+           w.describe());
+  const float* sbase = scale.defined() ? scale.data<float>() + w_offset_rows : nullptr;
   const size_t wbytes = dtype_size(w.dtype());
   const char* wbase =
       static_cast<const char*>(w.raw()) + static_cast<size_t>(w_offset_rows * K) * wbytes;
@@ -201,7 +206,7 @@ void CpuBackend::gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w,
     for (int64_t blk = b; blk < e; ++blk) {
       const int64_t n0 = blk * block, n1 = std::min(N, n0 + block);
       k_.gemm(x, ldx, M, wbase + static_cast<size_t>(n0 * K) * wbytes, wt, K, n1 - n0, K,
-              bias ? bias + n0 : nullptr, out + n0, ldo);
+              sbase ? sbase + n0 : nullptr, bias ? bias + n0 : nullptr, out + n0, ldo);
     }
   });
 }
@@ -212,7 +217,7 @@ void CpuBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
   R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M,
            N);
   gemm(x.data<float>(), K, M, w.weight, 0, N, w.bias.defined() ? w.bias.data<float>() : nullptr,
-       out.data<float>(), N);
+       out.data<float>(), N, w.scale);
 }
 
 void CpuBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,

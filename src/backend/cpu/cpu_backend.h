@@ -56,8 +56,9 @@ class CpuBackend final : public Backend {
 
   // out [M, N] = x [M, K] . w[N, K]^T (+bias) with rows of x and out strided;
   // split over the pool along N. Used by linear, head_linear and the MoE.
+  // `scale` holds one F32 per row of w when w is int8 (undefined otherwise).
   void gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w, int64_t w_offset_rows,
-            int64_t N, const float* bias, float* out, int64_t ldo);
+            int64_t N, const float* bias, float* out, int64_t ldo, const Tensor& scale = Tensor());
 
  private:
   ThreadPool pool_;

@@ -8,15 +8,18 @@
 
 namespace r1::backend::cpu {
 
-enum class WeightType { kF32, kBF16 };
+// kI8: weight-only int8 with one F32 scale per weight row.
+enum class WeightType { kF32, kBF16, kI8 };
 
 struct Kernels {
   const char* isa;
   int vector_floats;  // lanes per vector register
-  // out[m * ldo + n] = sum_k x[m * ldx + k] * W[n, k] (+ bias[n]) for
-  // m < M, n < N; W rows are ldw elements apart, of type `wt`.
+  // out[m * ldo + n] = (sum_k x[m * ldx + k] * W[n, k]) * scale[n] (+ bias[n])
+  // for m < M, n < N; W rows are ldw elements apart, of type `wt`; scale and
+  // bias may be null.
   void (*gemm)(const float* x, int64_t ldx, int64_t M, const void* w, WeightType wt, int64_t ldw,
-               int64_t N, int64_t K, const float* bias, float* out, int64_t ldo);
+               int64_t N, int64_t K, const float* scale, const float* bias, float* out,
+               int64_t ldo);
   // sum_i a[i] * b[i], fixed reduction order.
   float (*dot)(const float* a, const float* b, int64_t n);
   // y[i] += alpha * x[i]

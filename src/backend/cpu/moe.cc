@@ -105,12 +105,12 @@ void CpuBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tens
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(xin.data() + i * H, xp + (r[i] / K) * H, static_cast<size_t>(H) * 4);
     gu.resize(static_cast<size_t>(n * 2 * I));
-    gemm(xin.data(), H, n, w.gate_up, e * 2 * I, 2 * I, nullptr, gu.data(), 2 * I);
+    gemm(xin.data(), H, n, w.gate_up, e * 2 * I, 2 * I, nullptr, gu.data(), 2 * I, w.gate_up_scale);
     act.resize(static_cast<size_t>(n * I));
     for (int64_t i = 0; i < n; ++i)
       k_.silu_mul(gu.data() + i * 2 * I, gu.data() + i * 2 * I + I, act.data() + i * I, I);
     yo.resize(static_cast<size_t>(n * H));
-    gemm(act.data(), I, n, w.down, e * H, H, nullptr, yo.data(), H);
+    gemm(act.data(), I, n, w.down, e * H, H, nullptr, yo.data(), H, w.down_scale);
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(y.data() + r[i] * H, yo.data() + i * H, static_cast<size_t>(H) * 4);
   }

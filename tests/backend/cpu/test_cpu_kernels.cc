@@ -44,8 +44,10 @@ TEST(CpuKernels, GemmMatchesReferenceForEveryIsaAndShape) {
           }
           for (auto& v : bias) v = nd(rng);
           std::vector<float> o1(static_cast<size_t>(M * N)), o2(static_cast<size_t>(M * N));
-          k->gemm(x.data(), K, M, wf.data(), WeightType::kF32, K, N, K, nullptr, bias.data(), o1.data(), N);
-          k->gemm(x.data(), K, M, wb.data(), WeightType::kBF16, K, N, K, nullptr, bias.data(), o2.data(), N);
+          k->gemm(x.data(), K, M, wf.data(), WeightType::kF32, K, N, K, nullptr, bias.data(),
+                  o1.data(), N);
+          k->gemm(x.data(), K, M, wb.data(), WeightType::kBF16, K, N, K, nullptr, bias.data(),
+                  o2.data(), N);
           for (int64_t m = 0; m < M; ++m)
             for (int64_t n = 0; n < N; ++n) {
               double ref = bias[static_cast<size_t>(n)];
@@ -77,8 +79,8 @@ TEST(CpuKernels, GemmRowsDoNotDependOnBatchSize) {
       std::vector<float> out(static_cast<size_t>(M * N));
       k->gemm(x.data(), K, M, w.data(), WeightType::kF32, K, N, K, nullptr, nullptr, out.data(), N);
       for (int64_t m = 0; m < M; ++m) {
-        k->gemm(x.data() + m * K, K, 1, w.data(), WeightType::kF32, K, N, K, nullptr, nullptr, alone.data(),
-                N);
+        k->gemm(x.data() + m * K, K, 1, w.data(), WeightType::kF32, K, N, K, nullptr, nullptr,
+                alone.data(), N);
         for (int64_t n = 0; n < N; ++n)
           ASSERT_EQ(out[static_cast<size_t>(m * N + n)], alone[static_cast<size_t>(n)])
               << k->isa << " M=" << M << " row " << m;
