@@ -45,6 +45,7 @@ struct ServeArgs {
   double request_timeout_s = 600;
   double drain_timeout_s = 30;
   double header_timeout_s = 10;
+  double body_timeout_s = 30;
 };
 
 Status read_key_file(const std::string& path, std::vector<std::string>& keys) {
@@ -138,6 +139,7 @@ int run_serve(ServeArgs& a) {
   cfg.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.request_timeout_s * 1000));
   cfg.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.drain_timeout_s * 1000));
   cfg.http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.header_timeout_s * 1000));
+  cfg.http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.body_timeout_s * 1000));
 
   server::Server srv(cfg, engine, tokenizer, tmpl);
   Status s = srv.start();
@@ -208,6 +210,7 @@ void setup_serve(CLI::App& app, int& exit_code) {
       "REQUEST_TIMEOUT");
   opt("--header-timeout", a->header_timeout_s, "Seconds to receive request headers (and keep-alive idle)", "Limits",
       "HEADER_TIMEOUT");
+  opt("--body-timeout", a->body_timeout_s, "Seconds to receive a request body", "Limits", "BODY_TIMEOUT");
   opt("--drain-timeout", a->drain_timeout_s, "Seconds in-flight requests get after SIGTERM", "Limits",
       "DRAIN_TIMEOUT");
   opt("--log-format", a->log_format, "text or json", "Logging", "LOG_FORMAT")->check(CLI::IsMember({"text", "json"}));

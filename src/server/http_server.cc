@@ -230,8 +230,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     bool have_bytes = buf_.size() > 0 || (parser_ && parser_->got_some());
     if (ec == http::error::header_limit) {
-      std::string_view data(static_cast<const char*>(buf_.data().data()), buf_.size());
-      bool line_done = data.find("\r\n") != std::string_view::npos || data.find('\n') != std::string_view::npos;
+      // The parser fills in the target once the request line is complete.
+      bool line_done = parser_ && !parser_->get().target().empty();
       if (!line_done) {
         return fail(ApiError{414, "request line too long", "invalid_request_error", "", "uri_too_long"});
       }
@@ -303,7 +303,7 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = true;
     net::async_write(sock_, net::buffer(wq_.front()), [self = shared_from_this()](beast::error_code ec, size_t n) {
       self->writing_ = false;
-      if (ec) return self->close();
+      if (ec || self->closed_) return self->close();
       self->wq_bytes_ -= self->wq_.front().size();
       self->wq_.pop_front();
       if (!self->wq_.empty()) return self->do_write();
@@ -341,6 +341,7 @@ class Session : public std::enable_shared_from_this<Session> {
     sock_.async_read_some(mb, [self = shared_from_this()](beast::error_code ec, size_t n) {
       self->watching_ = false;
       if (ec) return self->close();
+      self->buf_.commit(n);
       self->buf_.consume(self->buf_.size());
       self->watch_until_eof();
     });
@@ -354,8 +355,7 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ec;
     sock_.shutdown(tcp::socket::shutdown_both, ec);
     sock_.close(ec);
-    wq_.clear();
-    wq_bytes_ = 0;
+    // wq_ stays: a write in flight still points into its front buffer.
     if (exchange_) {
       auto ex = std::move(exchange_);
       ex->notify_disconnect();

@@ -63,7 +63,7 @@ int64_t as_int(const Json& v, const std::string& param, int64_t lo, int64_t hi) 
   if (!v.is_number_integer()) wrong_type(param, "an integer", v);
   if (v.is_number_unsigned()) {
     uint64_t u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(hi)) fail(param, fmt::format("'{}' must be in [{}, {}], got {}", param, lo, hi, u));
+    if (u > static_cast<uint64_t>(hi) || (lo > 0 && u < static_cast<uint64_t>(lo))) fail(param, fmt::format("'{}' must be in [{}, {}], got {}", param, lo, hi, u));
     return static_cast<int64_t>(u);
   }
   int64_t i = v.get<int64_t>();

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { startServer, check, assert } from './lib.mjs';
 
 const KEY = 'sk-test-secret-key-1234567890';
-const srv = await startServer(['--api-key', KEY, '--api-key', 'second-key', '--header-timeout', '2',
+const srv = await startServer(['--api-key', KEY, '--api-key', 'second-key', '--header-timeout', '2', '--body-timeout', '3',
   '--max-body-bytes', '65536', '--max-header-bytes', '8192']);
 let failed = false;
 const t = (name, fn) => check(name, fn).catch((e) => { failed = true; console.error(e); });
@@ -78,7 +78,7 @@ await t('many one-byte chunks are fine', async () => {
   const body = JSON.stringify({ prompt: 'hi', max_tokens: 1 });
   let chunked = '';
   for (const ch of body) chunked += `1\r\n${ch}\r\n`;
-  const r = await raw(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunked}0\r\n\r\n`);
+  const r = await raw(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunked}0\r\n\r\n`, { end: false });
   assert.equal(r.status, 200, r.data);
 });
 
@@ -92,7 +92,7 @@ await t('slow header sender is cut off by the header timeout', async () => {
 });
 
 await t('slow body sender times out', async () => {
-  const r = await raw(post('{"messages":[]}').replace(/Content-Length: \d+/, 'Content-Length: 100'), { end: false, timeout: 40000 });
+  const r = await raw(post('{"messages":[]}').replace(/Content-Length: \d+/, 'Content-Length: 100'), { end: false, timeout: 10000 });
   assert.ok(r.status === 408 || r.status === 0, `status ${r.status}`);
 });
 
