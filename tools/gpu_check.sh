@@ -47,16 +47,16 @@ run_gtest() {  # name binary timeout
   printf '%-28s rc=%-3s passed=%-4s failed=%-3s skipped=%s\n' "$1" "$rc" "${passed:-0}" "$failed" "${skipped:-0}" >> "$OUT/summary.txt"
 }
 : > "$OUT/summary.txt"
-run_gtest cuda_ops backend_test_cuda_ops 90
-run_gtest cuda_model backend_test_cuda_model 90
-timeout "${BENCH_TIMEOUT:-270}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" \
+run_gtest cuda_ops backend_test_cuda_ops "${OPS_TIMEOUT:-60}"
+run_gtest cuda_model backend_test_cuda_model "${MODEL_TIMEOUT:-150}"
+timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" \
   "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/summary.txt"
 
 echo "==== failures (first 40 lines) ===="
 grep -h -B2 -A6 -E 'Failure|FAILED|check failed|error' "$OUT/cuda_ops.log" "$OUT/cuda_model.log" | head -40
 echo "==== model comparison ===="
-grep -h 'max|err|' "$OUT/cuda_model.log" | head -20
+grep -h -E 'max\|err\||routing:|router vs|flip:|greedy [0-9]' "$OUT/cuda_model.log" | head -60
 echo "==== bench log ===="
 grep -E '^#|^  |failed|error' "$OUT/bench.log" | head -80
 echo "==== device ===="

@@ -105,7 +105,7 @@ TEST_F(CudaOps, AddSiluGatherCopyHeads) {
 }
 
 TEST_F(CudaOps, LinearBf16AndF32Outputs) {
-  for (auto [T, K, N] : std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {33, 256, 130}, {4, 2048, 1000}}) {
+  for (auto [T, K, N] : std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {33, 256, 130}, {4, 2048, 1000}, {1, 1416, 4500}, {2, 2048, 4224}, {3, 520, 9000}, {6, 264, 70}}) {
     for (bool bias : {false, true}) {
       for (DType od : {DType::kBF16, DType::kF32}) {
         Tensor x = random_bf16({T, K}, rng_), w = random_bf16({N, K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
@@ -321,6 +321,70 @@ TEST_F(CudaOps, GqaPagedAttention) {
     gpu().paged_attention(dev(q), gc.k[0], gc.v[0], p.step, c.nh, c.nkv, c.d, scale, go);
     cpu().paged_attention(q, cc.k[0], cc.v[0], p.step, c.nh, c.nkv, c.d, scale, co);
     expect_close(fetch(gpu(), go), host_values(co), 1e-2, "paged_attention d=" + std::to_string(c.d));
+  }
+}
+
+// The F32 validation mode: linear, head_linear and the routed experts take F32
+// activations unrounded, so they match the CPU to float rounding (1e-5), and
+// the KV cache it allocates is F32.
+TEST_F(CudaOps, F32ValidationModeIsF32) {
+  auto g32 = make_cuda_backend(0, 0.2, /*f32_activations=*/true);
+  Backend& g = *g32;
+  Tensor x = Tensor::empty({5, 96}, DType::kF32);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = d(rng_);  // not BF16-representable
+  Tensor w = random_bf16({40, 96}, rng_, 0.1f);
+  Linear gl, cl;
+  gl.weight = g.upload(w, DType::kBF16);
+  cl.weight = w;
+  Tensor gx = g.upload(x.reshape({x.numel()}), DType::kF32).reshape(x.shape());
+  Tensor go = g.alloc({5, 40}, DType::kF32), co = calloc({5, 40});
+  g.linear(gx, gl, go);
+  cpu().linear(x, cl, co);
+  expect_close(fetch(g, go), host_values(co), 1e-5, "f32 linear");
+  // head_linear: 3 heads of 32 inputs -> 8 outputs each (stride 10).
+  Tensor hw = random_bf16({3, 8, 32}, rng_, 0.1f);
+  Tensor gho = g.alloc({5, 30}, DType::kF32), cho = calloc({5, 30});
+  g.head_linear(gx, 32, g.upload(hw, DType::kBF16), gho, 10);
+  cpu().head_linear(x, 32, hw, cho, 10);
+  std::vector<float> a = fetch(g, gho), b = host_values(cho);
+  for (int64_t t = 0; t < 5; ++t)
+    for (int64_t h = 0; h < 3; ++h)
+      for (int64_t j = 8; j < 10; ++j) a[t * 30 + h * 10 + j] = b[t * 30 + h * 10 + j] = 0.0f;
+  expect_close(a, b, 1e-5, "f32 head_linear");
+  // Routed experts with fixed ids and weights.
+  const int64_t E = 6, H = 96, I = 24, K = 2;
+  Tensor gu = random_bf16({E, 2 * I, H}, rng_, 0.1f), down = random_bf16({E, H, I}, rng_, 0.1f);
+  ExpertWeights cw, gw;
+  cw.gate_up = gu;
+  cw.down = down;
+  gw.gate_up = g.upload(gu, DType::kBF16);
+  gw.down = g.upload(down, DType::kBF16);
+  Tensor ids = Tensor::empty({5, K}, DType::kI32), wt = Tensor::empty({5, K}, DType::kF32);
+  for (int64_t i = 0; i < 5 * K; ++i) {
+    ids.data<int32_t>()[i] = static_cast<int32_t>((i * 7) % E);
+    wt.data<float>()[i] = 0.3f + 0.1f * static_cast<float>(i);
+  }
+  Tensor gmo = g.alloc({5, H}, DType::kF32), cmo = calloc({5, H});
+  g.moe_experts(gx, gw, g.upload(ids, DType::kI32),
+                g.upload(wt.reshape({wt.numel()}), DType::kF32).reshape(wt.shape()), gmo);
+  cpu().moe_experts(x, cw, ids, wt, cmo);
+  expect_close(fetch(g, gmo), host_values(cmo), 1e-5, "f32 moe_experts");
+  KvCacheSpec spec;
+  spec.mla = true;
+  spec.num_layers = 1;
+  spec.kv_lora_rank = 32;
+  spec.rope_dim = 8;
+  KvCache kv = g.alloc_kv_cache(spec, 2, 4);
+  EXPECT_EQ(kv.latent[0].dtype(), DType::kF32);
+  // int8 row scales are CPU-only: a clear error.
+  Linear sl = gl;
+  sl.scale = g.upload(Tensor::zeros({40}, DType::kF32), DType::kF32);
+  try {
+    g.linear(gx, sl, go);
+    ADD_FAILURE() << "a defined int8 scale was accepted";
+  } catch (const r1::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CPU-only"), std::string::npos) << e.what();
   }
 }
 

@@ -242,11 +242,13 @@ void CudaBackend::to_host(const Tensor& src, void* dst) {
 KvCache CudaBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks, int64_t block_size) {
   KvCache c;
   c.spec = spec;
-  c.spec.dtype = DType::kBF16;  // the GPU cache is BF16 whatever the request
+  // The serving cache is BF16 whatever the request; the F32 validation mode keeps it F32.
+  const DType dt = f32_act_ ? DType::kF32 : DType::kBF16;
+  c.spec.dtype = dt;
   c.num_blocks = num_blocks;
   c.block_size = block_size;
   auto make = [&](int64_t width) {
-    Tensor t = alloc({num_blocks, block_size, width}, DType::kBF16);
+    Tensor t = alloc({num_blocks, block_size, width}, dt);
     R1_CUDA_OK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), stream_));
     return t;
   };
@@ -480,6 +482,44 @@ void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, con
 void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v,
                             int64_t k_head_off, const BatchInfo& batch, int64_t num_heads, int64_t nkv, int64_t dk,
                             int64_t dv, float scale, Tensor& out, int64_t out_head_stride) {
+  if (f32_act_) {
+    // Validation mode: exact softmax in F32 over the (F32) cache.
+    R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "attention: q {} for {} tokens",
+             q.describe(), batch.num_tokens());
+    R1_CHECK(k.dtype() == v.dtype() && (is_bf16(k) || k.dtype() == DType::kF32), "attention cache {}",
+             k.describe());
+    DevBatch& d = dev_batch(batch);
+    RefAttnArgs r{};
+    r.q = q.raw();
+    r.q_bf = is_bf16(q);
+    r.q_row = q.row_size();
+    r.q_head_stride = q_head_stride;
+    r.k = k.raw();
+    r.v = v.raw();
+    r.kv_bf = is_bf16(k);
+    r.k_row = k.dim(2);
+    r.v_row = v.dim(2);
+    r.k_head_off = k_head_off;
+    r.block_size = static_cast<int32_t>(k.dim(1));
+    r.block_tables = d.block_tables;
+    r.max_blocks = batch.max_blocks_per_seq;
+    r.query_start = d.query_start;
+    r.positions = d.positions;
+    r.num_seqs = batch.num_seqs();
+    r.T = batch.num_tokens();
+    r.num_heads = static_cast<int32_t>(num_heads);
+    r.G = static_cast<int32_t>(num_heads / nkv);
+    r.dk = static_cast<int32_t>(dk);
+    r.dv = static_cast<int32_t>(dv);
+    r.max_keys = d.max_position + 1;
+    r.scale = scale;
+    r.out = out.raw();
+    r.out_bf = is_bf16(out);
+    r.out_row = out.row_size();
+    r.out_head_stride = out_head_stride;
+    launch_ref_attention(r, stream_);
+    return;
+  }
   R1_CHECK(is_bf16(k) && is_bf16(v), "CUDA attention needs a BF16 cache: {}", k.describe());
   if (!is_bf16(q) || !is_bf16(out)) {
     Tensor qb = as_bf16(q, 11);
@@ -520,7 +560,9 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
   // Split the keys across blocks when there are too few tiles to fill the GPU.
   const int64_t keys = d.max_position + 1;
   int64_t splits = 1;
-  if (n < 2 * sm_count_) splits = std::min<int64_t>((2 * sm_count_ + n - 1) / n, (keys + 127) / 128);
+  // Flash-decoding: down to one 32-key step per block, so a batch-1 decode over
+  // 512 keys runs 16 blocks per tile rather than 4.
+  if (n < 2 * sm_count_) splits = std::min<int64_t>((2 * sm_count_ + n - 1) / n, (keys + 31) / 32);
   splits = std::max<int64_t>(1, splits);
   int64_t per = (keys + splits - 1) / splits;
   per = (per + 31) / 32 * 32;

@@ -1,6 +1,7 @@
 // The CUDA backend's factory and device queries: a plain C++ header (no CUDA
 // headers) so the app and tests can create the backend without nvcc.
-// Activations are BF16 on the GPU; matrices are stored BF16; the KV cache is BF16.
+// Activations are BF16 on the GPU; matrices are stored BF16; the KV cache is BF16
+// (all F32 but the weights in the validation mode).
 #pragma once
 
 #include <cstddef>
@@ -17,8 +18,9 @@ int cuda_device_count();
 // The CUDA backend on `device`. It may use at most `memory_fraction` of the
 // device's total memory (weights + KV cache + activations); allocations beyond
 // it fail with a message saying how much was needed and available.
-// With `f32_activations`, activations between ops are F32 (GEMM inputs are still
-// rounded to BF16, the KV cache is BF16): a validation mode, slower.
+// With `f32_activations` (a validation mode, slow): activations between ops, GEMM
+// inputs, MoE intermediates and the KV cache are F32; weights stay BF16 and are
+// widened exactly, so results match the CPU backend to float rounding.
 std::unique_ptr<Backend> make_cuda_backend(int device = 0, double memory_fraction = 0.9,
                                            bool f32_activations = false);
 

@@ -7,6 +7,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/check.h"
+#include "core/status.h"
 
 namespace r1::backend::cuda {
 namespace {
@@ -56,10 +57,18 @@ void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
   R1_CHECK(w.in_features() == K, "linear: x {} vs weight {}", x.describe(), w.weight.describe());
   R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M, N);
   R1_CHECK(is_bf16(w.weight), "CUDA linear needs BF16 weights, got {}", w.weight.describe());
-  if (f32_act_ && !is_bf16(x) && !is_bf16(out) && N <= 512 && K % 8 == 0) {
-    // Validation mode: the router reads F32 activations, as the CPU does.
-    launch_dense_gemv(x.raw(), false, K, w.weight.data<uint16_t>(), N, K, M, out.raw(), false, N, stream_);
-    if (w.bias.defined()) launch_add_bias(out.raw(), false, w.bias.data<float>(), M, N, stream_);
+  if (w.scale.defined())
+    throw Error(make_error(ErrorCode::kUnsupported,
+                           "CUDA linear: int8 weights with row scales are CPU-only; load BF16 or FP8 weights for "
+                           "--device cuda (weight {}, scale {})",
+                           w.weight.describe(), w.scale.describe()));
+  R1_CHECK(!w.bias.defined() || (w.bias.dtype() == DType::kF32 && w.bias.numel() == N), "linear bias {}",
+           w.bias.describe());
+  if (f32_act_ && !is_bf16(x)) {
+    // Validation mode: F32 activations times the exactly widened BF16 weights, F32 accumulation.
+    launch_ref_gemm(x.raw(), false, K, 0, w.weight.data<uint16_t>(), 0, N, K, M, 1, out.raw(), is_bf16(out), N, 0,
+                    stream_);
+    if (w.bias.defined()) launch_add_bias(out.raw(), is_bf16(out), w.bias.data<float>(), M, N, stream_);
     return;
   }
   Tensor xb = as_bf16(x, 3);
@@ -83,6 +92,11 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
   R1_CHECK(out.row_size() == H * out_head_stride && N <= out_head_stride, "head_linear out {}", out.describe());
   R1_CHECK(is_bf16(w), "CUDA head_linear needs BF16 w: {}", w.describe());
   if (T == 0) return;
+  if (f32_act_ && !is_bf16(x)) {
+    launch_ref_gemm(x.raw(), false, x.row_size(), x_head_stride, w.data<uint16_t>(), N * K, N, K, T, H, out.raw(),
+                    is_bf16(out), out.row_size(), out_head_stride, stream_);
+    return;
+  }
   const Tensor xb = as_bf16(x, 3);
   const float alpha = 1.0f, beta = 0.0f;
   R1_CUBLAS_OK(cublasGemmStridedBatchedEx(
@@ -100,8 +114,21 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
            w.gate_up.describe(), w.down.describe());
   R1_CHECK(is_bf16(w.gate_up) && is_bf16(w.down) && ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32,
            "moe_experts: BF16 experts, I32 ids, F32 weights");
+  if (w.gate_up_scale.defined() || w.down_scale.defined())
+    throw Error(make_error(ErrorCode::kUnsupported,
+                           "CUDA moe_experts: int8 experts with row scales are CPU-only; load BF16 or FP8 weights "
+                           "for --device cuda"));
   const int64_t P = T * K;
   if (T == 0) return;
+  if (f32_act_ && !is_bf16(x)) {
+    // Validation mode: every pair in F32 (act not rounded), combined in top-k order like the CPU.
+    float* act = static_cast<float*>(workspace(5, static_cast<size_t>(P * I) * 4));
+    float* y = static_cast<float*>(workspace(6, static_cast<size_t>(P * H) * 4));
+    launch_ref_moe(x.raw(), false, H, w.gate_up.data<uint16_t>(), w.down.data<uint16_t>(), I, ids.data<int32_t>(), P,
+                   K, act, y, stream_);
+    launch_moe_combine(y, false, nullptr, weights.data<float>(), T, K, H, out.raw(), is_bf16(out), stream_);
+    return;
+  }
   // Workspace: offsets [E+1], sorted_pair [P], pos_of_pair [P].
   int32_t* idx = static_cast<int32_t*>(workspace(4, static_cast<size_t>(E + 1 + 2 * P) * 4));
   int32_t* offsets = idx;
@@ -109,18 +136,21 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
   int32_t* pos_of_pair = sorted_pair + P;
   launch_moe_sort(ids.data<int32_t>(), P, E, offsets, sorted_pair, pos_of_pair, stream_);
   uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
-  float* y = static_cast<float*>(workspace(6, static_cast<size_t>(P * H) * 4));
+  // y: F32 from the GEMVs, BF16 from the grouped GEMM (cuBLAS groups BF16 x BF16 -> BF16 only).
+  void* y = workspace(6, static_cast<size_t>(P * H) * 4);
+  bool y_bf = false;
   if (P <= kGemvMaxPairs && H % 8 == 0 && I % 8 == 0) {
     launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, offsets, sorted_pair, K, act,
                             stream_);
-    launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, offsets, y, stream_);
+    launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, offsets, static_cast<float*>(y), stream_);
   } else {
     // The per-expert counts decide the GEMM shapes: one small download.
     std::vector<int32_t> off(static_cast<size_t>(E + 1));
     R1_CUDA_OK(cudaMemcpyAsync(off.data(), offsets, off.size() * 4, cudaMemcpyDeviceToHost, stream_));
     uint16_t* xg = static_cast<uint16_t*>(workspace(7, static_cast<size_t>(P * H) * 2));
     launch_moe_gather(x.raw(), is_bf16(x), H, sorted_pair, P, K, xg, stream_);
-    float* gu = static_cast<float*>(workspace(8, static_cast<size_t>(P * 2 * I) * 4));
+    uint16_t* gu = static_cast<uint16_t*>(workspace(8, static_cast<size_t>(P * 2 * I) * 2));
+    y_bf = true;
     R1_CUDA_OK(cudaStreamSynchronize(stream_));
     std::vector<int> active;
     for (int64_t e = 0; e < E; ++e)
@@ -141,7 +171,7 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
         ns[static_cast<size_t>(g)] = off[static_cast<size_t>(e + 1)] - off[static_cast<size_t>(e)];
         ptrs[static_cast<size_t>(g)] = wbase + static_cast<size_t>(e * m * k) * 2;
         ptrs[static_cast<size_t>(G + g)] = static_cast<const char*>(in) + static_cast<size_t>(o0 * k) * 2;
-        ptrs[static_cast<size_t>(2 * G + g)] = static_cast<const char*>(o) + static_cast<size_t>(o0 * m) * 4;
+        ptrs[static_cast<size_t>(2 * G + g)] = static_cast<const char*>(o) + static_cast<size_t>(o0 * m) * 2;
       }
       if (grouped_ok_) {
         void** dptr = static_cast<void**>(workspace(9 + (wbase == wd ? 1 : 0), ptrs.size() * sizeof(void*)));
@@ -149,7 +179,7 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
         std::vector<int> lda(static_cast<size_t>(G), static_cast<int>(k)), ldc(static_cast<size_t>(G), static_cast<int>(m));
         cublasStatus_t st = cublasGemmGroupedBatchedEx(
             cublas_, ta.data(), tb.data(), ms.data(), ns.data(), ks.data(), alpha.data(), dptr, CUDA_R_16BF,
-            lda.data(), dptr + G, in_type, lda.data(), beta.data(), dptr + 2 * G, CUDA_R_32F, ldc.data(), G,
+            lda.data(), dptr + G, in_type, lda.data(), beta.data(), dptr + 2 * G, CUDA_R_16BF, ldc.data(), G,
             sizes.data(), CUBLAS_COMPUTE_32F);
         if (st == CUBLAS_STATUS_SUCCESS) return;
         std::fprintf(stderr, "r1serve cuda: cublasGemmGroupedBatchedEx: %s; using one GEMM per expert\n",
@@ -161,14 +191,14 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
         R1_CUBLAS_OK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), ns[static_cast<size_t>(g)],
                                   static_cast<int>(k), &one, ptrs[static_cast<size_t>(g)], CUDA_R_16BF,
                                   static_cast<int>(k), ptrs[static_cast<size_t>(G + g)], in_type, static_cast<int>(k),
-                                  &zero, const_cast<void*>(ptrs[static_cast<size_t>(2 * G + g)]), CUDA_R_32F,
+                                  &zero, const_cast<void*>(ptrs[static_cast<size_t>(2 * G + g)]), CUDA_R_16BF,
                                   static_cast<int>(m), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     };
     run(2 * I, H, wgu, xg, CUDA_R_16BF, gu);
-    launch_silu_mul(gu, false, P, I, act, true, stream_);
+    launch_silu_mul(gu, true, P, I, act, true, stream_);
     run(H, I, wd, act, CUDA_R_16BF, y);
   }
-  launch_moe_combine(y, pos_of_pair, weights.data<float>(), T, K, H, out.raw(), is_bf16(out), stream_);
+  launch_moe_combine(y, y_bf, pos_of_pair, weights.data<float>(), T, K, H, out.raw(), is_bf16(out), stream_);
 }
 
 }  // namespace r1::backend::cuda

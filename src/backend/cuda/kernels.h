@@ -72,8 +72,8 @@ void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w,
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s);
-// out[t] = sum_j w[t, j] * y[pos_of_pair[t*K + j]], j in order.
-void launch_moe_combine(const float* y, const int32_t* pos_of_pair, const float* w, int64_t T,
+// out[t] = sum_j w[t, j] * y[pos_of_pair[t*K + j]], j in order (pos_of_pair null: y by pair).
+void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
                         int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s);
 
 // ---- attention.cu ----
@@ -108,5 +108,35 @@ struct AttnArgs {
   float* ws_ml;         // [splits, num_tiles * 16, 2]
 };
 void launch_paged_attention(const AttnArgs& a, cudaStream_t s);
+
+// ---- validation.cu (F32 validation mode: plain F32 arithmetic) ----
+// out[b, t, n] = x[b, t, :K] . W[b, n, :K] (W BF16), a warp per output, any alignment.
+void launch_ref_gemm(const void* x, bool x_bf, int64_t ldx, int64_t x_bstride, const uint16_t* w,
+                     int64_t w_bstride, int64_t N, int64_t K, int64_t T, int64_t batches, void* out, bool out_bf,
+                     int64_t ldo, int64_t o_bstride, cudaStream_t s);
+// Routed experts per (token, slot) pair p: act [P, I] F32, y [P, H] F32 (indexed by pair).
+void launch_ref_moe(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up, const uint16_t* down, int64_t I,
+                    const int32_t* ids, int64_t P, int64_t K, float* act, float* y, cudaStream_t s);
+struct RefAttnArgs {
+  const void* q;
+  bool q_bf;
+  int64_t q_row, q_head_stride;
+  const void* k;
+  const void* v;
+  bool kv_bf;
+  int64_t k_row, v_row, k_head_off;
+  int32_t block_size;
+  const int32_t* block_tables;
+  int32_t max_blocks;
+  const int32_t* query_start;
+  const int32_t* positions;
+  int32_t num_seqs, T, num_heads, G, dk, dv, max_keys;
+  float scale;
+  void* out;
+  bool out_bf;
+  int64_t out_row, out_head_stride;
+};
+// A block per (token, head): exact softmax over all its keys.
+void launch_ref_attention(const RefAttnArgs& a, cudaStream_t s);
 
 }  // namespace r1::backend::cuda

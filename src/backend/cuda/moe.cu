@@ -3,6 +3,7 @@
 // scale), a counting sort of (token, slot) pairs by expert, GEMVs that read
 // only the experts that have tokens (small batches), and gather/combine around
 // the grouped cuBLAS GEMMs (large batches, see gemm.cc).
+#include <algorithm>
 #include <cfloat>
 
 #include "backend/cuda/common.cuh"
@@ -158,6 +159,17 @@ __global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, 
   }
 }
 
+// 16 bytes of weights that are read once: read-only path, not kept in L1.
+__device__ __forceinline__ uint4 ld_stream(const uint16_t* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+constexpr int kUnroll = 4;  // 16-byte weight loads in flight per lane and row
+
 // Eight BF16 weights (16 bytes) to floats.
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
@@ -198,19 +210,33 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
 #pragma unroll
     for (int q = 0; q < kChunk; ++q) xrow[q] = q < n ? static_cast<int64_t>(sorted_pair[p0 + q] / K) * H : 0;
     float ag[kChunk] = {}, au[kChunk] = {};
-    for (int64_t k0 = lane * 8; k0 < H; k0 += 256) {
-      float g8[8], u8[8];
-      unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
-      unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
+    for (int64_t kb = lane * 8; kb < H; kb += 256 * kUnroll) {
+      // All weight loads of this stretch first (2 x kUnroll x 16 bytes in flight), then the FMAs.
+      uint4 gv[kUnroll], uv[kUnroll];
 #pragma unroll
-      for (int q = 0; q < kChunk; ++q) {
-        if (q < n) {
-          float x8[8];
-          load_x8(x, x_bf, xrow[q] + k0, x8);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k0 = kb + 256 * u;
+        gv[u] = k0 < H ? ld_stream(wg + k0) : make_uint4(0, 0, 0, 0);
+        uv[u] = k0 < H ? ld_stream(wu + k0) : make_uint4(0, 0, 0, 0);
+      }
 #pragma unroll
-          for (int c = 0; c < 8; ++c) {
-            ag[q] = fmaf(g8[c], x8[c], ag[q]);
-            au[q] = fmaf(u8[c], x8[c], au[q]);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k0 = kb + 256 * u;
+        if (k0 < H) {
+          float g8[8], u8[8];
+          unpack8(gv[u], g8);
+          unpack8(uv[u], u8);
+#pragma unroll
+          for (int q = 0; q < kChunk; ++q) {
+            if (q < n) {
+              float x8[8];
+              load_x8(x, x_bf, xrow[q] + k0, x8);
+#pragma unroll
+              for (int c = 0; c < 8; ++c) {
+                ag[q] = fmaf(g8[c], x8[c], ag[q]);
+                au[q] = fmaf(u8[c], x8[c], au[q]);
+              }
+            }
           }
         }
       }
@@ -237,16 +263,28 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
   for (int p0 = begin; p0 < end; p0 += kChunk) {
     const int n = min(kChunk, end - p0);
     float acc[kChunk] = {};
-    for (int64_t k0 = lane * 8; k0 < I; k0 += 256) {
-      float w8[8];
-      unpack8(*reinterpret_cast<const uint4*>(w + k0), w8);
+    for (int64_t kb = lane * 8; kb < I; kb += 256 * kUnroll) {
+      uint4 wv[kUnroll];
 #pragma unroll
-      for (int q = 0; q < kChunk; ++q) {
-        if (q < n) {
-          float a8[8];
-          unpack8(*reinterpret_cast<const uint4*>(act + static_cast<int64_t>(p0 + q) * I + k0), a8);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k0 = kb + 256 * u;
+        wv[u] = k0 < I ? ld_stream(w + k0) : make_uint4(0, 0, 0, 0);
+      }
 #pragma unroll
-          for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k0 = kb + 256 * u;
+        if (k0 < I) {
+          float w8[8];
+          unpack8(wv[u], w8);
+#pragma unroll
+          for (int q = 0; q < kChunk; ++q) {
+            if (q < n) {
+              float a8[8];
+              unpack8(*reinterpret_cast<const uint4*>(act + static_cast<int64_t>(p0 + q) * I + k0), a8);
+#pragma unroll
+              for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
+            }
+          }
         }
       }
     }
@@ -258,35 +296,70 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
   }
 }
 
-// A warp per output row n; up to kChunk tokens per pass over the row.
-__global__ void dense_gemv_kernel(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int T,
-                                  void* out, bool out_bf, int64_t ldo) {
+// R rows per warp, T (<= 4) tokens, X = BF16 (true) or F32 activations; the
+// weight loads of kUnroll x 256 columns of all R rows are issued before any
+// FMA (R x kUnroll x 16 bytes in flight per lane).
+template <int T, int R, bool XBF>
+__global__ void __launch_bounds__(256) dense_gemv_kernel(const void* x, int64_t ldx, const uint16_t* w, int64_t N,
+                                                         int64_t K, void* out, bool out_bf, int64_t ldo) {
   const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (n >= N) return;
-  const uint16_t* wr = w + n * K;
-  for (int t0 = 0; t0 < T; t0 += kChunk) {
-    const int cnt = min(kChunk, T - t0);
-    float acc[kChunk] = {};
-#pragma unroll 4
-    for (int64_t k0 = lane * 8; k0 < K; k0 += 256) {
-      float w8[8];
-      unpack8(__ldg(reinterpret_cast<const uint4*>(wr + k0)), w8);
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
+  if (n0 >= N) return;
+  const uint16_t* wr[R];
 #pragma unroll
-      for (int q = 0; q < kChunk; ++q) {
-        if (q < cnt) {
-          float a8[8];
-          load_x8(x, x_bf, static_cast<int64_t>(t0 + q) * ldx + k0, a8);
+  for (int r = 0; r < R; ++r) wr[r] = w + min(n0 + r, N - 1) * K;
+  float acc[R][T];
 #pragma unroll
-          for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
+  for (int64_t kb = lane * 8; kb < K; kb += 256 * kUnroll) {
+    uint4 wv[kUnroll][R];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t k0 = kb + 256 * u;
+        wv[u][r] = k0 < K ? ld_stream(wr[r] + k0) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t k0 = kb + 256 * u;
+      if (k0 < K) {
+#pragma unroll
+        for (int t = 0; t < T; ++t) {
+          float x8[8];
+          load_x8(x, XBF, t * ldx + k0, x8);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float w8[8];
+            unpack8(wv[u][r], w8);
+#pragma unroll
+            for (int c = 0; c < 8; ++c) acc[r][t] = fmaf(w8[c], x8[c], acc[r][t]);
+          }
         }
       }
     }
+  }
 #pragma unroll
-    for (int q = 0; q < kChunk; ++q) {
-      const float v = warp_sum(acc[q]);
-      if (lane == 0 && q < cnt) stf(out, static_cast<int64_t>(t0 + q) * ldo + n, out_bf, v);
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const float v = warp_sum(acc[r][t]);
+      if (lane == 0 && n0 + r < N) stf(out, t * ldo + n0 + r, out_bf, v);
     }
+}
+
+template <int T, bool XBF>
+void launch_gemv_t(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, void* out, bool out_bf,
+                   int64_t ldo, int sms, cudaStream_t s) {
+  // Two rows per warp when that still leaves a few blocks per SM.
+  if (N >= static_cast<int64_t>(sms) * 8 * 2 * 2) {
+    dense_gemv_kernel<T, 2, XBF><<<static_cast<unsigned>((N + 15) / 16), 256, 0, s>>>(x, ldx, w, N, K, out, out_bf,
+                                                                                     ldo);
+  } else {
+    dense_gemv_kernel<T, 1, XBF><<<static_cast<unsigned>((N + 7) / 8), 256, 0, s>>>(x, ldx, w, N, K, out, out_bf,
+                                                                                   ldo);
   }
 }
 
@@ -298,14 +371,17 @@ __global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t
     stf(xg, pos * H + i, true, ldf(x, row * H + i, x_bf));
 }
 
-__global__ void combine_kernel(const float* y, const int32_t* pos_of_pair, const float* w, int64_t T,
+__global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
                                int64_t K, int64_t H, void* out, bool out_bf) {
   const int64_t n = T * H;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = idx / H, h = idx % H;
     float acc = 0.0f;
-    for (int64_t j = 0; j < K; ++j) acc += w[t * K + j] * y[static_cast<int64_t>(pos_of_pair[t * K + j]) * H + h];
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t pos = pos_of_pair ? pos_of_pair[t * K + j] : t * K + j;
+      acc += w[t * K + j] * ldf(y, pos * H + h, y_bf);
+    }
     stf(out, idx, out_bf, acc);
   }
 }
@@ -355,9 +431,31 @@ void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w,
                        bool out_bf, int64_t ldo, cudaStream_t s) {
   R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0, "dense gemv: K and the row stride must be multiples of 8");
   if (T == 0 || N == 0) return;
-  dense_gemv_kernel<<<static_cast<unsigned>((N + 7) / 8), 256, 0, s>>>(x, x_bf, ldx, w, N, K, static_cast<int>(T), out,
-                                                                       out_bf, ldo);
-  R1_CUDA_LAUNCHED();
+  static int sms = 0;
+  if (sms == 0) {
+    int dev = 0;
+    R1_CUDA_OK(cudaGetDevice(&dev));
+    R1_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  }
+  const size_t xsz = x_bf ? 2 : 4, osz = out_bf ? 2 : 4;
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kChunk, T - t0));
+    const void* xt = static_cast<const char*>(x) + static_cast<size_t>(t0 * ldx) * xsz;
+    void* ot = static_cast<char*>(out) + static_cast<size_t>(t0 * ldo) * osz;
+#define R1_GEMV_CASE(TT)                                                             \
+  case TT:                                                                           \
+    if (x_bf) launch_gemv_t<TT, true>(xt, ldx, w, N, K, ot, out_bf, ldo, sms, s);   \
+    else launch_gemv_t<TT, false>(xt, ldx, w, N, K, ot, out_bf, ldo, sms, s);       \
+    break;
+    switch (n) {
+      R1_GEMV_CASE(1)
+      R1_GEMV_CASE(2)
+      R1_GEMV_CASE(3)
+      R1_GEMV_CASE(4)
+    }
+#undef R1_GEMV_CASE
+    R1_CUDA_LAUNCHED();
+  }
 }
 
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
@@ -367,10 +465,10 @@ void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorte
   R1_CUDA_LAUNCHED();
 }
 
-void launch_moe_combine(const float* y, const int32_t* pos_of_pair, const float* w, int64_t T,
+void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
                         int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s) {
   if (T * H == 0) return;
-  combine_kernel<<<grid_for(T * H, 256), 256, 0, s>>>(y, pos_of_pair, w, T, K, H, out, out_bf);
+  combine_kernel<<<grid_for(T * H, 256), 256, 0, s>>>(y, y_bf, pos_of_pair, w, T, K, H, out, out_bf);
   R1_CUDA_LAUNCHED();
 }
 
