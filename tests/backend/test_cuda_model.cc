@@ -367,8 +367,10 @@ TEST_P(CudaModel, LogitsMatchCpu) {
 }
 
 // BF16 activations (the serving mode): rounding noise of a few 1e-2 x std, and
-// MoE routing near-ties can flip experts, so only the argmax agreement is
-// held to a bound (95%); the error is printed.
+// in the MoE models the tiny random routers have margins of ~1e-4, below BF16's
+// resolution, so expert selections flip. The test prints the flips with their
+// CPU margins, holds the free run to 90% argmax agreement, and holds a run with
+// the CPU's routing forced onto the GPU to the argmax criterion (95%) and 0.1 x std.
 TEST_P(CudaModel, Bf16ActivationLogitsCloseToCpu) {
   const std::string name = GetParam();
   auto ref = read_json(kModels + name + "/reference.json");
@@ -376,11 +378,30 @@ TEST_P(CudaModel, Bf16ActivationLogitsCloseToCpu) {
   ASSERT_TRUE(g.model && c.model);
   const int64_t V = g.model->config().vocab_size;
   for (size_t k = 0; k < ref["sequences"].size(); ++k) {
+    const std::string what = name + " bf16-act sequence " + std::to_string(k);
     std::vector<int32_t> tokens = ref["sequences"][k].get<std::vector<int32_t>>();
-    SingleSequence gs(*g.model, static_cast<int64_t>(tokens.size()));
-    SingleSequence cs(*c.model, static_cast<int64_t>(tokens.size()));
-    expect_logits_close(gs.append(tokens, true), cs.append(tokens, true), V,
-                        name + " bf16-act sequence " + std::to_string(k), 1e9, 0.95);
+    const auto n = static_cast<int64_t>(tokens.size());
+    c.rec->reset();
+    SingleSequence cs(*c.model, n);
+    const auto cpu_logits = cs.append(tokens, true);
+    const std::vector<Route> cpu_routes = c.rec->routes;
+    g.rec->reset();
+    SingleSequence gs(*g.model, n);
+    const auto gpu_logits = gs.append(tokens, true);
+    if (!cpu_routes.empty()) {
+      const FlipReport f = compare_routes(cpu_routes, g.rec->routes);
+      std::printf("  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among them "
+                  "%.2e; smallest margin overall %.2e)\n%s",
+                  what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
+                  f.detail.c_str());
+      g.rec->reset(&cpu_routes);
+      SingleSequence fs(*g.model, n);
+      expect_logits_close(fs.append(tokens, true), cpu_logits, V, what + " (CPU routing forced)", 0.1, 0.95);
+      g.rec->reset();
+      expect_logits_close(gpu_logits, cpu_logits, V, what, 1e9, 0.90);
+    } else {
+      expect_logits_close(gpu_logits, cpu_logits, V, what, 0.1, 0.95);
+    }
   }
 }
 
@@ -429,24 +450,31 @@ TEST_P(CudaModel, GreedyContinuationsMatchTransformers) {
   }
 }
 
+// Chunks of 7 tokens over a shuffled block table against one prefill: in the
+// F32 validation mode to the criterion; in the BF16 serving mode the
+// decode attention splits keys differently from prefill (other rounding), so
+// MoE near-ties may flip and only argmax agreement (95%) is held.
 TEST_P(CudaModel, ChunkedDecodeEqualsPrefill) {
   const std::string name = GetParam();
   auto ref = read_json(kModels + name + "/reference.json");
-  Loaded g = load(name, 2);
-  ASSERT_TRUE(g.model);
-  const int64_t V = g.model->config().vocab_size;
-  std::vector<int32_t> tokens = ref["sequences"][1].get<std::vector<int32_t>>();
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  SingleSequence prefill(*g.model, n);
-  auto full = prefill.append(tokens, true);
-  SingleSequence chunked(*g.model, n, 8, /*shuffle_blocks=*/true);
-  std::vector<float> by_chunk;
-  for (int64_t i = 0; i < n; i += 7) {
-    std::vector<int32_t> part(tokens.begin() + i, tokens.begin() + std::min(n, i + 7));
-    auto lg = chunked.append(part, true);
-    by_chunk.insert(by_chunk.end(), lg.begin(), lg.end());
+  for (int mode : {1, 2}) {
+    Loaded g = load(name, mode);
+    ASSERT_TRUE(g.model);
+    const int64_t V = g.model->config().vocab_size;
+    std::vector<int32_t> tokens = ref["sequences"][1].get<std::vector<int32_t>>();
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    SingleSequence prefill(*g.model, n);
+    auto full = prefill.append(tokens, true);
+    SingleSequence chunked(*g.model, n, 8, /*shuffle_blocks=*/true);
+    std::vector<float> by_chunk;
+    for (int64_t i = 0; i < n; i += 7) {
+      std::vector<int32_t> part(tokens.begin() + i, tokens.begin() + std::min(n, i + 7));
+      auto lg = chunked.append(part, true);
+      by_chunk.insert(by_chunk.end(), lg.begin(), lg.end());
+    }
+    if (mode == 1) expect_logits_close(by_chunk, full, V, name + " chunked vs prefill (GPU, f32)");
+    else expect_logits_close(by_chunk, full, V, name + " chunked vs prefill (GPU, bf16)", 1e9, 0.95);
   }
-  expect_logits_close(by_chunk, full, V, name + " chunked vs prefill (GPU)");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllModels, CudaModel,

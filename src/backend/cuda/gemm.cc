@@ -173,7 +173,9 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
         ptrs[static_cast<size_t>(G + g)] = static_cast<const char*>(in) + static_cast<size_t>(o0 * k) * 2;
         ptrs[static_cast<size_t>(2 * G + g)] = static_cast<const char*>(o) + static_cast<size_t>(o0 * m) * 2;
       }
-      if (grouped_ok_) {
+      // One grouped launch when the experts have few rows each (decode); with many rows
+      // (prefill) one cuBLAS GEMM per expert is faster (measured: 52 vs 72 ms at 16x512).
+      if (grouped_ok_ && P <= 128 * static_cast<int64_t>(G)) {
         void** dptr = static_cast<void**>(workspace(9 + (wbase == wd ? 1 : 0), ptrs.size() * sizeof(void*)));
         R1_CUDA_OK(cudaMemcpyAsync(dptr, ptrs.data(), ptrs.size() * sizeof(void*), cudaMemcpyHostToDevice, stream_));
         std::vector<int> lda(static_cast<size_t>(G), static_cast<int>(k)), ldc(static_cast<size_t>(G), static_cast<int>(m));
