@@ -1,11 +1,17 @@
 // cpu_bench: the CPU backend against its ceilings, measured in the same run.
-//   read bandwidth with the backend's threads -> decode roofline (tokens/s =
+//   read bandwidth with the backend's own pool -> decode roofline (tokens/s =
 //   bandwidth / weight bytes per token); FMA peak -> prefill efficiency.
+// The machine is shared and noisy, so the batch-1 figure is taken in rounds,
+// each one bracketed by a bandwidth measurement just before and just after
+// it; the report gives the median fraction and its spread.
 // Usage: cpu_bench CONFIG.json [--threads N] [--decode-tokens N] [--prompt N]
-//        [--prefill N] [--batches 1,2,4,8] [--dtype bf16|f32]
-// Model weights are random (RandomWeights), bf16 by default.
+//        [--prefill N] [--batches 1,4,16] [--rounds N] [--dtype bf16|f32|int8]
+//        [--profile 1]
+// Model weights are random (RandomWeights), bf16 by default; int8 is the
+// weight-only int8 of `--quantization int8` (quantized from the bf16 values).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,23 +35,32 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Read bandwidth: every thread streams its own slice of a 1 GiB buffer; best of 5.
-double measure_read_bandwidth(backend::cpu::CpuBackend& be) {
-  const int64_t n = (1ll << 30) / 4;
-  std::vector<float> buf(static_cast<size_t>(n), 1.0f);
-  const int threads = be.pool().num_threads();
-  std::vector<float> sinks(static_cast<size_t>(threads));
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    auto t0 = Clock::now();
-    be.pool().run_on_all([&](int t) {
-      const int64_t per = n / threads;
-      sinks[static_cast<size_t>(t)] = be.kernels().stream_read(buf.data() + t * per, per);
-    });
-    best = std::max(best, static_cast<double>(n) * 4 / seconds_since(t0));
-  }
-  return best;
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
 }
+
+// Read bandwidth: the pool streams a 1 GiB buffer (far above the L3) in 1 MiB
+// chunks handed out like the gemm's row blocks, so a descheduled thread slows
+// this exactly as it slows a decode step. Best of `reps`.
+struct Bandwidth {
+  std::vector<float> buf = std::vector<float>((1ull << 30) / 4, 1.0f);
+  double measure(backend::cpu::CpuBackend& be, int reps) {
+    const int64_t n = static_cast<int64_t>(buf.size()), chunk = (1 << 20) / 4;
+    std::vector<float> sinks(static_cast<size_t>(n / chunk));
+    double best = 0;
+    for (int rep = 0; rep < reps; ++rep) {
+      auto t0 = Clock::now();
+      be.pool().parallel_for(n / chunk, 1, [&](int64_t b, int64_t e) {
+        for (int64_t c = b; c < e; ++c)
+          sinks[static_cast<size_t>(c)] = be.kernels().stream_read(buf.data() + c * chunk, chunk);
+      });
+      best = std::max(best, static_cast<double>(n) * 4 / seconds_since(t0));
+    }
+    return best;
+  }
+};
 
 double measure_fma_peak(backend::cpu::CpuBackend& be) {
   const int threads = be.pool().num_threads();
@@ -56,11 +71,55 @@ double measure_fma_peak(backend::cpu::CpuBackend& be) {
     auto t0 = Clock::now();
     be.pool().run_on_all([&](int t) {
       flops[static_cast<size_t>(t)] =
-          be.kernels().fma_peak(20'000'000, &sinks[static_cast<size_t>(t)]);
+          be.kernels().fma_peak(10'000'000, &sinks[static_cast<size_t>(t)]);
     });
     best = std::max(best, std::accumulate(flops.begin(), flops.end(), 0.0) / seconds_since(t0));
   }
   return best;
+}
+
+// Matrix parameters one token multiplies with (lm_head included), and the
+// share of them in routed experts, from the config alone (so int8 and bf16
+// runs count the same FLOPs).
+struct ParamCount {
+  double per_token = 0;   // active matrix parameters per token
+  double lm_head = 0;     // of which the lm_head
+  double per_expert = 0;  // one routed expert
+  int64_t moe_layers = 0;
+};
+
+ParamCount count_params(const io::ModelConfig& c) {
+  ParamCount p;
+  const double H = static_cast<double>(c.hidden_size), V = static_cast<double>(c.vocab_size);
+  p.lm_head = V * H;
+  p.per_token = p.lm_head;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    double attn = 0;
+    const double nh = static_cast<double>(c.num_heads);
+    if (c.is_mla()) {
+      const double r = static_cast<double>(c.kv_lora_rank),
+                   qk = static_cast<double>(c.qk_head_dim());
+      attn += c.q_lora_rank > 0 ? H * c.q_lora_rank + c.q_lora_rank * nh * qk : H * nh * qk;
+      attn += H * (r + c.qk_rope_head_dim);
+      attn += nh * c.qk_nope_head_dim * r + nh * r * c.v_head_dim;  // absorbed uk, uv
+      attn += nh * c.v_head_dim * H;
+    } else {
+      const double d = static_cast<double>(c.head_dim);
+      attn += H * d * (2 * nh + 2 * static_cast<double>(c.num_kv_heads));
+    }
+    double ffn = 0;
+    if (c.is_moe_layer(l)) {
+      const double mi = static_cast<double>(c.moe_intermediate_size);
+      p.per_expert = 3 * H * mi;
+      ffn = p.per_expert * static_cast<double>(c.num_experts_per_tok + c.n_shared_experts) +
+            H * static_cast<double>(c.n_routed_experts);
+      ++p.moe_layers;
+    } else {
+      ffn = 3 * H * static_cast<double>(c.intermediate_size);
+    }
+    p.per_token += attn + ffn;
+  }
+  return p;
 }
 
 // Batch of B sequences decoding together (one token each per step).
@@ -101,17 +160,62 @@ struct MultiSequence {
   }
 };
 
+// Prompt of `prompt` tokens per sequence, then `steps` greedy decode steps of
+// the whole batch; returns decode tokens/s.
+double run_decode(model::Model& m, int B, int prompt, int steps,
+                  backend::cpu::CpuBackend* profile = nullptr) {
+  const int64_t V = m.config().vocab_size;
+  MultiSequence ms(m, B, prompt + steps + 1);
+  std::vector<std::vector<int32_t>> toks(static_cast<size_t>(B));
+  for (int s = 0; s < B; ++s)
+    for (int i = 0; i < prompt; ++i)
+      toks[static_cast<size_t>(s)].push_back(static_cast<int32_t>((s * 7919 + i * 104729) % V));
+  auto logits = ms.step(toks);
+  if (profile != nullptr) profile->set_profiling(true);  // decode steps only
+  auto td = Clock::now();
+  for (int step = 0; step < steps; ++step) {
+    for (int s = 0; s < B; ++s) {
+      const float* l = logits.data() + static_cast<int64_t>(s) * V;
+      toks[static_cast<size_t>(s)] = {static_cast<int32_t>(std::max_element(l, l + V) - l)};
+    }
+    logits = ms.step(toks);
+  }
+  const double dt = seconds_since(td);
+  if (profile != nullptr) profile->set_profiling(false);
+  return static_cast<double>(B) * steps / dt;
+}
+
+void print_profile(backend::cpu::CpuBackend& be, int tokens) {
+  auto prof = be.take_profile();
+  std::vector<std::pair<std::string, backend::cpu::CpuBackend::OpStat>> rows(prof.begin(),
+                                                                             prof.end());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+  double total = 0;
+  for (const auto& r : rows) total += r.second.seconds;
+  std::printf("profile (per decoded token, %d tokens): %.2f ms in ops\n", tokens,
+              total / tokens * 1e3);
+  std::printf("  %-32s %8s %9s %6s %9s %8s\n", "op", "calls", "ms", "share", "MB", "GB/s");
+  for (const auto& [name, st] : rows) {
+    std::printf("  %-32s %8.1f %9.3f %5.1f%% %9.2f %8.1f\n", name.c_str(),
+                static_cast<double>(st.calls) / tokens, st.seconds / tokens * 1e3,
+                100.0 * st.seconds / total, st.bytes / tokens / 1e6,
+                st.bytes > 0 ? st.bytes / st.seconds / 1e9 : 0.0);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: cpu_bench CONFIG.json [--threads N] [--decode-tokens N] [--prompt N] "
-                 "[--prefill N] [--batches 1,2,4] [--dtype bf16|f32]\n");
+                 "[--prefill N] [--batches 1,4,16] [--rounds N] [--dtype bf16|f32|int8] "
+                 "[--profile 1]\n");
     return 2;
   }
-  std::string config = argv[1], batches_arg = "1,2,4,8", dtype = "bf16";
-  int threads = 0, decode_tokens = 64, prompt = 16, prefill = 512;
+  std::string config = argv[1], batches_arg = "1,4,16", dtype = "bf16";
+  int threads = 0, decode_tokens = 32, prompt = 16, prefill = 256, rounds = 5, profile = 0;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--threads")
@@ -124,8 +228,16 @@ int main(int argc, char** argv) {
       prefill = std::atoi(v.c_str());
     else if (k == "--batches")
       batches_arg = v;
+    else if (k == "--rounds")
+      rounds = std::max(1, std::atoi(v.c_str()));
     else if (k == "--dtype")
       dtype = v;
+    else if (k == "--profile")
+      profile = std::atoi(v.c_str());
+    else {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
   }
   std::ifstream in(config);
   std::stringstream ss;
@@ -137,67 +249,108 @@ int main(int argc, char** argv) {
   }
   backend::cpu::CpuBackend be(threads);
   std::printf("machine: %s, %d threads\n", be.kernels().isa, be.pool().num_threads());
-  const double bw = measure_read_bandwidth(be);
-  const double peak = measure_fma_peak(be);
-  std::printf("ceilings: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s\n", bw / 1e9, peak / 1e9);
+  Bandwidth bwm;
 
   model::RandomWeights rw(*cfg, 1, dtype == "f32" ? DType::kF32 : DType::kBF16);
+  model::LoadOptions opts;
+  if (dtype == "int8") opts.weight_dtype = model::WeightDType::kInt8;
   auto t0 = Clock::now();
-  auto loaded = model::load_model(*cfg, rw, be, model::LoadOptions{});
+  auto loaded = model::load_model(*cfg, rw, be, opts);
   if (!loaded.is_ok()) {
     std::fprintf(stderr, "%s\n", loaded.status().to_string().c_str());
     return 1;
   }
   model::Model& m = **loaded;
   const double bytes = static_cast<double>(m.decode_weight_bytes());
-  std::printf("model: %s (%s), weights read per decoded token %.1f MB, load %.1f s\n",
-              config.c_str(), io::arch_name(cfg->arch), bytes / 1e6, seconds_since(t0));
-  const double roofline = bw / bytes;
+  const ParamCount pc = count_params(*cfg);
+  const double bytes_per_param = bytes / pc.per_token;
+  std::printf(
+      "model: %s (%s, %s weights), weights read per decoded token %.1f MB, "
+      "%.1f M matrix params per token, load %.1f s\n",
+      config.c_str(), io::arch_name(cfg->arch), dtype.c_str(), bytes / 1e6, pc.per_token / 1e6,
+      seconds_since(t0));
 
+  // Batch 1, in rounds bracketed by bandwidth measurements.
+  run_decode(m, 1, prompt, 4);  // warm-up: page in the weights, size the scratch
+  std::vector<double> bws, tpss, fracs;
+  for (int r = 0; r < rounds; ++r) {
+    const double bw0 = bwm.measure(be, 2);
+    const double tps = run_decode(m, 1, prompt, decode_tokens);
+    const double bw1 = bwm.measure(be, 2);
+    const double bw = 0.5 * (bw0 + bw1);
+    bws.push_back(bw);
+    tpss.push_back(tps);
+    fracs.push_back(tps / (bw / bytes));
+    std::printf(
+        "round %d: read bandwidth %.1f / %.1f GB/s, decode batch 1 %.2f tokens/s, "
+        "roofline %.2f -> %.0f%%\n",
+        r, bw0 / 1e9, bw1 / 1e9, tps, bw / bytes, 100.0 * fracs.back());
+    std::fflush(stdout);
+  }
+  const double bw = median(bws);
+  std::printf(
+      "decode batch 1 (median of %d rounds): %.2f tokens/s [%.2f..%.2f], read "
+      "bandwidth %.1f GB/s [%.1f..%.1f], roofline %.2f tokens/s, fraction %.2f "
+      "[%.2f..%.2f]\n",
+      rounds, median(tpss), *std::min_element(tpss.begin(), tpss.end()),
+      *std::max_element(tpss.begin(), tpss.end()), bw / 1e9,
+      *std::min_element(bws.begin(), bws.end()) / 1e9,
+      *std::max_element(bws.begin(), bws.end()) / 1e9, bw / bytes, median(fracs),
+      *std::min_element(fracs.begin(), fracs.end()), *std::max_element(fracs.begin(), fracs.end()));
+
+  if (profile) {
+    const double tps = run_decode(m, 1, prompt, decode_tokens, &be);
+    std::printf("profiled run: %.2f tokens/s = %.2f ms per token\n", tps, 1e3 / tps);
+    print_profile(be, decode_tokens);
+  }
+
+  // Larger batches: roofline = min(bandwidth over the bytes the step reads,
+  // FMA peak over the step's FLOPs). Routed experts touched under uniform
+  // routing: E (1 - (1 - k/E)^B) per MoE layer.
   std::vector<int> batches;
   for (std::stringstream bs(batches_arg); bs.good();) {
     std::string item;
     std::getline(bs, item, ',');
-    if (!item.empty()) batches.push_back(std::atoi(item.c_str()));
+    if (!item.empty() && std::atoi(item.c_str()) > 1) batches.push_back(std::atoi(item.c_str()));
   }
-  const int64_t V = cfg->vocab_size;
   for (int B : batches) {
-    MultiSequence ms(m, B, prompt + decode_tokens + 1);
-    std::vector<std::vector<int32_t>> toks(static_cast<size_t>(B));
-    for (int s = 0; s < B; ++s)
-      for (int i = 0; i < prompt; ++i)
-        toks[static_cast<size_t>(s)].push_back(static_cast<int32_t>((s * 7919 + i * 104729) % V));
-    auto logits = ms.step(toks);
-    auto td = Clock::now();
-    for (int step = 0; step < decode_tokens; ++step) {
-      for (int s = 0; s < B; ++s) {
-        const float* l = logits.data() + static_cast<int64_t>(s) * V;
-        toks[static_cast<size_t>(s)] = {static_cast<int32_t>(std::max_element(l, l + V) - l)};
-      }
-      logits = ms.step(toks);
+    const double peak0 = measure_fma_peak(be), bw0 = bwm.measure(be, 2);
+    const double tps = run_decode(m, B, prompt, std::max(4, decode_tokens / 2));
+    const double peak = 0.5 * (peak0 + measure_fma_peak(be)),
+                 bwb = 0.5 * (bw0 + bwm.measure(be, 2));
+    double step_bytes = bytes;
+    if (pc.moe_layers > 0) {
+      const double E = static_cast<double>(cfg->n_routed_experts);
+      const double k = static_cast<double>(cfg->num_experts_per_tok);
+      const double touched = E * (1 - std::pow(1 - k / E, B));
+      step_bytes += (touched - k) * pc.per_expert * bytes_per_param * pc.moe_layers;
     }
-    const double dt = seconds_since(td);
-    const double tps = static_cast<double>(B) * decode_tokens / dt;
-    std::printf("decode batch %3d: %8.1f tokens/s (%.2f ms/step)", B, tps,
-                dt / decode_tokens * 1e3);
-    if (B == 1)
-      std::printf("  roofline %.1f tokens/s -> %.0f%% of roofline", roofline,
-                  100.0 * tps / roofline);
-    std::printf("\n");
+    const double mem_roof = B * bwb / step_bytes, fma_roof = peak / (2 * pc.per_token);
+    const double roof = std::min(mem_roof, fma_roof);
+    std::printf(
+        "decode batch %3d: %8.2f tokens/s; roofline %.1f tokens/s (%s-bound: memory %.1f "
+        "at %.1f GB/s, FMA %.1f at %.1f GFLOP/s) -> %.0f%%\n",
+        B, tps, roof, mem_roof < fma_roof ? "memory" : "FMA", mem_roof, bwb / 1e9, fma_roof,
+        peak / 1e9, 100.0 * tps / roof);
+    std::fflush(stdout);
   }
-  {
+  if (prefill > 0) {
     model::SingleSequence seq(m, prefill + 1);
     std::vector<int32_t> toks(static_cast<size_t>(prefill));
     for (int i = 0; i < prefill; ++i)
-      toks[static_cast<size_t>(i)] = static_cast<int32_t>((i * 104729) % V);
+      toks[static_cast<size_t>(i)] = static_cast<int32_t>((i * 104729) % cfg->vocab_size);
+    const double peak0 = measure_fma_peak(be);
     auto tp = Clock::now();
     seq.append(toks, false);
     const double dt = seconds_since(tp);
-    // Model FLOPs: 2 x active parameters per token (lm_head once), attention ignored.
-    const double active = (bytes - static_cast<double>(V * cfg->hidden_size * 2)) / 2.0;
-    const double flops = 2.0 * active * prefill + 2.0 * static_cast<double>(V * cfg->hidden_size);
-    std::printf("prefill %d tokens: %.2f s = %.0f tokens/s, %.1f GFLOP/s = %.0f%% of FMA peak\n",
-                prefill, dt, prefill / dt, flops / dt / 1e9, 100.0 * flops / dt / peak);
+    const double peak = 0.5 * (peak0 + measure_fma_peak(be));
+    // Model FLOPs: 2 x matrix params per token (lm_head for the last row only);
+    // attention scores are not counted.
+    const double flops = 2.0 * (pc.per_token - pc.lm_head) * prefill + 2.0 * pc.lm_head;
+    std::printf(
+        "prefill %d tokens: %.2f s = %.0f tokens/s, %.1f GFLOP/s vs FMA peak %.1f "
+        "GFLOP/s -> %.0f%%\n",
+        prefill, dt, prefill / dt, flops / dt / 1e9, peak / 1e9, 100.0 * flops / dt / peak);
   }
   return 0;
 }

@@ -69,6 +69,7 @@ void attend(const Kernels& k, const float* q, int64_t ldq, int64_t G, int64_t dk
 void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                  const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
                                  int64_t head_dim, float scale, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("paged_attention"); });
   const int64_t group = num_heads / num_kv_heads;
   const int64_t block_size = k_cache.dim(1), kv_row = k_cache.dim(2);
   R1_CHECK(kv_row == num_kv_heads * head_dim && q.row_size() == num_heads * head_dim,
@@ -100,6 +101,7 @@ void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const T
 void CpuBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
                                int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
                                float scale, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("mla_attention"); });
   const int64_t width = kv_lora_rank + rope_dim, block_size = latent_cache.dim(1);
   R1_CHECK(latent_cache.dim(2) == width && q.row_size() == num_heads * width &&
                out.row_size() == num_heads * kv_lora_rank,

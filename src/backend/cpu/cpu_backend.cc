@@ -56,6 +56,22 @@ WeightType weight_type(const Tensor& w) {
   return WeightType::kF32;
 }
 
+OpTimer::~OpTimer() {
+  if (active_) {
+    auto& st = be_.profile_[name_];
+    st.calls += 1;
+    st.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    st.bytes += bytes_;
+  }
+  if (entered_) --be_.op_depth_;
+}
+
+std::map<std::string, CpuBackend::OpStat> CpuBackend::take_profile() {
+  std::map<std::string, OpStat> out;
+  out.swap(profile_);
+  return out;
+}
+
 CpuBackend::CpuBackend(int threads) : pool_(threads), k_(best_kernels()) {}
 
 std::string CpuBackend::name() const {
@@ -113,6 +129,7 @@ KvCache CpuBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks,
 }
 
 void CpuBackend::embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("embedding"); });
   const int64_t h = table.dim(1);
   R1_CHECK(out.dim(0) == static_cast<int64_t>(ids.size()) && out.dim(1) == h, "embedding out {}",
            out.describe());
@@ -132,6 +149,7 @@ void CpuBackend::embedding(const Tensor& table, const std::vector<int32_t>& ids,
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("rms_norm"); });
   const int64_t rows = x.dim(0), n = w.numel(), ldx = x.row_size(), ldo = out.row_size();
   R1_CHECK(n <= ldx && n <= ldo && w.dtype() == DType::kF32 && out.dim(0) == rows,
            "rms_norm x {} weight {} out {}", x.describe(), w.describe(), out.describe());
@@ -148,6 +166,7 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& o
 }
 
 void CpuBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& rows, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("gather_rows"); });
   const int64_t h = src.row_size();
   R1_CHECK(out.dim(0) == static_cast<int64_t>(rows.size()) && out.row_size() == h,
            "gather_rows out {}", out.describe());
@@ -160,11 +179,13 @@ void CpuBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& rows
 
 void CpuBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                               Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("add_rms_norm"); });
   add(residual, x, residual);
   rms_norm(residual, w, eps, out);
 }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("add"); });
   R1_CHECK(a.numel() == b.numel() && a.numel() == out.numel(), "add {} {} {}", a.describe(),
            b.describe(), out.describe());
   const float* ap = a.data<float>();
@@ -175,6 +196,7 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void CpuBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("silu_mul"); });
   const int64_t rows = gate_up.dim(0), inter = gate_up.dim(1) / 2;
   R1_CHECK(out.dim(0) == rows && out.dim(1) == inter, "silu_mul out {}", out.describe());
   const float* g = gate_up.data<float>();
@@ -188,31 +210,51 @@ void CpuBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
 void CpuBackend::gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w,
                       int64_t w_offset_rows, int64_t N, const float* bias, float* out, int64_t ldo,
                       const Tensor& scale) {
-  const int64_t K = w.dim(-1);
-  const WeightType wt = weight_type(w);
-  R1_CHECK((wt == WeightType::kI8) == scale.defined(), "int8 weights need row scales: {}",
-           w.describe());
-  const float* sbase = scale.defined() ? scale.data<float>() + w_offset_rows : nullptr;
-  const size_t wbytes = dtype_size(w.dtype());
-  const char* wbase =
-      static_cast<const char*>(w.raw()) + static_cast<size_t>(w_offset_rows * K) * wbytes;
-  // Blocks of weight rows small enough to stay in L2 while all of x streams
-  // past them, but enough blocks to keep every thread busy.
-  int64_t block = std::max<int64_t>(8, (128 * 1024 / static_cast<int64_t>(K * wbytes)) / 8 * 8);
-  const int64_t per_thread = (N + pool_.num_threads() * 4 - 1) / (pool_.num_threads() * 4);
-  block = std::max<int64_t>(8, std::min(block, (per_thread + 7) / 8 * 8));
-  const int64_t nblocks = (N + block - 1) / block;
-  pool_.parallel_for(nblocks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t blk = b; blk < e; ++blk) {
-      const int64_t n0 = blk * block, n1 = std::min(N, n0 + block);
-      k_.gemm(x, ldx, M, wbase + static_cast<size_t>(n0 * K) * wbytes, wt, K, n1 - n0, K,
-              sbase ? sbase + n0 : nullptr, bias ? bias + n0 : nullptr, out + n0, ldo);
+  gemm_batch({GemmJob{x, ldx, M, &w, w_offset_rows, N, bias, out, ldo,
+                      scale.defined() ? &scale : nullptr}});
+}
+
+void CpuBackend::gemm_batch(const std::vector<GemmJob>& jobs) {
+  // One task = one block of weight rows of one job: small enough to stay in L2
+  // while all of x streams past it, and enough blocks to keep every thread busy.
+  struct Task {
+    const GemmJob* job;
+    int64_t n0, n1;
+  };
+  int64_t total_rows = 0;
+  for (const GemmJob& j : jobs) total_rows += j.N;
+  const int64_t per_thread = (total_rows + pool_.num_threads() * 4 - 1) / (pool_.num_threads() * 4);
+  std::vector<Task> tasks;
+  for (const GemmJob& j : jobs) {
+    const Tensor& w = *j.w;
+    R1_CHECK((weight_type(w) == WeightType::kI8) == (j.scale != nullptr),
+             "int8 weights need row scales: {}", w.describe());
+    const int64_t row_bytes = w.dim(-1) * static_cast<int64_t>(dtype_size(w.dtype()));
+    int64_t block = std::max<int64_t>(8, (128 * 1024 / row_bytes) / 8 * 8);
+    block = std::max<int64_t>(8, std::min(block, (per_thread + 7) / 8 * 8));
+    for (int64_t n0 = 0; n0 < j.N; n0 += block)
+      tasks.push_back({&j, n0, std::min(j.N, n0 + block)});
+  }
+  pool_.parallel_for(static_cast<int64_t>(tasks.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const Task& task = tasks[static_cast<size_t>(t)];
+      const GemmJob& j = *task.job;
+      const Tensor& w = *j.w;
+      const int64_t K = w.dim(-1), row0 = j.w_offset_rows + task.n0;
+      const size_t wbytes = dtype_size(w.dtype());
+      const char* wp = static_cast<const char*>(w.raw()) + static_cast<size_t>(row0 * K) * wbytes;
+      k_.gemm(j.x, j.ldx, j.M, wp, weight_type(w), K, task.n1 - task.n0, K,
+              j.scale ? j.scale->data<float>() + row0 : nullptr,
+              j.bias ? j.bias + task.n0 : nullptr, j.out + task.n0, j.ldo);
     }
   });
 }
 
 void CpuBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
   const int64_t M = x.dim(0), K = x.row_size(), N = w.out_features();
+  OpTimer timer(
+      *this, [&] { return fmt::format("linear {}x{} {}", N, K, dtype_name(w.weight.dtype())); },
+      static_cast<double>(w.weight.nbytes() + (w.scale.defined() ? w.scale.nbytes() : 0)));
   R1_CHECK(w.in_features() == K, "linear: x {} vs weight {}", x.describe(), w.weight.describe());
   R1_CHECK(out.dim(0) == M && out.row_size() == N, "linear out {} for [{}, {}]", out.describe(), M,
            N);
@@ -223,19 +265,24 @@ void CpuBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
 void CpuBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
                              int64_t out_head_stride) {
   const int64_t T = x.dim(0), H = w.dim(0), N = w.dim(1), K = w.dim(2);
+  OpTimer timer(
+      *this, [&] { return fmt::format("head_linear {}x{}x{}", H, N, K); },
+      static_cast<double>(w.nbytes()));
   R1_CHECK(x.row_size() == H * x_head_stride && K <= x_head_stride, "head_linear x {} w {}",
            x.describe(), w.describe());
   R1_CHECK(out.row_size() == H * out_head_stride && N <= out_head_stride, "head_linear out {}",
            out.describe());
-  for (int64_t h = 0; h < H; ++h) {
-    gemm(x.data<float>() + h * x_head_stride, x.row_size(), T, w, h * N, N, nullptr,
-         out.data<float>() + h * out_head_stride, out.row_size());
-  }
+  std::vector<GemmJob> jobs;
+  for (int64_t h = 0; h < H; ++h)
+    jobs.push_back({x.data<float>() + h * x_head_stride, x.row_size(), T, &w, h * N, N, nullptr,
+                    out.data<float>() + h * out_head_stride, out.row_size(), nullptr});
+  gemm_batch(jobs);
 }
 
 void CpuBackend::copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
                             int64_t dst_stride, int64_t dst_offset, int64_t width,
                             int64_t num_heads) {
+  OpTimer timer(*this, [] { return std::string("copy_heads"); });
   const int64_t T = src.dim(0);
   const float* s = src.data<float>();
   float* d = dst.data<float>();
@@ -248,6 +295,7 @@ void CpuBackend::copy_heads(const Tensor& src, int64_t src_stride, int64_t src_o
 
 void CpuBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,
                       int64_t num_heads, int64_t head_stride, int64_t offset) {
+  OpTimer timer(*this, [] { return std::string("rope"); });
   const int64_t T = x.dim(0), row = x.row_size(), half = static_cast<int64_t>(rope.inv_freq.size());
   R1_CHECK(static_cast<int64_t>(positions.size()) == T, "rope: {} positions for {} rows",
            positions.size(), T);
@@ -277,6 +325,7 @@ void CpuBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const Ro
 }
 
 void CpuBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) {
+  OpTimer timer(*this, [] { return std::string("cache_write"); });
   const int64_t width = src.row_size(), slots = cache.dim(0) * cache.dim(1);
   R1_CHECK(cache.row_size() == cache.dim(1) * width, "cache_write: src {} cache {}", src.describe(),
            cache.describe());

@@ -4,7 +4,10 @@
 // time. Op families live in their own files (ops_basic, attention, moe).
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <memory>
+#include <string>
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
@@ -60,11 +63,67 @@ class CpuBackend final : public Backend {
   void gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w, int64_t w_offset_rows,
             int64_t N, const float* bias, float* out, int64_t ldo, const Tensor& scale = Tensor());
 
+  // Several independent gemms (the heads of head_linear, the experts of a MoE
+  // layer) split into row blocks and run in one parallel_for: one fork-join
+  // instead of one per gemm, which is what small decode steps pay for.
+  struct GemmJob {
+    const float* x;
+    int64_t ldx, M;
+    const Tensor* w;
+    int64_t w_offset_rows, N;
+    const float* bias;
+    float* out;
+    int64_t ldo;
+    const Tensor* scale;  // int8 row scales, or null
+  };
+  void gemm_batch(const std::vector<GemmJob>& jobs);
+
+  // Wall time per op (cpu_bench --profile). Off by default: one branch per op.
+  // Only outermost ops are timed; `bytes` counts weight bytes the op read.
+  struct OpStat {
+    int64_t calls = 0;
+    double seconds = 0;
+    double bytes = 0;
+  };
+  void set_profiling(bool on) { profiling_ = on; }
+  std::map<std::string, OpStat> take_profile();
+
  private:
+  friend class OpTimer;
+  bool profiling_ = false;
+  int op_depth_ = 0;
+  std::map<std::string, OpStat> profile_;
   ThreadPool pool_;
   const Kernels& k_;
 };
 
 WeightType weight_type(const Tensor& w);
+
+// Times one op into CpuBackend::profile_ when profiling is on; the name is
+// only built (by the caller's lambda) when it is.
+class OpTimer {
+ public:
+  template <typename NameFn>
+  OpTimer(CpuBackend& be, NameFn&& name, double bytes = 0) : be_(be) {
+    if (!be_.profiling_) return;
+    entered_ = true;
+    if (be_.op_depth_++ > 0) return;
+    active_ = true;
+    name_ = name();
+    bytes_ = bytes;
+    t0_ = std::chrono::steady_clock::now();
+  }
+  ~OpTimer();
+  void add_bytes(double b) { bytes_ += b; }
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+ private:
+  CpuBackend& be_;
+  bool entered_ = false, active_ = false;
+  std::string name_;
+  double bytes_ = 0;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 }  // namespace r1::backend::cpu

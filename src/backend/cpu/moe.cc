@@ -16,6 +16,7 @@ namespace r1::backend::cpu {
 
 void CpuBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p,
                            Tensor& ids, Tensor& weights) {
+  OpTimer timer(*this, [] { return std::string("moe_route"); });
   const int64_t T = router_logits.dim(0), E = router_logits.dim(1), K = p.top_k;
   R1_CHECK(E % p.n_group == 0 && p.topk_group <= p.n_group && K <= E, "moe_route params");
   R1_CHECK(ids.dim(0) == T && ids.dim(1) == K && weights.dim(0) == T && weights.dim(1) == K,
@@ -83,6 +84,7 @@ void CpuBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tens
   const int64_t T = x.dim(0), H = x.dim(1), K = ids.dim(1), E = w.num_experts(), I = w.inter_size();
   R1_CHECK(w.gate_up.dim(1) == 2 * I && w.gate_up.dim(2) == H && w.down.dim(1) == H,
            "moe weights {} {}", w.gate_up.describe(), w.down.describe());
+  OpTimer timer(*this, [] { return std::string("moe_experts"); });
   const int32_t* idp = ids.data<int32_t>();
   const float* wp = weights.data<float>();
   // Tokens of each expert, in token order.
@@ -93,26 +95,71 @@ void CpuBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tens
       R1_CHECK(e >= 0 && e < E, "expert id {} of {}", e, E);
       rows[static_cast<size_t>(e)].push_back(t * K + j);
     }
-  // y[t * K + j] = Expert_{ids[t, j]}(x[t])
+  const double expert_bytes =
+      static_cast<double>(
+          w.gate_up.nbytes() + w.down.nbytes() +
+          (w.gate_up_scale.defined() ? w.gate_up_scale.nbytes() + w.down_scale.nbytes() : 0)) /
+      static_cast<double>(E);
+  for (const auto& r : rows)
+    if (!r.empty()) timer.add_bytes(expert_bytes);
+  // y[t * K + j] = Expert_{ids[t, j]}(x[t]). The gate_up products of a group
+  // of experts run in one parallel_for, then their down products in another
+  // (one fork-join per phase instead of one per expert: at decode that is the
+  // cost that matters). Groups are capped in rows so that long prefills do not
+  // hold every expert's intermediate at once. Each expert's gemm is the same
+  // as alone, so results do not depend on the grouping.
   std::vector<float> y(static_cast<size_t>(T * K * H));
-  std::vector<float> xin, gu, act, yo;
   const float* xp = x.data<float>();
-  for (int64_t e = 0; e < E; ++e) {
-    const auto& r = rows[static_cast<size_t>(e)];
-    if (r.empty()) continue;
-    const int64_t n = static_cast<int64_t>(r.size());
-    xin.resize(static_cast<size_t>(n * H));
-    for (int64_t i = 0; i < n; ++i)
-      std::memcpy(xin.data() + i * H, xp + (r[i] / K) * H, static_cast<size_t>(H) * 4);
-    gu.resize(static_cast<size_t>(n * 2 * I));
-    gemm(xin.data(), H, n, w.gate_up, e * 2 * I, 2 * I, nullptr, gu.data(), 2 * I, w.gate_up_scale);
-    act.resize(static_cast<size_t>(n * I));
-    for (int64_t i = 0; i < n; ++i)
-      k_.silu_mul(gu.data() + i * 2 * I, gu.data() + i * 2 * I + I, act.data() + i * I, I);
-    yo.resize(static_cast<size_t>(n * H));
-    gemm(act.data(), I, n, w.down, e * H, H, nullptr, yo.data(), H, w.down_scale);
-    for (int64_t i = 0; i < n; ++i)
-      std::memcpy(y.data() + r[i] * H, yo.data() + i * H, static_cast<size_t>(H) * 4);
+  const Tensor* gu_scale = w.gate_up_scale.defined() ? &w.gate_up_scale : nullptr;
+  const Tensor* down_scale = w.down_scale.defined() ? &w.down_scale : nullptr;
+  const int64_t max_rows = std::max<int64_t>(1, (64 << 20) / ((2 * H + 3 * I) * 4));
+  std::vector<float> xin, gu, act, yo;
+  std::vector<GemmJob> jobs;
+  std::vector<int64_t> group, offset;
+  for (int64_t e0 = 0; e0 < E;) {
+    // Next group: experts with tokens from e0 on, up to max_rows rows.
+    group.clear();
+    offset.assign(1, 0);
+    for (; e0 < E; ++e0) {
+      const int64_t n = static_cast<int64_t>(rows[static_cast<size_t>(e0)].size());
+      if (n == 0) continue;
+      if (!group.empty() && offset.back() + n > max_rows) break;
+      group.push_back(e0);
+      offset.push_back(offset.back() + n);
+    }
+    if (group.empty()) break;
+    const int64_t R = offset.back();
+    xin.resize(static_cast<size_t>(R * H));
+    gu.resize(static_cast<size_t>(R * 2 * I));
+    act.resize(static_cast<size_t>(R * I));
+    yo.resize(static_cast<size_t>(R * H));
+    for (size_t g = 0; g < group.size(); ++g) {
+      const auto& r = rows[static_cast<size_t>(group[g])];
+      for (size_t i = 0; i < r.size(); ++i)
+        std::memcpy(xin.data() + (offset[g] + static_cast<int64_t>(i)) * H, xp + (r[i] / K) * H,
+                    static_cast<size_t>(H) * 4);
+    }
+    jobs.clear();
+    for (size_t g = 0; g < group.size(); ++g)
+      jobs.push_back({xin.data() + offset[g] * H, H, offset[g + 1] - offset[g], &w.gate_up,
+                      group[g] * 2 * I, 2 * I, nullptr, gu.data() + offset[g] * 2 * I, 2 * I,
+                      gu_scale});
+    gemm_batch(jobs);
+    pool_.parallel_for(R, std::max<int64_t>(1, 8192 / I), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        k_.silu_mul(gu.data() + i * 2 * I, gu.data() + i * 2 * I + I, act.data() + i * I, I);
+    });
+    jobs.clear();
+    for (size_t g = 0; g < group.size(); ++g)
+      jobs.push_back({act.data() + offset[g] * I, I, offset[g + 1] - offset[g], &w.down,
+                      group[g] * H, H, nullptr, yo.data() + offset[g] * H, H, down_scale});
+    gemm_batch(jobs);
+    for (size_t g = 0; g < group.size(); ++g) {
+      const auto& r = rows[static_cast<size_t>(group[g])];
+      for (size_t i = 0; i < r.size(); ++i)
+        std::memcpy(y.data() + r[i] * H, yo.data() + (offset[g] + static_cast<int64_t>(i)) * H,
+                    static_cast<size_t>(H) * 4);
+    }
   }
   float* op = out.data<float>();
   for (int64_t t = 0; t < T; ++t) {
