@@ -46,6 +46,7 @@ struct ServeArgs {
   double drain_timeout_s = 30;
   double header_timeout_s = 10;
   double body_timeout_s = 30;
+  double ready_stall_timeout_s = 10;
 };
 
 Status read_key_file(const std::string& path, std::vector<std::string>& keys) {
@@ -140,6 +141,8 @@ int run_serve(ServeArgs& a) {
   cfg.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.drain_timeout_s * 1000));
   cfg.http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.header_timeout_s * 1000));
   cfg.http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.body_timeout_s * 1000));
+  cfg.ready_stall_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(a.ready_stall_timeout_s * 1000));
 
   server::Server srv(cfg, engine, tokenizer, tmpl);
   Status s = srv.start();
@@ -213,6 +216,9 @@ void setup_serve(CLI::App& app, int& exit_code) {
   opt("--body-timeout", a->body_timeout_s, "Seconds to receive a request body", "Limits", "BODY_TIMEOUT");
   opt("--drain-timeout", a->drain_timeout_s, "Seconds in-flight requests get after SIGTERM", "Limits",
       "DRAIN_TIMEOUT");
+  opt("--ready-stall-timeout", a->ready_stall_timeout_s,
+      "Seconds the engine may hold work without finishing a step before /ready says 503 (0: off)",
+      "Limits", "READY_STALL_TIMEOUT");
   opt("--log-format", a->log_format, "text or json", "Logging", "LOG_FORMAT")->check(CLI::IsMember({"text", "json"}));
   opt("--log-level", a->log_level, "trace, debug, info, warn, error", "Logging", "LOG_LEVEL");
   opt("--access-log", c.access_log, "Access log: a file, or - for stdout (default: off)", "Logging", "ACCESS_LOG");

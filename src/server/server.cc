@@ -46,6 +46,19 @@ std::string request_id_for(const HttpRequest& req, std::atomic<uint64_t>& counte
   return fmt::format("req-{:x}{:06x}", boot & 0xffffffff, counter.fetch_add(1) & 0xffffff);
 }
 
+std::string not_ready_reason(const engine::EngineStats* st, bool draining,
+                             std::chrono::milliseconds stall_timeout, Clock::time_point now) {
+  if (draining) return "draining";
+  if (!st) return "no engine";
+  if (!st->alive) return "the engine is not running";
+  if (stall_timeout.count() > 0 && st->running + st->waiting > 0 &&
+      now - st->last_step > stall_timeout) {
+    return fmt::format("the engine has not completed a step for {:.1f} s",
+                       std::chrono::duration<double>(now - st->last_step).count());
+  }
+  return "";
+}
+
 namespace {
 
 HttpResponse json_response(int status, const Json& j, const std::string& rid) {
@@ -141,14 +154,21 @@ void Server::stop() {
 void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchange> ex) {
   std::string rid = request_id_for(*req, ctx_->next_id);
   const RouteSpec* route = find_route(req->path);
+  int key_index = -1;
   auto finish_small = [&](HttpResponse r) {
     if (ctx_->access_log.enabled()) {
       Json e;
+      e["ts"] = static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count()) /
+                1000.0;
       e["request_id"] = rid;
       e["method"] = req->method;
       e["path"] = req->path;
       e["status"] = r.status;
+      e["key_id"] = key_id(key_index);
       e["remote"] = req->remote;
+      e["e2e_ms"] = std::chrono::duration<double>(Clock::now() - req->arrival).count() * 1e3;
       ctx_->access_log.write(e);
     }
     if (ctx_->draining.load()) r.close = true;
@@ -165,7 +185,6 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
     r.headers.emplace_back("Allow", route->method);
     return finish_small(std::move(r));
   }
-  int key_index = -1;
   if (keys_.enabled() && route_needs_key(*route, ctx_->config.metrics_public)) {
     auto k = keys_.check(req->header("authorization"));
     if (!k) return finish_small(error_response(unauthorized(), rid));
@@ -178,9 +197,11 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
     case RouteId::kLive:
       return finish_small(json_response(200, Json::object(), rid));
     case RouteId::kReady: {
-      bool alive = ctx_->engine && ctx_->engine->stats().alive;
-      if (draining) return finish_small(error_response(unavailable("draining"), rid));
-      if (!alive) return finish_small(error_response(unavailable("the engine is not running"), rid));
+      engine::EngineStats st;
+      if (ctx_->engine) st = ctx_->engine->stats();
+      std::string why = not_ready_reason(ctx_->engine ? &st : nullptr, draining,
+                                         cfg.ready_stall_timeout, Clock::now());
+      if (!why.empty()) return finish_small(error_response(unavailable(why), rid));
       return finish_small(json_response(200, Json{{"status", "ready"}}, rid));
     }
     case RouteId::kMetrics: {
@@ -192,7 +213,10 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
       }
       HttpResponse r;
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-      r.body = ctx_->metrics.render(have ? &st : nullptr, have && st.alive && !draining, draining);
+      bool ready =
+          not_ready_reason(have ? &st : nullptr, draining, cfg.ready_stall_timeout, Clock::now())
+              .empty();
+      r.body = ctx_->metrics.render(have ? &st : nullptr, ready, draining);
       return finish_small(std::move(r));
     }
     case RouteId::kVersion:

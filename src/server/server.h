@@ -37,6 +37,9 @@ struct ServerConfig {
   std::chrono::milliseconds request_timeout{600000};  // 0: none
   std::chrono::milliseconds drain_timeout{30000};
   std::chrono::milliseconds sse_keepalive{15000};
+  // /ready turns 503 when the engine has work but has not finished a step
+  // for this long (a stalled scheduler or a hung forward). 0: never.
+  std::chrono::milliseconds ready_stall_timeout{10000};
   int retry_after_seconds = 1;
   bool reasoning_parser = false;  // deepseek_r1
   bool tool_call_parser = true;   // deepseek_v3
@@ -91,6 +94,13 @@ class Server {
   ApiKeys keys_;
   std::atomic<bool> stopping_{false};
 };
+
+// Why the server cannot take traffic ("" when it can): draining, the engine
+// thread is dead, or the engine has work and has not stepped for
+// `stall_timeout`.
+std::string not_ready_reason(const engine::EngineStats* st, bool draining,
+                             std::chrono::milliseconds stall_timeout,
+                             std::chrono::steady_clock::time_point now);
 
 // A request id: the client's X-Request-Id when it is sane, else a new one.
 std::string request_id_for(const HttpRequest& req, std::atomic<uint64_t>& counter);
