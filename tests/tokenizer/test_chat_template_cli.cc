@@ -31,8 +31,9 @@ int run(const std::string& cmd, std::string* out) {
 }
 
 void check_template(const std::string& name, const std::string& extra_flags) {
-  if (!fs::exists(kBinary)) GTEST_SKIP() << "r1serve not built";
-  if (!fs::exists(kConfig)) GTEST_SKIP() << "npm tokenizer packages not installed";
+  ASSERT_TRUE(fs::exists(kBinary)) << "r1serve not built";
+  ASSERT_TRUE(fs::exists(kConfig))
+      << "npm tokenizer packages not installed (scripts/install-deps.sh)";
   // Build the request file from the references that rendered without error.
   std::map<std::string, ojson> convs;
   {
@@ -82,8 +83,9 @@ TEST(ChatTemplateCli, R1TemplateFileMatchesReferences) {
 }
 
 TEST(ChatTemplateCli, BadLineNamesLineNumber) {
-  if (!fs::exists(kBinary)) GTEST_SKIP() << "r1serve not built";
-  if (!fs::exists(kConfig)) GTEST_SKIP() << "npm tokenizer packages not installed";
+  ASSERT_TRUE(fs::exists(kBinary)) << "r1serve not built";
+  ASSERT_TRUE(fs::exists(kConfig))
+      << "npm tokenizer packages not installed (scripts/install-deps.sh)";
   const std::string req_path = (fs::temp_directory_path() / "r1_ct_cli_bad.jsonl").string();
   {
     std::ofstream req(req_path);

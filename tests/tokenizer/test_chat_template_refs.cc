@@ -48,7 +48,8 @@ TEST_P(ChatTemplateRefs, MatchesTransformers) {
   const std::string name = GetParam();
   const auto& [pkg, file] = kTemplates.at(name);
   const std::string config = kNpm + "/" + pkg + "/models/tokenizer_config.json";
-  if (!fs::exists(config)) GTEST_SKIP() << "npm tokenizer packages not installed (scripts/install-deps.sh)";
+  ASSERT_TRUE(fs::exists(config))
+      << "npm tokenizer packages not installed (scripts/install-deps.sh)";
   auto ct = ChatTemplate::from_tokenizer_config(config);
   ASSERT_TRUE(ct.is_ok()) << ct.status().to_string();
   ChatTemplate tmpl = std::move(ct).value();

@@ -3,6 +3,7 @@
 // lstrip_blocks), and the sandbox: budgets, host-attribute access, error
 // positions.
 #include <chrono>
+#include <regex>
 
 #include <gtest/gtest.h>
 
@@ -246,7 +247,26 @@ TEST(JinjaSandbox, ErrorsNameLineAndColumn) {
   EXPECT_FALSE(Template::parse("{{ 'unterminated }}").is_ok());
 
   std::string runtime = render("line1\n  {{ 1 // 0 }}");
-  EXPECT_NE(runtime.find("line 2"), std::string::npos) << runtime;
+  EXPECT_NE(runtime.find("line 2, column "), std::string::npos) << runtime;
+}
+
+// Budget errors point into the template too, not only syntax errors.
+TEST(JinjaSandbox, BudgetErrorsNameLineAndColumn) {
+  const std::regex where(R"(line ([0-9]+), column [0-9]+)");
+  std::smatch m;
+  std::string steps = render(
+      "header\n{% for i in range(100000) %}{% for j in range(100000) %}\n"
+      "{% set x = j %}{% endfor %}{% endfor %}");
+  EXPECT_NE(steps.find("step budget"), std::string::npos) << steps;
+  ASSERT_TRUE(std::regex_search(steps, m, where)) << steps;
+  EXPECT_GE(std::stoi(m[1]), 2) << steps;
+  RenderLimits small;
+  small.max_output_bytes = 100;
+  std::string out =
+      render("a\nb\n{% for i in range(100) %}0123456789{% endfor %}", ojson::object(), small);
+  EXPECT_NE(out.find("output exceeds"), std::string::npos) << out;
+  ASSERT_TRUE(std::regex_search(out, m, where)) << out;
+  EXPECT_EQ(m[1], "3") << out;
 }
 
 TEST(JinjaSandbox, DeepNestingRefused) {
