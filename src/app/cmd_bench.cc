@@ -132,6 +132,7 @@ int run_bench(const BenchArgs& a) {
   int64_t out_tokens = 0;
   for (const Track& t : track) {
     out_tokens += t.tokens;
+    if (t.tokens == 0) continue;  // failed before its first token: no latency to report
     ttft.push_back(std::chrono::duration<double>(t.first - t0).count());
     if (t.tokens > 1)
       tpot.push_back(std::chrono::duration<double>(t.last - t.first).count() /

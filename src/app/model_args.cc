@@ -46,7 +46,8 @@ void ModelArgs::add_to(CLI::App* cmd) {
       ->capture_default_str()
       ->envname("R1SERVE_GPU_MEMORY_UTILIZATION")
       ->group("Model");
-  cmd->add_option("--seed", seed, "Seed of --load-format dummy weights")
+  cmd->add_option("--seed", seed,
+                  "Seed of --load-format dummy weights (and of sampling in generate)")
       ->capture_default_str()
       ->envname("R1SERVE_SEED")
       ->group("Model");
