@@ -58,7 +58,9 @@ TEST(EngineSampling, SeededOutputIndependentOfBatch) {
     GenerationRequest bg = make("bg" + std::to_string(i), 100 + i);
     bg.prompt = random_prompt(rng, 5 + i * 3, 512);
     ASSERT_TRUE((*e)->submit(std::move(bg), c.callback()).is_ok());
-    if (i == 5) ASSERT_TRUE((*e)->submit(make("x", 1234), c.callback()).is_ok());
+    if (i == 5) {
+      ASSERT_TRUE((*e)->submit(make("x", 1234), c.callback()).is_ok());
+    }
   }
   ASSERT_TRUE((*e)->submit(make("y", 1234), c.callback()).is_ok());  // same seed, same prompt
   ASSERT_TRUE((*e)->submit(make("z", 999), c.callback()).is_ok());
