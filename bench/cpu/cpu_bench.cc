@@ -6,7 +6,7 @@
 // it; the report gives the median fraction and its spread.
 // Usage: cpu_bench CONFIG.json [--threads N] [--decode-tokens N] [--prompt N]
 //        [--prefill N] [--batches 1,4,16] [--rounds N] [--dtype bf16|f32|int8]
-//        [--profile 1]
+//        [--profile B]   (per-op times of a decode step at batch B, and of the prefill)
 // Model weights are random (RandomWeights), bf16 by default; int8 is the
 // weight-only int8 of `--quantization int8` (quantized from the bf16 values).
 #include <algorithm>
@@ -205,8 +205,7 @@ void print_profile(backend::cpu::CpuBackend& be, int tokens) {
             [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
   double total = 0;
   for (const auto& r : rows) total += r.second.seconds;
-  std::printf("profile (per decoded token, %d tokens): %.2f ms in ops\n", tokens,
-              total / tokens * 1e3);
+  std::printf("profile (per step, %d steps): %.2f ms in ops\n", tokens, total / tokens * 1e3);
   std::printf("  %-32s %8s %9s %6s %9s %8s\n", "op", "calls", "ms", "share", "MB", "GB/s");
   for (const auto& [name, st] : rows) {
     std::printf("  %-32s %8.1f %9.3f %5.1f%% %9.2f %8.1f\n", name.c_str(),
@@ -223,7 +222,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: cpu_bench CONFIG.json [--threads N] [--decode-tokens N] [--prompt N] "
                  "[--prefill N] [--batches 1,4,16] [--rounds N] [--dtype bf16|f32|int8] "
-                 "[--profile 1]\n");
+                 "[--profile B]\n");
     return 2;
   }
   std::string config = argv[1], batches_arg = "1,4,16", dtype = "bf16";
@@ -313,9 +312,10 @@ int main(int argc, char** argv) {
       bw_d.med() / bytes, frac_d.med(), frac_d.lo(), frac_d.hi(), bytes / 1e6, bw_f.med() / 1e9,
       bw_f.lo() / 1e9, bw_f.hi() / 1e9, bw_f.med() / bytes, frac_f.med(), frac_f.lo(), frac_f.hi());
 
-  if (profile) {
-    const double tps = run_decode(m, 1, prompt, decode_tokens, &be);
-    std::printf("profiled run: %.2f tokens/s = %.2f ms per token\n", tps, 1e3 / tps);
+  if (profile) {  // --profile B: per-op times of a decode at batch B
+    const double tps = run_decode(m, profile, prompt, decode_tokens, &be);
+    std::printf("profiled run at batch %d: %.2f tokens/s = %.2f ms per step\n", profile, tps,
+                1e3 * profile / tps);
     print_profile(be, decode_tokens);
   }
 
