@@ -12,14 +12,16 @@ BUNDLE="$ROOT/build-cuda-bundle"
 if [[ "${1:-}" == "--bundle" ]]; then
   set -e
   cmake -S "$ROOT" -B "$ROOT/build-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release -DR1_CUDA=ON >/dev/null
-  cmake --build "$ROOT/build-cuda" -j2 --target backend_test_cuda_ops backend_test_cuda_model bench_cuda
+  cmake --build "$ROOT/build-cuda" -j2 --target backend_test_cuda_ops backend_test_cuda_model \
+    backend_test_cuda_graphs bench_cuda r1serve
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   cp "$ROOT/build-cuda/tests/backend/backend_test_cuda_ops" "$ROOT/build-cuda/tests/backend/backend_test_cuda_model" \
-     "$ROOT/build-cuda/bench_cuda" "$BUNDLE/bin/"
+     "$ROOT/build-cuda/tests/backend/backend_test_cuda_graphs" "$ROOT/build-cuda/bench_cuda" \
+     "$ROOT/build-cuda/r1serve" "$BUNDLE/bin/"
   strip "$BUNDLE"/bin/* || true
   # Debian libraries absent on the GPU machine (CUDA's own libraries are there).
   for f in "$BUNDLE"/bin/*; do
-    ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libprometheus' || true
+    ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libprometheus|libboost|libssl|libcrypto' || true
   done | sort -u | xargs -r -I{} cp -L {} "$BUNDLE/lib/"
   echo "$(git -C "$ROOT" rev-parse --short HEAD) $(date -u +%FT%TZ)" > "$BUNDLE/VERSION"
   du -sh "$BUNDLE"
@@ -49,9 +51,36 @@ run_gtest() {  # name binary timeout
 : > "$OUT/summary.txt"
 run_gtest cuda_ops backend_test_cuda_ops "${OPS_TIMEOUT:-60}"
 run_gtest cuda_model backend_test_cuda_model "${MODEL_TIMEOUT:-150}"
+run_gtest cuda_graphs backend_test_cuda_graphs "${GRAPHS_TIMEOUT:-90}"
 timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" \
   "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/summary.txt"
+
+# Per-kernel GPU time of three eager batch-1 decode steps, from Nsight Compute.
+NCU_BIN="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
+if [[ "${NCU:-1}" == 1 && -n "$NCU_BIN" ]]; then
+  R1_BENCH_QUICK=1 timeout 240 "$NCU_BIN" --clock-control none --metrics gpu__time_duration.sum --csv \
+    "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" > /tmp/ncu.csv 2> /tmp/ncu.err
+  echo "ncu rc=$?" >> "$OUT/summary.txt"
+  { python3 "$ROOT/tools/ncu_summary.py" /tmp/ncu.csv 3; tail -5 /tmp/ncu.err; } > "$OUT/ncu_summary.txt" 2>&1
+fi
+
+# Through the engine: r1serve bench with dummy weights made on the GPU.
+# C concurrent requests of IN prompt / OUT generated tokens (all submitted at once, C per step).
+engine_bench() {  # model C IN OUT
+  echo "## r1serve bench $1 concurrency $2 input $3 output $4"
+  timeout 150 "$BUNDLE/bin/r1serve" bench --model "$ROOT/bench/configs/$1" --device cuda --load-format dummy \
+    --num-prompts "$2" --batch "$2" --input-len "$3" --output-len "$4" --warmup 2>&1
+  echo "rc=$?"
+}
+if [[ "${ENGINE_BENCH:-1}" == 1 ]]; then
+  {
+    for c in 1 8 64; do engine_bench bench-r1-9b "$c" 1024 256; done
+    for c in 32 128; do engine_bench bench-r1-9b "$c" 512 128; done
+    engine_bench r1-distill-qwen-7b 1 1024 256
+  } > "$OUT/engine_bench.log" 2>&1
+  echo "engine bench done" >> "$OUT/summary.txt"
+fi
 
 echo "==== failures (first 40 lines) ===="
 grep -h -B2 -A6 -E 'Failure|FAILED|check failed|error' "$OUT/cuda_ops.log" "$OUT/cuda_model.log" | head -40
@@ -59,6 +88,12 @@ echo "==== model comparison ===="
 grep -h -E 'max\|err\||routing:|router vs|flip:|greedy [0-9]' "$OUT/cuda_model.log" | head -60
 echo "==== bench log ===="
 grep -E '^#|^  |failed|error' "$OUT/bench.log" | head -80
+echo "==== ncu (bench-r1-9b, batch 1, eager, per step) ===="
+[[ -f "$OUT/ncu_summary.txt" ]] && head -40 "$OUT/ncu_summary.txt"
+echo "==== graphs ===="
+grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
+echo "==== engine bench ===="
+[[ -f "$OUT/engine_bench.log" ]] && grep -E '^##|throughput|first token|per output|loaded|rc=|error' "$OUT/engine_bench.log"
 echo "==== device ===="
 cat "$OUT/device.txt"
 echo "==== summary ===="

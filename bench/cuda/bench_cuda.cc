@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -252,24 +253,37 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
     return bytes + kv_tok * B * (ctx + 1);
   };
   const int bs = 16, ctx = 512;
+  // R1_BENCH_QUICK=1: three eager batch-1 steps only (for a kernel profiler such as ncu).
+  const bool quick = std::getenv("R1_BENCH_QUICK") != nullptr;
+  if (quick) full = false;
   std::vector<int> batches = full ? std::vector<int>{1, 32, 128} : std::vector<int>{1};
   for (int B : batches) {
-    const int steps = 24, max_blocks = (ctx + steps + 8 + bs) / bs + 1;
+    const int steps = quick ? 3 : 24, max_blocks = (ctx + 24 + 8 + bs) / bs + 1;
     backend::KvCache cache = be->alloc_kv_cache(spec, static_cast<int64_t>(B) * max_blocks, bs);
     std::vector<float> logits;
-    std::vector<double> t;
-    for (int s = 0; s < steps; ++s) {
-      auto b = make_batch(B, ctx + s, 1, bs, max_blocks, true);
-      auto t1 = Clock::now();
-      m->forward(b, cache, logits);
-      if (s >= 4) t.push_back(ms_since(t1));
+    // Batch 1 also runs with recorded steps (CUDA graphs) off, to show what they save.
+    for (bool graphs : quick ? std::vector<bool>{false}
+                              : B == 1 ? std::vector<bool>{false, true} : std::vector<bool>{true}) {
+      backend::cuda_set_graphs(*be, graphs);
+      std::vector<double> t;
+      for (int s = 0; s < steps; ++s) {
+        auto b = make_batch(B, ctx + s, 1, bs, max_blocks, true);
+        auto t1 = Clock::now();
+        m->forward(b, cache, logits);
+        if (s >= 4) t.push_back(ms_since(t1));
+      }
+      if (quick) return;
+      const double ms = median(t);
+      const double tps = B * 1000.0 / ms;
+      const double roof = bw_tbps * 1e12 / step_bytes(B, ctx) * B;
+      const auto g = backend::cuda_graph_counts(*be);
+      std::printf("# %s decode batch %d (graphs %s; %lld replays so far): %.3f ms/step, %.1f tok/s, roofline %.1f tok/s "
+                  "(%.1f MB/step)\n",
+                  name.c_str(), B, graphs ? "on" : "off", static_cast<long long>(g.replays), ms, tps, roof,
+                  step_bytes(B, ctx) / 1e6);
+      report({name, "decode_b" + std::to_string(B) + (graphs ? "" : "_eager"), tps, "tok/s", tps / roof,
+              "HBM roofline"});
     }
-    const double ms = median(t);
-    const double tps = B * 1000.0 / ms;
-    const double roof = bw_tbps * 1e12 / step_bytes(B, ctx) * B;
-    std::printf("# %s decode batch %d: %.3f ms/step, %.1f tok/s, roofline %.1f tok/s (%.1f MB/step)\n", name.c_str(), B,
-                ms, tps, roof, step_bytes(B, ctx) / 1e6);
-    report({name, "decode_b" + std::to_string(B), tps, "tok/s", tps / roof, "HBM roofline"});
     if (B == 1 || B == 32) {  // one more step with per-op GPU timing
       backend::cuda_set_profiling(*be, true);
       auto b = make_batch(B, ctx + steps, 1, bs, max_blocks, true);
@@ -315,6 +329,10 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
 int main(int argc, char** argv) {
   if (backend::cuda_device_count() == 0) {
     std::printf("no CUDA device: nothing to benchmark\n");
+    return 0;
+  }
+  if (std::getenv("R1_BENCH_QUICK") != nullptr) {
+    if (argc > 1) bench_model(argv[1], 1.0, 1.0, false);
     return 0;
   }
   const double bw = hbm_copy_tbps();

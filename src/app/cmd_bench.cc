@@ -30,6 +30,7 @@ struct BenchArgs {
   double kv_cache_gib = 0;
   double shared_prefix = 0;  // share of each prompt that is common to all
   bool no_prefix_caching = false;
+  bool warmup = false;  // one untimed round of the same workload first
 };
 
 double percentile(std::vector<double> v, double q) {
@@ -89,6 +90,33 @@ int run_bench(const BenchArgs& a) {
   int done = 0, errors = 0;
   double peak_usage = 0;
   engine::Engine* e = eng->get();
+  if (a.warmup) {
+    // The same shapes once, untimed: first-use costs (kernel loading, GEMM
+    // heuristics, recorded decode steps) stay out of the figures.
+    int wdone = 0;
+    for (int i = 0; i < a.num_prompts; ++i) {
+      engine::GenerationRequest r;
+      r.request_id = "warmup-" + std::to_string(i);
+      for (int k = 0; k < a.input_len; ++k)
+        r.prompt.push_back(static_cast<int32_t>(rng() % static_cast<uint64_t>(V)));
+      r.params.temperature = 0;
+      r.params.max_tokens = a.output_len;
+      r.params.ignore_eos = true;
+      Status st = e->submit(std::move(r), [&](const engine::EngineEvent& ev) {
+        if (!ev.request_done) return;
+        std::lock_guard<std::mutex> lock(mu);
+        ++wdone;
+        cv.notify_all();
+      });
+      if (!st.is_ok()) {
+        std::fprintf(stderr, "r1serve bench: warm-up request %d: %s\n", i, st.message().c_str());
+        return 1;
+      }
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return wdone == a.num_prompts; });
+  }
+  const engine::EngineStats s0 = e->stats();
   const Clock::time_point t0 = Clock::now();
   for (int i = 0; i < a.num_prompts; ++i) {
     engine::GenerationRequest r;
@@ -142,7 +170,8 @@ int run_bench(const BenchArgs& a) {
   std::printf("requests:               %d (%d errors), input %d, output %d tokens each\n",
               a.num_prompts, errors, a.input_len, a.output_len);
   std::printf("elapsed:                %.3f s, %lld engine steps, %lld preemptions\n", elapsed,
-              static_cast<long long>(s.steps), static_cast<long long>(s.preemptions));
+              static_cast<long long>(s.steps - s0.steps),
+              static_cast<long long>(s.preemptions - s0.preemptions));
   std::printf(
       "throughput:             %.1f output tokens/s, %.1f total tokens/s, %.2f requests/s\n",
       static_cast<double>(out_tokens) / elapsed,
@@ -154,12 +183,11 @@ int run_bench(const BenchArgs& a) {
   std::printf("KV cache:               %lld blocks of %lld tokens, peak usage %.1f%%\n",
               static_cast<long long>(s.kv_blocks_total), static_cast<long long>(s.block_size),
               100.0 * peak_usage);
+  const int64_t hits = s.prefix_cache_hits - s0.prefix_cache_hits;
+  const int64_t queries = s.prefix_cache_queries - s0.prefix_cache_queries;
   std::printf("prefix cache:           %lld / %lld blocks hit (%.1f%%)\n",
-              static_cast<long long>(s.prefix_cache_hits),
-              static_cast<long long>(s.prefix_cache_queries),
-              s.prefix_cache_queries ? 100.0 * static_cast<double>(s.prefix_cache_hits) /
-                                           static_cast<double>(s.prefix_cache_queries)
-                                     : 0.0);
+              static_cast<long long>(hits), static_cast<long long>(queries),
+              queries ? 100.0 * static_cast<double>(hits) / static_cast<double>(queries) : 0.0);
   return errors == 0 ? 0 : 1;
 }
 
@@ -187,6 +215,8 @@ void setup_bench(CLI::App& app, int& exit_code) {
                   "Share (0..1) of each prompt common to all requests")
       ->capture_default_str();
   cmd->add_flag("--no-enable-prefix-caching", args->no_prefix_caching, "Turn prefix caching off");
+  cmd->add_flag("--warmup", args->warmup,
+                "Run the same workload once, untimed, before the measured round");
   cmd->callback([args, &exit_code] { exit_code = run_bench(*args); });
 }
 

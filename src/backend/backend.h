@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/batch.h"
+#include "core/random.h"
 #include "core/tensor.h"
 
 namespace r1::backend {
@@ -106,6 +107,27 @@ class Backend {
                                  int64_t block_size) = 0;
   // Blocks until queued device work is done (no-op on the CPU).
   virtual void synchronize() {}
+  // Fills `dst` (a contiguous tensor of this backend, F32 or BF16) with
+  // fill.offset + fill.scale * u_i, u_i from core/random.h's counter-based
+  // generator keyed by fill.state: the same values on every backend. The
+  // default fills host memory.
+  virtual void fill_random(Tensor& dst, const RandomFill& fill) {
+    fill_random_host(dst.raw(), dst.dtype(), dst.numel(), fill);
+  }
+
+  // ---- step recording (optional; CUDA graphs) ----
+  // The model brackets the ops of one forward step with begin_step/end_step.
+  // A backend that records steps may replay a recording made for a batch of the
+  // same shape, the same cache and the same output buffer `out`: then
+  // begin_step returns true, the step has been issued on `batch`'s inputs, and
+  // the model issues no ops until end_step. end_step returns false when the
+  // step's ops were recorded but could not be run; the model then issues them
+  // again (begin_step is not repeated). Buffers a step reads or writes must
+  // stay allocated while recordings exist (the model keeps outgrown scratch).
+  virtual bool begin_step(const BatchInfo& batch, const KvCache& cache, const Tensor& out) {
+    return false;
+  }
+  virtual bool end_step() { return true; }
 
   // ---- elementwise and normalization; x, out: F32 [T, H] ----
   // out[t] = table[ids[t]] (table any float dtype).

@@ -12,6 +12,8 @@ Tensor Scratch::get(const std::string& name, const Shape& shape, DType dtype) {
   Tensor& t = buffers_[name];
   const size_t need = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
   if (!t.defined() || t.nbytes() < need || t.dtype() != dtype) {
+    // A recorded step may still use the old buffer (Backend::begin_step): keep it.
+    if (t.defined()) retired_.push_back(std::move(t));
     // Grow with headroom so steps of slowly rising size do not reallocate.
     const int64_t rows = std::max<int64_t>(shape[0] * 2, 16);
     std::vector<int64_t> dims = shape.to_vector();
@@ -57,18 +59,25 @@ void ModelBase::forward(const backend::BatchInfo& batch, backend::KvCache& cache
   R1_CHECK(T > 0 && static_cast<int64_t>(batch.positions.size()) == T &&
                static_cast<int64_t>(batch.slot_mapping.size()) == T,
            "malformed batch: {} tokens", T);
-  Tensor x = scratch_.get("x", {T, H});  // residual stream [T, H]
-  backend_.embedding(embed_, batch.token_ids, x);
-  for (int64_t l = 0; l < cfg_.num_layers; ++l) layer_forward(l, batch, cache, x, scratch_);
   const int64_t n = static_cast<int64_t>(batch.logits_indices.size());
   logits.resize(static_cast<size_t>(n * cfg_.vocab_size));
-  if (n == 0) return;
-  Tensor xs = scratch_.get("x_out", {n, H});
-  backend_.gather_rows(x, batch.logits_indices, xs);
-  backend_.rms_norm(xs, final_norm_, eps(), xs);
-  Tensor lg = scratch_.get("logits", {n, cfg_.vocab_size}, DType::kF32);
-  backend_.linear(xs, lm_head_, lg);
-  backend_.to_host(lg, logits.data());
+  // The step's ops, issued unless the backend replays a recording of them; the
+  // output buffer is taken first so a replay and the model agree on it.
+  Tensor lg = scratch_.get("logits", {std::max<int64_t>(n, 1), cfg_.vocab_size}, DType::kF32);
+  auto issue = [&] {
+    Tensor x = scratch_.get("x", {T, H});  // residual stream [T, H]
+    backend_.embedding(embed_, batch.token_ids, x);
+    for (int64_t l = 0; l < cfg_.num_layers; ++l) layer_forward(l, batch, cache, x, scratch_);
+    if (n == 0) return;
+    Tensor xs = scratch_.get("x_out", {n, H});
+    backend_.gather_rows(x, batch.logits_indices, xs);
+    backend_.rms_norm(xs, final_norm_, eps(), xs);
+    Tensor out = lg.rows(0, n);
+    backend_.linear(xs, lm_head_, out);
+  };
+  if (!backend_.begin_step(batch, cache, lg)) issue();
+  if (!backend_.end_step()) issue();
+  if (n > 0) backend_.to_host(lg.rows(0, n), logits.data());
 }
 
 Result<std::unique_ptr<Model>> load_model(const io::ModelConfig& cfg, const WeightSource& source,

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "model/weight_loader.h"
@@ -25,6 +26,7 @@ class Scratch {
  private:
   backend::Backend& be_;
   std::map<std::string, Tensor> buffers_;
+  std::vector<Tensor> retired_;  // outgrown buffers, kept for recorded steps
 };
 
 // Bytes a product with `l` reads: weight, bias and int8 row scales.

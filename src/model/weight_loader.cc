@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "core/check.h"
+
 namespace r1::model {
 
 namespace {
@@ -60,7 +62,28 @@ Tensor WeightLoader::host(const std::string& name, const Shape& shape, DType wan
   return std::move(r).value();
 }
 
+bool WeightLoader::fill_on_device(const std::string& name) const {
+  if (be_.device() == Device::kCpu || int8()) return false;
+  const DType dt = matrix_dtype(name);
+  return src_.stored_dtype(name) == DType::kBF16 && (dt == DType::kBF16 || dt == DType::kF32) &&
+         src_.random_fill(name).has_value();
+}
+
+void WeightLoader::fill_part(Tensor& dst, int64_t first, const std::string& name,
+                             const Shape& shape) {
+  const int64_t n = shape.numel();
+  R1_CHECK(first + n <= dst.numel(), "random fill of {} past its buffer", name);
+  Tensor part = Tensor::wrap(static_cast<char*>(dst.raw()) + first * 2, shape, DType::kBF16,
+                             dst.owner(), dst.device());
+  be_.fill_random(part, *src_.random_fill(name));
+}
+
 Tensor WeightLoader::matrix(const std::string& name, const Shape& shape) {
+  if (fill_on_device(name)) {
+    Tensor t = be_.alloc(shape, DType::kBF16);
+    fill_part(t, 0, name, shape);
+    return t;
+  }
   const DType dt = matrix_dtype(name);
   return be_.upload(host(name, shape, dt), dt);
 }
@@ -96,6 +119,12 @@ backend::Linear WeightLoader::gate_up(const std::string& prefix, int64_t inter, 
     l.scale = be_.upload_stacked({g.scale, u.scale}, DType::kF32).reshape({2 * inter});
     return l;
   }
+  if (fill_on_device(prefix + "gate_proj.weight")) {
+    l.weight = be_.alloc({2 * inter, hidden}, DType::kBF16);
+    fill_part(l.weight, 0, prefix + "gate_proj.weight", {inter, hidden});
+    fill_part(l.weight, inter * hidden, prefix + "up_proj.weight", {inter, hidden});
+    return l;
+  }
   const DType dt = matrix_dtype(prefix + "gate_proj.weight");
   std::vector<Tensor> parts = {host(prefix + "gate_proj.weight", {inter, hidden}, dt),
                                host(prefix + "up_proj.weight", {inter, hidden}, dt)};
@@ -123,6 +152,17 @@ backend::ExpertWeights WeightLoader::experts(const std::string& prefix, int64_t 
     w.gate_up_scale = be_.upload_stacked(gus, DType::kF32).reshape({n, 2 * inter});
     w.down = be_.upload_stacked(d, DType::kI8);
     w.down_scale = be_.upload_stacked(ds, DType::kF32);
+    return w;
+  }
+  if (fill_on_device(prefix + "0.gate_proj.weight")) {
+    w.gate_up = be_.alloc({n, 2 * inter, hidden}, DType::kBF16);
+    w.down = be_.alloc({n, hidden, inter}, DType::kBF16);
+    for (int64_t e = 0; e < n; ++e) {
+      const std::string p = fmt::format("{}{}.", prefix, e);
+      fill_part(w.gate_up, 2 * e * inter * hidden, p + "gate_proj.weight", {inter, hidden});
+      fill_part(w.gate_up, (2 * e + 1) * inter * hidden, p + "up_proj.weight", {inter, hidden});
+      fill_part(w.down, e * hidden * inter, p + "down_proj.weight", {hidden, inter});
+    }
     return w;
   }
   const DType dt = matrix_dtype(prefix + "0.gate_proj.weight");

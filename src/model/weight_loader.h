@@ -36,6 +36,10 @@ class WeightLoader {
 
  private:
   Tensor host(const std::string& name, const Shape& shape, DType want);
+  // Generated weights on a device are made there (BF16), never sent over the bus.
+  bool fill_on_device(const std::string& name) const;
+  // Generates `name` ([shape]) into dst's elements from `first` on.
+  void fill_part(Tensor& dst, int64_t first, const std::string& name, const Shape& shape);
   bool int8() const { return opt_.weight_dtype == WeightDType::kInt8; }
   const WeightSource& src_;
   backend::Backend& be_;

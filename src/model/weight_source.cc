@@ -90,87 +90,84 @@ Result<Tensor> CheckpointWeights::load(const std::string& name, const Shape& sha
   return ckpt_.load(name, shape, want, block_rows_, block_cols_);
 }
 
+RandomWeights::RandomWeights(const io::ModelConfig& cfg, uint64_t seed, DType dtype)
+    : specs_(tensor_inventory(cfg)), seed_(seed), dtype_(dtype) {
+  for (size_t i = 0; i < specs_.size(); ++i) index_.emplace(specs_[i].name, i);
+}
+
+const TensorSpec* RandomWeights::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &specs_[it->second];
+}
+
 namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
-  return h;
+bool keeps_f32(TensorRole r) {
+  return r == TensorRole::kRouterBias || r == TensorRole::kBias;
 }
-
-uint64_t splitmix(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// Uniform in [-1, 1).
-inline float uniform(uint64_t& state) {
-  return static_cast<float>(
-      static_cast<double>(splitmix(state) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
-
 }  // namespace
 
-RandomWeights::RandomWeights(const io::ModelConfig& cfg, uint64_t seed, DType dtype)
-    : specs_(tensor_inventory(cfg)), seed_(seed), dtype_(dtype) {}
-
 std::optional<DType> RandomWeights::stored_dtype(const std::string& name) const {
-  for (const auto& s : specs_)
-    if (s.name == name) {
-      if (s.role == TensorRole::kRouterBias || s.role == TensorRole::kBias) return DType::kF32;
-      return dtype_;
-    }
-  return std::nullopt;
+  const TensorSpec* s = find(name);
+  if (s == nullptr) return std::nullopt;
+  return keeps_f32(s->role) ? DType::kF32 : dtype_;
 }
 
-Tensor RandomWeights::generate(const TensorSpec& spec) const {
-  Shape shape(spec.shape);
-  Tensor f = Tensor::empty(shape, DType::kF32);
-  float* p = f.data<float>();
-  const int64_t n = f.numel();
-  uint64_t state = seed_ ^ fnv1a(spec.name);
+// Matrices are uniform with std 1/sqrt(fan_in); embedding rows have std 1; norms near 1.
+RandomFill RandomWeights::fill_of(const TensorSpec& spec) const {
+  RandomFill f;
+  f.state = random_stream(seed_, spec.name);
   const float sqrt3 = std::sqrt(3.0f);
   switch (spec.role) {
     case TensorRole::kNorm:
-      for (int64_t i = 0; i < n; ++i) p[i] = 1.0f + 0.1f * uniform(state);
+      f.offset = 1.0f;
+      f.scale = 0.1f;
       break;
     case TensorRole::kBias:
     case TensorRole::kRouterBias:
-      for (int64_t i = 0; i < n; ++i) p[i] = 0.05f * uniform(state);
+      f.scale = 0.05f;
       break;
-    case TensorRole::kEmbedding: {
-      // Embedding rows of std 1; lm_head (same role) scaled like a matrix.
-      const float a = spec.name == "model.embed_tokens.weight"
-                          ? sqrt3
-                          : sqrt3 / std::sqrt(static_cast<float>(spec.shape[1]));
-      for (int64_t i = 0; i < n; ++i) p[i] = a * uniform(state);
+    case TensorRole::kEmbedding:
+      // lm_head (same role) is scaled like a matrix.
+      f.scale = spec.name == "model.embed_tokens.weight"
+                    ? sqrt3
+                    : sqrt3 / std::sqrt(static_cast<float>(spec.shape[1]));
       break;
-    }
     case TensorRole::kMatrix:
-    case TensorRole::kRouter: {
-      const float a = sqrt3 / std::sqrt(static_cast<float>(spec.shape.back()));
-      for (int64_t i = 0; i < n; ++i) p[i] = a * uniform(state);
+    case TensorRole::kRouter:
+      f.scale = sqrt3 / std::sqrt(static_cast<float>(spec.shape.back()));
       break;
-    }
   }
-  const bool keep_f32 = spec.role == TensorRole::kRouterBias || spec.role == TensorRole::kBias;
-  return keep_f32 ? f : convert_f32(f, dtype_);
+  return f;
+}
+
+std::optional<RandomFill> RandomWeights::random_fill(const std::string& name) const {
+  const TensorSpec* s = find(name);
+  if (s == nullptr) return std::nullopt;
+  return fill_of(*s);
+}
+
+Tensor RandomWeights::generate(const TensorSpec& spec) const {
+  const DType dt = keeps_f32(spec.role) ? DType::kF32 : dtype_;
+  Tensor t = Tensor::empty(Shape(spec.shape), dt);
+  if (dt == DType::kF32 || dt == DType::kBF16) {
+    fill_random_host(t.raw(), dt, t.numel(), fill_of(spec));
+    return t;
+  }
+  Tensor f = Tensor::empty(Shape(spec.shape), DType::kF32);
+  fill_random_host(f.raw(), DType::kF32, f.numel(), fill_of(spec));
+  return convert_f32(f, dt);
 }
 
 Result<Tensor> RandomWeights::load(const std::string& name, const Shape& shape, DType want) const {
-  for (const auto& s : specs_) {
-    if (s.name != name) continue;
-    if (Shape(s.shape) != shape)
-      return make_error(ErrorCode::kInvalidArgument, "random weights: {} has shape {}, expected {}",
-                        name, Shape(s.shape).to_string(), shape.to_string());
-    Tensor t = generate(s);
-    if (t.dtype() == want) return t;
-    Tensor f = t.dtype() == DType::kF32 ? t : to_f32(t);
-    return convert_f32(f, want);
-  }
-  return make_error(ErrorCode::kNotFound, "random weights: no tensor {}", name);
+  const TensorSpec* s = find(name);
+  if (s == nullptr) return make_error(ErrorCode::kNotFound, "random weights: no tensor {}", name);
+  if (Shape(s->shape) != shape)
+    return make_error(ErrorCode::kInvalidArgument, "random weights: {} has shape {}, expected {}",
+                      name, Shape(s->shape).to_string(), shape.to_string());
+  Tensor t = generate(*s);
+  if (t.dtype() == want) return t;
+  Tensor f = t.dtype() == DType::kF32 ? t : to_f32(t);
+  return convert_f32(f, want);
 }
 
 Status write_random_checkpoint(const std::string& config_path, const std::string& out_dir,

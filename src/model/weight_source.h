@@ -8,8 +8,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
+#include "core/random.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "io/checkpoint.h"
@@ -43,6 +45,11 @@ class WeightSource {
   virtual std::optional<DType> stored_dtype(const std::string& name) const = 0;
   // The tensor on the host with the given shape, in dtype `want`.
   virtual Result<Tensor> load(const std::string& name, const Shape& shape, DType want) const = 0;
+  // For generated weights: the stream `name` is made of (in its stored dtype),
+  // so a device can generate it in place rather than receive it over the bus.
+  virtual std::optional<RandomFill> random_fill(const std::string& name) const {
+    return std::nullopt;
+  }
 };
 
 class CheckpointWeights final : public WeightSource {
@@ -63,11 +70,15 @@ class RandomWeights final : public WeightSource {
   RandomWeights(const io::ModelConfig& cfg, uint64_t seed, DType dtype = DType::kBF16);
   std::optional<DType> stored_dtype(const std::string& name) const override;
   Result<Tensor> load(const std::string& name, const Shape& shape, DType want) const override;
+  std::optional<RandomFill> random_fill(const std::string& name) const override;
   // The tensor as it would be stored in a checkpoint (dtype of the role).
   Tensor generate(const TensorSpec& spec) const;
 
  private:
+  const TensorSpec* find(const std::string& name) const;
+  RandomFill fill_of(const TensorSpec& spec) const;
   std::vector<TensorSpec> specs_;
+  std::unordered_map<std::string, size_t> index_;  // name -> specs_ entry
   uint64_t seed_;
   DType dtype_;
 };

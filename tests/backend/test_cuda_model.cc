@@ -63,6 +63,7 @@ class RecordingBackend final : public Backend {
     return in_->alloc_kv_cache(s, n, b);
   }
   void synchronize() override { in_->synchronize(); }
+  void fill_random(Tensor& dst, const RandomFill& f) override { in_->fill_random(dst, f); }
   void embedding(const Tensor& t, const std::vector<int32_t>& ids, Tensor& out) override {
     in_->embedding(t, ids, out);
   }

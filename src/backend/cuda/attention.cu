@@ -66,7 +66,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
   __syncthreads();
 
   const int key_begin = blockIdx.y * a.keys_per_split;
-  const int key_end = min(tile.kmax, key_begin + a.keys_per_split);
+  // Keys the tile needs: up to the position of its last valid row's token (positions
+  // rise within a sequence). Read on the device, so a recorded plan fits any step.
+  const int last_row = min((qe - qs) * a.G, tile.i0 + kRows) - 1;
+  const int kmax = a.positions[qs + last_row / a.G] + 1;
+  const int key_end = min(kmax, key_begin + a.keys_per_split);
 
   // Thread roles. Scores: row tid/16, keys tid%16 and tid%16 + 16.
   // Output: row tid/16, columns 2*(tid%16) + 32*i.

@@ -38,6 +38,22 @@ void cuda_set_profiling(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->set_profiling(on);
 }
 
+void cuda_set_graphs(Backend& be, bool on) {
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->set_graphs(on);
+}
+
+CudaGraphCounts cuda_graph_counts(Backend& be) {
+  CudaGraphCounts r;
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) {
+    const auto s = c->graph_stats();
+    r.replays = s.replays;
+    r.captures = s.captures;
+    r.warmups = s.warmups;
+    r.failures = s.failures;
+  }
+  return r;
+}
+
 int64_t cuda_free_bytes(Backend& be) {
   auto* c = dynamic_cast<cuda::CudaBackend*>(&be);
   return c ? c->free_bytes() : -1;
@@ -125,6 +141,13 @@ CudaBackend::CudaBackend(int device, double memory_fraction, bool f32_activation
   R1_CHECK(cublasCreate(&cublas_) == CUBLAS_STATUS_SUCCESS, "cublasCreate failed");
   cublasSetStream(cublas_, stream_);
   cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH);
+  // A fixed cuBLAS workspace, so GEMMs inside a recorded step never allocate.
+  constexpr size_t kCublasWorkspace = size_t{32} << 20;
+  R1_CUDA_OK(cudaMalloc(&cublas_ws_, kCublasWorkspace));
+  R1_CHECK(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace) == CUBLAS_STATUS_SUCCESS,
+           "cublasSetWorkspace failed");
+  const char* g = std::getenv("R1SERVE_CUDA_GRAPHS");
+  graphs_ = !(g != nullptr && std::string(g) == "0");
 }
 
 OpTimer::OpTimer(CudaBackend& be, const char* name) : be_(be.profiling_ ? &be : nullptr), name_(name) {
@@ -138,6 +161,11 @@ OpTimer::~OpTimer() {
   if (!be_) return;
   cudaEventRecord(e1_, be_->stream_);
   be_->timings_.push_back({name_, e0_, e1_});
+}
+
+void CudaBackend::set_profiling(bool on) {
+  if (on && !profiling_) launch_hold(50'000'000, stream_);
+  profiling_ = on;
 }
 
 std::string CudaBackend::profile_report() {
@@ -161,11 +189,16 @@ std::string CudaBackend::profile_report() {
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_);
+  destroy_recordings();
+  if (pinned_) cudaFreeHost(pinned_);
+  retired_.clear();
   for (auto& w : ws_) w = Tensor();
+  counters_ = Tensor();
   ints_.clear();
   floats_.clear();
   batches_.clear();
   if (cublas_) cublasDestroy(cublas_);
+  if (cublas_ws_) cudaFree(cublas_ws_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -275,15 +308,35 @@ Tensor CudaBackend::as_bf16(const Tensor& x, int slot) {
 void* CudaBackend::workspace(int slot, size_t bytes) {
   Tensor& w = ws_[static_cast<size_t>(slot)];
   if (!w.defined() || w.nbytes() < bytes) {
+    if (!recordings_.empty() && w.defined()) retired_.push_back(w);
     w = Tensor();
     w = alloc({static_cast<int64_t>(std::max<size_t>(bytes + bytes / 4, 4096))}, DType::kU8);
   }
   return w.raw();
 }
 
+int32_t* CudaBackend::zeroed_counters(size_t n) {
+  if (!counters_.defined() || static_cast<size_t>(counters_.numel()) < n) {
+    if (!recordings_.empty() && counters_.defined()) retired_.push_back(counters_);
+    counters_ = alloc({static_cast<int64_t>(std::max<size_t>(n * 2, 1024))}, DType::kI32);
+    R1_CUDA_OK(cudaMemsetAsync(counters_.raw(), 0, counters_.nbytes(), stream_));
+  }
+  return counters_.data<int32_t>();
+}
+
 const int32_t* CudaBackend::dev_ints(const std::vector<int32_t>& v) {
+  if (cur_ != nullptr) {
+    // A recorded step's inputs live in its fixed buffers.
+    if (&v == &cur_src_->token_ids) return cur_->token_ids;
+    if (&v == &cur_src_->positions) return cur_->db.positions;
+    if (&v == &cur_src_->logits_indices) return cur_->logits_rows;
+  }
   for (auto& e : ints_)
     if (e.host.size() == v.size() && std::equal(v.begin(), v.end(), e.host.begin())) return e.dev.data<int32_t>();
+  if (capturing_) {  // an upload cannot be recorded: give up this capture
+    capture_broken_ = true;
+    return nullptr;
+  }
   if (ints_.size() < 8) ints_.emplace_back();
   IntEntry& e = ints_[ints_next_ % ints_.size()];
   ++ints_next_;
@@ -298,6 +351,10 @@ const int32_t* CudaBackend::dev_ints(const std::vector<int32_t>& v) {
 const float* CudaBackend::dev_floats(const std::vector<float>& v) {
   for (auto& e : floats_)
     if (e.host == v) return e.dev.data<float>();
+  if (capturing_) {
+    capture_broken_ = true;
+    return nullptr;
+  }
   FloatEntry e;
   e.host = v;
   e.dev = alloc({std::max<int64_t>(1, static_cast<int64_t>(v.size()))}, DType::kF32);
@@ -307,12 +364,14 @@ const float* CudaBackend::dev_floats(const std::vector<float>& v) {
 }
 
 DevBatch& CudaBackend::dev_batch(const BatchInfo& b) {
+  if (cur_ != nullptr && &b == cur_src_) return cur_->db;
   auto same = [&](const BatchInfo& h) {
     return h.max_blocks_per_seq == b.max_blocks_per_seq && h.slot_mapping == b.slot_mapping &&
            h.positions == b.positions && h.query_start == b.query_start && h.block_tables == b.block_tables;
   };
   for (auto& d : batches_)
     if (same(d->host)) return *d;
+  if (capturing_) capture_broken_ = true;
   if (batches_.size() < 4) batches_.push_back(std::make_unique<DevBatch>());
   DevBatch& d = *batches_[batches_next_ % batches_.size()];
   ++batches_next_;
@@ -348,6 +407,7 @@ std::pair<const AttnTile*, int32_t> CudaBackend::attn_tiles(DevBatch& db, int64_
   const int64_t key = G * 4096 + nkv;
   auto it = db.tiles.find(key);
   if (it != db.tiles.end()) return {it->second.first.data<AttnTile>(), it->second.second};
+  if (capturing_) capture_broken_ = true;
   const BatchInfo& b = db.host;
   std::vector<AttnTile> tiles;
   for (int32_t s = 0; s < b.num_seqs(); ++s) {
@@ -362,7 +422,7 @@ std::pair<const AttnTile*, int32_t> CudaBackend::attn_tiles(DevBatch& db, int64_
       }
   }
   Tensor dev = alloc({static_cast<int64_t>(std::max<size_t>(1, tiles.size())) * 4}, DType::kI32);
-  if (!tiles.empty())
+  if (!tiles.empty() && !capturing_)
     R1_CUDA_OK(cudaMemcpyAsync(dev.raw(), tiles.data(), tiles.size() * sizeof(AttnTile), cudaMemcpyHostToDevice,
                                stream_));
   const int32_t n = static_cast<int32_t>(tiles.size());
@@ -378,6 +438,7 @@ void CudaBackend::embedding(const Tensor& table, const std::vector<int32_t>& ids
   R1_CHECK(out.dim(0) == static_cast<int64_t>(ids.size()) && out.row_size() == H, "embedding out {}",
            out.describe());
   for (int32_t id : ids) R1_CHECK(id >= 0 && id < V, "token id {} outside vocabulary {}", id, V);
+  if (cur_ != nullptr) cur_->vocab = V;
   launch_embedding(table.raw(), is_bf16(table), V, dev_ints(ids), out.dim(0), H, out.raw(), is_bf16(out), stream_);
 }
 
@@ -450,6 +511,7 @@ void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor&
            "cache_write: src {} cache {}", src.describe(), cache.describe());
   const int64_t slots = cache.dim(0) * cache.dim(1);
   for (int32_t s : batch.slot_mapping) R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
+  if (cur_ != nullptr) cur_->num_slots = slots;
   DevBatch& d = dev_batch(batch);
   launch_cache_write(src.raw(), is_bf16(src), src.dim(0), width, d.slot_mapping, slots, cache.raw(),
                      is_bf16(cache), stream_);
@@ -502,7 +564,7 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
     r.k_head_off = k_head_off;
     r.block_size = static_cast<int32_t>(k.dim(1));
     r.block_tables = d.block_tables;
-    r.max_blocks = batch.max_blocks_per_seq;
+    r.max_blocks = d.host.max_blocks_per_seq;
     r.query_start = d.query_start;
     r.positions = d.positions;
     r.num_seqs = batch.num_seqs();
@@ -511,7 +573,7 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
     r.G = static_cast<int32_t>(num_heads / nkv);
     r.dk = static_cast<int32_t>(dk);
     r.dv = static_cast<int32_t>(dv);
-    r.max_keys = d.max_position + 1;
+    r.max_keys = d.fixed ? d.host.max_blocks_per_seq * r.block_size : d.max_position + 1;
     r.scale = scale;
     r.out = out.raw();
     r.out_bf = is_bf16(out);
@@ -544,7 +606,7 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
   a.v_row = v.dim(2);
   a.block_size = k.dim(1);
   a.block_tables = d.block_tables;
-  a.max_blocks = batch.max_blocks_per_seq;
+  a.max_blocks = d.host.max_blocks_per_seq;
   a.query_start = d.query_start;
   a.positions = d.positions;
   a.tiles = tiles;
@@ -558,7 +620,9 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
   a.out_row = out.row_size();
   a.out_head_stride = out_head_stride;
   // Split the keys across blocks when there are too few tiles to fill the GPU.
-  const int64_t keys = d.max_position + 1;
+  // A recorded step plans for the block table's capacity; blocks past a tile's
+  // keys exit at once, so the plan holds for every context that fits.
+  const int64_t keys = d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
   int64_t splits = 1;
   // Flash-decoding: down to one 32-key step per block, so a batch-1 decode over
   // 512 keys runs 16 blocks per tile rather than 4.
@@ -595,6 +659,46 @@ void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, con
   R1_CHECK(latent_cache.dim(2) == width && q.row_size() == num_heads * width &&
                out.row_size() == num_heads * kv_lora_rank,
            "mla_attention q {} cache {} out {}", q.describe(), latent_cache.describe(), out.describe());
+  if (!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(latent_cache) && mla_mma_supported(kv_lora_rank, rope_dim)) {
+    R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "mla_attention: q {} for {} tokens",
+             q.describe(), batch.num_tokens());
+    DevBatch& d = dev_batch(batch);
+    MlaArgs a{};
+    a.q = q.data<uint16_t>();
+    a.q_row = q.row_size();
+    a.cache = latent_cache.data<uint16_t>();
+    a.block_size = static_cast<int32_t>(latent_cache.dim(1));
+    a.block_tables = d.block_tables;
+    a.max_blocks = d.host.max_blocks_per_seq;
+    a.query_start = d.query_start;
+    a.num_seqs = batch.num_seqs();
+    a.positions = d.positions;
+    a.T = batch.num_tokens();
+    a.H = static_cast<int32_t>(num_heads);
+    a.scale = scale;
+    a.out = out.data<uint16_t>();
+    a.out_row = out.row_size();
+    // Split a token's keys across blocks when tokens x head groups cannot fill the GPU
+    // (decode). A recorded step plans for the block table's capacity.
+    const int64_t step = mla_keys_per_step();
+    const int64_t keys = d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
+    const int64_t chunks = (keys + step - 1) / step;
+    const int64_t blocks = int64_t{a.T} * ((num_heads + 15) / 16);
+    int64_t splits = blocks < 2 * sm_count_ ? std::min<int64_t>(chunks, (2 * sm_count_ + blocks - 1) / blocks) : 1;
+    splits = std::min<int64_t>(splits, mla_max_splits());
+    const int64_t per = (chunks + splits - 1) / splits;
+    splits = (chunks + per - 1) / per;
+    a.splits = static_cast<int32_t>(splits);
+    a.keys_per_split = static_cast<int32_t>(per * step);
+    if (splits > 1) {
+      const size_t rows = static_cast<size_t>(splits) * static_cast<size_t>(a.T) * static_cast<size_t>(num_heads);
+      a.ws_acc = static_cast<float*>(workspace(1, rows * static_cast<size_t>(kv_lora_rank) * 4));
+      a.ws_ml = static_cast<float*>(workspace(2, rows * 2 * 4));
+      a.counters = zeroed_counters(static_cast<size_t>(blocks));
+    }
+    launch_mla_attention(a, kv_lora_rank, rope_dim, stream_);
+    return;
+  }
   attention(q, width, latent_cache, latent_cache, 0, batch, num_heads, 1, width, kv_lora_rank, scale, out,
             kv_lora_rank);
 }

@@ -32,5 +32,13 @@ int64_t cuda_free_bytes(Backend& be);
 std::string cuda_profile_report(Backend& be);
 // Turns the per-op timing on or off at run time.
 void cuda_set_profiling(Backend& be, bool on);
+// Turns recorded decode steps (CUDA graphs) on or off; on by default unless
+// R1SERVE_CUDA_GRAPHS=0. Per-op profiling runs every step eagerly.
+void cuda_set_graphs(Backend& be, bool on);
+// Recorded-step counters: replays, captures, warm-ups, failed captures.
+struct CudaGraphCounts {
+  int64_t replays = 0, captures = 0, warmups = 0, failures = 0;
+};
+CudaGraphCounts cuda_graph_counts(Backend& be);
 
 }  // namespace r1::backend

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -49,9 +50,24 @@ struct DevBatch {
   int32_t* query_start = nullptr;
   int32_t* block_tables = nullptr;
   int32_t max_position = 0;
+  // A recorded step's copy: fixed addresses, attention planned for the block
+  // table's capacity (max_blocks_per_seq x block size) rather than max_position.
+  bool fixed = false;
   Tensor storage;
   // attention tile plans keyed by (G, nkv)
   std::unordered_map<int64_t, std::pair<Tensor, int32_t>> tiles;
+};
+
+// One recorded decode step (a CUDA graph) and the fixed device buffers its
+// inputs are copied into before each replay.
+struct StepRecording {
+  DevBatch db;                       // slot_mapping, positions, query_start, block_tables
+  int32_t* token_ids = nullptr;      // [B]
+  int32_t* logits_rows = nullptr;    // [B]
+  int64_t vocab = -1, num_slots = -1;  // seen by embedding / cache_write, checked at replay
+  int warmups = 0;                   // eager runs on the fixed buffers so far
+  bool failed = false;               // not capturable (a host sync, or capture failed)
+  cudaGraphExec_t exec = nullptr;
 };
 
 class CudaBackend;
@@ -108,15 +124,30 @@ class CudaBackend final : public Backend {
   void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch, int64_t num_heads,
                      int64_t kv_lora_rank, int64_t rope_dim, float scale, Tensor& out) override;
 
+  void fill_random(Tensor& dst, const RandomFill& fill) override;
+  bool begin_step(const BatchInfo& batch, const KvCache& cache, const Tensor& out) override;
+  bool end_step() override;
+
   int64_t free_bytes() const;
+  void set_graphs(bool on) { graphs_ = on; }
+  // Recorded steps replayed, captured and run eagerly (warm-ups) so far.
+  struct GraphStats {
+    int64_t replays = 0, captures = 0, warmups = 0, failures = 0;
+  };
+  GraphStats graph_stats() const { return graph_stats_; }
   // Per-op GPU time since the last report (R1SERVE_CUDA_PROFILE set), then clears.
   std::string profile_report();
-  void set_profiling(bool on) { profiling_ = on; }
+  // Turning profiling on holds the stream for 50 ms, so the next step is queued
+  // whole before it runs and its op times are GPU times, not host gaps.
+  void set_profiling(bool on);
   cudaStream_t stream() const { return stream_; }
 
  private:
   // A device buffer of at least `bytes` for temporary use by one op (slot names the use).
   void* workspace(int slot, size_t bytes);
+  // At least n int32 counters, zero between kernel launches (kernels reset what they use).
+  int32_t* zeroed_counters(size_t n);
+  Tensor counters_;
   // Device copy of a small host vector; cached by content (a few entries).
   const int32_t* dev_ints(const std::vector<int32_t>& v);
   const float* dev_floats(const std::vector<float>& v);
@@ -157,6 +188,19 @@ class CudaBackend final : public Backend {
     cudaEvent_t e0, e1;
   };
   std::vector<Timing> timings_;
+
+  // ---- step recording (step_graphs.cc) ----
+  bool graphs_ = true;
+  std::map<std::array<int64_t, 4>, std::unique_ptr<StepRecording>> recordings_;
+  StepRecording* cur_ = nullptr;        // the recording this step uses, if any
+  const BatchInfo* cur_src_ = nullptr;  // the batch it was given
+  bool capturing_ = false, replayed_ = false, capture_broken_ = false, step_synced_ = false;
+  std::vector<Tensor> retired_;  // outgrown workspaces a recording may still use
+  void* pinned_ = nullptr;       // host staging for a recording's inputs
+  size_t pinned_bytes_ = 0;
+  GraphStats graph_stats_;
+  void* cublas_ws_ = nullptr;
+  void destroy_recordings();
 };
 
 bool is_bf16(const Tensor& t);

@@ -44,6 +44,71 @@ __global__ void rms_norm_kernel(void* x, bool x_bf, int64_t ldx, const void* add
     stf(out, r * ldo + i, out_bf, ldf(x, r * ldx + i, x_bf) * inv * w[i]);
 }
 
+// BF16 rows of n <= 256 x 8 x NV values, 16-byte aligned: one pass, each
+// thread keeping its NV vectors of 8 in registers between the sum of squares
+// and the scaling (the generic kernel above reads each row twice).
+template <int NV>
+__global__ void __launch_bounds__(256) rms_norm_vec_kernel(uint16_t* x, int64_t ldx, const uint16_t* add,
+                                                           int64_t ld_add, const float* w, int n, float eps,
+                                                           uint16_t* out, int64_t ldo) {
+  const int64_t r = blockIdx.x;
+  __shared__ float partial[8];
+  float v[NV][8];
+  float ss = 0.0f;
+#pragma unroll
+  for (int u = 0; u < NV; ++u) {
+    const int i = (u * 256 + threadIdx.x) * 8;
+    if (i < n) {
+      uint4 xv = *reinterpret_cast<const uint4*>(x + r * ldx + i);
+      if (add) {
+        const uint4 av = *reinterpret_cast<const uint4*>(add + r * ld_add + i);
+        uint32_t* xw = reinterpret_cast<uint32_t*>(&xv);
+        const uint32_t* aw = reinterpret_cast<const uint32_t*>(&av);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float lo = __uint_as_float(xw[k] << 16) + __uint_as_float(aw[k] << 16);
+          const float hi = __uint_as_float(xw[k] & 0xffff0000u) + __uint_as_float(aw[k] & 0xffff0000u);
+          const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
+          xw[k] = *reinterpret_cast<const uint32_t*>(&b);
+        }
+        *reinterpret_cast<uint4*>(x + r * ldx + i) = xv;  // the residual as stored
+      }
+      const uint32_t* xw = reinterpret_cast<const uint32_t*>(&xv);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        v[u][2 * k] = __uint_as_float(xw[k] << 16);
+        v[u][2 * k + 1] = __uint_as_float(xw[k] & 0xffff0000u);
+        ss = fmaf(v[u][2 * k], v[u][2 * k], ss);
+        ss = fmaf(v[u][2 * k + 1], v[u][2 * k + 1], ss);
+      }
+    }
+  }
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float tot = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) tot += partial[k];
+  const float inv = 1.0f / sqrtf(tot / static_cast<float>(n) + eps);
+#pragma unroll
+  for (int u = 0; u < NV; ++u) {
+    const int i = (u * 256 + threadIdx.x) * 8;
+    if (i < n) {
+      const float4 w0 = *reinterpret_cast<const float4*>(w + i), w1 = *reinterpret_cast<const float4*>(w + i + 4);
+      const float wv[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+      uint4 o;
+      uint32_t* ow = reinterpret_cast<uint32_t*>(&o);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const __nv_bfloat162 b =
+            __floats2bfloat162_rn(v[u][2 * k] * inv * wv[2 * k], v[u][2 * k + 1] * inv * wv[2 * k + 1]);
+        ow[k] = *reinterpret_cast<const uint32_t*>(&b);
+      }
+      *reinterpret_cast<uint4*>(out + r * ldo + i) = o;
+    }
+  }
+}
+
 __global__ void gather_rows_kernel(const char* src, const int32_t* rows, int64_t row_bytes, char* out) {
   const int64_t i = blockIdx.x;
   const char* s = src + static_cast<int64_t>(rows[i]) * row_bytes;
@@ -124,6 +189,21 @@ void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_
                      int64_t ldo, cudaStream_t s) {
   R1_CUDA_REQUIRE(n > 0 && n <= ldx && n <= ldo && w, "rms_norm: bad widths");
   if (rows == 0) return;
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(w) % 16 == 0 && ldx % 8 == 0 && ldo % 8 == 0 &&
+                       (!add || (reinterpret_cast<uintptr_t>(add) % 16 == 0 && ld_add % 8 == 0));
+  if (x_bf && out_bf && (!add || add_bf) && aligned && n % 8 == 0 && n <= 256 * 8 * 4) {
+    auto* xp = static_cast<uint16_t*>(x);
+    auto* ap = static_cast<const uint16_t*>(add);
+    auto* op = static_cast<uint16_t*>(out);
+    const int ni = static_cast<int>(n);
+    const unsigned grid = static_cast<unsigned>(rows);
+    if (n <= 2048) rms_norm_vec_kernel<1><<<grid, 256, 0, s>>>(xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+    else if (n <= 4096) rms_norm_vec_kernel<2><<<grid, 256, 0, s>>>(xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+    else rms_norm_vec_kernel<4><<<grid, 256, 0, s>>>(xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+    R1_CUDA_LAUNCHED();
+    return;
+  }
   rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(n), 0, s>>>(x, x_bf, ldx, add, add_bf, ld_add,
                                                                         w, n, eps, out, out_bf, ldo);
   R1_CUDA_LAUNCHED();

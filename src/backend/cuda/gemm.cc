@@ -129,22 +129,29 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
     launch_moe_combine(y, false, nullptr, weights.data<float>(), T, K, H, out.raw(), is_bf16(out), stream_);
     return;
   }
-  // Workspace: offsets [E+1], sorted_pair [P], pos_of_pair [P].
-  int32_t* idx = static_cast<int32_t*>(workspace(4, static_cast<size_t>(E + 1 + 2 * P) * 4));
+  // Workspace: offsets [E+1], active [E+1], sorted_pair [P], pos_of_pair [P].
+  int32_t* idx = static_cast<int32_t*>(workspace(4, static_cast<size_t>(2 * (E + 1) + 2 * P) * 4));
   int32_t* offsets = idx;
-  int32_t* sorted_pair = idx + E + 1;
+  int32_t* active = idx + E + 1;
+  int32_t* sorted_pair = active + E + 1;
   int32_t* pos_of_pair = sorted_pair + P;
-  launch_moe_sort(ids.data<int32_t>(), P, E, offsets, sorted_pair, pos_of_pair, stream_);
+  launch_moe_sort(ids.data<int32_t>(), P, E, offsets, active, sorted_pair, pos_of_pair, stream_);
   uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
   // y: F32 from the GEMVs, BF16 from the grouped GEMM (cuBLAS groups BF16 x BF16 -> BF16 only).
   void* y = workspace(6, static_cast<size_t>(P * H) * 4);
   bool y_bf = false;
   if (P <= kGemvMaxPairs && H % 8 == 0 && I % 8 == 0) {
-    launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, offsets, sorted_pair, K, act,
-                            stream_);
-    launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, offsets, static_cast<float*>(y), stream_);
+    launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, offsets, active, sorted_pair,
+                            P, K, act, stream_);
+    launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, offsets, active, P, static_cast<float*>(y), stream_);
   } else {
-    // The per-expert counts decide the GEMM shapes: one small download.
+    // The per-expert counts decide the GEMM shapes: one small download (so a
+    // step that comes here cannot be recorded).
+    step_synced_ = true;
+    if (capturing_) {
+      capture_broken_ = true;
+      return;
+    }
     std::vector<int32_t> off(static_cast<size_t>(E + 1));
     R1_CUDA_OK(cudaMemcpyAsync(off.data(), offsets, off.size() * 4, cudaMemcpyDeviceToHost, stream_));
     uint16_t* xg = static_cast<uint16_t*>(workspace(7, static_cast<size_t>(P * H) * 2));

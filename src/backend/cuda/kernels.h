@@ -51,21 +51,31 @@ void launch_rope(void* x, bool bf, int64_t row, const int32_t* positions, int64_
                  const float* inv_freq, int64_t half, float attention_factor, bool interleaved,
                  int64_t heads, int64_t head_stride, int64_t offset, cudaStream_t s);
 
+// ---- random.cu ----
+// dst[i] (BF16 or F32) = offset + scale * u(state, i), the arithmetic of core/random.h.
+void launch_fill_random(void* dst, bool bf, int64_t n, uint64_t state, float scale, float offset,
+                        cudaStream_t s);
+
+// Holds the stream for `ns` nanoseconds (so the host can queue a whole step
+// behind it and per-op GPU events then time the kernels, not the host).
+void launch_hold(int64_t ns, cudaStream_t s);
+
 // ---- moe.cu ----
 void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t E, int64_t K,
                       bool softmax, int64_t n_group, int64_t topk_group, bool normalize, float scale,
                       int32_t* ids, float* weights, cudaStream_t s);
 // Sorts the T*K (token, slot) pairs by expert: offsets [E+1], sorted_pair [P]
 // (pair index at each sorted position), pos_of_pair [P].
-void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* sorted_pair,
-                     int32_t* pos_of_pair, cudaStream_t s);
+// active [E + 1]: the number of experts with pairs, then those experts in order.
+void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* active,
+                     int32_t* sorted_pair, int32_t* pos_of_pair, cudaStream_t s);
 // Small batches: act[pos, i] = silu(Wg_e[i] . x) * (Wu_e[i] . x) for every sorted
 // pair, reading only the experts that have tokens; then y[pos] = Wd_e act[pos].
 void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                             int64_t E, int64_t I, const int32_t* offsets, const int32_t* sorted_pair,
-                             int64_t K, uint16_t* act, cudaStream_t s);
+                             int64_t E, int64_t I, const int32_t* offsets, const int32_t* active,
+                             const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act, cudaStream_t s);
 void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H, int64_t I,
-                          const int32_t* offsets, float* y, cudaStream_t s);
+                          const int32_t* offsets, const int32_t* active, int64_t P, float* y, cudaStream_t s);
 // out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) for t < T (small T).
 void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
                        bool out_bf, int64_t ldo, cudaStream_t s);
@@ -82,7 +92,7 @@ struct AttnTile {
   int32_t seq;
   int32_t kvh;
   int32_t i0;     // first flattened row (t - q_start) * G + g
-  int32_t kmax;   // keys the tile needs (max position + 1 over its rows)
+  int32_t kmax;   // keys the tile needs when planned (the kernel reads positions instead)
 };
 struct AttnArgs {
   const uint16_t* q;  // BF16 [T, q_row]
@@ -108,6 +118,33 @@ struct AttnArgs {
   float* ws_ml;         // [splits, num_tiles * 16, 2]
 };
 void launch_paged_attention(const AttnArgs& a, cudaStream_t s);
+
+// ---- mla_attention.cu ----
+// Absorbed MLA on tensor cores: q [T, H, D] BF16 (D = kv_lora_rank + rope_dim),
+// latent cache [blocks, block_size, D] BF16 -> out [T, H, kv_lora_rank] BF16.
+struct MlaArgs {
+  const uint16_t* q;
+  int64_t q_row;  // elements per token row of q (H * D)
+  const uint16_t* cache;
+  int32_t block_size;
+  const int32_t* block_tables;
+  int32_t max_blocks;
+  const int32_t* query_start;
+  int32_t num_seqs;
+  const int32_t* positions;
+  int32_t T, H;
+  float scale;
+  int32_t splits, keys_per_split;  // keys_per_split: a multiple of mla_keys_per_step()
+  float* ws_acc;                   // [splits, T, H, kv_lora_rank]
+  float* ws_ml;                    // [splits, T, H, 2]
+  int32_t* counters;               // [T, head groups of 16], zero between launches
+  uint16_t* out;
+  int64_t out_row;  // elements per token row of out (H * kv_lora_rank)
+};
+bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim);
+int mla_keys_per_step();
+int mla_max_splits();
+void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 
 // ---- validation.cu (F32 validation mode: plain F32 arithmetic) ----
 // out[b, t, n] = x[b, t, :K] . W[b, n, :K] (W BF16), a warp per output, any alignment.

@@ -133,8 +133,8 @@ __global__ void route_kernel(const float* logits, const float* bias, int T, int 
   }
 }
 
-__global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, int32_t* sorted_pair,
-                            int32_t* pos_of_pair) {
+__global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, int32_t* active,
+                            int32_t* sorted_pair, int32_t* pos_of_pair) {
   extern __shared__ int smem[];
   int* cnt = smem;
   int* cursor = smem + E;
@@ -143,13 +143,15 @@ __global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, 
   for (int p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[ids[p]], 1);
   __syncthreads();
   if (threadIdx.x == 0) {
-    int acc = 0;
+    int acc = 0, n = 0;
     for (int e = 0; e < E; ++e) {
       offsets[e] = acc;
       cursor[e] = acc;
       acc += cnt[e];
+      if (cnt[e] > 0) active[1 + n++] = e;
     }
     offsets[E] = acc;
+    active[0] = n;
   }
   __syncthreads();
   for (int p = threadIdx.x; p < P; p += blockDim.x) {
@@ -194,9 +196,10 @@ constexpr int kChunk = 4;  // tokens per pass over a weight row
 
 // A warp per output i of expert blockIdx.y: gate row i and up row I + i.
 __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                                    int64_t I, const int32_t* offsets, const int32_t* sorted_pair,
-                                    int64_t K, uint16_t* act) {
-  const int e = blockIdx.y;
+                                    int64_t I, const int32_t* offsets, const int32_t* active,
+                                    const int32_t* sorted_pair, int64_t K, uint16_t* act) {
+  if (static_cast<int>(blockIdx.y) >= active[0]) return;
+  const int e = active[1 + blockIdx.y];
   const int begin = offsets[e], end = offsets[e + 1];
   if (begin == end) return;
   const int lane = threadIdx.x & 31;
@@ -252,8 +255,9 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
 }
 
 __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
-                                 const int32_t* offsets, float* y) {
-  const int e = blockIdx.y;
+                                 const int32_t* offsets, const int32_t* active, float* y) {
+  if (static_cast<int>(blockIdx.y) >= active[0]) return;
+  const int e = active[1 + blockIdx.y];
   const int begin = offsets[e], end = offsets[e + 1];
   if (begin == end) return;
   const int lane = threadIdx.x & 31;
@@ -350,9 +354,79 @@ __global__ void __launch_bounds__(256) dense_gemv_kernel(const void* x, int64_t 
     }
 }
 
+// Small N: S warps share a row (each a contiguous K / S stretch), so the grid
+// has enough blocks to keep every SM's loads in flight; the S partial sums are
+// added in a fixed order (S depends only on N and K, so results do not depend
+// on T).
+template <int T, bool XBF>
+__global__ void __launch_bounds__(256) dense_gemv_split_kernel(const void* x, int64_t ldx, const uint16_t* w,
+                                                               int64_t N, int64_t K, int S, void* out, bool out_bf,
+                                                               int64_t ldo) {
+  __shared__ float red[8][T];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * (8 / S) + warp / S;
+  const int part = warp % S;
+  const int64_t klen = K / S, k_begin = part * klen, k_end = k_begin + klen;
+  float acc[T];
+#pragma unroll
+  for (int t = 0; t < T; ++t) acc[t] = 0.0f;
+  if (n < N) {
+    const uint16_t* wr = w + n * K;
+    for (int64_t kb = k_begin + lane * 8; kb < k_end; kb += 256 * kUnroll) {
+      uint4 wv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k0 = kb + 256 * u;
+        wv[u] = k0 < k_end ? ld_stream(wr + k0) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k0 = kb + 256 * u;
+        if (k0 < k_end) {
+          float w8[8];
+          unpack8(wv[u], w8);
+#pragma unroll
+          for (int t = 0; t < T; ++t) {
+            float x8[8];
+            load_x8(x, XBF, t * ldx + k0, x8);
+#pragma unroll
+            for (int c = 0; c < 8; ++c) acc[t] = fmaf(w8[c], x8[c], acc[t]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < T; ++t) {
+    const float v = warp_sum(acc[t]);
+    if (lane == 0) red[warp][t] = v;
+  }
+  __syncthreads();
+  if (part == 0 && lane == 0 && n < N) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      float v = 0.0f;
+      for (int p = 0; p < S; ++p) v += red[warp + p][t];
+      stf(out, t * ldo + n, out_bf, v);
+    }
+  }
+}
+
 template <int T, bool XBF>
 void launch_gemv_t(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, void* out, bool out_bf,
                    int64_t ldo, int sms, cudaStream_t s) {
+  // Fewer than four blocks per SM at a row per warp: split the rows' K.
+  const int64_t want = static_cast<int64_t>(sms) * 4;
+  if ((N + 7) / 8 < want) {
+    int S = 1;
+    while (S < 8 && (N * S + 7) / 8 < want && K % (8 * 2 * S) == 0) S *= 2;
+    if (S > 1) {
+      const int64_t rows = 8 / S;
+      dense_gemv_split_kernel<T, XBF><<<static_cast<unsigned>((N + rows - 1) / rows), 256, 0, s>>>(
+          x, ldx, w, N, K, S, out, out_bf, ldo);
+      return;
+    }
+  }
   // Two rows per warp when that still leaves a few blocks per SM.
   if (N >= static_cast<int64_t>(sms) * 8 * 2 * 2) {
     dense_gemv_kernel<T, 2, XBF><<<static_cast<unsigned>((N + 15) / 16), 256, 0, s>>>(x, ldx, w, N, K, out, out_bf,
@@ -401,29 +475,30 @@ void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t
   R1_CUDA_LAUNCHED();
 }
 
-void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* sorted_pair,
-                     int32_t* pos_of_pair, cudaStream_t s) {
+void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* active,
+                     int32_t* sorted_pair, int32_t* pos_of_pair, cudaStream_t s) {
   R1_CUDA_REQUIRE(E <= 4096 && P < (int64_t{1} << 30), "moe_sort: sizes");
   sort_kernel<<<1, 1024, static_cast<size_t>(2 * E) * sizeof(int), s>>>(ids, static_cast<int>(P),
-                                                                      static_cast<int>(E), offsets,
+                                                                      static_cast<int>(E), offsets, active,
                                                                       sorted_pair, pos_of_pair);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                             int64_t E, int64_t I, const int32_t* offsets, const int32_t* sorted_pair,
-                             int64_t K, uint16_t* act, cudaStream_t s) {
+                             int64_t E, int64_t I, const int32_t* offsets, const int32_t* active,
+                             const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act, cudaStream_t s) {
   R1_CUDA_REQUIRE(H % 8 == 0, "moe gemv: hidden size must be a multiple of 8");
-  dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(E));
-  gate_up_gemv_kernel<<<grid, 256, 0, s>>>(x, x_bf, H, gate_up, I, offsets, sorted_pair, K, act);
+  // One grid row per expert that can be active (at most P): idle experts cost no blocks.
+  dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(std::min(P, E)));
+  gate_up_gemv_kernel<<<grid, 256, 0, s>>>(x, x_bf, H, gate_up, I, offsets, active, sorted_pair, K, act);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H, int64_t I,
-                          const int32_t* offsets, float* y, cudaStream_t s) {
+                          const int32_t* offsets, const int32_t* active, int64_t P, float* y, cudaStream_t s) {
   R1_CUDA_REQUIRE(I % 8 == 0, "moe gemv: intermediate size must be a multiple of 8");
-  dim3 grid(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(E));
-  down_gemv_kernel<<<grid, 256, 0, s>>>(act, down, H, I, offsets, y);
+  dim3 grid(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(std::min(P, E)));
+  down_gemv_kernel<<<grid, 256, 0, s>>>(act, down, H, I, offsets, active, y);
   R1_CUDA_LAUNCHED();
 }
 

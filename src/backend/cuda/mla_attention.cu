@@ -1,0 +1,320 @@
+// Absorbed MLA attention on tensor cores (mma.sync m16n8k16, BF16 in, F32
+// accumulate): every query row of a token is one of its heads, and all heads
+// share one latent key per cached token (D = kv_lora_rank + rope_dim wide;
+// values are its first DV columns). A block takes one token, 16 heads and a
+// range of keys: it streams 64 keys at a time through shared memory, computes
+// S = Q K^T (16 x 64), an online softmax, and O += P V with V read from the same
+// shared rows. When a token's keys are split across blocks (decode, few tokens),
+// partial (acc, max, sum) states go to a workspace and the last block of the
+// token to finish combines them. Bandwidth arithmetic: a decode step at context n reads n x D x 2
+// bytes of cache per layer and token; everything else stays in shared memory.
+#include <cfloat>
+
+#include "backend/cuda/common.cuh"
+
+namespace r1::backend::cuda {
+namespace {
+
+constexpr int kKeys = 64;          // keys per shared-memory step
+constexpr int kHeads = 16;         // query rows per block (one mma M tile)
+constexpr int kThreads = 256;      // 8 warps
+constexpr int kMaxSplits = kKeys;  // the merge weights reuse the 16 x 64 score buffer
+
+__device__ __forceinline__ uint32_t ld32(const uint16_t* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+// 16 bytes global -> shared without passing through registers, so all of a
+// thread's copies are in flight at once; zero-fills when `valid` is false.
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int DV, int D>
+struct Smem {
+  static constexpr int kLd = D + 8;       // BF16 per q/k row (+16 bytes: conflict-free fragments)
+  static constexpr int kLdp = kKeys + 8;  // BF16 per P row
+  static constexpr size_t kQ = 0;
+  static constexpr size_t kK = kQ + size_t{kHeads} * kLd * 2;
+  static constexpr size_t kS = kK + size_t{kKeys} * kLd * 2;
+  static constexpr size_t kP = kS + size_t{kHeads} * kKeys * 4;
+  static constexpr size_t kStats = kP + size_t{kHeads} * kLdp * 2;
+  static constexpr size_t kSlots = kStats + 3 * kHeads * 4;
+  static constexpr size_t kBytes = kSlots + kKeys * 8;
+};
+
+template <int DV, int D>
+__global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
+  static_assert(D % 16 == 0 && DV % 64 == 0 && DV <= D, "MLA widths");
+  using L = Smem<DV, D>;
+  constexpr int kLd = L::kLd, kLdp = L::kLdp;
+  constexpr int kTiles = DV / 64;  // n-tiles of 8 value columns per warp
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint16_t* q_s = reinterpret_cast<uint16_t*>(smem + L::kQ);
+  uint16_t* k_s = reinterpret_cast<uint16_t*>(smem + L::kK);
+  float* s_s = reinterpret_cast<float*>(smem + L::kS);
+  uint16_t* p_s = reinterpret_cast<uint16_t*>(smem + L::kP);
+  float* m_s = reinterpret_cast<float*>(smem + L::kStats);
+  float* l_s = m_s + kHeads;
+  float* c_s = l_s + kHeads;
+  int64_t* slot_s = reinterpret_cast<int64_t*>(smem + L::kSlots);
+
+  const int t = blockIdx.x, split = blockIdx.y, h0 = blockIdx.z * kHeads;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  // The token's sequence: the last s with query_start[s] <= t.
+  int lo = 0, hi = a.num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (a.query_start[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const int32_t* table = a.block_tables + static_cast<int64_t>(lo) * a.max_blocks;
+  const int key_begin = split * a.keys_per_split;
+  const int key_end = min(a.positions[t] + 1, key_begin + a.keys_per_split);
+
+  for (int idx = tid; idx < kHeads * (D / 8); idx += kThreads) {
+    const int r = idx / (D / 8), c = idx % (D / 8);
+    const bool valid = h0 + r < a.H;
+    cp_async16(q_s + r * kLd + c * 8,
+               a.q + t * a.q_row + static_cast<int64_t>(valid ? h0 + r : h0) * D + c * 8, valid);
+  }
+  if (tid < kHeads) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  float acc[kTiles][4];
+#pragma unroll
+  for (int n = 0; n < kTiles; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  const int col0 = warp * (DV / 8);
+
+  for (int j0 = key_begin; j0 < key_end; j0 += kKeys) {
+    __syncthreads();  // the previous step's k_s and p_s consumed
+    if (tid < kKeys) {
+      const int key = j0 + tid;
+      slot_s[tid] = key < key_end ? static_cast<int64_t>(table[key / a.block_size]) * a.block_size +
+                                        key % a.block_size
+                                  : -1;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < kKeys * (D / 8); idx += kThreads) {
+      const int j = idx / (D / 8), c = idx % (D / 8);
+      const int64_t slot = slot_s[j];
+      cp_async16(k_s + j * kLd + c * 8, a.cache + (slot < 0 ? 0 : slot) * D + c * 8, slot >= 0);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    {  // S = Q K^T: warp w takes keys 8w .. 8w + 7 for all 16 heads.
+      float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      const uint16_t* kr = k_s + (warp * 8 + g) * kLd;
+#pragma unroll 4
+      for (int k0 = 0; k0 < D; k0 += 16) {
+        mma_bf16(s4, ld32(q_s + g * kLd + k0 + 2 * tg), ld32(q_s + (g + 8) * kLd + k0 + 2 * tg),
+                 ld32(q_s + g * kLd + k0 + 8 + 2 * tg), ld32(q_s + (g + 8) * kLd + k0 + 8 + 2 * tg),
+                 ld32(kr + k0 + 2 * tg), ld32(kr + k0 + 8 + 2 * tg));
+      }
+      const int kc = warp * 8 + 2 * tg, key = j0 + kc;
+      s_s[g * kKeys + kc] = key < key_end ? s4[0] * a.scale : -INFINITY;
+      s_s[g * kKeys + kc + 1] = key + 1 < key_end ? s4[1] * a.scale : -INFINITY;
+      s_s[(g + 8) * kKeys + kc] = key < key_end ? s4[2] * a.scale : -INFINITY;
+      s_s[(g + 8) * kKeys + kc + 1] = key + 1 < key_end ? s4[3] * a.scale : -INFINITY;
+    }
+    __syncthreads();
+    // Online softmax: warp w updates heads 2w and 2w + 1, two keys per lane. P is
+    // rounded to BF16 for the product and the row sum adds the rounded values.
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int r = 2 * warp + rr;
+      const float s0 = s_s[r * kKeys + lane], s1 = s_s[r * kKeys + lane + 32];
+      const float m_old = m_s[r];
+      const float m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
+      const __nv_bfloat16 p0 = __float2bfloat16_rn(m_new == -INFINITY ? 0.0f : expf(s0 - m_new));
+      const __nv_bfloat16 p1 = __float2bfloat16_rn(m_new == -INFINITY ? 0.0f : expf(s1 - m_new));
+      const float sum = warp_sum(__bfloat162float(p0) + __bfloat162float(p1));
+      reinterpret_cast<__nv_bfloat16*>(p_s)[r * kLdp + lane] = p0;
+      reinterpret_cast<__nv_bfloat16*>(p_s)[r * kLdp + lane + 32] = p1;
+      if (lane == 0) {
+        const float corr = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
+        c_s[r] = corr;
+        m_s[r] = m_new;
+        l_s[r] = l_s[r] * corr + sum;
+      }
+    }
+    __syncthreads();
+    {  // O = O * corr + P V: warp w takes value columns [col0, col0 + DV / 8).
+      const float cg = c_s[g], cg8 = c_s[g + 8];
+#pragma unroll
+      for (int n = 0; n < kTiles; ++n) {
+        acc[n][0] *= cg;
+        acc[n][1] *= cg;
+        acc[n][2] *= cg8;
+        acc[n][3] *= cg8;
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < kKeys; k0 += 16) {
+        const uint32_t a0 = ld32(p_s + g * kLdp + k0 + 2 * tg),
+                       a1 = ld32(p_s + (g + 8) * kLdp + k0 + 2 * tg);
+        const uint32_t a2 = ld32(p_s + g * kLdp + k0 + 8 + 2 * tg),
+                       a3 = ld32(p_s + (g + 8) * kLdp + k0 + 8 + 2 * tg);
+        const uint16_t* v0 = k_s + (k0 + 2 * tg) * kLd;
+#pragma unroll
+        for (int n = 0; n < kTiles; ++n) {
+          const int c = col0 + n * 8 + g;
+          const uint32_t b0 =
+              static_cast<uint32_t>(v0[c]) | (static_cast<uint32_t>(v0[kLd + c]) << 16);
+          const uint32_t b1 = static_cast<uint32_t>(v0[8 * kLd + c]) |
+                              (static_cast<uint32_t>(v0[9 * kLd + c]) << 16);
+          mma_bf16(acc[n], a0, a1, a2, a3, b0, b1);
+        }
+      }
+    }
+  }
+  cp_async_wait_all();
+  __syncthreads();
+
+  const int hg = h0 + g, hg8 = h0 + g + 8;
+  if (a.splits == 1) {
+    const float l0 = l_s[g], l1 = l_s[g + 8];
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int n = 0; n < kTiles; ++n) {
+      const int c = col0 + n * 8 + 2 * tg;
+      if (hg < a.H)
+        *reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row + static_cast<int64_t>(hg) * DV +
+                                           c) =
+            __floats2bfloat162_rn(acc[n][0] * i0, acc[n][1] * i0);
+      if (hg8 < a.H)
+        *reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row + static_cast<int64_t>(hg8) * DV +
+                                           c) =
+            __floats2bfloat162_rn(acc[n][2] * i1, acc[n][3] * i1);
+    }
+    return;
+  }
+  const int64_t base = (static_cast<int64_t>(split) * a.T + t) * a.H;
+#pragma unroll
+  for (int n = 0; n < kTiles; ++n) {
+    const int c = col0 + n * 8 + 2 * tg;
+    if (hg < a.H)
+      *reinterpret_cast<float2*>(a.ws_acc + (base + hg) * DV + c) =
+          make_float2(acc[n][0], acc[n][1]);
+    if (hg8 < a.H)
+      *reinterpret_cast<float2*>(a.ws_acc + (base + hg8) * DV + c) =
+          make_float2(acc[n][2], acc[n][3]);
+  }
+  if (tid < kHeads && h0 + tid < a.H) {
+    a.ws_ml[2 * (base + h0 + tid)] = m_s[tid];
+    a.ws_ml[2 * (base + h0 + tid) + 1] = l_s[tid];
+  }
+  // The last of the token's split blocks to finish merges them (in split order,
+  // so the result does not depend on which block that is) and resets the counter.
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  int32_t* counter = a.counters + static_cast<int64_t>(t) * gridDim.z + blockIdx.z;
+  if (tid == 0) last = atomicAdd(counter, 1) == a.splits - 1;
+  __syncthreads();
+  if (!last) return;
+  if (tid == 0) *counter = 0;
+  __threadfence();
+  float* w_s = s_s;  // [splits][16] merge weights
+  if (tid < kHeads && h0 + tid < a.H) {
+    const int64_t row = static_cast<int64_t>(t) * a.H + h0 + tid,
+                  stride = static_cast<int64_t>(a.T) * a.H;
+    float M = -INFINITY;
+    for (int z = 0; z < a.splits; ++z) M = fmaxf(M, __ldcg(a.ws_ml + 2 * (z * stride + row)));
+    float Lsum = 0.0f;
+    for (int z = 0; z < a.splits; ++z) {
+      const float m = __ldcg(a.ws_ml + 2 * (z * stride + row));
+      if (m != -INFINITY) Lsum += __ldcg(a.ws_ml + 2 * (z * stride + row) + 1) * expf(m - M);
+    }
+    for (int z = 0; z < a.splits; ++z) {
+      const float m = __ldcg(a.ws_ml + 2 * (z * stride + row));
+      w_s[z * kHeads + tid] = (m == -INFINITY || Lsum <= 0.0f) ? 0.0f : expf(m - M) / Lsum;
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < kHeads * (DV / 4); idx += kThreads) {
+    const int r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
+    if (h0 + r >= a.H) continue;
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int z = 0; z < a.splits; ++z) {
+      const float wz = w_s[z * kHeads + r];
+      if (wz == 0.0f) continue;
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(
+          a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0 + r) * DV + c));
+      sum.x = fmaf(wz, v.x, sum.x);
+      sum.y = fmaf(wz, v.y, sum.y);
+      sum.z = fmaf(wz, v.z, sum.z);
+      sum.w = fmaf(wz, v.w, sum.w);
+    }
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
+                                                          static_cast<int64_t>(h0 + r) * DV + c);
+    o[0] = __floats2bfloat162_rn(sum.x, sum.y);
+    o[1] = __floats2bfloat162_rn(sum.z, sum.w);
+  }
+}
+
+template <int DV, int D>
+void launch_widths(const MlaArgs& a, cudaStream_t s) {
+  constexpr size_t smem = Smem<DV, D>::kBytes;
+  static bool configured = false;
+  if (!configured) {
+    R1_CUDA_OK(cudaFuncSetAttribute(mla_mma_kernel<DV, D>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+    configured = true;
+  }
+  const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.splits),
+                  static_cast<unsigned>((a.H + kHeads - 1) / kHeads));
+  mla_mma_kernel<DV, D><<<grid, kThreads, smem, s>>>(a);
+  R1_CUDA_LAUNCHED();
+}
+
+}  // namespace
+
+bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim) {
+  return (kv_lora_rank == 512 && rope_dim == 64) || (kv_lora_rank == 128 && rope_dim == 32) ||
+         (kv_lora_rank == 64 && rope_dim == 16);
+}
+
+int mla_keys_per_step() {
+  return kKeys;
+}
+int mla_max_splits() {
+  return kMaxSplits;
+}
+
+void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim,
+                          cudaStream_t s) {
+  R1_CUDA_REQUIRE(mla_mma_supported(kv_lora_rank, rope_dim), "mla_attention: unsupported widths");
+  R1_CUDA_REQUIRE(a.q_row % 8 == 0 && a.out_row % 2 == 0,
+                  "mla_attention: rows must be 16-byte aligned");
+  R1_CUDA_REQUIRE(a.splits >= 1 && a.keys_per_split % kKeys == 0, "mla_attention: bad split");
+  R1_CUDA_REQUIRE(a.splits == 1 || (a.ws_acc && a.ws_ml && a.counters),
+                  "mla_attention: split without workspace");
+  R1_CUDA_REQUIRE(a.splits <= kMaxSplits, "mla_attention: too many splits");
+  if (a.T == 0) return;
+  if (kv_lora_rank == 512)
+    launch_widths<512, 576>(a, s);
+  else if (kv_lora_rank == 128)
+    launch_widths<128, 160>(a, s);
+  else
+    launch_widths<64, 80>(a, s);
+}
+
+}  // namespace r1::backend::cuda

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Sums an Nsight Compute CSV (ncu --csv --metrics gpu__time_duration.sum) by kernel.
+
+Usage: ncu_summary.py FILE.csv [STEPS]  -- prints, per kernel name, the launches and
+the GPU time per step (total / STEPS), largest first, and the sum. Runs on the GPU
+machine after `R1_BENCH_QUICK=1 ncu ... bench_cuda MODEL` (see tools/gpu_check.sh).
+"""
+import csv
+import re
+import sys
+from collections import defaultdict
+
+path = sys.argv[1]
+steps = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+total = defaultdict(float)
+count = defaultdict(int)
+with open(path, newline="") as f:
+    lines = [l for l in f if l.startswith('"')]  # skip ncu's own log lines
+for row in csv.DictReader(lines):
+    if row.get("Metric Name") != "gpu__time_duration.sum":
+        continue
+    name = re.sub(r"\(.*", "", row["Kernel Name"])  # drop argument lists
+    name = re.sub(r"^void ", "", name)
+    name = re.sub(r"r1::backend::cuda::\(anonymous namespace\)::", "", name)
+    try:
+        v = float(row["Metric Value"].replace(",", "")) * scale.get(row["Metric Unit"], 1.0)
+    except ValueError:
+        continue
+    total[name] += v
+    count[name] += 1
+s = sum(total.values())
+print(f"{'kernel':<60} {'launches/step':>13} {'us/step':>10} {'share':>6}")
+for name, v in sorted(total.items(), key=lambda kv: -kv[1]):
+    print(f"{name[:60]:<60} {count[name] / steps:13.1f} {v / steps:10.1f} {v / s:6.1%}")
+print(f"{'sum':<60} {sum(count.values()) / steps:13.1f} {s / steps:10.1f}")
