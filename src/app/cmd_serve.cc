@@ -209,6 +209,11 @@ void setup_serve(CLI::App& app, int& exit_code) {
       "MAX_HEADER_BYTES");
   opt("--max-connections", c.http.max_connections, "Open connections", "Limits", "MAX_CONNECTIONS");
   opt("--max-n", c.limits.max_n, "Largest n", "Limits", "MAX_N");
+  opt("--max-prompt-tokens", c.limits.max_prompt_tokens,
+      "Longest prompt in tokens (0: --max-model-len - 1)", "Limits", "MAX_PROMPT_TOKENS");
+  opt("--max-tokens", c.limits.max_tokens,
+      "Largest max_tokens, and the default when a request has none (0: what the context leaves)",
+      "Limits", "MAX_TOKENS");
   opt("--request-timeout", a->request_timeout_s, "Seconds a generation request may take (0: none)", "Limits",
       "REQUEST_TIMEOUT");
   opt("--header-timeout", a->header_timeout_s, "Seconds to receive request headers (and keep-alive idle)", "Limits",

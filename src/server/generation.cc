@@ -96,17 +96,28 @@ void GenerationJob::start() {
     for (auto& ids : p_.prompt_ids) prompts.push_back(std::move(ids));
   }
   const int64_t max_len = lim.max_model_len;
+  // Without max_tokens: what the context leaves, capped by --max-tokens.
+  auto default_max_tokens = [&](int64_t plen) {
+    int64_t left = max_len - plen;
+    return lim.max_tokens > 0 ? std::min(left, lim.max_tokens) : left;
+  };
   int32_t max_tokens_all = 0;
   for (const auto& pr : prompts) {
     int64_t plen = static_cast<int64_t>(pr.size());
     if (plen == 0) return reply_error(bad_param(prompt_param, "the prompt is empty"));
+    if (lim.max_prompt_tokens > 0 && plen > lim.max_prompt_tokens) {
+      return reply_error(
+          bad_param(prompt_param, fmt::format("the prompt is {} tokens; this server allows at most "
+                                              "{} (--max-prompt-tokens)",
+                                              plen, lim.max_prompt_tokens)));
+    }
     if (plen >= max_len) {
       return reply_error(bad_param(prompt_param,
                                    fmt::format("This model's maximum context length is {} tokens. However, your "
                                                "prompt is {} tokens. Please reduce the length of the {}.",
                                                max_len, plen, prompt_param)));
     }
-    int64_t mt = p_.max_tokens ? *p_.max_tokens : max_len - plen;
+    int64_t mt = p_.max_tokens ? *p_.max_tokens : default_max_tokens(plen);
     if (plen + mt > max_len) {
       return reply_error(bad_param(p_.endpoint == Endpoint::kChat && req_->body.find("max_completion_tokens") !=
                                                                          std::string::npos
@@ -153,8 +164,10 @@ void GenerationJob::start() {
     gr.request_id = s.engine_id;
     gr.prompt = std::move(prompts[pi]);
     gr.params = p_.params;
-    gr.params.max_tokens = p_.max_tokens ? *p_.max_tokens
-                                         : static_cast<int32_t>(max_len - static_cast<int64_t>(s.prompt.size()));
+    gr.params.max_tokens =
+        p_.max_tokens
+            ? *p_.max_tokens
+            : static_cast<int32_t>(default_max_tokens(static_cast<int64_t>(s.prompt.size())));
     gr.deadline = deadline_;
     if (key_index_ >= 0) gr.cache_salt = fmt::format("key-{}", key_index_);
     auto ex = ex_;

@@ -349,9 +349,11 @@ void parse_common(const Json& body, Endpoint ep, const RequestLimits& lim, Parse
     out.include_usage = get_bool(*so, "include_usage", false);
   }
   const char* mt_key = "max_tokens";
-  std::optional<int64_t> mt = get_int(body, "max_tokens", 1, lim.max_model_len);
+  const int64_t mt_hi =
+      lim.max_tokens > 0 ? std::min(lim.max_tokens, lim.max_model_len) : lim.max_model_len;
+  std::optional<int64_t> mt = get_int(body, "max_tokens", 1, mt_hi);
   if (ep == Endpoint::kChat) {
-    auto mct = get_int(body, "max_completion_tokens", 1, lim.max_model_len);
+    auto mct = get_int(body, "max_completion_tokens", 1, mt_hi);
     if (mct) {
       mt = mct;
       mt_key = "max_completion_tokens";

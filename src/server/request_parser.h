@@ -27,6 +27,8 @@ struct RequestLimits {
   int32_t max_messages = 4096;
   int32_t max_prompts = 64;   // completions: prompts per request
   int64_t max_model_len = 4096;
+  int64_t max_prompt_tokens = 0;  // per prompt (0: max_model_len - 1)
+  int64_t max_tokens = 0;         // cap on max_tokens, and the default (0: what the context leaves)
   int32_t vocab_size = 0;     // token ids must be below it (0: unchecked)
 };
 

@@ -206,7 +206,8 @@ class Client {
     EXPECT_EQ(::send(fd_, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size()));
   }
   // Reads until the server closes (or 10 s pass).
-  Resp read_all() {
+  Resp read_all() { return parse(read_raw()); }
+  std::string read_raw() {
     std::string raw;
     char buf[8192];
     for (;;) {
@@ -214,7 +215,7 @@ class Client {
       if (n <= 0) break;
       raw.append(buf, static_cast<size_t>(n));
     }
-    return parse(raw);
+    return raw;
   }
   // Reads until `needle` has arrived.
   std::string read_until(const std::string& needle) {
@@ -522,6 +523,53 @@ TEST(ServerFakeEngine, AccessLogLinesAndRequestIds) {
   EXPECT_FALSE(lines[2].contains("prompt"));  // no prompt text unless --log-prompts
   EXPECT_EQ(all.find("secret"), std::string::npos);
   std::remove(log.c_str());
+}
+
+TEST(ServerFakeEngine, PromptAndMaxTokensLimits) {
+  Fixture f([](ServerConfig& c) {
+    c.limits.max_prompt_tokens = 5;
+    c.limits.max_tokens = 8;
+  });
+  auto param_of = [](const Resp& r) {
+    Json j = Json::parse(r.body, nullptr, false);
+    return j.is_object() ? j["error"]["param"].get<std::string>() : std::string("?");
+  };
+  Resp a = call(f.port, "POST", "/v1/completions", R"({"prompt":[1,2,3,4,5,6],"max_tokens":2})");
+  EXPECT_EQ(a.status, 400) << a.body;
+  EXPECT_EQ(param_of(a), "prompt");
+  Resp b = call(f.port, "POST", "/v1/completions", R"({"prompt":[1,2,3],"max_tokens":9})");
+  EXPECT_EQ(b.status, 400) << b.body;
+  EXPECT_EQ(param_of(b), "max_tokens");
+  Resp m = call(f.port, "POST", "/v1/chat/completions",
+                R"({"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":9})");
+  EXPECT_EQ(m.status, 400) << m.body;
+  EXPECT_EQ(param_of(m), "max_completion_tokens");
+  EXPECT_TRUE(f.engine->ids.empty());
+  // No max_tokens: the cap is the default.
+  Client c(f.port);
+  c.send("POST", "/v1/completions", R"({"prompt":[1,2,3]})");
+  std::string id = f.engine->wait_submitted(1);
+  EXPECT_EQ(f.engine->request(id).params.max_tokens, 8);
+  f.engine->emit(id, "x", engine::FinishReason::kLength);
+  EXPECT_EQ(c.read_all().status, 200);
+}
+
+TEST(ServerFakeEngine, IdleStreamsGetKeepAliveComments) {
+  Fixture f([](ServerConfig& c) { c.sse_keepalive = 200ms; });
+  Client c(f.port);
+  c.send("POST", "/v1/chat/completions", kStreamChat);
+  std::string id = f.engine->wait_submitted(1);
+  // The sweep runs every 500 ms: a comment within about a second.
+  auto t0 = Clock::now();
+  std::string got = c.read_until(": keep-alive\n\n");
+  EXPECT_NE(got.find(": keep-alive\n\n"), std::string::npos);
+  EXPECT_LT(Clock::now() - t0, 3s);
+  f.engine->emit(id, "x", engine::FinishReason::kLength);
+  got += c.read_raw();
+  Resp r = parse(got);
+  EXPECT_EQ(r.status, 200);
+  ASSERT_FALSE(r.events().empty());
+  EXPECT_EQ(r.events().back(), "[DONE]");
 }
 
 }  // namespace
