@@ -1,6 +1,8 @@
 // Seeded random weights made on the GPU (and the profiler's stream hold) (--load-format dummy),
 // bit-identical to core/random.h's host generator: SplitMix64 at a counter, the top 53 bits as a
 // double, one rounding to float, then an unfused multiply and add.
+#include <algorithm>
+
 #include "backend/cuda/common.cuh"
 
 namespace r1::backend::cuda {
@@ -44,8 +46,8 @@ void launch_hold(int64_t ns, cudaStream_t s) {
 void launch_fill_random(void* dst, bool bf, int64_t n, uint64_t state, float scale, float offset,
                         cudaStream_t s) {
   if (n == 0) return;
-  fill_random_kernel < < <grid_for(n, 256)> 65536 ? 65536 : grid_for(n, 256), 256, 0,
-      s >>> (dst, bf, n, state, scale, offset);
+  const unsigned blocks = std::min<unsigned>(grid_for(n, 256), 65536);
+  fill_random_kernel<<<blocks, 256, 0, s>>>(dst, bf, n, state, scale, offset);
   R1_CUDA_LAUNCHED();
 }
 
