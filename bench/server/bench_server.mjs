@@ -13,7 +13,11 @@
 //
 //   node bench/server/bench_server.mjs [--clients 2000] [--max-tokens 32]
 //        [--max-num-seqs 2048] [--io-threads 2] [--build build/release]
-//        [--no-engine-bench] [--json FILE]
+//        [--no-engine-bench] [--json FILE] [--pump [--step-us 1000]]
+//
+// --pump runs bench_http_pump (bench/server/bench_http_pump.cc, built next to
+// r1serve) instead: the same Server over an engine that makes one token per
+// request every --step-us for free, so the figure is the HTTP layer's own.
 //
 // Traffic goes to 127.0.0.1 only; every request has a deadline (--timeout-s)
 // and the server is stopped with SIGTERM at the end.
@@ -28,7 +32,7 @@ const SRC = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..
 function parseArgs(argv) {
   const a = {
     clients: 2000, maxTokens: 32, maxNumSeqs: 2048, ioThreads: 2, build: process.env.R1_BINARY_DIR || '',
-    timeoutS: 600, engineBench: true, json: '', extra: [],
+    timeoutS: 600, engineBench: true, json: '', extra: [], pump: false, stepUs: 1000,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i], v = () => argv[++i];
@@ -39,6 +43,8 @@ function parseArgs(argv) {
     else if (k === '--build') a.build = v();
     else if (k === '--timeout-s') a.timeoutS = Number(v());
     else if (k === '--no-engine-bench') a.engineBench = false;
+    else if (k === '--pump') { a.pump = true; a.engineBench = false; }
+    else if (k === '--step-us') a.stepUs = Number(v());
     else if (k === '--json') a.json = v();
     else if (k === '--') { a.extra = argv.slice(i + 1); break; }
     else { console.error(`unknown argument ${k}`); process.exit(2); }
@@ -83,7 +89,13 @@ const serveArgs = ['serve', '--model', model, '--load-format', 'dummy', '--seed'
   '--max-concurrent-requests', limit, '--max-queue-len', limit, '--max-connections', limit,
   '--max-num-seqs', String(args.maxNumSeqs), '--io-threads', String(args.ioThreads),
   '--request-timeout', String(args.timeoutS), '--log-level', 'warn', ...args.extra];
-const child = spawn(BIN, serveArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+// --pump: the same Server over an engine that makes tokens for free
+// (bench_http_pump, built next to r1serve): what the HTTP layer alone carries.
+const PUMP = path.join(path.dirname(BIN), 'bench/server/bench_http_pump');
+const child = args.pump
+  ? spawn(PUMP, ['--model', model, '--port', '0', '--io-threads', String(args.ioThreads), '--step-us', String(args.stepUs)],
+    { stdio: ['ignore', 'pipe', 'pipe'] })
+  : spawn(BIN, serveArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
 let stderr = '';
 child.stderr.on('data', (d) => { stderr += d; if (stderr.length > 1 << 20) stderr = stderr.slice(-65536); });
 const exited = new Promise((resolve) => child.on('exit', (code, sig) => resolve({ code, sig })));
@@ -201,7 +213,7 @@ function stream(i) {
   });
 }
 
-console.log(`r1serve: ${BIN}`);
+console.log(args.pump ? `server: ${PUMP} (pump engine, one token per request every ${args.stepUs} us)` : `r1serve: ${BIN}`);
 console.log(`clients: ${args.clients} concurrent streaming chat requests, prompt ${promptLen} tokens (${common} common), ` +
   `max_tokens ${args.maxTokens} (ignore_eos), --max-num-seqs ${args.maxNumSeqs}, --io-threads ${args.ioThreads}`);
 const cpu0 = threadCpu();
