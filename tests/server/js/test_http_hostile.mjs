@@ -1,13 +1,14 @@
 // End-to-end: malformed and hostile HTTP over raw sockets (oversized headers,
 // long request line, bad JSON, wrong Content-Length, oversized body, slow
-// senders), and API-key auth over every route. Every bad input gets its 4xx
-// and the server keeps serving the others.
+// senders), API-key auth over every route, and requests that overrun the
+// per-request timeout. Every bad input gets its 4xx and the server keeps
+// serving the others.
 import net from 'node:net';
-import { startServer, check, assert } from './lib.mjs';
+import { startServer, check, assert, readSse, metrics } from './lib.mjs';
 
 const KEY = 'sk-test-secret-key-1234567890';
 const srv = await startServer(['--api-key', KEY, '--api-key', 'second-key', '--header-timeout', '2', '--body-timeout', '3',
-  '--max-body-bytes', '65536', '--max-header-bytes', '8192']);
+  '--max-body-bytes', '65536', '--max-header-bytes', '8192', '--request-timeout', '1']);
 let failed = false;
 const t = (name, fn) => check(name, fn).catch((e) => { failed = true; console.error(e); });
 const auth = { authorization: `Bearer ${KEY}` };
@@ -115,6 +116,35 @@ await t('auth: deny by default, allowlist /health /ready, Bearer only, keys neve
   const log = srv.accessLog() + srv.stderr();
   assert.ok(!log.includes(KEY) && !log.includes('second-key'), 'a key in the logs');
   assert.ok(log.includes('"key_id":"key-1"'));
+});
+
+await t('per-request timeout: an overrunning stream gets an error event, finish timeout, [DONE]; KV freed', async () => {
+  // 3,000 tokens take the tiny model well over the 1 s --request-timeout.
+  const body = { prompt: 'go on', max_tokens: 3000, ignore_eos: true };
+  const headers = { ...auth, 'content-type': 'application/json' };
+  const res = await fetch(srv.url + '/v1/completions', { method: 'POST', headers, body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }) });
+  assert.equal(res.status, 200);
+  const ev = await readSse(res);
+  assert.equal(ev.at(-1), '[DONE]');
+  const js = ev.slice(0, -1).map((e) => JSON.parse(e));
+  const err = js.find((j) => j.error);
+  assert.ok(err, 'no error event');
+  assert.equal(err.error.code, 'request_timeout');
+  assert.equal(js.filter((j) => j.choices?.[0]?.finish_reason).at(-1).choices[0].finish_reason, 'timeout');
+  const usage = js.find((j) => j.usage)?.usage;
+  assert.ok(usage && usage.completion_tokens > 0 && usage.completion_tokens < 3000, JSON.stringify(usage));
+  const full = await fetch(srv.url + '/v1/completions', { method: 'POST', headers, body: JSON.stringify(body) });
+  assert.equal(full.status, 408);
+  assert.equal((await full.json()).error.code, 'request_timeout');
+  let m;
+  for (let i = 0; i < 50; i++) {
+    m = await metrics(srv.url, auth);
+    if (m.get('r1serve_kv_cache_blocks_free') === m.get('r1serve_kv_cache_blocks_total')) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(m.get('r1serve_kv_cache_blocks_free'), m.get('r1serve_kv_cache_blocks_total'), 'KV blocks held after timeouts');
+  assert.equal(m.get('r1serve_request_success_total{finished_reason="timeout"}'), 2);
+  await stillServing();
 });
 
 const { code } = await srv.stop();
