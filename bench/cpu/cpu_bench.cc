@@ -328,7 +328,7 @@ int main(int argc, char** argv) {
     std::getline(bs, item, ',');
     if (!item.empty() && std::atoi(item.c_str()) > 1) batches.push_back(std::atoi(item.c_str()));
   }
-  // Each batch size in 3 rounds, each bracketed by the DRAM and FMA ceilings;
+  // Each batch size in 3 rounds of up to 32 steps, each bracketed by the DRAM and FMA ceilings;
   // medians.
   for (int B : batches) {
     double step_bytes = bytes;
@@ -341,7 +341,7 @@ int main(int argc, char** argv) {
     Spread tps, bwb, peak, frac;
     for (int r = 0; r < 3; ++r) {
       const double p0 = measure_fma_peak(be), d0 = dram.measure(be, 2);
-      tps.add(run_decode(m, B, prompt, std::max(4, decode_tokens / 2)));
+      tps.add(run_decode(m, B, prompt, std::clamp(decode_tokens / 2, 4, 32)));
       peak.add(0.5 * (p0 + measure_fma_peak(be)));
       bwb.add(0.5 * (d0 + dram.measure(be, 2)));
       frac.add(tps.v.back() /

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The CPU figures of docs/performance.md: the DeepSeek-V3-architecture and the
 # dense benchmark models, bf16 and weight-only int8, every ceiling measured in
-# the same process as the figures it divides. Logs go to bench/cpu/results/.
+# the same process as the figures it divides; decode after a 16-token prompt and
+# prefill of 512 tokens, as in shared/docs/baselines.md. Logs: bench/cpu/results/.
 # Usage: bench/cpu/run_all.sh [BUILD_DIR] [THREADS]
 set -eu
 build=${1:-build/helper-cpu}
@@ -21,7 +22,7 @@ log="$out/cpu-$stamp.log"
       echo
       echo "== $model $dtype"
       "$build/bench/cpu_bench" "bench/configs/$model.json" --threads "$threads" --dtype "$dtype" \
-        --rounds 7 --decode-tokens 32 --batches 2,4,8,16,32 --prefill 256
+        --rounds 5 --decode-tokens 128 --prompt 16 --batches 2,4,8,16,32 --prefill 512
     done
   done
   echo "load after: $(cat /proc/loadavg)"
