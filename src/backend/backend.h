@@ -166,6 +166,27 @@ class Backend {
   virtual void rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,
                     int64_t num_heads, int64_t head_stride, int64_t offset) = 0;
 
+  // Fused forms of common sequences. The defaults issue the plain ops; a
+  // backend overrides them to save launches and passes over memory.
+  // dst[t, h*dst_stride + dst_offset ...] = rope(src[t, h*src_stride + src_offset ...])
+  // for rope.rot_dim() values of each of num_heads heads (copy_heads, then rope).
+  virtual void rope_copy(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
+                         int64_t dst_stride, int64_t dst_offset, int64_t num_heads,
+                         const std::vector<int32_t>& positions, const RopeParams& rope) {
+    copy_heads(src, src_stride, src_offset, dst, dst_stride, dst_offset, rope.rot_dim(), num_heads);
+    this->rope(dst, positions, rope, num_heads, dst_stride, dst_offset);
+  }
+  // MLA's cache row from kv [T, r + p]: [rms_norm(kv[:, :r]) * w | rope(kv[:, r:])],
+  // written to the slots of `batch` in `cache`; `latent` [T, r + p] is scratch.
+  virtual void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope,
+                                const BatchInfo& batch, Tensor& latent, Tensor& cache) {
+    const int64_t width = kv.row_size(), r = w.numel(), p = width - r;
+    rms_norm(kv, w, eps, latent);
+    copy_heads(kv, width, r, latent, width, r, p, 1);
+    this->rope(latent, batch.positions, rope, 1, width, r);
+    cache_write(latent, batch, cache);
+  }
+
   // ---- mixture of experts ----
   // router_logits F32 [T, E], bias [E] F32 or undefined -> ids I32 [T, k],
   // weights F32 [T, k].

@@ -35,6 +35,15 @@ struct ByValueDesc {
 SampleResult Sampler::sample(const float* logits, int32_t V, const SamplingParams& p,
                              const std::vector<int32_t>& tokens, int32_t num_prompt_tokens,
                              const std::vector<int32_t>& stop_ids, std::mt19937_64& rng) {
+  const int32_t num_output = static_cast<int32_t>(tokens.size()) - num_prompt_tokens;
+  if (p.temperature < 1e-5f && p.logit_bias.empty() && p.repetition_penalty == 1.0f &&
+      p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f &&
+      (num_output >= p.min_tokens || stop_ids.empty()) && p.logprobs < 0) {
+    // Plain greedy: no processed copy of the logits is needed.
+    SampleResult r;
+    r.token = static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
+    return r;
+  }
   x_.assign(logits, logits + V);
   float* x = x_.data();
   for (const auto& [id, bias] : p.logit_bias)
@@ -59,7 +68,6 @@ SampleResult Sampler::sample(const float* logits, int32_t V, const SamplingParam
         x[t] -= p.frequency_penalty * static_cast<float>(c) + p.presence_penalty;
     }
   }
-  const int32_t num_output = static_cast<int32_t>(tokens.size()) - num_prompt_tokens;
   if (num_output < p.min_tokens)
     for (int32_t t : stop_ids)
       if (t >= 0 && t < V) x[t] = kNegInf;

@@ -135,7 +135,7 @@ class DeepseekModel final : public ModelBase {
 
  protected:
   void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
-                     Scratch& s) override {
+                     Tensor& delta, Scratch& s) override {
     const auto& c = cfg_;
     const MlaLayer& L = layers_[static_cast<size_t>(l)];
     const int64_t T = x.dim(0), H = c.hidden_size, nh = c.num_heads, r = c.kv_lora_rank;
@@ -144,7 +144,7 @@ class DeepseekModel final : public ModelBase {
     auto& be = backend_;
 
     Tensor a = s.get("a", {T, H});
-    be.rms_norm(x, L.in_norm, eps(), a);  // a [T, H]
+    input_norm(x, delta, L.in_norm, a);  // x += delta; a = norm(x) [T, H]
 
     // Queries: q [T, nh * (dn + p)].
     Tensor q = s.get("q", {T, nh * qk});
@@ -160,16 +160,13 @@ class DeepseekModel final : public ModelBase {
     Tensor kv = s.get("kv", {T, r + p});
     be.linear(a, L.kv_a, kv);
     Tensor latent = s.get("latent", {T, r + p});
-    be.rms_norm(kv, L.kv_a_norm, kLatentNormEps, latent);
-    be.copy_heads(kv, r + p, r, latent, r + p, r, p, 1);
-    be.rope(latent, batch.positions, rope_, 1, r + p, r);
-    be.cache_write(latent, batch, cache.latent[static_cast<size_t>(l)]);
+    be.mla_latent_write(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent,
+                        cache.latent[static_cast<size_t>(l)]);
 
     // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)].
     Tensor qa = s.get("q_abs", {T, nh * (r + p)});
     be.head_linear(q, qk, L.w_uk_t, qa, r + p);
-    be.copy_heads(q, qk, dn, qa, r + p, r, p, nh);
-    be.rope(qa, batch.positions, rope_, nh, r + p, r);
+    be.rope_copy(q, qk, dn, qa, r + p, r, nh, batch.positions, rope_);
 
     Tensor olat = s.get("o_lat", {T, nh * r});  // [T, nh, r]
     be.mla_attention(qa, cache.latent[static_cast<size_t>(l)], batch, nh, r, p,
@@ -198,7 +195,7 @@ class DeepseekModel final : public ModelBase {
     } else {
       mlp(L.gate_up, L.down, m, f, s);
     }
-    be.add(x, f, x);
+    delta = f;  // added to x by the next layer's input norm
   }
 
  private:

@@ -60,14 +60,14 @@ class DenseModel final : public ModelBase {
 
  protected:
   void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
-                     Scratch& s) override {
+                     Tensor& delta, Scratch& s) override {
     const auto& c = cfg_;
     const DenseLayer& L = layers_[static_cast<size_t>(l)];
     const int64_t T = x.dim(0), H = c.hidden_size, d = c.head_dim;
     const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
     auto& be = backend_;
     Tensor a = s.get("a", {T, H});
-    be.rms_norm(x, L.in_norm, eps(), a);
+    input_norm(x, delta, L.in_norm, a);  // x += delta; a = norm(x) [T, H]
     Tensor q = s.get("q", {T, nh * d}), k = s.get("k", {T, nkv * d}), v = s.get("v", {T, nkv * d});
     be.linear(a, L.q, q);
     be.linear(a, L.k, k);
@@ -85,7 +85,7 @@ class DenseModel final : public ModelBase {
     be.add_rms_norm(x, h, L.post_norm, eps(), m);
     Tensor f = s.get("f", {T, H});
     mlp(L.gate_up, L.down, m, f, s);
-    be.add(x, f, x);
+    delta = f;  // added to x by the next layer's input norm
   }
 
  private:

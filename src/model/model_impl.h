@@ -47,8 +47,13 @@ class ModelBase : public Model {
                std::vector<float>& logits) override;
 
  protected:
+  // Runs one layer on the residual stream x. `delta` is the previous layer's
+  // FFN output not yet added to x (undefined before the first layer): the layer
+  // adds it in its input norm and leaves its own FFN output there.
   virtual void layer_forward(int64_t layer, const backend::BatchInfo& batch,
-                             backend::KvCache& cache, Tensor& x, Scratch& s) = 0;
+                             backend::KvCache& cache, Tensor& x, Tensor& delta, Scratch& s) = 0;
+  // out = rms_norm(x += delta) (just rms_norm(x) when delta is undefined).
+  void input_norm(Tensor& x, const Tensor& delta, const Tensor& w, Tensor& out);
   void load_common(WeightLoader& w);
   // out = down(silu(gate(x)) * up(x))
   void mlp(const backend::Linear& gate_up, const backend::Linear& down, const Tensor& x,

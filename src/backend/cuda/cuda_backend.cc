@@ -191,6 +191,7 @@ CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_);
   destroy_recordings();
   if (pinned_) cudaFreeHost(pinned_);
+  if (download_) cudaFreeHost(download_);
   retired_.clear();
   for (auto& w : ws_) w = Tensor();
   counters_ = Tensor();
@@ -268,8 +269,22 @@ Tensor CudaBackend::upload_stacked(const std::vector<Tensor>& parts, DType dtype
 
 void CudaBackend::to_host(const Tensor& src, void* dst) {
   R1_CHECK(src.device() == Device::kCuda, "to_host of {}", src.describe());
-  R1_CUDA_OK(cudaMemcpyAsync(dst, src.raw(), src.nbytes(), cudaMemcpyDeviceToHost, stream_));
+  const size_t n = src.nbytes();
+  if (n < (size_t{1} << 16) || n > (size_t{64} << 20)) {
+    R1_CUDA_OK(cudaMemcpyAsync(dst, src.raw(), n, cudaMemcpyDeviceToHost, stream_));
+    R1_CUDA_OK(cudaStreamSynchronize(stream_));
+    return;
+  }
+  // Logits-sized downloads go through pinned memory (a pageable copy is staged in small pieces).
+  if (download_bytes_ < n) {
+    if (download_) R1_CUDA_OK(cudaFreeHost(download_));
+    download_ = nullptr;
+    R1_CUDA_OK(cudaMallocHost(&download_, n));
+    download_bytes_ = n;
+  }
+  R1_CUDA_OK(cudaMemcpyAsync(download_, src.raw(), n, cudaMemcpyDeviceToHost, stream_));
   R1_CUDA_OK(cudaStreamSynchronize(stream_));
+  std::memcpy(dst, download_, n);
 }
 
 KvCache CudaBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks, int64_t block_size) {
@@ -504,6 +519,37 @@ void CudaBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const R
               head_stride, offset, stream_);
 }
 
+void CudaBackend::rope_copy(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
+                            int64_t dst_stride, int64_t dst_offset, int64_t num_heads,
+                            const std::vector<int32_t>& positions, const RopeParams& rope) {
+  OpTimer timer(*this, "rope_copy");
+  R1_CHECK(static_cast<int64_t>(positions.size()) == src.dim(0) && src.dim(0) == dst.dim(0),
+           "rope_copy: {} positions for src {} dst {}", positions.size(), src.describe(), dst.describe());
+  launch_rope_copy(src.raw(), is_bf16(src), src.row_size(), src_stride, src_offset, dst.raw(), is_bf16(dst),
+                   dst.row_size(), dst_stride, dst_offset, dev_ints(positions), src.dim(0), dev_floats(rope.inv_freq),
+                   static_cast<int64_t>(rope.inv_freq.size()), rope.attention_factor, rope.interleaved, num_heads,
+                   stream_);
+}
+
+void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope,
+                                   const BatchInfo& batch, Tensor& latent, Tensor& cache) {
+  const int64_t width = kv.row_size(), r = w.numel();
+  if (!is_bf16(kv) || !is_bf16(cache) || !rope.interleaved || rope.rot_dim() != width - r || r > 2048) {
+    Backend::mla_latent_write(kv, w, eps, rope, batch, latent, cache);
+    return;
+  }
+  OpTimer timer(*this, "mla_latent");
+  const int64_t slots = cache.dim(0) * cache.dim(1);
+  R1_CHECK(cache.row_size() == cache.dim(1) * width && kv.dim(0) == batch.num_tokens() &&
+               w.dtype() == DType::kF32,
+           "mla_latent_write: kv {} cache {} w {}", kv.describe(), cache.describe(), w.describe());
+  for (int32_t s : batch.slot_mapping) R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
+  if (cur_ != nullptr) cur_->num_slots = slots;
+  DevBatch& d = dev_batch(batch);
+  launch_mla_latent(kv.data<uint16_t>(), kv.dim(0), width, w.data<float>(), r, eps, d.positions, d.slot_mapping,
+                    dev_floats(rope.inv_freq), rope.attention_factor, cache.data<uint16_t>(), stream_);
+}
+
 void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) {
   OpTimer timer(*this, "cache_write");
   const int64_t width = src.row_size();
@@ -648,8 +694,64 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
   R1_CHECK(num_heads % num_kv_heads == 0 && k_cache.dim(2) == num_kv_heads * head_dim &&
                q.row_size() == num_heads * head_dim && out.row_size() == num_heads * head_dim,
            "paged_attention q {} cache {} out {}", q.describe(), k_cache.describe(), out.describe());
+  const int64_t G = num_heads / num_kv_heads;
+  if (!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(k_cache) && is_bf16(v_cache) && gqa_mma_supported(G, head_dim)) {
+    MlaArgs a = mma_args(q, k_cache, v_cache, batch, num_heads, static_cast<int32_t>(G), head_dim, scale, out);
+    plan_splits(a, dev_batch(batch), num_kv_heads, head_dim);
+    launch_gqa_attention(a, head_dim, stream_);
+    return;
+  }
   attention(q, head_dim, k_cache, v_cache, head_dim, batch, num_heads, num_kv_heads, head_dim, head_dim, scale, out,
             head_dim);
+}
+
+MlaArgs CudaBackend::mma_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const BatchInfo& batch,
+                              int64_t num_heads, int32_t group_rows, int64_t kv_off, float scale, Tensor& out) {
+  R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "attention: q {} for {} tokens",
+           q.describe(), batch.num_tokens());
+  DevBatch& d = dev_batch(batch);
+  MlaArgs a{};
+  a.q = q.data<uint16_t>();
+  a.q_row = q.row_size();
+  a.cache = k_cache.data<uint16_t>();
+  a.vcache = v_cache.data<uint16_t>();
+  a.k_row = k_cache.dim(2);
+  a.v_row = v_cache.dim(2);
+  a.group_rows = group_rows;
+  a.kv_off = kv_off;
+  a.block_size = static_cast<int32_t>(k_cache.dim(1));
+  a.block_tables = d.block_tables;
+  a.max_blocks = d.host.max_blocks_per_seq;
+  a.query_start = d.query_start;
+  a.num_seqs = batch.num_seqs();
+  a.positions = d.positions;
+  a.T = batch.num_tokens();
+  a.H = static_cast<int32_t>(num_heads);
+  a.scale = scale;
+  a.out = out.data<uint16_t>();
+  a.out_row = out.row_size();
+  return a;
+}
+
+// Splits a token's keys across blocks when tokens x head groups cannot fill the GPU
+// (decode). A recorded step plans for the block table's capacity.
+void CudaBackend::plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv) {
+  const int64_t step = mla_keys_per_step();
+  const int64_t keys = d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
+  const int64_t chunks = (keys + step - 1) / step;
+  const int64_t blocks = int64_t{a.T} * groups;
+  int64_t splits = blocks < 2 * sm_count_ ? std::min<int64_t>(chunks, (2 * sm_count_ + blocks - 1) / blocks) : 1;
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, mla_max_splits()));
+  const int64_t per = (chunks + splits - 1) / splits;
+  splits = std::max<int64_t>(1, (chunks + per - 1) / per);
+  a.splits = static_cast<int32_t>(splits);
+  a.keys_per_split = static_cast<int32_t>(per * step);
+  if (splits > 1) {
+    const size_t rows = static_cast<size_t>(splits) * static_cast<size_t>(a.T) * static_cast<size_t>(a.H);
+    a.ws_acc = static_cast<float*>(workspace(1, rows * static_cast<size_t>(dv) * 4));
+    a.ws_ml = static_cast<float*>(workspace(2, rows * 2 * 4));
+    a.counters = zeroed_counters(static_cast<size_t>(blocks));
+  }
 }
 
 void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
@@ -660,42 +762,8 @@ void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, con
                out.row_size() == num_heads * kv_lora_rank,
            "mla_attention q {} cache {} out {}", q.describe(), latent_cache.describe(), out.describe());
   if (!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(latent_cache) && mla_mma_supported(kv_lora_rank, rope_dim)) {
-    R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "mla_attention: q {} for {} tokens",
-             q.describe(), batch.num_tokens());
-    DevBatch& d = dev_batch(batch);
-    MlaArgs a{};
-    a.q = q.data<uint16_t>();
-    a.q_row = q.row_size();
-    a.cache = latent_cache.data<uint16_t>();
-    a.block_size = static_cast<int32_t>(latent_cache.dim(1));
-    a.block_tables = d.block_tables;
-    a.max_blocks = d.host.max_blocks_per_seq;
-    a.query_start = d.query_start;
-    a.num_seqs = batch.num_seqs();
-    a.positions = d.positions;
-    a.T = batch.num_tokens();
-    a.H = static_cast<int32_t>(num_heads);
-    a.scale = scale;
-    a.out = out.data<uint16_t>();
-    a.out_row = out.row_size();
-    // Split a token's keys across blocks when tokens x head groups cannot fill the GPU
-    // (decode). A recorded step plans for the block table's capacity.
-    const int64_t step = mla_keys_per_step();
-    const int64_t keys = d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
-    const int64_t chunks = (keys + step - 1) / step;
-    const int64_t blocks = int64_t{a.T} * ((num_heads + 15) / 16);
-    int64_t splits = blocks < 2 * sm_count_ ? std::min<int64_t>(chunks, (2 * sm_count_ + blocks - 1) / blocks) : 1;
-    splits = std::min<int64_t>(splits, mla_max_splits());
-    const int64_t per = (chunks + splits - 1) / splits;
-    splits = (chunks + per - 1) / per;
-    a.splits = static_cast<int32_t>(splits);
-    a.keys_per_split = static_cast<int32_t>(per * step);
-    if (splits > 1) {
-      const size_t rows = static_cast<size_t>(splits) * static_cast<size_t>(a.T) * static_cast<size_t>(num_heads);
-      a.ws_acc = static_cast<float*>(workspace(1, rows * static_cast<size_t>(kv_lora_rank) * 4));
-      a.ws_ml = static_cast<float*>(workspace(2, rows * 2 * 4));
-      a.counters = zeroed_counters(static_cast<size_t>(blocks));
-    }
+    MlaArgs a = mma_args(q, latent_cache, latent_cache, batch, num_heads, 16, 0, scale, out);
+    plan_splits(a, dev_batch(batch), (num_heads + 15) / 16, kv_lora_rank);
     launch_mla_attention(a, kv_lora_rank, rope_dim, stream_);
     return;
   }

@@ -113,6 +113,11 @@ class CudaBackend final : public Backend {
                   int64_t dst_stride, int64_t dst_offset, int64_t width, int64_t num_heads) override;
   void rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope, int64_t num_heads,
             int64_t head_stride, int64_t offset) override;
+  void rope_copy(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst, int64_t dst_stride,
+                 int64_t dst_offset, int64_t num_heads, const std::vector<int32_t>& positions,
+                 const RopeParams& rope) override;
+  void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope, const BatchInfo& batch,
+                        Tensor& latent, Tensor& cache) override;
   void moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& params, Tensor& ids,
                  Tensor& weights) override;
   void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids, const Tensor& weights,
@@ -156,6 +161,10 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v, int64_t k_head_off,
                  const BatchInfo& batch, int64_t num_heads, int64_t nkv, int64_t dk, int64_t dv, float scale,
                  Tensor& out, int64_t out_head_stride);
+  // Tensor-core attention (mla_attention.cu) for MLA and GQA: arguments and split plan.
+  MlaArgs mma_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const BatchInfo& batch,
+                   int64_t num_heads, int32_t group_rows, int64_t kv_off, float scale, Tensor& out);
+  void plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv);
   void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out, int64_t ldo);
 
   // A BF16 copy of x (in workspace `slot`) when x is F32.
@@ -198,6 +207,8 @@ class CudaBackend final : public Backend {
   std::vector<Tensor> retired_;  // outgrown workspaces a recording may still use
   void* pinned_ = nullptr;       // host staging for a recording's inputs
   size_t pinned_bytes_ = 0;
+  void* download_ = nullptr;  // pinned staging for large to_host copies
+  size_t download_bytes_ = 0;
   GraphStats graph_stats_;
   void* cublas_ws_ = nullptr;
   void destroy_recordings();

@@ -51,6 +51,16 @@ void launch_rope(void* x, bool bf, int64_t row, const int32_t* positions, int64_
                  const float* inv_freq, int64_t half, float attention_factor, bool interleaved,
                  int64_t heads, int64_t head_stride, int64_t offset, cudaStream_t s);
 
+// dst = rope(src) for `heads` windows of 2 * half values (copy_heads + rope in one pass).
+void launch_rope_copy(const void* src, bool src_bf, int64_t src_row, int64_t src_stride, int64_t src_off, void* dst,
+                      bool dst_bf, int64_t dst_row, int64_t dst_stride, int64_t dst_off, const int32_t* positions,
+                      int64_t T, const float* inv_freq, int64_t half, float attention_factor, bool interleaved,
+                      int64_t heads, cudaStream_t s);
+// cache[slots[t]] = [rms_norm(kv[t, :r]) * w | rope(kv[t, r:])] (BF16; interleaved pairs).
+void launch_mla_latent(const uint16_t* kv, int64_t T, int64_t width, const float* w, int64_t r, float eps,
+                       const int32_t* positions, const int32_t* slots, const float* inv_freq, float attention_factor,
+                       uint16_t* cache, cudaStream_t s);
+
 // ---- random.cu ----
 // dst[i] (BF16 or F32) = offset + scale * u(state, i), the arithmetic of core/random.h.
 void launch_fill_random(void* dst, bool bf, int64_t n, uint64_t state, float scale, float offset,
@@ -122,10 +132,17 @@ void launch_paged_attention(const AttnArgs& a, cudaStream_t s);
 // ---- mla_attention.cu ----
 // Absorbed MLA on tensor cores: q [T, H, D] BF16 (D = kv_lora_rank + rope_dim),
 // latent cache [blocks, block_size, D] BF16 -> out [T, H, kv_lora_rank] BF16.
+// The same kernel runs dense GQA (launch_gqa_attention): K and V caches,
+// G = group_rows query heads per KV head, head_dim-wide keys at kv_off =
+// head_dim x kv head in each cache row.
 struct MlaArgs {
   const uint16_t* q;
-  int64_t q_row;  // elements per token row of q (H * D)
-  const uint16_t* cache;
+  int64_t q_row;           // elements per token row of q (H * D)
+  const uint16_t* cache;   // keys (MLA: latent rows)
+  const uint16_t* vcache;  // GQA: values (MLA: the keys' first columns are the values)
+  int64_t k_row, v_row;    // elements per cache slot
+  int32_t group_rows;      // query heads per block: MLA 16, GQA G
+  int64_t kv_off;          // GQA: head_dim (keys of block z start at z * kv_off); MLA: 0
   int32_t block_size;
   const int32_t* block_tables;
   int32_t max_blocks;
@@ -145,6 +162,8 @@ bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim);
 int mla_keys_per_step();
 int mla_max_splits();
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
+bool gqa_mma_supported(int64_t group, int64_t head_dim);
+void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);
 
 // ---- validation.cu (F32 validation mode: plain F32 arithmetic) ----
 // out[b, t, n] = x[b, t, :K] . W[b, n, :K] (W BF16), a warp per output, any alignment.

@@ -44,28 +44,30 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int DV, int D>
+template <int DV, int D, bool SEPV>
 struct Smem {
-  static constexpr int kLd = D + 8;       // BF16 per q/k row (+16 bytes: conflict-free fragments)
+  static constexpr int kLd = D + 8;       // BF16 per q/k/v row (+16 bytes: conflict-free fragments)
   static constexpr int kLdp = kKeys + 8;  // BF16 per P row
   static constexpr size_t kQ = 0;
   static constexpr size_t kK = kQ + size_t{kHeads} * kLd * 2;
-  static constexpr size_t kS = kK + size_t{kKeys} * kLd * 2;
+  static constexpr size_t kV = kK + size_t{kKeys} * kLd * 2;  // separate values (GQA)
+  static constexpr size_t kS = SEPV ? kV + size_t{kKeys} * kLd * 2 : kV;
   static constexpr size_t kP = kS + size_t{kHeads} * kKeys * 4;
   static constexpr size_t kStats = kP + size_t{kHeads} * kLdp * 2;
   static constexpr size_t kSlots = kStats + 3 * kHeads * 4;
   static constexpr size_t kBytes = kSlots + kKeys * 8;
 };
 
-template <int DV, int D>
+template <int DV, int D, bool SEPV>
 __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
-  static_assert(D % 16 == 0 && DV % 64 == 0 && DV <= D, "MLA widths");
-  using L = Smem<DV, D>;
+  static_assert(D % 16 == 0 && DV % 64 == 0 && DV <= D, "attention widths");
+  using L = Smem<DV, D, SEPV>;
   constexpr int kLd = L::kLd, kLdp = L::kLdp;
   constexpr int kTiles = DV / 64;  // n-tiles of 8 value columns per warp
   extern __shared__ __align__(16) unsigned char smem[];
   uint16_t* q_s = reinterpret_cast<uint16_t*>(smem + L::kQ);
   uint16_t* k_s = reinterpret_cast<uint16_t*>(smem + L::kK);
+  uint16_t* v_s = reinterpret_cast<uint16_t*>(smem + (SEPV ? L::kV : L::kK));
   float* s_s = reinterpret_cast<float*>(smem + L::kS);
   uint16_t* p_s = reinterpret_cast<uint16_t*>(smem + L::kP);
   float* m_s = reinterpret_cast<float*>(smem + L::kStats);
@@ -73,7 +75,11 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   float* c_s = l_s + kHeads;
   int64_t* slot_s = reinterpret_cast<int64_t*>(smem + L::kSlots);
 
-  const int t = blockIdx.x, split = blockIdx.y, h0 = blockIdx.z * kHeads;
+  // Block z takes query heads h0 .. h0 + nrows - 1 (MLA: 16 of all heads; GQA: the
+  // G heads of KV head z, whose keys start z * kv_off into each cache row).
+  const int t = blockIdx.x, split = blockIdx.y, h0 = blockIdx.z * a.group_rows;
+  const int nrows = min(a.group_rows, a.H - h0);
+  const int64_t koff = static_cast<int64_t>(blockIdx.z) * a.kv_off;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
   // The token's sequence: the last s with query_start[s] <= t.
   int lo = 0, hi = a.num_seqs - 1;
@@ -90,7 +96,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 
   for (int idx = tid; idx < kHeads * (D / 8); idx += kThreads) {
     const int r = idx / (D / 8), c = idx % (D / 8);
-    const bool valid = h0 + r < a.H;
+    const bool valid = r < nrows;
     cp_async16(q_s + r * kLd + c * 8,
                a.q + t * a.q_row + static_cast<int64_t>(valid ? h0 + r : h0) * D + c * 8, valid);
   }
@@ -115,7 +121,16 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     for (int idx = tid; idx < kKeys * (D / 8); idx += kThreads) {
       const int j = idx / (D / 8), c = idx % (D / 8);
       const int64_t slot = slot_s[j];
-      cp_async16(k_s + j * kLd + c * 8, a.cache + (slot < 0 ? 0 : slot) * D + c * 8, slot >= 0);
+      cp_async16(k_s + j * kLd + c * 8, a.cache + (slot < 0 ? 0 : slot) * a.k_row + koff + c * 8,
+                 slot >= 0);
+    }
+    if (SEPV) {
+      for (int idx = tid; idx < kKeys * (DV / 8); idx += kThreads) {
+        const int j = idx / (DV / 8), c = idx % (DV / 8);
+        const int64_t slot = slot_s[j];
+        cp_async16(v_s + j * kLd + c * 8, a.vcache + (slot < 0 ? 0 : slot) * a.v_row + koff + c * 8,
+                   slot >= 0);
+      }
     }
     cp_async_wait_all();
     __syncthreads();
@@ -171,7 +186,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
                        a1 = ld32(p_s + (g + 8) * kLdp + k0 + 2 * tg);
         const uint32_t a2 = ld32(p_s + g * kLdp + k0 + 8 + 2 * tg),
                        a3 = ld32(p_s + (g + 8) * kLdp + k0 + 8 + 2 * tg);
-        const uint16_t* v0 = k_s + (k0 + 2 * tg) * kLd;
+        const uint16_t* v0 = v_s + (k0 + 2 * tg) * kLd;
 #pragma unroll
         for (int n = 0; n < kTiles; ++n) {
           const int c = col0 + n * 8 + g;
@@ -188,17 +203,18 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   __syncthreads();
 
   const int hg = h0 + g, hg8 = h0 + g + 8;
+  const bool vg = g < nrows, vg8 = g + 8 < nrows;
   if (a.splits == 1) {
     const float l0 = l_s[g], l1 = l_s[g + 8];
     const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
     for (int n = 0; n < kTiles; ++n) {
       const int c = col0 + n * 8 + 2 * tg;
-      if (hg < a.H)
+      if (vg)
         *reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row + static_cast<int64_t>(hg) * DV +
                                            c) =
             __floats2bfloat162_rn(acc[n][0] * i0, acc[n][1] * i0);
-      if (hg8 < a.H)
+      if (vg8)
         *reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row + static_cast<int64_t>(hg8) * DV +
                                            c) =
             __floats2bfloat162_rn(acc[n][2] * i1, acc[n][3] * i1);
@@ -209,14 +225,14 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 #pragma unroll
   for (int n = 0; n < kTiles; ++n) {
     const int c = col0 + n * 8 + 2 * tg;
-    if (hg < a.H)
+    if (vg)
       *reinterpret_cast<float2*>(a.ws_acc + (base + hg) * DV + c) =
           make_float2(acc[n][0], acc[n][1]);
-    if (hg8 < a.H)
+    if (vg8)
       *reinterpret_cast<float2*>(a.ws_acc + (base + hg8) * DV + c) =
           make_float2(acc[n][2], acc[n][3]);
   }
-  if (tid < kHeads && h0 + tid < a.H) {
+  if (tid < nrows) {
     a.ws_ml[2 * (base + h0 + tid)] = m_s[tid];
     a.ws_ml[2 * (base + h0 + tid) + 1] = l_s[tid];
   }
@@ -231,58 +247,94 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   if (!last) return;
   if (tid == 0) *counter = 0;
   __threadfence();
-  float* w_s = s_s;  // [splits][16] merge weights
-  if (tid < kHeads && h0 + tid < a.H) {
-    const int64_t row = static_cast<int64_t>(t) * a.H + h0 + tid,
-                  stride = static_cast<int64_t>(a.T) * a.H;
+  float* w_s = s_s;                             // [splits][16] merge weights
+  float* pm_s = reinterpret_cast<float*>(k_s);  // [splits][16] partial maxima
+  float* pl_s = pm_s + kMaxSplits * kHeads;     // [splits][16] partial sums
+  {
+    const int64_t stride = static_cast<int64_t>(a.T) * a.H;
+    for (int idx = tid; idx < a.splits * kHeads; idx += kThreads) {
+      const int z = idx / kHeads, r = idx % kHeads;
+      const int64_t row = static_cast<int64_t>(t) * a.H + h0 + min(r, nrows - 1);
+      const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.ws_ml + 2 * (z * stride + row)));
+      pm_s[idx] = ml.x;
+      pl_s[idx] = ml.y;
+    }
+  }
+  __syncthreads();
+  if (tid < kHeads) {
     float M = -INFINITY;
-    for (int z = 0; z < a.splits; ++z) M = fmaxf(M, __ldcg(a.ws_ml + 2 * (z * stride + row)));
+    for (int z = 0; z < a.splits; ++z) M = fmaxf(M, pm_s[z * kHeads + tid]);
     float Lsum = 0.0f;
     for (int z = 0; z < a.splits; ++z) {
-      const float m = __ldcg(a.ws_ml + 2 * (z * stride + row));
-      if (m != -INFINITY) Lsum += __ldcg(a.ws_ml + 2 * (z * stride + row) + 1) * expf(m - M);
+      const float m = pm_s[z * kHeads + tid];
+      if (m != -INFINITY) Lsum += pl_s[z * kHeads + tid] * expf(m - M);
     }
     for (int z = 0; z < a.splits; ++z) {
-      const float m = __ldcg(a.ws_ml + 2 * (z * stride + row));
+      const float m = pm_s[z * kHeads + tid];
       w_s[z * kHeads + tid] = (m == -INFINITY || Lsum <= 0.0f) ? 0.0f : expf(m - M) / Lsum;
     }
   }
   __syncthreads();
-  for (int idx = tid; idx < kHeads * (DV / 4); idx += kThreads) {
-    const int r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
-    if (h0 + r >= a.H) continue;
-    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int z = 0; z < a.splits; ++z) {
-      const float wz = w_s[z * kHeads + r];
-      if (wz == 0.0f) continue;
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(
-          a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0 + r) * DV + c));
-      sum.x = fmaf(wz, v.x, sum.x);
-      sum.y = fmaf(wz, v.y, sum.y);
-      sum.z = fmaf(wz, v.z, sum.z);
-      sum.w = fmaf(wz, v.w, sum.w);
+  // Each thread owns kPer float4 outputs; per split all their loads are issued
+  // together, so the merge costs one L2 round trip per split, not per output.
+  constexpr int kPer = kHeads * (DV / 4) / kThreads;
+  static_assert(kHeads * (DV / 4) % kThreads == 0, "merge tiling");
+  float4 sum[kPer];
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) sum[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int z = 0; z < a.splits; ++z) {
+    float4 v[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int idx = tid + k * kThreads, r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
+      v[k] = r < nrows
+                 ? __ldcg(reinterpret_cast<const float4*>(
+                       a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0 + r) * DV + c))
+                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const float wz = w_s[z * kHeads + (tid + k * kThreads) / (DV / 4)];
+      sum[k].x = fmaf(wz, v[k].x, sum[k].x);
+      sum[k].y = fmaf(wz, v[k].y, sum[k].y);
+      sum[k].z = fmaf(wz, v[k].z, sum[k].z);
+      sum[k].w = fmaf(wz, v[k].w, sum[k].w);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int idx = tid + k * kThreads, r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
+    if (r >= nrows) continue;
     __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
                                                           static_cast<int64_t>(h0 + r) * DV + c);
-    o[0] = __floats2bfloat162_rn(sum.x, sum.y);
-    o[1] = __floats2bfloat162_rn(sum.z, sum.w);
+    o[0] = __floats2bfloat162_rn(sum[k].x, sum[k].y);
+    o[1] = __floats2bfloat162_rn(sum[k].z, sum[k].w);
   }
 }
 
-template <int DV, int D>
+template <int DV, int D, bool SEPV>
 void launch_widths(const MlaArgs& a, cudaStream_t s) {
-  constexpr size_t smem = Smem<DV, D>::kBytes;
+  constexpr size_t smem = Smem<DV, D, SEPV>::kBytes;
   static bool configured = false;
   if (!configured) {
-    R1_CUDA_OK(cudaFuncSetAttribute(mla_mma_kernel<DV, D>,
+    R1_CUDA_OK(cudaFuncSetAttribute(mla_mma_kernel<DV, D, SEPV>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
     configured = true;
   }
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.splits),
-                  static_cast<unsigned>((a.H + kHeads - 1) / kHeads));
-  mla_mma_kernel<DV, D><<<grid, kThreads, smem, s>>>(a);
+                  static_cast<unsigned>((a.H + a.group_rows - 1) / a.group_rows));
+  mla_mma_kernel<DV, D, SEPV><<<grid, kThreads, smem, s>>>(a);
   R1_CUDA_LAUNCHED();
+}
+
+void check_common(const MlaArgs& a) {
+  R1_CUDA_REQUIRE(a.q_row % 8 == 0 && a.k_row % 8 == 0 && a.out_row % 2 == 0,
+                  "attention: rows must be 16-byte aligned");
+  R1_CUDA_REQUIRE(a.splits >= 1 && a.splits <= kMaxSplits && a.keys_per_split % kKeys == 0,
+                  "attention: bad split");
+  R1_CUDA_REQUIRE(a.splits == 1 || (a.ws_acc && a.ws_ml && a.counters),
+                  "attention: split without workspace");
 }
 
 }  // namespace
@@ -290,6 +342,10 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
 bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim) {
   return (kv_lora_rank == 512 && rope_dim == 64) || (kv_lora_rank == 128 && rope_dim == 32) ||
          (kv_lora_rank == 64 && rope_dim == 16);
+}
+
+bool gqa_mma_supported(int64_t group, int64_t head_dim) {
+  return group >= 1 && group <= kHeads && (head_dim == 128 || head_dim == 64);
 }
 
 int mla_keys_per_step() {
@@ -302,19 +358,28 @@ int mla_max_splits() {
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim,
                           cudaStream_t s) {
   R1_CUDA_REQUIRE(mla_mma_supported(kv_lora_rank, rope_dim), "mla_attention: unsupported widths");
-  R1_CUDA_REQUIRE(a.q_row % 8 == 0 && a.out_row % 2 == 0,
-                  "mla_attention: rows must be 16-byte aligned");
-  R1_CUDA_REQUIRE(a.splits >= 1 && a.keys_per_split % kKeys == 0, "mla_attention: bad split");
-  R1_CUDA_REQUIRE(a.splits == 1 || (a.ws_acc && a.ws_ml && a.counters),
-                  "mla_attention: split without workspace");
-  R1_CUDA_REQUIRE(a.splits <= kMaxSplits, "mla_attention: too many splits");
+  R1_CUDA_REQUIRE(a.group_rows == kHeads && a.kv_off == 0 && a.k_row == kv_lora_rank + rope_dim,
+                  "mla_attention: one latent head");
+  check_common(a);
   if (a.T == 0) return;
   if (kv_lora_rank == 512)
-    launch_widths<512, 576>(a, s);
+    launch_widths<512, 576, false>(a, s);
   else if (kv_lora_rank == 128)
-    launch_widths<128, 160>(a, s);
+    launch_widths<128, 160, false>(a, s);
   else
-    launch_widths<64, 80>(a, s);
+    launch_widths<64, 80, false>(a, s);
+}
+
+void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s) {
+  R1_CUDA_REQUIRE(gqa_mma_supported(a.group_rows, head_dim) && a.kv_off == head_dim && a.vcache,
+                  "gqa_attention: shape");
+  R1_CUDA_REQUIRE(a.v_row % 8 == 0, "gqa_attention: value rows must be 16-byte aligned");
+  check_common(a);
+  if (a.T == 0) return;
+  if (head_dim == 128)
+    launch_widths<128, 128, true>(a, s);
+  else
+    launch_widths<64, 64, true>(a, s);
 }
 
 }  // namespace r1::backend::cuda

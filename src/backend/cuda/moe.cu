@@ -193,6 +193,9 @@ __device__ __forceinline__ void load_x8(const void* x, bool x_bf, int64_t idx, f
 }
 
 constexpr int kChunk = 4;  // tokens per pass over a weight row
+// The gate/up GEMV keeps a whole 2048-wide row's loads in flight per lane (one
+// round trip per row at R1's hidden size; the down GEMV measured slower with it).
+constexpr int kUnrollMoe = 8;
 
 // A warp per output i of expert blockIdx.y: gate row i and up row I + i.
 __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
@@ -213,17 +216,17 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
 #pragma unroll
     for (int q = 0; q < kChunk; ++q) xrow[q] = q < n ? static_cast<int64_t>(sorted_pair[p0 + q] / K) * H : 0;
     float ag[kChunk] = {}, au[kChunk] = {};
-    for (int64_t kb = lane * 8; kb < H; kb += 256 * kUnroll) {
-      // All weight loads of this stretch first (2 x kUnroll x 16 bytes in flight), then the FMAs.
-      uint4 gv[kUnroll], uv[kUnroll];
+    for (int64_t kb = lane * 8; kb < H; kb += 256 * kUnrollMoe) {
+      // All weight loads of this stretch first (2 x kUnrollMoe x 16 bytes in flight), then the FMAs.
+      uint4 gv[kUnrollMoe], uv[kUnrollMoe];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kUnrollMoe; ++u) {
         const int64_t k0 = kb + 256 * u;
         gv[u] = k0 < H ? ld_stream(wg + k0) : make_uint4(0, 0, 0, 0);
         uv[u] = k0 < H ? ld_stream(wu + k0) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kUnrollMoe; ++u) {
         const int64_t k0 = kb + 256 * u;
         if (k0 < H) {
           float g8[8], u8[8];

@@ -27,7 +27,96 @@ __global__ void rope_kernel(void* x, bool bf, int64_t row, const int32_t* positi
   }
 }
 
+// dst = rope(src): the copy and the rotation in one pass (same arithmetic as rope_kernel).
+__global__ void rope_copy_kernel(const void* src, bool src_bf, int64_t src_row, int64_t src_stride,
+                                 int64_t src_off, void* dst, bool dst_bf, int64_t dst_row, int64_t dst_stride,
+                                 int64_t dst_off, const int32_t* positions, const float* inv_freq, int64_t half,
+                                 float factor, bool interleaved, int64_t heads, int64_t T) {
+  const int64_t n = T * heads * half;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = idx / (heads * half), h = (idx / half) % heads, i = idx % half;
+    const float angle = static_cast<float>(positions[t]) * inv_freq[i];
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    cs *= factor;
+    sn *= factor;
+    const int64_t ja = interleaved ? 2 * i : i, jb = interleaved ? 2 * i + 1 : i + half;
+    const int64_t sb = t * src_row + h * src_stride + src_off, db = t * dst_row + h * dst_stride + dst_off;
+    // Round through the destination's dtype first, as copy_heads then rope would.
+    float x0 = ldf(src, sb + ja, src_bf), x1 = ldf(src, sb + jb, src_bf);
+    if (dst_bf) {
+      x0 = __bfloat162float(__float2bfloat16_rn(x0));
+      x1 = __bfloat162float(__float2bfloat16_rn(x1));
+    }
+    stf(dst, db + ja, dst_bf, x0 * cs - x1 * sn);
+    stf(dst, db + jb, dst_bf, x1 * cs + x0 * sn);
+  }
+}
+
+// One block per token: MLA's cache row [rms_norm(kv[:r]) * w | rope(kv[r:])]
+// straight into its cache slot (BF16 kv and cache; interleaved rope pairs).
+__global__ void __launch_bounds__(256) mla_latent_kernel(const uint16_t* kv, int64_t width, const float* w,
+                                                         int64_t r, float eps, const int32_t* positions,
+                                                         const int32_t* slots, const float* inv_freq, float factor,
+                                                         uint16_t* cache) {
+  const int64_t t = blockIdx.x;
+  const uint16_t* x = kv + t * width;
+  uint16_t* out = cache + static_cast<int64_t>(slots[t]) * width;
+  __shared__ float partial[8];
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < r; i += blockDim.x) {
+    const float v = bf2f(x[i]);
+    ss = fmaf(v, v, ss);
+  }
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float tot = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) tot += partial[k];
+  const float inv = 1.0f / sqrtf(tot / static_cast<float>(r) + eps);
+  for (int64_t i = threadIdx.x; i < r; i += blockDim.x)
+    reinterpret_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(bf2f(x[i]) * inv * w[i]);
+  const int64_t half = (width - r) / 2;
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = static_cast<float>(positions[t]) * inv_freq[i];
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    cs *= factor;
+    sn *= factor;
+    const float x0 = bf2f(x[r + 2 * i]), x1 = bf2f(x[r + 2 * i + 1]);
+    reinterpret_cast<__nv_bfloat16*>(out)[r + 2 * i] = __float2bfloat16_rn(x0 * cs - x1 * sn);
+    reinterpret_cast<__nv_bfloat16*>(out)[r + 2 * i + 1] = __float2bfloat16_rn(x1 * cs + x0 * sn);
+  }
+}
+
 }  // namespace
+
+void launch_rope_copy(const void* src, bool src_bf, int64_t src_row, int64_t src_stride, int64_t src_off, void* dst,
+                      bool dst_bf, int64_t dst_row, int64_t dst_stride, int64_t dst_off, const int32_t* positions,
+                      int64_t T, const float* inv_freq, int64_t half, float attention_factor, bool interleaved,
+                      int64_t heads, cudaStream_t s) {
+  R1_CUDA_REQUIRE((heads - 1) * src_stride + src_off + 2 * half <= src_row &&
+                      (heads - 1) * dst_stride + dst_off + 2 * half <= dst_row,
+                  "rope_copy: rotary window past the row");
+  const int64_t n = T * heads * half;
+  if (n == 0) return;
+  rope_copy_kernel<<<grid_for(n, 256), 256, 0, s>>>(src, src_bf, src_row, src_stride, src_off, dst, dst_bf, dst_row,
+                                                    dst_stride, dst_off, positions, inv_freq, half, attention_factor,
+                                                    interleaved, heads, T);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_mla_latent(const uint16_t* kv, int64_t T, int64_t width, const float* w, int64_t r, float eps,
+                       const int32_t* positions, const int32_t* slots, const float* inv_freq, float attention_factor,
+                       uint16_t* cache, cudaStream_t s) {
+  R1_CUDA_REQUIRE(r > 0 && r < width && (width - r) % 2 == 0, "mla_latent: widths");
+  if (T == 0) return;
+  mla_latent_kernel<<<static_cast<unsigned>(T), 256, 0, s>>>(kv, width, w, r, eps, positions, slots, inv_freq,
+                                                             attention_factor, cache);
+  R1_CUDA_LAUNCHED();
+}
 
 void launch_rope(void* x, bool bf, int64_t row, const int32_t* positions, int64_t T,
                  const float* inv_freq, int64_t half, float attention_factor, bool interleaved,
