@@ -7,7 +7,9 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
@@ -90,6 +92,9 @@ class CpuBackend final : public Backend {
 
  private:
   friend class OpTimer;
+  // moe_experts' intermediates, kept between calls.
+  std::mutex moe_mu_;
+  std::vector<float> moe_buf_[5];
   bool profiling_ = false;
   int op_depth_ = 0;
   std::map<std::string, OpStat> profile_;

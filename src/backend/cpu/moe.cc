@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <vector>
 
@@ -108,12 +109,19 @@ void CpuBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tens
   // cost that matters). Groups are capped in rows so that long prefills do not
   // hold every expert's intermediate at once. Each expert's gemm is the same
   // as alone, so results do not depend on the grouping.
-  std::vector<float> y(static_cast<size_t>(T * K * H));
+  // Buffers live in the backend: fresh multi-MB vectors per call cost page
+  // faults and zeroing on every prefill layer.
+  std::lock_guard<std::mutex> lock(moe_mu_);  // should two threads share a backend
+  std::vector<float>& y = moe_buf_[0];
+  y.resize(static_cast<size_t>(T * K * H));
   const float* xp = x.data<float>();
   const Tensor* gu_scale = w.gate_up_scale.defined() ? &w.gate_up_scale : nullptr;
   const Tensor* down_scale = w.down_scale.defined() ? &w.down_scale : nullptr;
   const int64_t max_rows = std::max<int64_t>(1, (64 << 20) / ((2 * H + 3 * I) * 4));
-  std::vector<float> xin, gu, act, yo;
+  std::vector<float>& xin = moe_buf_[1];
+  std::vector<float>& gu = moe_buf_[2];
+  std::vector<float>& act = moe_buf_[3];
+  std::vector<float>& yo = moe_buf_[4];
   std::vector<GemmJob> jobs;
   std::vector<int64_t> group, offset;
   for (int64_t e0 = 0; e0 < E;) {
