@@ -63,6 +63,12 @@ if [[ "${NCU:-1}" == 1 && -n "$NCU_BIN" ]]; then
     "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" > /tmp/ncu.csv 2> /tmp/ncu.err
   echo "ncu rc=$?" >> "$OUT/summary.txt"
   { python3 "$ROOT/tools/ncu_summary.py" /tmp/ncu.csv 3; tail -5 /tmp/ncu.err; } > "$OUT/ncu_summary.txt" 2>&1
+  # Launch configuration, occupancy and DRAM throughput of the GEMV kernels.
+  R1_BENCH_QUICK=1 timeout 120 "$NCU_BIN" --clock-control none --kernel-name regex:gemv --launch-count 12 \
+    --section LaunchStats --section Occupancy --section SpeedOfLight \
+    "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" 2>&1 |
+    grep -E 'gemv|Registers Per|Achieved Occupancy|Theoretical Occupancy|DRAM Throughput|Duration|Block Limit|Waves Per SM|Grid Size' \
+    >> "$OUT/ncu_summary.txt"
 fi
 
 # Through the engine: r1serve bench with dummy weights made on the GPU.
@@ -89,7 +95,7 @@ grep -h -E 'max\|err\||routing:|router vs|flip:|greedy [0-9]' "$OUT/cuda_model.l
 echo "==== bench log ===="
 grep -E '^#|^  |failed|error' "$OUT/bench.log" | head -80
 echo "==== ncu (bench-r1-9b, batch 1, eager, per step) ===="
-[[ -f "$OUT/ncu_summary.txt" ]] && head -40 "$OUT/ncu_summary.txt"
+[[ -f "$OUT/ncu_summary.txt" ]] && head -150 "$OUT/ncu_summary.txt"
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
 echo "==== engine bench ===="

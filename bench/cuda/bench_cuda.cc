@@ -284,7 +284,7 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
       report({name, "decode_b" + std::to_string(B) + (graphs ? "" : "_eager"), tps, "tok/s", tps / roof,
               "HBM roofline"});
     }
-    if (B == 1 || B == 32) {  // one more step with per-op GPU timing
+    if (!quick) {  // one more step with per-op GPU timing
       backend::cuda_set_profiling(*be, true);
       auto b = make_batch(B, ctx + steps, 1, bs, max_blocks, true);
       m->forward(b, cache, logits);
