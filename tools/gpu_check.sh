@@ -84,6 +84,9 @@ if [[ "${ENGINE_BENCH:-1}" == 1 ]]; then
     for c in 1 8 64; do engine_bench bench-r1-9b "$c" 1024 256; done
     for c in 32 128; do engine_bench bench-r1-9b "$c" 512 128; done
     engine_bench r1-distill-qwen-7b 1 1024 256
+    # The transformers baseline, side by side on the same machine.
+    [[ "${HF_BASELINE:-1}" == 1 ]] && PYTHONUNBUFFERED=1 timeout 300 python3 "$ROOT/tools/hf_baseline.py" \
+      "$ROOT/bench/configs/bench-r1-9b" "$ROOT/bench/configs/r1-distill-qwen-7b"
   } > "$OUT/engine_bench.log" 2>&1
   echo "engine bench done" >> "$OUT/summary.txt"
 fi
@@ -99,7 +102,7 @@ echo "==== ncu (bench-r1-9b, batch 1, eager, per step) ===="
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
 echo "==== engine bench ===="
-[[ -f "$OUT/engine_bench.log" ]] && grep -E '^##|throughput|first token|per output|loaded|rc=|error' "$OUT/engine_bench.log"
+[[ -f "$OUT/engine_bench.log" ]] && grep -E '^##|throughput|first token|per output|loaded|rc=|error|^HF|^# transformers' "$OUT/engine_bench.log"
 echo "==== device ===="
 cat "$OUT/device.txt"
 echo "==== summary ===="
