@@ -12,7 +12,8 @@ from collections import defaultdict
 
 path = sys.argv[1]
 steps = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6,
+         "second": 1e6}
 total = defaultdict(float)
 count = defaultdict(int)
 with open(path, newline="") as f:
