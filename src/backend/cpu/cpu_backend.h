@@ -1,7 +1,8 @@
 // CpuBackend: the Backend on the host. Activations are F32; weights are F32 or
 // BF16 (zero-copy from the mapped checkpoint when stored that way). Work is
 // split over a ThreadPool; inner loops come from the ISA table chosen at run
-// time. Op families live in their own files (ops_basic, attention, moe).
+// time. Op families live in their own files (cpu_backend.cc: elementwise and
+// products; attention.cc; moe.cc; the kernels in kernels_impl.inc).
 #pragma once
 
 #include <chrono>
