@@ -187,6 +187,20 @@ class Backend {
     cache_write(latent, batch, cache);
   }
 
+  // ids [n] I32 = the index of the first maximum of each row of x [n, V] F32
+  // (greedy sampling where the logits need not leave the device). The default
+  // works on host memory.
+  virtual void argmax_rows(const Tensor& x, Tensor& ids) {
+    const int64_t n = x.dim(0), V = x.row_size();
+    for (int64_t i = 0; i < n; ++i) {
+      const float* r = x.data<float>() + i * V;
+      int64_t best = 0;
+      for (int64_t v = 1; v < V; ++v)
+        if (r[v] > r[best]) best = v;
+      ids.data<int32_t>()[i] = static_cast<int32_t>(best);
+    }
+  }
+
   // ---- mixture of experts ----
   // router_logits F32 [T, E], bias [E] F32 or undefined -> ids I32 [T, k],
   // weights F32 [T, k].

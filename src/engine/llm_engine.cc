@@ -261,8 +261,10 @@ void LlmEngine::expire_deadlines() {
 void LlmEngine::step() {
   StepPlan plan = sched_.schedule();  // 1. schedule
   if (plan.empty()) return;
+  const bool greedy = greedy_step(plan);
   try {
-    runner_.run(plan, logits_);  // 2. run the model
+    if (greedy) runner_.run_greedy(plan, greedy_ids_);  // 2. run the model
+    else runner_.run(plan, logits_);
   } catch (const std::exception& e) {
     // Every request in flight fails; cached prefixes may be half-written.
     ++step_errors_;
@@ -273,19 +275,34 @@ void LlmEngine::step() {
   }
   ++steps_;
   sched_.on_step_done(plan);
-  postprocess(plan, logits_);  // 3. sample, check stops, emit
+  postprocess(plan, logits_, greedy ? &greedy_ids_ : nullptr);  // 3. sample, check stops, emit
 }
 
-void LlmEngine::postprocess(const StepPlan& plan, const std::vector<float>& logits) {
+bool LlmEngine::greedy_step(const StepPlan& plan) const {
+  for (const ScheduledSeq& s : plan.seqs) {
+    if (!s.sample) continue;
+    const Sequence& seq = *s.seq;
+    const SamplingParams& p = seq.request->req.params;
+    const bool stops = !p.stop_token_ids.empty() || (!p.ignore_eos && !eos_ids_.empty());
+    const int32_t num_output = static_cast<int32_t>(seq.tokens.size()) - seq.num_prompt_tokens;
+    if (!Sampler::plain_greedy(p, num_output, stops)) return false;
+  }
+  return true;
+}
+
+void LlmEngine::postprocess(const StepPlan& plan, const std::vector<float>& logits,
+                            const std::vector<int32_t>* greedy) {
   const size_t V = static_cast<size_t>(runner_.vocab_size());
   size_t row = 0;
   for (const ScheduledSeq& s : plan.seqs) {
     if (!s.sample) continue;
-    const float* r = logits.data() + V * row++;
+    const size_t i = row++;
+    const float* r = greedy ? nullptr : logits.data() + V * i;
+    const int32_t id = greedy ? (*greedy)[i] : -1;
     Sequence& seq = *s.seq;
     RequestState& rq = *seq.request;
-    if (rq.n() > 1 && !rq.forked && seq.index == 0) fork(seq, r);
-    sample_into(seq, r);
+    if (rq.n() > 1 && !rq.forked && seq.index == 0) fork(seq, r, id);
+    sample_into(seq, r, id);
   }
 }
 
@@ -295,14 +312,18 @@ std::vector<int32_t> LlmEngine::stop_ids_for(const SamplingParams& p) const {
   return ids;
 }
 
-void LlmEngine::sample_into(Sequence& seq, const float* row) {
+void LlmEngine::sample_into(Sequence& seq, const float* row, int32_t greedy_id) {
+  if (row == nullptr) {
+    append_token(seq, greedy_id, std::nullopt);
+    return;
+  }
   const SamplingParams& p = seq.request->req.params;
   SampleResult res = sampler_.sample(row, runner_.vocab_size(), p, seq.tokens,
                                      seq.num_prompt_tokens, stop_ids_for(p), seq.rng);
   append_token(seq, res.token, std::move(res.logprob));
 }
 
-void LlmEngine::fork(Sequence& parent, const float* row) {
+void LlmEngine::fork(Sequence& parent, const float* row, int32_t greedy_id) {
   RequestState& rq = *parent.request;
   rq.forked = true;
   // Children share the parent's full prompt blocks; the partial last block
@@ -322,7 +343,7 @@ void LlmEngine::fork(Sequence& parent, const float* row) {
                          parent.hashes.begin() + std::min<size_t>(parent.hashes.size(), full));
     Sequence& c = *child;
     rq.samples.push_back(std::move(child));
-    sample_into(c, row);
+    sample_into(c, row, greedy_id);
     if (c.status != SeqStatus::kFinished) sched_.add_running(&c);
   }
 }

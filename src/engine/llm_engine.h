@@ -49,9 +49,15 @@ class LlmEngine final : public Engine {
   void apply_cancel(const std::string& id);
   void expire_deadlines();
   void step();
-  void postprocess(const StepPlan& plan, const std::vector<float>& logits);
-  void sample_into(Sequence& seq, const float* row);
-  void fork(Sequence& parent, const float* row);
+  // True when every row the step samples is plain greedy (Sampler::plain_greedy):
+  // the model then picks the tokens on its device and no logits are copied.
+  bool greedy_step(const StepPlan& plan) const;
+  // `greedy`: each sampled row's token from the device (logits unused), else null.
+  void postprocess(const StepPlan& plan, const std::vector<float>& logits,
+                   const std::vector<int32_t>* greedy);
+  // The next token of `seq` from its logits row, or `greedy_id` when row is null.
+  void sample_into(Sequence& seq, const float* row, int32_t greedy_id);
+  void fork(Sequence& parent, const float* row, int32_t greedy_id);
   void append_token(Sequence& seq, int32_t token, std::optional<TokenLogprob> lp);
   void finish_sequence(Sequence& seq, FinishReason reason, std::string stop_reason = {});
   void finish_request(RequestState& rq, FinishReason reason, const Status& error);
@@ -77,6 +83,7 @@ class LlmEngine final : public Engine {
   int64_t next_seq_id_ = 0;
   int64_t steps_ = 0, step_errors_ = 0, prompt_tokens_ = 0, generation_tokens_ = 0;
   std::vector<float> logits_;
+  std::vector<int32_t> greedy_ids_;
 
   // Shared state, guarded by mu_.
   mutable std::mutex mu_;

@@ -49,4 +49,13 @@ void ModelRunner::run(const StepPlan& plan, std::vector<float>& logits) {
            "forward returned {} logits for {} rows", logits.size(), batch.logits_indices.size());
 }
 
+void ModelRunner::run_greedy(const StepPlan& plan, std::vector<int32_t>& ids) {
+  ids.clear();
+  if (plan.empty()) return;
+  backend::BatchInfo batch = build_batch(plan);
+  model_.forward_argmax(batch, cache_, ids);
+  R1_CHECK(ids.size() == batch.logits_indices.size(), "forward returned {} tokens for {} rows",
+           ids.size(), batch.logits_indices.size());
+}
+
 }  // namespace r1::engine

@@ -22,6 +22,9 @@ class ModelRunner {
   // Runs `plan`. `logits` gets one row of vocab_size() per entry with
   // `sample` set, in plan order. Exceptions from the model propagate.
   void run(const StepPlan& plan, std::vector<float>& logits);
+  // Runs `plan` when every sampled row is plain greedy: `ids` gets each
+  // sampled row's argmax token, chosen on the model's device.
+  void run_greedy(const StepPlan& plan, std::vector<int32_t>& ids);
 
   int32_t vocab_size() const { return vocab_size_; }
   const backend::KvCache& cache() const { return cache_; }

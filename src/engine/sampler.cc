@@ -36,9 +36,7 @@ SampleResult Sampler::sample(const float* logits, int32_t V, const SamplingParam
                              const std::vector<int32_t>& tokens, int32_t num_prompt_tokens,
                              const std::vector<int32_t>& stop_ids, std::mt19937_64& rng) {
   const int32_t num_output = static_cast<int32_t>(tokens.size()) - num_prompt_tokens;
-  if (p.temperature < 1e-5f && p.logit_bias.empty() && p.repetition_penalty == 1.0f &&
-      p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f &&
-      (num_output >= p.min_tokens || stop_ids.empty()) && p.logprobs < 0) {
+  if (plain_greedy(p, num_output, !stop_ids.empty())) {
     // Plain greedy: no processed copy of the logits is needed.
     SampleResult r;
     r.token = static_cast<int32_t>(std::max_element(logits, logits + V) - logits);

@@ -27,6 +27,15 @@ class Sampler {
                       const std::vector<int32_t>& tokens, int32_t num_prompt_tokens,
                       const std::vector<int32_t>& stop_ids, std::mt19937_64& rng);
 
+  // True when sample() would return the argmax of the raw logits and nothing
+  // else (temperature 0, no bias, penalties, min_tokens masking or logprobs):
+  // then the model may pick the token on its device.
+  static bool plain_greedy(const SamplingParams& p, int32_t num_output, bool has_stop_ids) {
+    return p.temperature < 1e-5f && p.logit_bias.empty() && p.repetition_penalty == 1.0f &&
+           p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f && p.logprobs < 0 &&
+           (num_output >= p.min_tokens || !has_stop_ids);
+  }
+
   // A uniform double in [0, 1) from 53 bits of `rng` (portable, unlike
   // std::uniform_real_distribution).
   static double uniform(std::mt19937_64& rng) {

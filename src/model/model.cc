@@ -2,6 +2,8 @@
 // errors (thrown as r1::Error deep in the loaders) become a Status.
 #include "model/model.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 #include "io/checkpoint.h"
 #include "model/model_impl.h"
@@ -60,14 +62,12 @@ void ModelBase::mlp(const backend::Linear& gate_up, const backend::Linear& down,
   backend_.linear(act, down, out);
 }
 
-void ModelBase::forward(const backend::BatchInfo& batch, backend::KvCache& cache,
-                        std::vector<float>& logits) {
+Tensor ModelBase::run_step(const backend::BatchInfo& batch, backend::KvCache& cache) {
   const int64_t T = batch.num_tokens(), H = cfg_.hidden_size;
   R1_CHECK(T > 0 && static_cast<int64_t>(batch.positions.size()) == T &&
                static_cast<int64_t>(batch.slot_mapping.size()) == T,
            "malformed batch: {} tokens", T);
   const int64_t n = static_cast<int64_t>(batch.logits_indices.size());
-  logits.resize(static_cast<size_t>(n * cfg_.vocab_size));
   // The step's ops, issued unless the backend replays a recording of them; the
   // output buffer is taken first so a replay and the model agree on it.
   Tensor lg = scratch_.get("logits", {std::max<int64_t>(n, 1), cfg_.vocab_size}, DType::kF32);
@@ -87,7 +87,24 @@ void ModelBase::forward(const backend::BatchInfo& batch, backend::KvCache& cache
   };
   if (!backend_.begin_step(batch, cache, lg)) issue();
   if (!backend_.end_step()) issue();
-  if (n > 0) backend_.to_host(lg.rows(0, n), logits.data());
+  return n > 0 ? lg.rows(0, n) : Tensor();
+}
+
+void ModelBase::forward(const backend::BatchInfo& batch, backend::KvCache& cache,
+                        std::vector<float>& logits) {
+  Tensor lg = run_step(batch, cache);
+  logits.resize(lg.defined() ? static_cast<size_t>(lg.numel()) : 0);
+  if (lg.defined()) backend_.to_host(lg, logits.data());
+}
+
+void ModelBase::forward_argmax(const backend::BatchInfo& batch, backend::KvCache& cache,
+                               std::vector<int32_t>& ids) {
+  Tensor lg = run_step(batch, cache);
+  ids.resize(lg.defined() ? static_cast<size_t>(lg.dim(0)) : 0);
+  if (!lg.defined()) return;
+  Tensor d = scratch_.get("argmax", {lg.dim(0)}, DType::kI32);
+  backend_.argmax_rows(lg, d);
+  backend_.to_host(d, ids.data());
 }
 
 Result<std::unique_ptr<Model>> load_model(const io::ModelConfig& cfg, const WeightSource& source,

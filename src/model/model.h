@@ -3,6 +3,8 @@
 // Llama/Qwen2 distills implement it, written once against backend::Backend.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,6 +41,21 @@ class Model {
   // the logits of rows batch.logits_indices as [n, vocab_size] F32 on the host.
   virtual void forward(const backend::BatchInfo& batch, backend::KvCache& cache,
                        std::vector<float>& logits) = 0;
+  // The same step, returning only the greedy token (argmax, first maximum) of
+  // each logits row. Models on a device keep the logits there; this default
+  // downloads them.
+  virtual void forward_argmax(const backend::BatchInfo& batch, backend::KvCache& cache,
+                              std::vector<int32_t>& ids) {
+    std::vector<float> logits;
+    forward(batch, cache, logits);
+    const size_t V = static_cast<size_t>(config().vocab_size);
+    ids.resize(V ? logits.size() / V : 0);
+    for (size_t i = 0; i < ids.size(); ++i)
+      ids[i] = static_cast<int32_t>(
+          std::max_element(logits.begin() + static_cast<ptrdiff_t>(i * V),
+                           logits.begin() + static_cast<ptrdiff_t>((i + 1) * V)) -
+          (logits.begin() + static_cast<ptrdiff_t>(i * V)));
+  }
   // Bytes of weights one decoded token must read at batch 1 (all dense
   // weights, the lm_head, and top_k routed experts per MoE layer).
   virtual int64_t decode_weight_bytes() const = 0;

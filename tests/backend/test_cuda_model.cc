@@ -64,6 +64,7 @@ class RecordingBackend final : public Backend {
   }
   void synchronize() override { in_->synchronize(); }
   void fill_random(Tensor& dst, const RandomFill& f) override { in_->fill_random(dst, f); }
+  void argmax_rows(const Tensor& x, Tensor& ids) override { in_->argmax_rows(x, ids); }
   void embedding(const Tensor& t, const std::vector<int32_t>& ids, Tensor& out) override {
     in_->embedding(t, ids, out);
   }

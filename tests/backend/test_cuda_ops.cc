@@ -123,6 +123,29 @@ TEST_F(CudaOps, LinearBf16AndF32Outputs) {
   }
 }
 
+TEST_F(CudaOps, ArgmaxRowsTakesTheFirstMaximum) {
+  for (int64_t V : {int64_t{7}, int64_t{1000}, int64_t{129280}}) {
+    const int64_t n = 6;
+    Tensor x = random_bf16({n, V}, rng_);
+    float* p = x.data<float>();
+    // Row 1: a tie of the maximum, the later one must lose; row 2: all equal; row 3: -inf mostly.
+    p[1 * V + V / 3] = 50.0f;
+    p[1 * V + V - 1] = 50.0f;
+    for (int64_t v = 0; v < V; ++v) p[2 * V + v] = 0.25f;
+    for (int64_t v = 0; v < V; ++v) p[3 * V + v] = -INFINITY;
+    p[3 * V + V / 2] = -1.0f;
+    Tensor gi = galloc({n}, DType::kI32), ci = calloc({n}, DType::kI32);
+    gpu().argmax_rows(dev_f32(x), gi);
+    cpu().argmax_rows(x, ci);
+    std::vector<int32_t> got(static_cast<size_t>(n));
+    gpu().to_host(gi, got.data());
+    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], ci.data<int32_t>()[i]) << "V=" << V << " row " << i;
+    EXPECT_EQ(got[1], V / 3);
+    EXPECT_EQ(got[2], 0);
+    EXPECT_EQ(got[3], V / 2);
+  }
+}
+
 TEST_F(CudaOps, HeadLinear) {
   for (auto [T, H, N, K, xs, os] : std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48}, {13, 16, 512, 128, 192, 576}}) {
     Tensor x = random_bf16({T, H * xs}, rng_), w = random_bf16({H, N, K}, rng_, 0.1f);

@@ -458,6 +458,13 @@ void CudaBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& row
                      src.row_size() * static_cast<int64_t>(dtype_size(src.dtype())), out.raw(), stream_);
 }
 
+void CudaBackend::argmax_rows(const Tensor& x, Tensor& ids) {
+  OpTimer timer(*this, "argmax_rows");
+  R1_CHECK(x.dtype() == DType::kF32 && ids.dtype() == DType::kI32 && ids.numel() == x.dim(0),
+           "argmax_rows x {} ids {}", x.describe(), ids.describe());
+  launch_argmax_rows(x.data<float>(), x.dim(0), x.row_size(), ids.data<int32_t>(), stream_);
+}
+
 void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
   OpTimer timer(*this, "add");
   R1_CHECK(a.numel() == b.numel() && a.numel() == out.numel(), "add {} {} {}", a.describe(), b.describe(),

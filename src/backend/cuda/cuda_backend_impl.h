@@ -118,6 +118,7 @@ class CudaBackend final : public Backend {
                  const RopeParams& rope) override;
   void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope, const BatchInfo& batch,
                         Tensor& latent, Tensor& cache) override;
+  void argmax_rows(const Tensor& x, Tensor& ids) override;
   void moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& params, Tensor& ids,
                  Tensor& weights) override;
   void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids, const Tensor& weights,

@@ -173,6 +173,52 @@ __global__ void convert_kernel(const void* src, bool src_bf, void* dst, bool dst
     stf(dst, i, dst_bf, ldf(src, i, src_bf));
 }
 
+// One block per row: the first maximum (value, then lowest index), as std::max_element.
+__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* x, int64_t V, int32_t* ids) {
+  const float* r = x + static_cast<int64_t>(blockIdx.x) * V;
+  float bv = -INFINITY;
+  int64_t bi = V;  // none yet
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+    const float v = r[i];
+    if (bi == V || v > bv) {  // strided ascending: the first maximum of this thread's share
+      bv = v;
+      bi = i;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (oi != V && (bi == V || ov > bv || (ov == bv && oi < bi))) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+  __shared__ float sv[32];
+  __shared__ int64_t si[32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) {
+    sv[warp] = bv;
+    si[warp] = bi;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = blockDim.x >> 5;
+    bv = lane < nw ? sv[lane] : -INFINITY;
+    bi = lane < nw ? si[lane] : V;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (oi != V && (bi == V || ov > bv || (ov == bv && oi < bi))) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if (lane == 0) ids[blockIdx.x] = static_cast<int32_t>(bi == V ? 0 : bi);
+  }
+}
+
 int row_threads(int64_t n) { return n >= 1024 ? 256 : (n >= 256 ? 128 : 64); }
 
 }  // namespace
@@ -206,6 +252,13 @@ void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_
   }
   rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(n), 0, s>>>(x, x_bf, ldx, add, add_bf, ld_add,
                                                                         w, n, eps, out, out_bf, ldo);
+  R1_CUDA_LAUNCHED();
+}
+
+void launch_argmax_rows(const float* x, int64_t n, int64_t V, int32_t* ids, cudaStream_t s) {
+  R1_CUDA_REQUIRE(V > 0 && V < (int64_t{1} << 31), "argmax_rows: vocabulary size");
+  if (n == 0) return;
+  argmax_rows_kernel<<<static_cast<unsigned>(n), 1024, 0, s>>>(x, V, ids);
   R1_CUDA_LAUNCHED();
 }
 
