@@ -261,15 +261,25 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
     const int steps = quick ? 3 : 24, max_blocks = (ctx + 24 + 8 + bs) / bs + 1;
     backend::KvCache cache = be->alloc_kv_cache(spec, static_cast<int64_t>(B) * max_blocks, bs);
     std::vector<float> logits;
-    // Batch 1 also runs with recorded steps (CUDA graphs) off, to show what they save.
-    for (bool graphs : quick ? std::vector<bool>{false}
-                              : B == 1 ? std::vector<bool>{false, true} : std::vector<bool>{true}) {
+    std::vector<int32_t> ids;
+    // Decode as the engine runs greedy steps (tokens picked on the device); batch 1
+    // also with recorded steps (CUDA graphs) off, and every batch once more with the
+    // full logits downloaded (what a sampled step costs).
+    struct Mode {
+      bool graphs, logits;
+    };
+    std::vector<Mode> modes = {{true, false}, {true, true}};
+    if (B == 1) modes.insert(modes.begin(), Mode{false, false});
+    if (quick) modes = {{false, true}};
+    for (const Mode& mode : modes) {
+      const bool graphs = mode.graphs;
       backend::cuda_set_graphs(*be, graphs);
       std::vector<double> t;
       for (int s = 0; s < steps; ++s) {
         auto b = make_batch(B, ctx + s, 1, bs, max_blocks, true);
         auto t1 = Clock::now();
-        m->forward(b, cache, logits);
+        if (mode.logits) m->forward(b, cache, logits);
+        else m->forward_argmax(b, cache, ids);
         if (s >= 4) t.push_back(ms_since(t1));
       }
       if (quick) return;
@@ -277,12 +287,12 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
       const double tps = B * 1000.0 / ms;
       const double roof = bw_tbps * 1e12 / step_bytes(B, ctx) * B;
       const auto g = backend::cuda_graph_counts(*be);
-      std::printf("# %s decode batch %d (graphs %s; %lld replays so far): %.3f ms/step, %.1f tok/s, roofline %.1f tok/s "
-                  "(%.1f MB/step)\n",
-                  name.c_str(), B, graphs ? "on" : "off", static_cast<long long>(g.replays), ms, tps, roof,
-                  step_bytes(B, ctx) / 1e6);
-      report({name, "decode_b" + std::to_string(B) + (graphs ? "" : "_eager"), tps, "tok/s", tps / roof,
-              "HBM roofline"});
+      std::printf("# %s decode batch %d (graphs %s, %s; %lld replays so far): %.3f ms/step, %.1f tok/s, roofline %.1f "
+                  "tok/s (%.1f MB/step)\n",
+                  name.c_str(), B, graphs ? "on" : "off", mode.logits ? "logits to the host" : "tokens on the device",
+                  static_cast<long long>(g.replays), ms, tps, roof, step_bytes(B, ctx) / 1e6);
+      report({name, "decode_b" + std::to_string(B) + (graphs ? "" : "_eager") + (mode.logits ? "_logits" : ""), tps,
+              "tok/s", tps / roof, "HBM roofline"});
     }
     if (!quick) {  // one more step with per-op GPU timing
       backend::cuda_set_profiling(*be, true);
