@@ -155,7 +155,10 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
     std::vector<int32_t> off(static_cast<size_t>(E + 1));
     R1_CUDA_OK(cudaMemcpyAsync(off.data(), offsets, off.size() * 4, cudaMemcpyDeviceToHost, stream_));
     uint16_t* xg = static_cast<uint16_t*>(workspace(7, static_cast<size_t>(P * H) * 2));
-    launch_moe_gather(x.raw(), is_bf16(x), H, sorted_pair, P, K, xg, stream_);
+    {
+      OpTimer t(*this, "moe/gather");
+      launch_moe_gather(x.raw(), is_bf16(x), H, sorted_pair, P, K, xg, stream_);
+    }
     uint16_t* gu = static_cast<uint16_t*>(workspace(8, static_cast<size_t>(P * 2 * I) * 2));
     y_bf = true;
     R1_CUDA_OK(cudaStreamSynchronize(stream_));
@@ -203,10 +206,18 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
                                   &zero, const_cast<void*>(ptrs[static_cast<size_t>(2 * G + g)]), CUDA_R_16BF,
                                   static_cast<int>(m), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     };
-    run(2 * I, H, wgu, xg, CUDA_R_16BF, gu);
-    launch_silu_mul(gu, true, P, I, act, true, stream_);
+    {
+      OpTimer t(*this, "moe/gemm_gate_up");
+      run(2 * I, H, wgu, xg, CUDA_R_16BF, gu);
+    }
+    {
+      OpTimer t(*this, "moe/silu");
+      launch_silu_mul(gu, true, P, I, act, true, stream_);
+    }
+    OpTimer t(*this, "moe/gemm_down");
     run(H, I, wd, act, CUDA_R_16BF, y);
   }
+  OpTimer t(*this, "moe/combine");
   launch_moe_combine(y, y_bf, pos_of_pair, weights.data<float>(), T, K, H, out.raw(), is_bf16(out), stream_);
 }
 

@@ -448,6 +448,42 @@ __global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t
     stf(xg, pos * H + i, true, ldf(x, row * H + i, x_bf));
 }
 
+// 16-byte copies of BF16 rows (H % 8 == 0).
+__global__ void gather_vec_kernel(const uint16_t* x, int64_t H, const int32_t* sorted_pair, int64_t K,
+                                  uint16_t* xg) {
+  const int64_t pos = blockIdx.x;
+  const int64_t row = sorted_pair[pos] / K;
+  for (int64_t i = threadIdx.x * 8; i < H; i += blockDim.x * 8)
+    *reinterpret_cast<uint4*>(xg + pos * H + i) = *reinterpret_cast<const uint4*>(x + row * H + i);
+}
+
+// BF16 y and out, 8 columns per thread; the same additions in the same order as combine_kernel.
+__global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair, const float* w, int64_t T,
+                                   int64_t K, int64_t H, uint16_t* out) {
+  const int64_t n = T * (H / 8);
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = idx / (H / 8), h = (idx % (H / 8)) * 8;
+    float acc[8] = {};
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t pos = pos_of_pair ? pos_of_pair[t * K + j] : t * K + j;
+      const float wj = w[t * K + j];
+      float v[8];
+      unpack8(*reinterpret_cast<const uint4*>(y + pos * H + h), v);
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[c] += wj * v[c];
+    }
+    uint4 o;
+    uint32_t* ow = reinterpret_cast<uint32_t*>(&o);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const __nv_bfloat162 b = __floats2bfloat162_rn(acc[2 * c], acc[2 * c + 1]);
+      ow[c] = *reinterpret_cast<const uint32_t*>(&b);
+    }
+    *reinterpret_cast<uint4*>(out + t * H + h) = o;
+  }
+}
+
 __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
                                int64_t K, int64_t H, void* out, bool out_bf) {
   const int64_t n = T * H;
@@ -539,14 +575,23 @@ void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w,
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s) {
   if (P == 0) return;
-  gather_kernel<<<static_cast<unsigned>(P), 256, 0, s>>>(x, x_bf, H, sorted_pair, K, xg);
+  if (x_bf && H % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
+    gather_vec_kernel<<<static_cast<unsigned>(P), 256, 0, s>>>(static_cast<const uint16_t*>(x), H, sorted_pair, K,
+                                                               xg);
+  else
+    gather_kernel<<<static_cast<unsigned>(P), 256, 0, s>>>(x, x_bf, H, sorted_pair, K, xg);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
                         int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s) {
   if (T * H == 0) return;
-  combine_kernel<<<grid_for(T * H, 256), 256, 0, s>>>(y, y_bf, pos_of_pair, w, T, K, H, out, out_bf);
+  if (y_bf && out_bf && H % 8 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(out) % 16 == 0)
+    combine_vec_kernel<<<grid_for(T * H / 8, 256), 256, 0, s>>>(static_cast<const uint16_t*>(y), pos_of_pair, w, T, K,
+                                                                H, static_cast<uint16_t*>(out));
+  else
+    combine_kernel<<<grid_for(T * H, 256), 256, 0, s>>>(y, y_bf, pos_of_pair, w, T, K, H, out, out_bf);
   R1_CUDA_LAUNCHED();
 }
 
