@@ -1,9 +1,11 @@
 // Engine behaviour beyond greedy equality: seeded sampling independent of
 // the batch, cancellation storms leaking no block, stop strings with
 // hold-back, stop tokens and EOS, n > 1 sharing prompt blocks, logprobs,
-// deadlines, rejection at submit, and a forward pass that throws.
+// deadlines, rejection at submit, a forward pass that throws, and greedy
+// steps that pick their tokens in the model.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <random>
 
@@ -69,6 +71,71 @@ TEST(EngineSampling, SeededOutputIndependentOfBatch) {
   EXPECT_EQ(res["x"].samples[0].tokens, alone);
   EXPECT_EQ(res["y"].samples[0].tokens, alone);
   EXPECT_NE(res["z"].samples[0].tokens, alone);
+}
+
+// Forwards to a real model, counting which of its two step calls the engine used.
+class CountingModel : public model::Model {
+ public:
+  explicit CountingModel(std::shared_ptr<model::Model> m) : m_(std::move(m)) {}
+  const io::ModelConfig& config() const override { return m_->config(); }
+  backend::Backend& backend() override { return m_->backend(); }
+  backend::KvCacheSpec kv_cache_spec() const override { return m_->kv_cache_spec(); }
+  int64_t decode_weight_bytes() const override { return m_->decode_weight_bytes(); }
+  void forward(const backend::BatchInfo& b, backend::KvCache& c, std::vector<float>& l) override {
+    ++logits_steps;
+    m_->forward(b, c, l);
+  }
+  void forward_argmax(const backend::BatchInfo& b, backend::KvCache& c,
+                      std::vector<int32_t>& ids) override {
+    ++argmax_steps;
+    m_->forward_argmax(b, c, ids);
+  }
+  std::atomic<int> logits_steps{0}, argmax_steps{0};
+
+ private:
+  std::shared_ptr<model::Model> m_;
+};
+
+// Plain greedy steps pick their tokens in the model (forward_argmax); a request
+// that asks for logprobs makes its steps download the logits. Both give the
+// same tokens, alone and mixed in one batch.
+TEST(EngineSampling, GreedyInTheModelEqualsGreedyFromLogits) {
+  for (const char* name : {"deepseek_v3_tiny", "llama_tiny"}) {
+    TinyModel tm = load_tiny(name);
+    ASSERT_TRUE(tm.model);
+    std::mt19937 rng(9);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 4; ++i) prompts.push_back(random_prompt(rng, 7 + 5 * i, 256));
+    auto run = [&](bool logprobs_on_first, int* logits_steps, int* argmax_steps) {
+      auto counting = std::make_shared<CountingModel>(tm.model);
+      EngineConfig cfg;
+      cfg.num_kv_blocks = 128;
+      auto e = make_engine(counting, nullptr, cfg);
+      EXPECT_TRUE(e.is_ok());
+      Collector c;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        GenerationRequest r = greedy_request("r" + std::to_string(i), prompts[i], 10);
+        if (logprobs_on_first && i == 0) r.params.logprobs = 0;
+        EXPECT_TRUE((*e)->submit(std::move(r), c.callback()).is_ok());
+      }
+      c.wait(static_cast<int>(prompts.size()));
+      (*e)->shutdown();
+      *logits_steps = counting->logits_steps;
+      *argmax_steps = counting->argmax_steps;
+      std::vector<std::vector<int32_t>> out;
+      for (size_t i = 0; i < prompts.size(); ++i)
+        out.push_back(c.results()["r" + std::to_string(i)].samples[0].tokens);
+      return out;
+    };
+    int l1 = 0, a1 = 0, l2 = 0, a2 = 0;
+    const auto greedy = run(false, &l1, &a1);
+    const auto mixed = run(true, &l2, &a2);
+    EXPECT_EQ(l1, 0) << name;  // no step needed the logits
+    EXPECT_GT(a1, 0) << name;
+    EXPECT_GT(l2, 0) << name;  // the logprobs request's steps did
+    EXPECT_EQ(greedy, mixed) << name;
+    for (const auto& t : greedy) EXPECT_EQ(t.size(), 10u) << name;
+  }
 }
 
 TEST(EngineSampling, LogprobsAreLogSoftmax) {
