@@ -146,6 +146,75 @@ TEST_F(CudaOps, ArgmaxRowsTakesTheFirstMaximum) {
   }
 }
 
+// The fused rope_copy against the CPU's copy_heads + rope (its default).
+TEST_F(CudaOps, RopeCopyEqualsCopyThenRope) {
+  for (bool interleaved : {true, false}) {
+    RopeParams p;
+    p.interleaved = interleaved;
+    p.attention_factor = interleaved ? 1.3f : 1.0f;
+    for (int i = 0; i < 32; ++i) p.inv_freq.push_back(std::pow(10000.0f, -2.0f * i / 64.0f));
+    // q [T, heads * 192] (nope 128 | pe 64) -> dst [T, heads * 576] at offset 512, as MLA's absorbed query.
+    const int64_t T = 7, heads = 5, src_stride = 192, src_off = 128, dst_stride = 576, dst_off = 512;
+    Tensor q = random_bf16({T, heads * src_stride}, rng_);
+    std::vector<int32_t> pos(T);
+    for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(t * 911 % 7000);
+    Tensor g = galloc({T, heads * dst_stride}), c = calloc({T, heads * dst_stride});
+    gpu().rope_copy(dev(q), src_stride, src_off, g, dst_stride, dst_off, heads, pos, p);
+    cpu().rope_copy(q, src_stride, src_off, c, dst_stride, dst_off, heads, pos, p);
+    // Compare only the windows written.
+    std::vector<float> got = fetch(gpu(), g), want = host_values(c), gw, cw;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i = 0; i < 64; ++i) {
+          const size_t k = static_cast<size_t>(t * heads * dst_stride + h * dst_stride + dst_off + i);
+          gw.push_back(got[k]);
+          cw.push_back(want[k]);
+        }
+    expect_close(gw, cw, 1e-2, interleaved ? "rope_copy interleaved" : "rope_copy neox");
+  }
+}
+
+// The fused MLA latent write (norm + rope + cache write in one kernel) against the
+// CPU's four plain ops, on a shuffled block table.
+TEST_F(CudaOps, MlaLatentWriteEqualsPlainOps) {
+  for (const auto& [r, rope_dim] : std::vector<std::pair<int64_t, int64_t>>{{512, 64}, {128, 32}}) {
+    RopeParams p;
+    p.interleaved = true;
+    p.attention_factor = 1.1f;
+    for (int64_t i = 0; i < rope_dim / 2; ++i)
+      p.inv_freq.push_back(std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope_dim)));
+    const int64_t W = r + rope_dim, T = 11, bs = 4, blocks = 8;
+    BatchInfo b;
+    const std::vector<int32_t> table = {5, 2, 7, 0};
+    for (int64_t t = 0; t < T; ++t) {
+      b.token_ids.push_back(0);
+      b.positions.push_back(static_cast<int32_t>(t));
+      b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) + static_cast<int32_t>(t % bs));
+    }
+    b.query_start = {0, static_cast<int32_t>(T)};
+    b.context_lens = {static_cast<int32_t>(T)};
+    b.block_tables = table;
+    b.max_blocks_per_seq = 4;
+    KvCacheSpec spec;
+    spec.mla = true;
+    spec.num_layers = 1;
+    spec.kv_lora_rank = r;
+    spec.rope_dim = rope_dim;
+    KvCache gc = gpu().alloc_kv_cache(spec, blocks, bs), cc = cpu().alloc_kv_cache(spec, blocks, bs);
+    Tensor kv = random_bf16({T, W}, rng_, 2.0f), w = random_bf16({r}, rng_);
+    Tensor gl = galloc({T, W}), cl = calloc({T, W});
+    gpu().mla_latent_write(dev(kv), gpu().upload(w, DType::kF32), 1e-6f, p, b, gl, gc.latent[0]);
+    cpu().mla_latent_write(kv, w, 1e-6f, p, b, cl, cc.latent[0]);
+    std::vector<float> got = fetch(gpu(), gc.latent[0]), want = host_values(cc.latent[0]), gw, cw;
+    for (int32_t slot : b.slot_mapping)
+      for (int64_t i = 0; i < W; ++i) {
+        gw.push_back(got[static_cast<size_t>(slot * W + i)]);
+        cw.push_back(want[static_cast<size_t>(slot * W + i)]);
+      }
+    expect_close(gw, cw, 1e-2, "mla_latent_write r=" + std::to_string(r));
+  }
+}
+
 TEST_F(CudaOps, HeadLinear) {
   for (auto [T, H, N, K, xs, os] : std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48}, {13, 16, 512, 128, 192, 576}}) {
     Tensor x = random_bf16({T, H * xs}, rng_), w = random_bf16({H, N, K}, rng_, 0.1f);
