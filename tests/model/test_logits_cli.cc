@@ -19,6 +19,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
+
 #include "core/npy.h"
 
 namespace r1 {
@@ -26,56 +28,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kBinary = std::string(R1_BINARY_DIR) + "/r1serve";
+using clitest::CliRun;
+using clitest::slurp;
+using clitest::TempDir;
+const std::string& kBinary = clitest::kR1serveBinary;
 const std::string kModels = std::string(R1_TEST_DATA_DIR) + "/models/";
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("r1_logits_cli_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-CliRun run(const std::string& args) {
-  TempDir tmp;
-  const std::string out = tmp.file("stdout"), err = tmp.file("stderr");
-  const std::string cmd = kBinary + " " + args + " </dev/null >" + out + " 2>" + err;
-  CliRun r;
-  const int status = std::system(cmd.c_str());
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
-
-std::string join(const std::vector<int32_t>& ids) {
-  std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
-  return s;
-}
+CliRun run(const std::string& args) { return clitest::run_r1serve(args); }
+std::string join(const std::vector<int32_t>& ids) { return clitest::join_ids(ids); }
 
 double stddev(const float* x, size_t n) {
   double mean = 0, sq = 0;
