@@ -201,7 +201,8 @@ class CudaBackend final : public Backend {
 
   // ---- step recording (step_graphs.cc) ----
   bool graphs_ = true;
-  std::map<std::array<int64_t, 4>, std::unique_ptr<StepRecording>> recordings_;
+  // Keyed by (sequences, table capacity, cache address, cache blocks x block size, output address).
+  std::map<std::array<int64_t, 5>, std::unique_ptr<StepRecording>> recordings_;
   StepRecording* cur_ = nullptr;        // the recording this step uses, if any
   const BatchInfo* cur_src_ = nullptr;  // the batch it was given
   bool capturing_ = false, replayed_ = false, capture_broken_ = false, step_synced_ = false;

@@ -71,7 +71,10 @@ bool CudaBackend::begin_step(const BatchInfo& b, const KvCache& cache, const Ten
   const int32_t MB = table_capacity(b.max_blocks_per_seq);
   const void* cache_id = cache.spec.mla ? (cache.latent.empty() ? nullptr : cache.latent[0].raw())
                                         : (cache.k.empty() ? nullptr : cache.k[0].raw());
-  const std::array<int64_t, 4> key{B, MB, reinterpret_cast<int64_t>(cache_id),
+  // A cache freed and another made at the same address must not reuse a recording
+  // planned for its shape: the key holds the cache's geometry too.
+  const std::array<int64_t, 5> key{B, MB, reinterpret_cast<int64_t>(cache_id),
+                                   cache.num_blocks * 65536 + cache.block_size,
                                    reinterpret_cast<int64_t>(out.raw())};
   auto it = recordings_.find(key);
   if (it == recordings_.end()) {
