@@ -281,7 +281,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // While a request is handled: read so that a hang-up is noticed at once.
   void watch() {
     if (watching_ || closed_) return;
-    if (buf_.size() > srv_.opt.max_header_bytes + srv_.opt.max_body_bytes) return;
+    // Bytes already buffered are the client's next (pipelined) request: leave the
+    // socket alone so after_response parses them at once. A read left pending here
+    // would hold that request until the idle timer closes the connection.
+    if (buf_.size() > 0) return;
     watching_ = true;
     auto mb = buf_.prepare(4096);
     sock_.async_read_some(mb, [self = shared_from_this()](beast::error_code ec, size_t n) {
@@ -292,7 +295,10 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       self->buf_.commit(n);
       if (self->busy_) {
-        self->watch();
+        // The client's next request began while this one is still answered: keep
+        // it for after_response (see above). A hang-up from here on shows as a
+        // failed write.
+        return;
       } else if (self->want_next_) {
         self->want_next_ = false;
         self->do_read_header();

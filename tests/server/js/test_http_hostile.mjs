@@ -83,6 +83,17 @@ await t('many one-byte chunks are fine', async () => {
   assert.equal(r.status, 200, r.data);
 });
 
+await t('pipelined requests on one connection are all answered at once', async () => {
+  // The second request is already in the server's buffer while the first is answered; it
+  // must be parsed from there, not wait for more bytes until the idle timer (2 s here).
+  const req = (last) => `GET /health HTTP/1.1\r\nHost: x\r\n${last ? 'Connection: close\r\n' : ''}\r\n`;
+  const t0 = Date.now();
+  const r = await raw(req(false) + req(false) + req(true), { end: false, timeout: 1500 });
+  const answers = (r.data.match(/HTTP\/1\.1 200/g) || []).length;
+  assert.equal(answers, 3, r.data);
+  assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
+});
+
 await t('slow header sender is cut off by the header timeout', async () => {
   const t0 = Date.now();
   const r = await raw('GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n', { trickle: 300, end: false, timeout: 12000 });
