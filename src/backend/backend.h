@@ -178,13 +178,38 @@ class Backend {
   }
   // MLA's cache row from kv [T, r + p]: [rms_norm(kv[:, :r]) * w | rope(kv[:, r:])],
   // written to the slots of `batch` in `cache`; `latent` [T, r + p] is scratch.
-  virtual void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope,
-                                const BatchInfo& batch, Tensor& latent, Tensor& cache) {
+  virtual void mla_latent_write(const Tensor& kv, const Tensor& w, float eps,
+                                const RopeParams& rope, const BatchInfo& batch, Tensor& latent,
+                                Tensor& cache) {
     const int64_t width = kv.row_size(), r = w.numel(), p = width - r;
     rms_norm(kv, w, eps, latent);
     copy_heads(kv, width, r, latent, width, r, p, 1);
     this->rope(latent, batch.positions, rope, 1, width, r);
     cache_write(latent, batch, cache);
+  }
+
+  // SwiGLU MLP input: out [T, I] = silu(g) * u where [g | u] = x gate_up^T
+  // ([T, 2I], gate columns first, each rounded to the activation dtype). `gu`
+  // [T, 2I] is scratch: the default writes it; a fused override may not.
+  virtual void linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& gu, Tensor& out) {
+    linear(x, gate_up, gu);
+    silu_mul(gu, out);
+  }
+  // GQA attention inputs from one fused projection qkv [T, (nh + 2 nkv) * d]
+  // (q heads, then k heads, then v heads): q [T, nh * d] = rope(q heads); the
+  // slots of `batch` in k_cache / v_cache get rope(k) and v. `k`, `v`
+  // [T, nkv * d] are scratch for the default (copies, rope, cache writes).
+  virtual void qkv_rope_cache_write(const Tensor& qkv, int64_t nh, int64_t nkv, int64_t d,
+                                    const RopeParams& rope, const BatchInfo& batch, Tensor& q,
+                                    Tensor& k, Tensor& v, Tensor& k_cache, Tensor& v_cache) {
+    const int64_t w = qkv.row_size();
+    copy_heads(qkv, w, 0, q, nh * d, 0, nh * d, 1);
+    copy_heads(qkv, w, nh * d, k, nkv * d, 0, nkv * d, 1);
+    copy_heads(qkv, w, (nh + nkv) * d, v, nkv * d, 0, nkv * d, 1);
+    this->rope(q, batch.positions, rope, nh, d, 0);
+    this->rope(k, batch.positions, rope, nkv, d, 0);
+    cache_write(k, batch, k_cache);
+    cache_write(v, batch, v_cache);
   }
 
   // ids [n] I32 = the index of the first maximum of each row of x [n, V] F32

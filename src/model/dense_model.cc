@@ -13,7 +13,7 @@ using backend::Linear;
 
 struct DenseLayer {
   Tensor in_norm, post_norm;
-  Linear q, k, v, o;
+  Linear qkv, o;  // q, k and v projections stacked (they share their input)
   Linear gate_up, down;
 };
 
@@ -31,9 +31,10 @@ class DenseModel final : public ModelBase {
       DenseLayer L;
       L.in_norm = w.vec(pre + "input_layernorm.weight", H);
       L.post_norm = w.vec(pre + "post_attention_layernorm.weight", H);
-      L.q = w.linear(pre + "self_attn.q_proj", q, H, c.qkv_bias);
-      L.k = w.linear(pre + "self_attn.k_proj", kv, H, c.qkv_bias);
-      L.v = w.linear(pre + "self_attn.v_proj", kv, H, c.qkv_bias);
+      L.qkv = w.stacked_linear({{pre + "self_attn.q_proj", q},
+                                {pre + "self_attn.k_proj", kv},
+                                {pre + "self_attn.v_proj", kv}},
+                               H, c.qkv_bias);
       L.o = w.linear(pre + "self_attn.o_proj", H, q);
       L.gate_up = w.gate_up(pre + "mlp.", c.intermediate_size, H);
       L.down = w.linear(pre + "mlp.down_proj", H, c.intermediate_size);
@@ -53,8 +54,7 @@ class DenseModel final : public ModelBase {
   int64_t decode_weight_bytes() const override {
     int64_t bytes = common_decode_bytes();
     for (const auto& L : layers_)
-      for (const Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate_up, &L.down})
-        bytes += linear_bytes(*l);
+      for (const Linear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) bytes += linear_bytes(*l);
     return bytes;
   }
 
@@ -68,14 +68,11 @@ class DenseModel final : public ModelBase {
     auto& be = backend_;
     Tensor a = s.get("a", {T, H});
     input_norm(x, delta, L.in_norm, a);  // x += delta; a = norm(x) [T, H]
+    Tensor qkv = s.get("qkv", {T, (nh + 2 * nkv) * d});
+    be.linear(a, L.qkv, qkv);
     Tensor q = s.get("q", {T, nh * d}), k = s.get("k", {T, nkv * d}), v = s.get("v", {T, nkv * d});
-    be.linear(a, L.q, q);
-    be.linear(a, L.k, k);
-    be.linear(a, L.v, v);
-    be.rope(q, batch.positions, rope_, nh, d, 0);
-    be.rope(k, batch.positions, rope_, nkv, d, 0);
-    be.cache_write(k, batch, cache.k[static_cast<size_t>(l)]);
-    be.cache_write(v, batch, cache.v[static_cast<size_t>(l)]);
+    be.qkv_rope_cache_write(qkv, nh, nkv, d, rope_, batch, q, k, v, cache.k[static_cast<size_t>(l)],
+                            cache.v[static_cast<size_t>(l)]);
     Tensor att = s.get("att", {T, nh * d});
     be.paged_attention(q, cache.k[static_cast<size_t>(l)], cache.v[static_cast<size_t>(l)], batch,
                        nh, nkv, d, static_cast<float>(c.attention_scale()), att);

@@ -56,9 +56,8 @@ void ModelBase::mlp(const backend::Linear& gate_up, const backend::Linear& down,
                     Tensor& out, Scratch& s) {
   const int64_t T = x.dim(0), I = down.in_features();
   Tensor gu = s.get("mlp_gate_up", {T, 2 * I});
-  backend_.linear(x, gate_up, gu);
   Tensor act = s.get("mlp_act", {T, I});
-  backend_.silu_mul(gu, act);
+  backend_.linear_swiglu(x, gate_up, gu, act);
   backend_.linear(act, down, out);
 }
 

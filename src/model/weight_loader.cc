@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -111,24 +112,55 @@ backend::Linear WeightLoader::linear(const std::string& prefix, int64_t out, int
 }
 
 backend::Linear WeightLoader::gate_up(const std::string& prefix, int64_t inter, int64_t hidden) {
+  return stacked_linear({{prefix + "gate_proj", inter}, {prefix + "up_proj", inter}}, hidden);
+}
+
+backend::Linear WeightLoader::stacked_linear(
+    const std::vector<std::pair<std::string, int64_t>>& parts, int64_t in, bool bias) {
+  R1_CHECK(!parts.empty(), "stacked_linear of nothing");
+  int64_t rows = 0;
+  for (const auto& [name, n] : parts) rows += n;
+  // Row-wise concatenation of host tensors of one dtype.
+  auto concat = [&](const std::vector<Tensor>& ts, const Shape& shape, DType dt) {
+    Tensor out = Tensor::empty(shape, dt);
+    char* dst = static_cast<char*>(out.raw());
+    for (const Tensor& t : ts) {
+      std::memcpy(dst, t.raw(), t.nbytes());
+      dst += t.nbytes();
+    }
+    return out;
+  };
   backend::Linear l;
+  if (bias) {
+    std::vector<Tensor> bs;
+    for (const auto& [name, n] : parts) bs.push_back(host(name + ".bias", {n}, DType::kF32));
+    l.bias = be_.upload(concat(bs, {rows}, DType::kF32), DType::kF32);
+  }
   if (int8()) {
-    Quantized g = quantize_rows(host(prefix + "gate_proj.weight", {inter, hidden}, DType::kF32));
-    Quantized u = quantize_rows(host(prefix + "up_proj.weight", {inter, hidden}, DType::kF32));
-    l.weight = be_.upload_stacked({g.q, u.q}, DType::kI8).reshape({2 * inter, hidden});
-    l.scale = be_.upload_stacked({g.scale, u.scale}, DType::kF32).reshape({2 * inter});
+    // Row scales, so quantizing the stack equals stacking the quantized parts.
+    std::vector<Tensor> ws;
+    for (const auto& [name, n] : parts) ws.push_back(host(name + ".weight", {n, in}, DType::kF32));
+    Quantized qz = quantize_rows(concat(ws, {rows, in}, DType::kF32));
+    l.weight = be_.upload(qz.q, DType::kI8);
+    l.scale = be_.upload(qz.scale, DType::kF32);
     return l;
   }
-  if (fill_on_device(prefix + "gate_proj.weight")) {
-    l.weight = be_.alloc({2 * inter, hidden}, DType::kBF16);
-    fill_part(l.weight, 0, prefix + "gate_proj.weight", {inter, hidden});
-    fill_part(l.weight, inter * hidden, prefix + "up_proj.weight", {inter, hidden});
+  const std::string first = parts[0].first + ".weight";
+  bool on_device = true;
+  for (const auto& [name, n] : parts) on_device = on_device && fill_on_device(name + ".weight");
+  if (on_device) {
+    l.weight = be_.alloc({rows, in}, DType::kBF16);
+    int64_t row = 0;
+    for (const auto& [name, n] : parts) {
+      fill_part(l.weight, row * in, name + ".weight", {n, in});
+      row += n;
+    }
     return l;
   }
-  const DType dt = matrix_dtype(prefix + "gate_proj.weight");
-  std::vector<Tensor> parts = {host(prefix + "gate_proj.weight", {inter, hidden}, dt),
-                               host(prefix + "up_proj.weight", {inter, hidden}, dt)};
-  l.weight = be_.upload_stacked(parts, dt).reshape({2 * inter, hidden});
+  const DType dt = matrix_dtype(first);
+  std::vector<Tensor> ws;
+  for (const auto& [name, n] : parts) ws.push_back(host(name + ".weight", {n, in}, dt));
+  l.weight = be_.upload(concat(ws, {rows, in}, dt), dt);
   return l;
 }
 

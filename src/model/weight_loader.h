@@ -27,6 +27,11 @@ class WeightLoader {
                          bool quantizable = true);
   // gate_proj and up_proj stacked as one [2I, H] weight (gate rows first).
   backend::Linear gate_up(const std::string& prefix, int64_t inter, int64_t hidden);
+  // Projections that share their input, stacked as one [sum of rows, in]
+  // weight in the order given (and their biases, if `bias`); each part is a
+  // prefix (".weight", ".bias" appended) and its number of output rows.
+  backend::Linear stacked_linear(const std::vector<std::pair<std::string, int64_t>>& parts,
+                                 int64_t in, bool bias = false);
   backend::ExpertWeights experts(const std::string& prefix, int64_t n, int64_t inter,
                                  int64_t hidden);
   // The host tensor as F32 (for load-time reshuffles such as MLA absorption).

@@ -28,7 +28,9 @@ class CudaOps : public ::testing::Test {
   // Device BF16 activation from host F32 values.
   Tensor dev(const Tensor& host) { return gpu().upload(host, DType::kBF16).reshape(host.shape()); }
   // Device F32 tensor of any rank (vectors keep F32 on upload).
-  Tensor dev_f32(const Tensor& host) { return gpu().upload(host.reshape({host.numel()}), DType::kF32).reshape(host.shape()); }
+  Tensor dev_f32(const Tensor& host) {
+    return gpu().upload(host.reshape({host.numel()}), DType::kF32).reshape(host.shape());
+  }
   Tensor dev_i32(const Tensor& host) { return gpu().upload(host, DType::kI32); }
   Tensor galloc(const Shape& s, DType d = DType::kBF16) { return gpu().alloc(s, d); }
   Tensor calloc(const Shape& s, DType d = DType::kF32) { return Tensor::zeros(s, d); }
@@ -50,8 +52,10 @@ TEST_F(CudaOps, Embedding) {
 }
 
 TEST_F(CudaOps, RmsNormAndResidual) {
-  for (auto [T, H, n] : std::vector<std::array<int64_t, 3>>{{3, 64, 64}, {17, 2048, 2048}, {5, 96, 64}}) {
-    Tensor x = random_bf16({T, H}, rng_, 3.0f), w = random_bf16({n}, rng_), r = random_bf16({T, H}, rng_);
+  for (auto [T, H, n] :
+       std::vector<std::array<int64_t, 3>>{{3, 64, 64}, {17, 2048, 2048}, {5, 96, 64}}) {
+    Tensor x = random_bf16({T, H}, rng_, 3.0f), w = random_bf16({n}, rng_),
+           r = random_bf16({T, H}, rng_);
     Tensor gx = dev(x), gw = gpu().upload(w, DType::kF32);
     Tensor go = galloc({T, H}), co = calloc({T, H});
     gpu().rms_norm(gx, gw, 1e-6f, go);
@@ -105,10 +109,18 @@ TEST_F(CudaOps, AddSiluGatherCopyHeads) {
 }
 
 TEST_F(CudaOps, LinearBf16AndF32Outputs) {
-  for (auto [T, K, N] : std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {33, 256, 130}, {4, 2048, 1000}, {1, 1416, 4500}, {2, 2048, 4224}, {3, 520, 9000}, {6, 264, 70}}) {
+  for (auto [T, K, N] : std::vector<std::array<int64_t, 3>>{{1, 64, 48},
+                                                            {33, 256, 130},
+                                                            {4, 2048, 1000},
+                                                            {1, 1416, 4500},
+                                                            {2, 2048, 4224},
+                                                            {3, 520, 9000},
+                                                            {2, 256, 17000},
+                                                            {6, 264, 70}}) {
     for (bool bias : {false, true}) {
       for (DType od : {DType::kBF16, DType::kF32}) {
-        Tensor x = random_bf16({T, K}, rng_), w = random_bf16({N, K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
+        Tensor x = random_bf16({T, K}, rng_), w = random_bf16({N, K}, rng_, 0.05f),
+               bv = random_bf16({N}, rng_);
         Linear gl, cl;
         gl.weight = gpu().upload(w, DType::kBF16);
         if (bias) gl.bias = gpu().upload(bv, DType::kF32);
@@ -139,7 +151,8 @@ TEST_F(CudaOps, ArgmaxRowsTakesTheFirstMaximum) {
     cpu().argmax_rows(x, ci);
     std::vector<int32_t> got(static_cast<size_t>(n));
     gpu().to_host(gi, got.data());
-    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], ci.data<int32_t>()[i]) << "V=" << V << " row " << i;
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_EQ(got[static_cast<size_t>(i)], ci.data<int32_t>()[i]) << "V=" << V << " row " << i;
     EXPECT_EQ(got[1], V / 3);
     EXPECT_EQ(got[2], 0);
     EXPECT_EQ(got[3], V / 2);
@@ -153,8 +166,10 @@ TEST_F(CudaOps, RopeCopyEqualsCopyThenRope) {
     p.interleaved = interleaved;
     p.attention_factor = interleaved ? 1.3f : 1.0f;
     for (int i = 0; i < 32; ++i) p.inv_freq.push_back(std::pow(10000.0f, -2.0f * i / 64.0f));
-    // q [T, heads * 192] (nope 128 | pe 64) -> dst [T, heads * 576] at offset 512, as MLA's absorbed query.
-    const int64_t T = 7, heads = 5, src_stride = 192, src_off = 128, dst_stride = 576, dst_off = 512;
+    // q [T, heads * 192] (nope 128 | pe 64) -> dst [T, heads * 576] at offset 512, as MLA's
+    // absorbed query.
+    const int64_t T = 7, heads = 5, src_stride = 192, src_off = 128, dst_stride = 576,
+                  dst_off = 512;
     Tensor q = random_bf16({T, heads * src_stride}, rng_);
     std::vector<int32_t> pos(T);
     for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(t * 911 % 7000);
@@ -166,7 +181,8 @@ TEST_F(CudaOps, RopeCopyEqualsCopyThenRope) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t i = 0; i < 64; ++i) {
-          const size_t k = static_cast<size_t>(t * heads * dst_stride + h * dst_stride + dst_off + i);
+          const size_t k =
+              static_cast<size_t>(t * heads * dst_stride + h * dst_stride + dst_off + i);
           gw.push_back(got[k]);
           cw.push_back(want[k]);
         }
@@ -182,14 +198,16 @@ TEST_F(CudaOps, MlaLatentWriteEqualsPlainOps) {
     p.interleaved = true;
     p.attention_factor = 1.1f;
     for (int64_t i = 0; i < rope_dim / 2; ++i)
-      p.inv_freq.push_back(std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope_dim)));
+      p.inv_freq.push_back(
+          std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope_dim)));
     const int64_t W = r + rope_dim, T = 11, bs = 4, blocks = 8;
     BatchInfo b;
     const std::vector<int32_t> table = {5, 2, 7, 0};
     for (int64_t t = 0; t < T; ++t) {
       b.token_ids.push_back(0);
       b.positions.push_back(static_cast<int32_t>(t));
-      b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) + static_cast<int32_t>(t % bs));
+      b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) +
+                               static_cast<int32_t>(t % bs));
     }
     b.query_start = {0, static_cast<int32_t>(T)};
     b.context_lens = {static_cast<int32_t>(T)};
@@ -200,7 +218,8 @@ TEST_F(CudaOps, MlaLatentWriteEqualsPlainOps) {
     spec.num_layers = 1;
     spec.kv_lora_rank = r;
     spec.rope_dim = rope_dim;
-    KvCache gc = gpu().alloc_kv_cache(spec, blocks, bs), cc = cpu().alloc_kv_cache(spec, blocks, bs);
+    KvCache gc = gpu().alloc_kv_cache(spec, blocks, bs),
+            cc = cpu().alloc_kv_cache(spec, blocks, bs);
     Tensor kv = random_bf16({T, W}, rng_, 2.0f), w = random_bf16({r}, rng_);
     Tensor gl = galloc({T, W}), cl = calloc({T, W});
     gpu().mla_latent_write(dev(kv), gpu().upload(w, DType::kF32), 1e-6f, p, b, gl, gc.latent[0]);
@@ -215,8 +234,82 @@ TEST_F(CudaOps, MlaLatentWriteEqualsPlainOps) {
   }
 }
 
+// The SwiGLU GEMV (gate and up rows of one output in one warp, silu(g) * u in
+// its epilogue) against the CPU's product then silu_mul, on the few-token
+// steps it serves and on a larger T (the plain ops on the GPU).
+TEST_F(CudaOps, LinearSwigluEqualsLinearThenSiluMul) {
+  for (auto [T, K, I] : std::vector<std::array<int64_t, 3>>{{1, 64, 40},
+                                                            {2, 2048, 1408},
+                                                            {4, 520, 3000},
+                                                            {3, 3584, 96},
+                                                            {1, 256, 9000},
+                                                            {9, 256, 72}}) {
+    Tensor x = random_bf16({T, K}, rng_), w = random_bf16({2 * I, K}, rng_, 0.08f);
+    Linear gl, cl;
+    gl.weight = gpu().upload(w, DType::kBF16);
+    cl.weight = w;
+    Tensor ggu = galloc({T, 2 * I}), go = galloc({T, I}), cgu = calloc({T, 2 * I}),
+           co = calloc({T, I});
+    gpu().linear_swiglu(dev(x), gl, ggu, go);
+    cpu().linear_swiglu(x, cl, cgu, co);
+    expect_close(fetch(gpu(), go), host_values(co), 1e-2, "linear_swiglu T=" + std::to_string(T));
+  }
+}
+
+// One kernel for q rope, k rope + cache write and v cache write from the stacked
+// qkv projection, against the CPU's copies, ropes and cache writes.
+TEST_F(CudaOps, QkvRopeCacheWriteEqualsPlainOps) {
+  for (auto [nh, nkv, d] :
+       std::vector<std::array<int64_t, 3>>{{4, 2, 64}, {7, 1, 128}, {28, 4, 128}}) {
+    RopeParams p;
+    p.interleaved = false;
+    p.attention_factor = 1.0f;
+    for (int64_t i = 0; i < d / 2; ++i)
+      p.inv_freq.push_back(std::pow(1e6f, -2.0f * static_cast<float>(i) / static_cast<float>(d)));
+    const int64_t T = 6, bs = 4, blocks = 6, W = (nh + 2 * nkv) * d;
+    BatchInfo b;
+    const std::vector<int32_t> table = {3, 0};
+    for (int64_t t = 0; t < T; ++t) {
+      b.token_ids.push_back(0);
+      b.positions.push_back(static_cast<int32_t>(t * 37 + 5));
+      b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) +
+                               static_cast<int32_t>(t % bs));
+    }
+    b.query_start = {0, static_cast<int32_t>(T)};
+    b.context_lens = {static_cast<int32_t>(T)};
+    b.block_tables = table;
+    b.max_blocks_per_seq = 2;
+    KvCacheSpec spec;
+    spec.num_layers = 1;
+    spec.num_kv_heads = nkv;
+    spec.head_dim = d;
+    KvCache gc = gpu().alloc_kv_cache(spec, blocks, bs),
+            cc = cpu().alloc_kv_cache(spec, blocks, bs);
+    Tensor qkv = random_bf16({T, W}, rng_, 2.0f);
+    Tensor gq = galloc({T, nh * d}), gk = galloc({T, nkv * d}), gv = galloc({T, nkv * d});
+    Tensor cq = calloc({T, nh * d}), ck = calloc({T, nkv * d}), cv = calloc({T, nkv * d});
+    gpu().qkv_rope_cache_write(dev(qkv), nh, nkv, d, p, b, gq, gk, gv, gc.k[0], gc.v[0]);
+    cpu().qkv_rope_cache_write(qkv, nh, nkv, d, p, b, cq, ck, cv, cc.k[0], cc.v[0]);
+    const std::string shape =
+        std::to_string(nh) + "/" + std::to_string(nkv) + "/" + std::to_string(d);
+    expect_close(fetch(gpu(), gq), host_values(cq), 1e-2, "qkv q " + shape);
+    for (int which = 0; which < 2; ++which) {
+      std::vector<float> got = fetch(gpu(), which ? gc.v[0] : gc.k[0]);
+      std::vector<float> want = host_values(which ? cc.v[0] : cc.k[0]), gw, cw;
+      for (int32_t slot : b.slot_mapping)
+        for (int64_t i = 0; i < nkv * d; ++i) {
+          gw.push_back(got[static_cast<size_t>(slot * nkv * d + i)]);
+          cw.push_back(want[static_cast<size_t>(slot * nkv * d + i)]);
+        }
+      // v is a plain copy of BF16 values: exact.
+      expect_close(gw, cw, which ? 0.0 : 1e-2, (which ? "qkv v cache " : "qkv k cache ") + shape);
+    }
+  }
+}
+
 TEST_F(CudaOps, HeadLinear) {
-  for (auto [T, H, N, K, xs, os] : std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48}, {13, 16, 512, 128, 192, 576}}) {
+  for (auto [T, H, N, K, xs, os] :
+       std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48}, {13, 16, 512, 128, 192, 576}}) {
     Tensor x = random_bf16({T, H * xs}, rng_), w = random_bf16({H, N, K}, rng_, 0.1f);
     Tensor go = galloc({T, H * os}), co = calloc({T, H * os});
     // Fill outputs identically so untouched columns compare equal.
@@ -243,7 +336,8 @@ TEST_F(CudaOps, RopeInterleavedAndNeox) {
     std::memcpy(cx.raw(), x.raw(), x.nbytes());
     gpu().rope(gx, pos, p, heads, stride, offset);
     cpu().rope(cx, pos, p, heads, stride, offset);
-    expect_close(fetch(gpu(), gx), host_values(cx), 1e-2, interleaved ? "rope interleaved" : "rope neox");
+    expect_close(fetch(gpu(), gx), host_values(cx), 1e-2,
+                 interleaved ? "rope interleaved" : "rope neox");
   }
 }
 
@@ -254,10 +348,11 @@ struct RouteCase {
 };
 
 TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
-  for (const RouteCase& rc : std::vector<RouteCase>{{5, 16, 4, 4, 2, Scoring::kSigmoid, true, true},
-                                                    {33, 64, 6, 1, 1, Scoring::kSoftmax, false, false},
-                                                    {9, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
-                                                    {130, 256, 8, 8, 4, Scoring::kSigmoid, true, true}}) {
+  for (const RouteCase& rc :
+       std::vector<RouteCase>{{5, 16, 4, 4, 2, Scoring::kSigmoid, true, true},
+                              {33, 64, 6, 1, 1, Scoring::kSoftmax, false, false},
+                              {9, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
+                              {130, 256, 8, 8, 4, Scoring::kSigmoid, true, true}}) {
     RouterParams p;
     p.scoring = rc.scoring;
     p.top_k = rc.K;
@@ -268,7 +363,8 @@ TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
     Tensor logits = random_bf16({rc.T, rc.E}, rng_, 2.0f), bias = random_bf16({rc.E}, rng_, 0.1f);
     Tensor gi = galloc({rc.T, rc.K}, DType::kI32), gw = galloc({rc.T, rc.K}, DType::kF32);
     Tensor ci = calloc({rc.T, rc.K}, DType::kI32), cw = calloc({rc.T, rc.K});
-    gpu().moe_route(dev_f32(logits), rc.bias ? gpu().upload(bias, DType::kF32) : Tensor(), p, gi, gw);
+    gpu().moe_route(dev_f32(logits), rc.bias ? gpu().upload(bias, DType::kF32) : Tensor(), p, gi,
+                    gw);
     cpu().moe_route(logits, rc.bias ? bias : Tensor(), p, ci, cw);
     std::vector<int32_t> ids(static_cast<size_t>(rc.T * rc.K));
     gpu().to_host(gi, ids.data());
@@ -332,7 +428,8 @@ Plan make_plan(const std::vector<std::pair<int, int>>& seqs, int block_size, std
       for (int pos = from; pos < to; ++pos) {
         b.token_ids.push_back(0);
         b.positions.push_back(pos);
-        b.slot_mapping.push_back(table[static_cast<size_t>(pos / block_size)] * block_size + pos % block_size);
+        b.slot_mapping.push_back(table[static_cast<size_t>(pos / block_size)] * block_size +
+                                 pos % block_size);
       }
       b.query_start.push_back(static_cast<int32_t>(b.positions.size()));
       b.context_lens.push_back(to);
@@ -376,7 +473,8 @@ TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
     const float scale = 1.0f / std::sqrt(192.0f);
     gpu().mla_attention(dev(q), gc.latent[0], p.step, c.heads, c.r, c.rope, scale, go);
     cpu().mla_attention(q, cc.latent[0], p.step, c.heads, c.r, c.rope, scale, co);
-    expect_close(fetch(gpu(), go), host_values(co), 1e-2, "mla_attention heads=" + std::to_string(c.heads));
+    expect_close(fetch(gpu(), go), host_values(co), 1e-2,
+                 "mla_attention heads=" + std::to_string(c.heads));
   }
 }
 
@@ -412,7 +510,8 @@ TEST_F(CudaOps, GqaPagedAttention) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
     gpu().paged_attention(dev(q), gc.k[0], gc.v[0], p.step, c.nh, c.nkv, c.d, scale, go);
     cpu().paged_attention(q, cc.k[0], cc.v[0], p.step, c.nh, c.nkv, c.d, scale, co);
-    expect_close(fetch(gpu(), go), host_values(co), 1e-2, "paged_attention d=" + std::to_string(c.d));
+    expect_close(fetch(gpu(), go), host_values(co), 1e-2,
+                 "paged_attention d=" + std::to_string(c.d));
   }
 }
 
