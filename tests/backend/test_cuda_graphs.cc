@@ -131,17 +131,25 @@ class CudaGraphModels : public ::testing::TestWithParam<std::string> {
   }
 };
 
+// Reference: eager steps with programmatic dependent launch off (every kernel
+// waits for the one before). Recorded steps and eager steps with it on must
+// give the same logits (a kernel that read its inputs too early would not).
 TEST_P(CudaGraphModels, RecordedDecodeEqualsEager) {
   for (int B : {1, 3, 8}) {
-    std::vector<std::vector<float>> eager, graphed;
-    for (bool graphs : {false, true}) {
+    std::vector<std::vector<float>> eager, graphed, eager_pdl;
+    for (int run = 0; run < 3; ++run) {
+      const bool graphs = run == 1, pdl = run > 0;
       auto be = backend::make_cuda_backend(0, 0.3);
+      backend::cuda_set_pdl(*be, pdl);
       backend::cuda_set_graphs(*be, graphs);
       LoadOptions opt;
       opt.weight_dtype = WeightDType::kBF16;
       auto m = load_model_dir(kModels + GetParam(), *be, opt);
       ASSERT_TRUE(m.is_ok()) << m.status().to_string();
-      (graphs ? graphed : eager) = decode_run(**m, B, 24, 11 + static_cast<uint64_t>(B));
+      (run == 0   ? eager
+       : run == 1 ? graphed
+                  : eager_pdl) = decode_run(**m, B, 24, 11 + static_cast<uint64_t>(B));
+      backend::cuda_set_pdl(*be, true);
       const auto c = backend::cuda_graph_counts(*be);
       if (graphs) {
         std::printf("  %s B=%d: %lld replays, %lld captures, %lld warm-ups, %lld failures\n",
@@ -156,12 +164,18 @@ TEST_P(CudaGraphModels, RecordedDecodeEqualsEager) {
       }
     }
     ASSERT_EQ(eager.size(), graphed.size());
-    double worst = 0;
-    for (size_t i = 0; i < eager.size(); ++i)
+    ASSERT_EQ(eager.size(), eager_pdl.size());
+    double worst = 0, worst_pdl = 0;
+    for (size_t i = 0; i < eager.size(); ++i) {
       worst = std::max(worst, max_rel_err(graphed[i], eager[i]));
-    std::printf("  %s B=%d: recorded vs eager max|err|/std = %.2e over %zu steps\n",
-                GetParam().c_str(), B, worst, eager.size());
+      worst_pdl = std::max(worst_pdl, max_rel_err(eager_pdl[i], eager[i]));
+    }
+    std::printf(
+        "  %s B=%d: recorded vs eager max|err|/std = %.2e, eager with PDL vs without %.2e over %zu "
+        "steps\n",
+        GetParam().c_str(), B, worst, worst_pdl, eager.size());
     EXPECT_LE(worst, 1e-3) << GetParam() << " B=" << B;
+    EXPECT_LE(worst_pdl, 1e-3) << GetParam() << " B=" << B;
   }
 }
 

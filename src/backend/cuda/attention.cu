@@ -12,14 +12,16 @@
 namespace r1::backend::cuda {
 namespace {
 
-constexpr int kRows = 16;     // query rows per tile
-constexpr int kKeys = 32;     // keys per step
+constexpr int kRows = 16;  // query rows per tile
+constexpr int kKeys = 32;  // keys per step
 constexpr int kThreads = 256;
 
 // Shared layout: q [16][dk + 2], k [32][dk + 2], v [32][dv + 2] (GQA only), all
 // BF16 with a 4-byte pad so rows fall in different banks; p [16][32] F32.
 template <int MAX_DV>
 __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
   extern __shared__ __align__(16) unsigned char smem[];
   const int dk = a.dk, dv = a.dv, ldk = dk + 2, ldv = dv + 2;
   const bool shared_v = a.v == a.k && a.v_row == a.k_row;
@@ -27,8 +29,10 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
   uint16_t* k_s = q_s + kRows * ldk;
   uint16_t* v_s = shared_v ? k_s : k_s + kKeys * ldk;
   const int v_ld = shared_v ? ldk : ldv;
-  float* p_s = reinterpret_cast<float*>(smem + (((shared_v ? (kRows + kKeys) * ldk
-                                                           : (kRows + kKeys) * ldk + kKeys * ldv) * 2 + 15) / 16) * 16);
+  float* p_s = reinterpret_cast<float*>(
+      smem +
+      (((shared_v ? (kRows + kKeys) * ldk : (kRows + kKeys) * ldk + kKeys * ldv) * 2 + 15) / 16) *
+          16);
   float* m_s = p_s + kRows * kKeys;
   float* l_s = m_s + kRows;
   float* c_s = l_s + kRows;
@@ -47,7 +51,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     const int h = tile.kvh * a.G + r % a.G;
     const bool valid = t < qe;
     lim_s[tid] = valid ? a.positions[t] + 1 : 0;
-    qrow_s[tid] = valid ? static_cast<int64_t>(t) * a.out_row + static_cast<int64_t>(h) * a.out_head_stride : -1;
+    qrow_s[tid] =
+        valid ? static_cast<int64_t>(t) * a.out_row + static_cast<int64_t>(h) * a.out_head_stride
+              : -1;
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
     // the query row pointer is stored in the upper part of p_s temporarily
@@ -88,12 +94,17 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
       const int key = j0 + j;
       uint32_t v = 0;
       if (key < key_end) {
-        const int64_t slot = static_cast<int64_t>(table[key / a.block_size]) * a.block_size + key % a.block_size;
-        if (c < width_k) v = *reinterpret_cast<const uint32_t*>(a.k + slot * a.k_row + koff + 2 * c);
-        else v = *reinterpret_cast<const uint32_t*>(a.v + slot * a.v_row + koff + 2 * (c - width_k));
+        const int64_t slot =
+            static_cast<int64_t>(table[key / a.block_size]) * a.block_size + key % a.block_size;
+        if (c < width_k)
+          v = *reinterpret_cast<const uint32_t*>(a.k + slot * a.k_row + koff + 2 * c);
+        else
+          v = *reinterpret_cast<const uint32_t*>(a.v + slot * a.v_row + koff + 2 * (c - width_k));
       }
-      if (c < width_k) *reinterpret_cast<uint32_t*>(k_s + j * ldk + 2 * c) = v;
-      else *reinterpret_cast<uint32_t*>(v_s + j * ldv + 2 * (c - width_k)) = v;
+      if (c < width_k)
+        *reinterpret_cast<uint32_t*>(k_s + j * ldk + 2 * c) = v;
+      else
+        *reinterpret_cast<uint32_t*>(v_s + j * ldv + 2 * (c - width_k)) = v;
     }
     __syncthreads();
     // Scores.
@@ -197,6 +208,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 
 // One block per tile row: combines the splits' partial softmax states.
 __global__ void merge_kernel(AttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
   const int tile_row = blockIdx.x;  // tile * 16 + row
   const AttnTile tile = a.tiles[tile_row / kRows];
   const int r = tile.i0 + tile_row % kRows;
@@ -227,8 +240,10 @@ __global__ void merge_kernel(AttnArgs a) {
 
 size_t smem_bytes(const AttnArgs& a) {
   const bool shared_v = a.v == a.k && a.v_row == a.k_row;
-  const size_t bf = static_cast<size_t>(shared_v ? (kRows + kKeys) * (a.dk + 2)
-                                                 : (kRows + kKeys) * (a.dk + 2) + kKeys * (a.dv + 2)) * 2;
+  const size_t bf =
+      static_cast<size_t>(shared_v ? (kRows + kKeys) * (a.dk + 2)
+                                   : (kRows + kKeys) * (a.dk + 2) + kKeys * (a.dv + 2)) *
+      2;
   const size_t floats = kRows * kKeys + 3 * kRows;
   return (bf + 15) / 16 * 16 + floats * 4 + (kRows + 4) * 4 + kRows * 8 + 16;
 }
@@ -238,12 +253,12 @@ void launch_tiles(const AttnArgs& a, cudaStream_t s) {
   const size_t smem = smem_bytes(a);
   static bool configured = false;
   if (!configured) {
-    R1_CUDA_OK(cudaFuncSetAttribute(attention_kernel<MAX_DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    160 * 1024));
+    R1_CUDA_OK(cudaFuncSetAttribute(attention_kernel<MAX_DV>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024));
     configured = true;
   }
   dim3 grid(static_cast<unsigned>(a.num_tiles), static_cast<unsigned>(a.splits));
-  attention_kernel<MAX_DV><<<grid, kThreads, smem, s>>>(a);
+  pdl_launch(attention_kernel<MAX_DV>, grid, kThreads, smem, s, a);
   R1_CUDA_LAUNCHED();
 }
 
@@ -252,15 +267,17 @@ void launch_tiles(const AttnArgs& a, cudaStream_t s) {
 void launch_paged_attention(const AttnArgs& a, cudaStream_t s) {
   R1_CUDA_REQUIRE(a.dk % 2 == 0 && a.dv % 2 == 0 && a.dv <= 512 && a.dk <= 1024,
                   "attention: even head widths, values at most 512 wide");
-  R1_CUDA_REQUIRE(a.q_head_stride % 2 == 0 && a.q_row % 2 == 0 && a.k_row % 2 == 0 && a.v_row % 2 == 0 &&
-                      a.k_head_off % 2 == 0,
+  R1_CUDA_REQUIRE(a.q_head_stride % 2 == 0 && a.q_row % 2 == 0 && a.k_row % 2 == 0 &&
+                      a.v_row % 2 == 0 && a.k_head_off % 2 == 0,
                   "attention: rows must be 4-byte aligned");
   R1_CUDA_REQUIRE(a.splits == 1 || (a.ws_acc && a.ws_ml), "attention: split without workspace");
   if (a.num_tiles == 0) return;
-  if (a.dv <= 128) launch_tiles<128>(a, s);
-  else launch_tiles<512>(a, s);
+  if (a.dv <= 128)
+    launch_tiles<128>(a, s);
+  else
+    launch_tiles<512>(a, s);
   if (a.splits > 1) {
-    merge_kernel<<<static_cast<unsigned>(a.num_tiles) * kRows, 128, 0, s>>>(a);
+    pdl_launch(merge_kernel, static_cast<unsigned>(a.num_tiles) * kRows, 128, 0, s, a);
     R1_CUDA_LAUNCHED();
   }
 }

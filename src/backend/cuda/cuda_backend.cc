@@ -26,7 +26,8 @@ int cuda_device_count() {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device, double memory_fraction, bool f32_activations) {
+std::unique_ptr<Backend> make_cuda_backend(int device, double memory_fraction,
+                                           bool f32_activations) {
   return std::make_unique<cuda::CudaBackend>(device, memory_fraction, f32_activations);
 }
 
@@ -41,6 +42,11 @@ void cuda_set_profiling(Backend& be, bool on) {
 
 void cuda_set_graphs(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->set_graphs(on);
+}
+
+void cuda_set_pdl(Backend& be, bool on) {
+  cuda::set_pdl_enabled(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
 CudaGraphCounts cuda_graph_counts(Backend& be) {
@@ -66,7 +72,9 @@ void cuda_fail(const char* file, int line, const char* what, const char* detail)
   r1::detail::check_failed(file, line, what, fmt::format("CUDA: {}", detail));
 }
 
-bool is_bf16(const Tensor& t) { return t.dtype() == DType::kBF16; }
+bool is_bf16(const Tensor& t) {
+  return t.dtype() == DType::kBF16;
+}
 
 namespace {
 
@@ -75,13 +83,19 @@ size_t round_size(size_t bytes) {
   return (bytes + (size_t{2} << 20) - 1) / (size_t{2} << 20) * (size_t{2} << 20);
 }
 
-bool is_float(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
+bool is_float(DType d) {
+  return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16;
+}
 
-std::string mib(size_t b) { return fmt::format("{:.1f} GiB", static_cast<double>(b) / (1 << 30)); }
+std::string mib(size_t b) {
+  return fmt::format("{:.1f} GiB", static_cast<double>(b) / (1 << 30));
+}
 
 }  // namespace
 
-DeviceAllocator::~DeviceAllocator() { release_cached(); }
+DeviceAllocator::~DeviceAllocator() {
+  release_cached();
+}
 
 void DeviceAllocator::release_cached() {
   cudaSetDevice(device_);
@@ -110,10 +124,11 @@ void* DeviceAllocator::get(size_t bytes) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    throw Error(make_error(ErrorCode::kResourceExhausted,
-             "out of GPU memory: needed {} more ({} bytes); this backend holds {} of its limit {} "
-             "(--gpu-memory-utilization); the device has {} free of {}",
-             mib(size), size, mib(reserved_), mib(limit_), mib(free_b), mib(total_b)));
+    throw Error(make_error(
+        ErrorCode::kResourceExhausted,
+        "out of GPU memory: needed {} more ({} bytes); this backend holds {} of its limit {} "
+        "(--gpu-memory-utilization); the device has {} free of {}",
+        mib(size), size, mib(reserved_), mib(limit_), mib(free_b), mib(total_b)));
   }
   reserved_ += size;
   return p;
@@ -135,8 +150,8 @@ CudaBackend::CudaBackend(int device, double memory_fraction, bool f32_activation
   cudaDeviceProp prop{};
   R1_CUDA_OK(cudaGetDeviceProperties(&prop, device));
   sm_count_ = prop.multiProcessorCount;
-  alloc_ = std::make_shared<DeviceAllocator>(device,
-                                             static_cast<size_t>(memory_fraction * static_cast<double>(prop.totalGlobalMem)));
+  alloc_ = std::make_shared<DeviceAllocator>(
+      device, static_cast<size_t>(memory_fraction * static_cast<double>(prop.totalGlobalMem)));
   R1_CUDA_OK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   profiling_ = std::getenv("R1SERVE_CUDA_PROFILE") != nullptr;
   R1_CHECK(cublasCreate(&cublas_) == CUBLAS_STATUS_SUCCESS, "cublasCreate failed");
@@ -151,7 +166,8 @@ CudaBackend::CudaBackend(int device, double memory_fraction, bool f32_activation
   graphs_ = !(g != nullptr && std::string(g) == "0");
 }
 
-OpTimer::OpTimer(CudaBackend& be, const char* name) : be_(be.profiling_ ? &be : nullptr), name_(name) {
+OpTimer::OpTimer(CudaBackend& be, const char* name)
+    : be_(be.profiling_ ? &be : nullptr), name_(name) {
   if (!be_) return;
   cudaEventCreate(&e0_);
   cudaEventCreate(&e1_);
@@ -184,7 +200,8 @@ std::string CudaBackend::profile_report() {
   }
   timings_.clear();
   std::string r = fmt::format("op times (GPU events, sum {:.3f} ms):\n", total);
-  for (auto& [name, v] : sum) r += fmt::format("  {:<16} {:8.3f} ms  {:5d} calls\n", name, v.first, v.second);
+  for (auto& [name, v] : sum)
+    r += fmt::format("  {:<16} {:8.3f} ms  {:5d} calls\n", name, v.first, v.second);
   return r;
 }
 
@@ -199,21 +216,57 @@ CudaBackend::~CudaBackend() {
   ints_.clear();
   floats_.clear();
   batches_.clear();
+  for (Side& sd : sides_) {
+    if (sd.stream) cudaStreamSynchronize(sd.stream);
+    if (sd.cublas) cublasDestroy(sd.cublas);
+    if (sd.ws) cudaFree(sd.ws);
+    if (sd.done) cudaEventDestroy(sd.done);
+    if (sd.stream) cudaStreamDestroy(sd.stream);
+  }
+  if (fork_) cudaEventDestroy(fork_);
   if (cublas_) cublasDestroy(cublas_);
   if (cublas_ws_) cudaFree(cublas_ws_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
+void CudaBackend::fork_sides() {
+  if (fork_ == nullptr) {
+    R1_CUDA_OK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+    for (Side& sd : sides_) {
+      R1_CUDA_OK(cudaStreamCreateWithFlags(&sd.stream, cudaStreamNonBlocking));
+      R1_CUDA_OK(cudaEventCreateWithFlags(&sd.done, cudaEventDisableTiming));
+      R1_CHECK(cublasCreate(&sd.cublas) == CUBLAS_STATUS_SUCCESS, "cublasCreate failed");
+      cublasSetStream(sd.cublas, sd.stream);
+      cublasSetMathMode(sd.cublas, CUBLAS_DEFAULT_MATH);
+      constexpr size_t kSideWorkspace = size_t{8} << 20;
+      R1_CUDA_OK(cudaMalloc(&sd.ws, kSideWorkspace));
+      R1_CHECK(cublasSetWorkspace(sd.cublas, sd.ws, kSideWorkspace) == CUBLAS_STATUS_SUCCESS,
+               "cublasSetWorkspace failed");
+    }
+  }
+  R1_CUDA_OK(cudaEventRecord(fork_, stream_));
+  for (Side& sd : sides_) R1_CUDA_OK(cudaStreamWaitEvent(sd.stream, fork_, 0));
+}
+
+void CudaBackend::join_sides() {
+  for (Side& sd : sides_) {
+    R1_CUDA_OK(cudaEventRecord(sd.done, sd.stream));
+    R1_CUDA_OK(cudaStreamWaitEvent(stream_, sd.done, 0));
+  }
+}
+
 std::string CudaBackend::name() const {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, device_);
-  return fmt::format("cuda:{} ({}, {} SMs, {} activations)", device_, prop.name, sm_count_, f32_act_ ? "f32" : "bf16");
+  return fmt::format("cuda:{} ({}, {} SMs, {} activations)", device_, prop.name, sm_count_,
+                     f32_act_ ? "f32" : "bf16");
 }
 
 int64_t CudaBackend::free_bytes() const {
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
-  const int64_t under_limit = static_cast<int64_t>(alloc_->limit()) - static_cast<int64_t>(alloc_->reserved());
+  const int64_t under_limit =
+      static_cast<int64_t>(alloc_->limit()) - static_cast<int64_t>(alloc_->reserved());
   return std::max<int64_t>(0, std::min<int64_t>(under_limit, static_cast<int64_t>(free_b)));
 }
 
@@ -225,7 +278,9 @@ Tensor CudaBackend::alloc(const Shape& shape, DType dtype) {
   return Tensor::wrap(p, shape, dtype, std::move(owner), Device::kCuda);
 }
 
-void CudaBackend::synchronize() { R1_CUDA_OK(cudaStreamSynchronize(stream_)); }
+void CudaBackend::synchronize() {
+  R1_CUDA_OK(cudaStreamSynchronize(stream_));
+}
 
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
   R1_CHECK(host.device() == Device::kCpu, "upload of a device tensor {}", host.describe());
@@ -235,7 +290,8 @@ Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
   if (is_float(dtype) && host.rank() >= 2) target = DType::kBF16;
   Tensor src = host;
   if (src.dtype() != target) {
-    R1_CHECK(is_float(src.dtype()) && is_float(target), "upload {} as {}", host.describe(), dtype_name(target));
+    R1_CHECK(is_float(src.dtype()) && is_float(target), "upload {} as {}", host.describe(),
+             dtype_name(target));
     Tensor f = src.dtype() == DType::kF32 ? src : to_f32(src);
     src = target == DType::kF32 ? f : convert_f32(f, target);
   }
@@ -288,7 +344,8 @@ void CudaBackend::to_host(const Tensor& src, void* dst) {
   std::memcpy(dst, download_, n);
 }
 
-KvCache CudaBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks, int64_t block_size) {
+KvCache CudaBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks,
+                                    int64_t block_size) {
   KvCache c;
   c.spec = spec;
   // The serving cache is BF16 whatever the request; the F32 validation mode keeps it F32.
@@ -315,8 +372,8 @@ KvCache CudaBackend::alloc_kv_cache(const KvCacheSpec& spec, int64_t num_blocks,
 
 Tensor CudaBackend::as_bf16(const Tensor& x, int slot) {
   if (is_bf16(x)) return x;
-  Tensor xb = Tensor::wrap(workspace(slot, static_cast<size_t>(x.numel()) * 2), x.shape(), DType::kBF16, nullptr,
-                           Device::kCuda);
+  Tensor xb = Tensor::wrap(workspace(slot, static_cast<size_t>(x.numel()) * 2), x.shape(),
+                           DType::kBF16, nullptr, Device::kCuda);
   launch_convert(x.raw(), false, xb.raw(), true, x.numel(), stream_);
   return xb;
 }
@@ -348,7 +405,8 @@ const int32_t* CudaBackend::dev_ints(const std::vector<int32_t>& v) {
     if (&v == &cur_src_->logits_indices) return cur_->logits_rows;
   }
   for (auto& e : ints_)
-    if (e.host.size() == v.size() && std::equal(v.begin(), v.end(), e.host.begin())) return e.dev.data<int32_t>();
+    if (e.host.size() == v.size() && std::equal(v.begin(), v.end(), e.host.begin()))
+      return e.dev.data<int32_t>();
   if (capturing_) {  // an upload cannot be recorded: give up this capture
     capture_broken_ = true;
     return nullptr;
@@ -360,7 +418,8 @@ const int32_t* CudaBackend::dev_ints(const std::vector<int32_t>& v) {
   if (!e.dev.defined() || e.dev.numel() < static_cast<int64_t>(v.size()))
     e.dev = alloc({std::max<int64_t>(64, static_cast<int64_t>(v.size()) * 2)}, DType::kI32);
   if (!v.empty())
-    R1_CUDA_OK(cudaMemcpyAsync(e.dev.raw(), v.data(), v.size() * 4, cudaMemcpyHostToDevice, stream_));
+    R1_CUDA_OK(
+        cudaMemcpyAsync(e.dev.raw(), v.data(), v.size() * 4, cudaMemcpyHostToDevice, stream_));
   return e.dev.data<int32_t>();
 }
 
@@ -383,7 +442,8 @@ DevBatch& CudaBackend::dev_batch(const BatchInfo& b) {
   if (cur_ != nullptr && &b == cur_src_) return cur_->db;
   auto same = [&](const BatchInfo& h) {
     return h.max_blocks_per_seq == b.max_blocks_per_seq && h.slot_mapping == b.slot_mapping &&
-           h.positions == b.positions && h.query_start == b.query_start && h.block_tables == b.block_tables;
+           h.positions == b.positions && h.query_start == b.query_start &&
+           h.block_tables == b.block_tables;
   };
   for (auto& d : batches_)
     if (same(d->host)) return *d;
@@ -398,10 +458,11 @@ DevBatch& CudaBackend::dev_batch(const BatchInfo& b) {
   d.host.block_tables = b.block_tables;
   d.host.context_lens = b.context_lens;
   d.host.max_blocks_per_seq = b.max_blocks_per_seq;
-  R1_CHECK(b.query_start.size() == b.context_lens.size() + 1 && b.num_seqs() > 0, "malformed batch");
+  R1_CHECK(b.query_start.size() == b.context_lens.size() + 1 && b.num_seqs() > 0,
+           "malformed batch");
   R1_CHECK(b.block_tables.size() == static_cast<size_t>(b.num_seqs()) * b.max_blocks_per_seq,
-           "batch: {} block-table entries for {} sequences x {}", b.block_tables.size(), b.num_seqs(),
-           b.max_blocks_per_seq);
+           "batch: {} block-table entries for {} sequences x {}", b.block_tables.size(),
+           b.num_seqs(), b.max_blocks_per_seq);
   std::vector<int32_t> packed;
   packed.insert(packed.end(), b.slot_mapping.begin(), b.slot_mapping.end());
   packed.insert(packed.end(), b.positions.begin(), b.positions.end());
@@ -409,13 +470,15 @@ DevBatch& CudaBackend::dev_batch(const BatchInfo& b) {
   packed.insert(packed.end(), b.block_tables.begin(), b.block_tables.end());
   if (!d.storage.defined() || d.storage.numel() < static_cast<int64_t>(packed.size()))
     d.storage = alloc({static_cast<int64_t>(packed.size()) * 2 + 64}, DType::kI32);
-  R1_CUDA_OK(cudaMemcpyAsync(d.storage.raw(), packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, stream_));
+  R1_CUDA_OK(cudaMemcpyAsync(d.storage.raw(), packed.data(), packed.size() * 4,
+                             cudaMemcpyHostToDevice, stream_));
   int32_t* base = d.storage.data<int32_t>();
   d.slot_mapping = base;
   d.positions = base + b.slot_mapping.size();
   d.query_start = d.positions + b.positions.size();
   d.block_tables = d.query_start + b.query_start.size();
-  d.max_position = b.positions.empty() ? 0 : *std::max_element(b.positions.begin(), b.positions.end());
+  d.max_position =
+      b.positions.empty() ? 0 : *std::max_element(b.positions.begin(), b.positions.end());
   return d;
 }
 
@@ -424,28 +487,31 @@ DevBatch& CudaBackend::dev_batch(const BatchInfo& b) {
 void CudaBackend::embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
   OpTimer timer(*this, "embedding");
   const int64_t H = table.dim(1), V = table.dim(0);
-  R1_CHECK(out.dim(0) == static_cast<int64_t>(ids.size()) && out.row_size() == H, "embedding out {}",
-           out.describe());
+  R1_CHECK(out.dim(0) == static_cast<int64_t>(ids.size()) && out.row_size() == H,
+           "embedding out {}", out.describe());
   for (int32_t id : ids) R1_CHECK(id >= 0 && id < V, "token id {} outside vocabulary {}", id, V);
   if (cur_ != nullptr) cur_->vocab = V;
-  launch_embedding(table.raw(), is_bf16(table), V, dev_ints(ids), out.dim(0), H, out.raw(), is_bf16(out), stream_);
+  launch_embedding(table.raw(), is_bf16(table), V, dev_ints(ids), out.dim(0), H, out.raw(),
+                   is_bf16(out), stream_);
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
   OpTimer timer(*this, "rms_norm");
-  R1_CHECK(w.dtype() == DType::kF32 && x.dim(0) == out.dim(0), "rms_norm x {} w {} out {}", x.describe(),
-           w.describe(), out.describe());
-  launch_rms_norm(x.raw(), is_bf16(x), x.row_size(), nullptr, false, 0, w.data<float>(), w.numel(), eps, x.dim(0),
-                  out.raw(), is_bf16(out), out.row_size(), stream_);
+  R1_CHECK(w.dtype() == DType::kF32 && x.dim(0) == out.dim(0), "rms_norm x {} w {} out {}",
+           x.describe(), w.describe(), out.describe());
+  launch_rms_norm(x.raw(), is_bf16(x), x.row_size(), nullptr, false, 0, w.data<float>(), w.numel(),
+                  eps, x.dim(0), out.raw(), is_bf16(out), out.row_size(), stream_);
 }
 
-void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                               Tensor& out) {
   OpTimer timer(*this, "add_rms_norm");
-  R1_CHECK(w.dtype() == DType::kF32 && residual.numel() == x.numel() && residual.row_size() == w.numel(),
-           "add_rms_norm residual {} x {} w {}", residual.describe(), x.describe(), w.describe());
-  launch_rms_norm(residual.raw(), is_bf16(residual), residual.row_size(), x.raw(), is_bf16(x), x.row_size(),
-                  w.data<float>(), w.numel(), eps, residual.dim(0), out.raw(), is_bf16(out), out.row_size(),
-                  stream_);
+  R1_CHECK(
+      w.dtype() == DType::kF32 && residual.numel() == x.numel() && residual.row_size() == w.numel(),
+      "add_rms_norm residual {} x {} w {}", residual.describe(), x.describe(), w.describe());
+  launch_rms_norm(residual.raw(), is_bf16(residual), residual.row_size(), x.raw(), is_bf16(x),
+                  x.row_size(), w.data<float>(), w.numel(), eps, residual.dim(0), out.raw(),
+                  is_bf16(out), out.row_size(), stream_);
 }
 
 void CudaBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& rows, Tensor& out) {
@@ -453,9 +519,11 @@ void CudaBackend::gather_rows(const Tensor& src, const std::vector<int32_t>& row
   R1_CHECK(out.dim(0) == static_cast<int64_t>(rows.size()) && out.row_size() == src.row_size() &&
                out.dtype() == src.dtype(),
            "gather_rows src {} out {}", src.describe(), out.describe());
-  for (int32_t r : rows) R1_CHECK(r >= 0 && r < src.dim(0), "gather_rows row {} of {}", r, src.dim(0));
+  for (int32_t r : rows)
+    R1_CHECK(r >= 0 && r < src.dim(0), "gather_rows row {} of {}", r, src.dim(0));
   launch_gather_rows(src.raw(), dev_ints(rows), out.dim(0),
-                     src.row_size() * static_cast<int64_t>(dtype_size(src.dtype())), out.raw(), stream_);
+                     src.row_size() * static_cast<int64_t>(dtype_size(src.dtype())), out.raw(),
+                     stream_);
 }
 
 void CudaBackend::argmax_rows(const Tensor& x, Tensor& ids) {
@@ -467,8 +535,8 @@ void CudaBackend::argmax_rows(const Tensor& x, Tensor& ids) {
 
 void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
   OpTimer timer(*this, "add");
-  R1_CHECK(a.numel() == b.numel() && a.numel() == out.numel(), "add {} {} {}", a.describe(), b.describe(),
-           out.describe());
+  R1_CHECK(a.numel() == b.numel() && a.numel() == out.numel(), "add {} {} {}", a.describe(),
+           b.describe(), out.describe());
   launch_add(a.raw(), is_bf16(a), b.raw(), is_bf16(b), out.raw(), is_bf16(out), a.numel(), stream_);
 }
 
@@ -480,14 +548,16 @@ void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
 }
 
 void CudaBackend::copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
-                             int64_t dst_stride, int64_t dst_offset, int64_t width, int64_t num_heads) {
+                             int64_t dst_stride, int64_t dst_offset, int64_t width,
+                             int64_t num_heads) {
   OpTimer timer(*this, "copy_heads");
   R1_CHECK(src.dim(0) == dst.dim(0), "copy_heads src {} dst {}", src.describe(), dst.describe());
   R1_CHECK((num_heads - 1) * src_stride + src_offset + width <= src.row_size() &&
                (num_heads - 1) * dst_stride + dst_offset + width <= dst.row_size(),
            "copy_heads windows past the rows");
-  launch_copy_heads(src.raw(), is_bf16(src), src.row_size(), src_stride, src_offset, dst.raw(), is_bf16(dst),
-                    dst.row_size(), dst_stride, dst_offset, width, num_heads, src.dim(0), stream_);
+  launch_copy_heads(src.raw(), is_bf16(src), src.row_size(), src_stride, src_offset, dst.raw(),
+                    is_bf16(dst), dst.row_size(), dst_stride, dst_offset, width, num_heads,
+                    src.dim(0), stream_);
 }
 
 void CudaBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,
@@ -495,9 +565,9 @@ void CudaBackend::rope(Tensor& x, const std::vector<int32_t>& positions, const R
   OpTimer timer(*this, "rope");
   R1_CHECK(static_cast<int64_t>(positions.size()) == x.dim(0), "rope: {} positions for {} rows",
            positions.size(), x.dim(0));
-  launch_rope(x.raw(), is_bf16(x), x.row_size(), dev_ints(positions), x.dim(0), dev_floats(rope.inv_freq),
-              static_cast<int64_t>(rope.inv_freq.size()), rope.attention_factor, rope.interleaved, num_heads,
-              head_stride, offset, stream_);
+  launch_rope(x.raw(), is_bf16(x), x.row_size(), dev_ints(positions), x.dim(0),
+              dev_floats(rope.inv_freq), static_cast<int64_t>(rope.inv_freq.size()),
+              rope.attention_factor, rope.interleaved, num_heads, head_stride, offset, stream_);
 }
 
 void CudaBackend::rope_copy(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
@@ -505,17 +575,21 @@ void CudaBackend::rope_copy(const Tensor& src, int64_t src_stride, int64_t src_o
                             const std::vector<int32_t>& positions, const RopeParams& rope) {
   OpTimer timer(*this, "rope_copy");
   R1_CHECK(static_cast<int64_t>(positions.size()) == src.dim(0) && src.dim(0) == dst.dim(0),
-           "rope_copy: {} positions for src {} dst {}", positions.size(), src.describe(), dst.describe());
-  launch_rope_copy(src.raw(), is_bf16(src), src.row_size(), src_stride, src_offset, dst.raw(), is_bf16(dst),
-                   dst.row_size(), dst_stride, dst_offset, dev_ints(positions), src.dim(0), dev_floats(rope.inv_freq),
-                   static_cast<int64_t>(rope.inv_freq.size()), rope.attention_factor, rope.interleaved, num_heads,
-                   stream_);
+           "rope_copy: {} positions for src {} dst {}", positions.size(), src.describe(),
+           dst.describe());
+  launch_rope_copy(src.raw(), is_bf16(src), src.row_size(), src_stride, src_offset, dst.raw(),
+                   is_bf16(dst), dst.row_size(), dst_stride, dst_offset, dev_ints(positions),
+                   src.dim(0), dev_floats(rope.inv_freq),
+                   static_cast<int64_t>(rope.inv_freq.size()), rope.attention_factor,
+                   rope.interleaved, num_heads, stream_);
 }
 
-void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope,
-                                   const BatchInfo& batch, Tensor& latent, Tensor& cache) {
+void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps,
+                                   const RopeParams& rope, const BatchInfo& batch, Tensor& latent,
+                                   Tensor& cache) {
   const int64_t width = kv.row_size(), r = w.numel();
-  if (!is_bf16(kv) || !is_bf16(cache) || !rope.interleaved || rope.rot_dim() != width - r || r > 2048) {
+  if (!is_bf16(kv) || !is_bf16(cache) || !rope.interleaved || rope.rot_dim() != width - r ||
+      r > 2048) {
     Backend::mla_latent_write(kv, w, eps, rope, batch, latent, cache);
     return;
   }
@@ -524,11 +598,39 @@ void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps,
   R1_CHECK(cache.row_size() == cache.dim(1) * width && kv.dim(0) == batch.num_tokens() &&
                w.dtype() == DType::kF32,
            "mla_latent_write: kv {} cache {} w {}", kv.describe(), cache.describe(), w.describe());
-  for (int32_t s : batch.slot_mapping) R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
+  for (int32_t s : batch.slot_mapping)
+    R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
   if (cur_ != nullptr) cur_->num_slots = slots;
   DevBatch& d = dev_batch(batch);
-  launch_mla_latent(kv.data<uint16_t>(), kv.dim(0), width, w.data<float>(), r, eps, d.positions, d.slot_mapping,
-                    dev_floats(rope.inv_freq), rope.attention_factor, cache.data<uint16_t>(), stream_);
+  launch_mla_latent(kv.data<uint16_t>(), kv.dim(0), width, w.data<float>(), r, eps, d.positions,
+                    d.slot_mapping, dev_floats(rope.inv_freq), rope.attention_factor,
+                    cache.data<uint16_t>(), stream_);
+}
+
+void CudaBackend::qkv_rope_cache_write(const Tensor& qkv, int64_t nh, int64_t nkv, int64_t d,
+                                       const RopeParams& rope, const BatchInfo& batch, Tensor& q,
+                                       Tensor& k, Tensor& v, Tensor& k_cache, Tensor& v_cache) {
+  const int64_t T = qkv.dim(0);
+  // One kernel for NeoX rope over whole heads with one dtype throughout; otherwise the plain ops.
+  if (rope.interleaved || rope.rot_dim() != d || q.dtype() != qkv.dtype() ||
+      k_cache.dtype() != qkv.dtype() || v_cache.dtype() != qkv.dtype()) {
+    Backend::qkv_rope_cache_write(qkv, nh, nkv, d, rope, batch, q, k, v, k_cache, v_cache);
+    return;
+  }
+  OpTimer timer(*this, "qkv_rope_cache");
+  const int64_t width = nkv * d, slots = k_cache.dim(0) * k_cache.dim(1);
+  R1_CHECK(qkv.row_size() == (nh + 2 * nkv) * d && q.dim(0) == T && q.row_size() == nh * d &&
+               T == batch.num_tokens() && k_cache.row_size() == k_cache.dim(1) * width &&
+               v_cache.shape() == k_cache.shape(),
+           "qkv_rope_cache_write: qkv {} q {} caches {} {}", qkv.describe(), q.describe(),
+           k_cache.describe(), v_cache.describe());
+  for (int32_t s : batch.slot_mapping)
+    R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
+  if (cur_ != nullptr) cur_->num_slots = slots;
+  DevBatch& db = dev_batch(batch);
+  launch_qkv_rope_cache(qkv.raw(), is_bf16(qkv), T, nh, nkv, d, db.positions, db.slot_mapping,
+                        dev_floats(rope.inv_freq), rope.attention_factor, q.raw(), k_cache.raw(),
+                        v_cache.raw(), stream_);
 }
 
 void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) {
@@ -537,7 +639,8 @@ void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor&
   R1_CHECK(cache.row_size() == cache.dim(1) * width && src.dim(0) == batch.num_tokens(),
            "cache_write: src {} cache {}", src.describe(), cache.describe());
   const int64_t slots = cache.dim(0) * cache.dim(1);
-  for (int32_t s : batch.slot_mapping) R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
+  for (int32_t s : batch.slot_mapping)
+    R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
   if (cur_ != nullptr) cur_->num_slots = slots;
   DevBatch& d = dev_batch(batch);
   launch_cache_write(src.raw(), is_bf16(src), src.dim(0), width, d.slot_mapping, slots, cache.raw(),
@@ -546,12 +649,12 @@ void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor&
 
 // ---- MoE routing ----
 
-void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p, Tensor& ids,
-                            Tensor& weights) {
+void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p,
+                            Tensor& ids, Tensor& weights) {
   OpTimer timer(*this, "moe_route");
   const int64_t T = router_logits.dim(0), E = router_logits.dim(1), K = p.top_k;
-  R1_CHECK(ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32 && ids.dim(0) == T && ids.dim(1) == K &&
-               weights.dim(0) == T && weights.dim(1) == K,
+  R1_CHECK(ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32 && ids.dim(0) == T &&
+               ids.dim(1) == K && weights.dim(0) == T && weights.dim(1) == K,
            "moe_route outputs {} {}", ids.describe(), weights.describe());
   const float* lg = router_logits.data<float>();
   if (router_logits.dtype() != DType::kF32) {
@@ -561,9 +664,9 @@ void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, con
   }
   R1_CHECK(!bias.defined() || (bias.dtype() == DType::kF32 && bias.numel() == E), "router bias {}",
            bias.describe());
-  launch_moe_route(lg, bias.defined() ? bias.data<float>() : nullptr, T, E, K, p.scoring == Scoring::kSoftmax,
-                   p.n_group, p.topk_group, p.normalize, p.scale, ids.data<int32_t>(), weights.data<float>(),
-                   stream_);
+  launch_moe_route(lg, bias.defined() ? bias.data<float>() : nullptr, T, E, K,
+                   p.scoring == Scoring::kSoftmax, p.n_group, p.topk_group, p.normalize, p.scale,
+                   ids.data<int32_t>(), weights.data<float>(), stream_);
 }
 
 }  // namespace cuda

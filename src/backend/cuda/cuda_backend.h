@@ -35,6 +35,10 @@ void cuda_set_profiling(Backend& be, bool on);
 // Turns recorded decode steps (CUDA graphs) on or off; on by default unless
 // R1SERVE_CUDA_GRAPHS=0. Per-op profiling runs every step eagerly.
 void cuda_set_graphs(Backend& be, bool on);
+// Turns programmatic dependent launch (kernels overlapping the tail of the one
+// before them) on or off for the whole process; on by default unless
+// R1SERVE_CUDA_PDL=0. Drops the backend's recorded steps so new ones follow it.
+void cuda_set_pdl(Backend& be, bool on);
 // Recorded-step counters: replays, captures, warm-ups, failed captures.
 struct CudaGraphCounts {
   int64_t replays = 0, captures = 0, warmups = 0, failures = 0;

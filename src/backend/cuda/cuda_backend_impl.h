@@ -61,12 +61,12 @@ struct DevBatch {
 // One recorded decode step (a CUDA graph) and the fixed device buffers its
 // inputs are copied into before each replay.
 struct StepRecording {
-  DevBatch db;                       // slot_mapping, positions, query_start, block_tables
-  int32_t* token_ids = nullptr;      // [B]
-  int32_t* logits_rows = nullptr;    // [B]
+  DevBatch db;                         // slot_mapping, positions, query_start, block_tables
+  int32_t* token_ids = nullptr;        // [B]
+  int32_t* logits_rows = nullptr;      // [B]
   int64_t vocab = -1, num_slots = -1;  // seen by embedding / cache_write, checked at replay
-  int warmups = 0;                   // eager runs on the fixed buffers so far
-  bool failed = false;               // not capturable (a host sync, or capture failed)
+  int warmups = 0;                     // eager runs on the fixed buffers so far
+  bool failed = false;                 // not capturable (a host sync, or capture failed)
   cudaGraphExec_t exec = nullptr;
 };
 
@@ -102,33 +102,40 @@ class CudaBackend final : public Backend {
 
   void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
-  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                    Tensor& out) override;
   void gather_rows(const Tensor& src, const std::vector<int32_t>& rows, Tensor& out) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
   void linear(const Tensor& x, const Linear& w, Tensor& out) override;
+  void linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& gu, Tensor& out) override;
   void head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
                    int64_t out_head_stride) override;
   void copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
-                  int64_t dst_stride, int64_t dst_offset, int64_t width, int64_t num_heads) override;
-  void rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope, int64_t num_heads,
-            int64_t head_stride, int64_t offset) override;
-  void rope_copy(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst, int64_t dst_stride,
-                 int64_t dst_offset, int64_t num_heads, const std::vector<int32_t>& positions,
-                 const RopeParams& rope) override;
-  void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope, const BatchInfo& batch,
-                        Tensor& latent, Tensor& cache) override;
+                  int64_t dst_stride, int64_t dst_offset, int64_t width,
+                  int64_t num_heads) override;
+  void rope(Tensor& x, const std::vector<int32_t>& positions, const RopeParams& rope,
+            int64_t num_heads, int64_t head_stride, int64_t offset) override;
+  void rope_copy(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
+                 int64_t dst_stride, int64_t dst_offset, int64_t num_heads,
+                 const std::vector<int32_t>& positions, const RopeParams& rope) override;
+  void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope,
+                        const BatchInfo& batch, Tensor& latent, Tensor& cache) override;
+  void qkv_rope_cache_write(const Tensor& qkv, int64_t nh, int64_t nkv, int64_t d,
+                            const RopeParams& rope, const BatchInfo& batch, Tensor& q, Tensor& k,
+                            Tensor& v, Tensor& k_cache, Tensor& v_cache) override;
   void argmax_rows(const Tensor& x, Tensor& ids) override;
-  void moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& params, Tensor& ids,
-                 Tensor& weights) override;
-  void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids, const Tensor& weights,
-                   Tensor& out) override;
+  void moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& params,
+                 Tensor& ids, Tensor& weights) override;
+  void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                   const Tensor& weights, Tensor& out) override;
   void cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) override;
-  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const BatchInfo& batch,
-                       int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
-                       Tensor& out) override;
-  void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch, int64_t num_heads,
-                     int64_t kv_lora_rank, int64_t rope_dim, float scale, Tensor& out) override;
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                       const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
+                       int64_t head_dim, float scale, Tensor& out) override;
+  void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
+                     int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale,
+                     Tensor& out) override;
 
   void fill_random(Tensor& dst, const RandomFill& fill) override;
   bool begin_step(const BatchInfo& batch, const KvCache& cache, const Tensor& out) override;
@@ -136,6 +143,11 @@ class CudaBackend final : public Backend {
 
   int64_t free_bytes() const;
   void set_graphs(bool on) { graphs_ = on; }
+  // Waits for the stream, then forgets every recorded step (the next steps record anew).
+  void drop_recordings() {
+    synchronize();
+    destroy_recordings();
+  }
   // Recorded steps replayed, captured and run eagerly (warm-ups) so far.
   struct GraphStats {
     int64_t replays = 0, captures = 0, warmups = 0, failures = 0;
@@ -159,14 +171,16 @@ class CudaBackend final : public Backend {
   const float* dev_floats(const std::vector<float>& v);
   DevBatch& dev_batch(const BatchInfo& b);
   std::pair<const AttnTile*, int32_t> attn_tiles(DevBatch& db, int64_t G, int64_t nkv);
-  void attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v, int64_t k_head_off,
-                 const BatchInfo& batch, int64_t num_heads, int64_t nkv, int64_t dk, int64_t dv, float scale,
-                 Tensor& out, int64_t out_head_stride);
+  void attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v,
+                 int64_t k_head_off, const BatchInfo& batch, int64_t num_heads, int64_t nkv,
+                 int64_t dk, int64_t dv, float scale, Tensor& out, int64_t out_head_stride);
   // Tensor-core attention (mla_attention.cu) for MLA and GQA: arguments and split plan.
-  MlaArgs mma_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const BatchInfo& batch,
-                   int64_t num_heads, int32_t group_rows, int64_t kv_off, float scale, Tensor& out);
+  MlaArgs mma_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                   const BatchInfo& batch, int64_t num_heads, int32_t group_rows, int64_t kv_off,
+                   float scale, Tensor& out);
   void plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv);
-  void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out, int64_t ldo);
+  void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out,
+            int64_t ldo);
 
   // A BF16 copy of x (in workspace `slot`) when x is F32.
   Tensor as_bf16(const Tensor& x, int slot);
@@ -214,6 +228,21 @@ class CudaBackend final : public Backend {
   GraphStats graph_stats_;
   void* cublas_ws_ = nullptr;
   void destroy_recordings();
+  // Side streams (each with its own cuBLAS handle and workspace) for the
+  // per-expert GEMMs of large steps, so several experts' tiles share the SMs.
+  static constexpr int kSideStreams = 4;
+  struct Side {
+    cudaStream_t stream = nullptr;
+    cublasHandle_t cublas = nullptr;
+    void* ws = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  std::array<Side, kSideStreams> sides_{};
+  cudaEvent_t fork_ = nullptr;
+  // Makes the side streams wait for the main stream's work so far.
+  void fork_sides();
+  // Makes the main stream wait for the side streams' work so far.
+  void join_sides();
 };
 
 bool is_bf16(const Tensor& t);

@@ -1,6 +1,10 @@
 // Elementwise and normalization kernels: embedding lookup, RMSNorm (with the
 // residual add fused), add, SwiGLU, row gathers, per-head copies, KV-cache
 // writes, bias and dtype conversion. Launchers follow the kernels.
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
 #include "backend/cuda/common.cuh"
 
 namespace r1::backend::cuda {
@@ -8,6 +12,8 @@ namespace {
 
 __global__ void embedding_kernel(const void* table, bool table_bf, const int32_t* ids, int64_t H,
                                  void* out, bool out_bf) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const int64_t row = ids[t];
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
@@ -18,6 +24,8 @@ __global__ void embedding_kernel(const void* table, bool table_bf, const int32_t
 __global__ void rms_norm_kernel(void* x, bool x_bf, int64_t ldx, const void* add, bool add_bf,
                                 int64_t ld_add, const float* w, int64_t n, float eps, void* out,
                                 bool out_bf, int64_t ldo) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   __shared__ float partial[32];
   float ss = 0.0f;
@@ -48,9 +56,11 @@ __global__ void rms_norm_kernel(void* x, bool x_bf, int64_t ldx, const void* add
 // thread keeping its NV vectors of 8 in registers between the sum of squares
 // and the scaling (the generic kernel above reads each row twice).
 template <int NV>
-__global__ void __launch_bounds__(256) rms_norm_vec_kernel(uint16_t* x, int64_t ldx, const uint16_t* add,
-                                                           int64_t ld_add, const float* w, int n, float eps,
-                                                           uint16_t* out, int64_t ldo) {
+__global__ void __launch_bounds__(256)
+    rms_norm_vec_kernel(uint16_t* x, int64_t ldx, const uint16_t* add, int64_t ld_add,
+                        const float* w, int n, float eps, uint16_t* out, int64_t ldo) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   __shared__ float partial[8];
   float v[NV][8];
@@ -67,7 +77,8 @@ __global__ void __launch_bounds__(256) rms_norm_vec_kernel(uint16_t* x, int64_t 
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
           const float lo = __uint_as_float(xw[k] << 16) + __uint_as_float(aw[k] << 16);
-          const float hi = __uint_as_float(xw[k] & 0xffff0000u) + __uint_as_float(aw[k] & 0xffff0000u);
+          const float hi =
+              __uint_as_float(xw[k] & 0xffff0000u) + __uint_as_float(aw[k] & 0xffff0000u);
           const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
           xw[k] = *reinterpret_cast<const uint32_t*>(&b);
         }
@@ -94,14 +105,15 @@ __global__ void __launch_bounds__(256) rms_norm_vec_kernel(uint16_t* x, int64_t 
   for (int u = 0; u < NV; ++u) {
     const int i = (u * 256 + threadIdx.x) * 8;
     if (i < n) {
-      const float4 w0 = *reinterpret_cast<const float4*>(w + i), w1 = *reinterpret_cast<const float4*>(w + i + 4);
+      const float4 w0 = *reinterpret_cast<const float4*>(w + i),
+                   w1 = *reinterpret_cast<const float4*>(w + i + 4);
       const float wv[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
       uint4 o;
       uint32_t* ow = reinterpret_cast<uint32_t*>(&o);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const __nv_bfloat162 b =
-            __floats2bfloat162_rn(v[u][2 * k] * inv * wv[2 * k], v[u][2 * k + 1] * inv * wv[2 * k + 1]);
+        const __nv_bfloat162 b = __floats2bfloat162_rn(v[u][2 * k] * inv * wv[2 * k],
+                                                       v[u][2 * k + 1] * inv * wv[2 * k + 1]);
         ow[k] = *reinterpret_cast<const uint32_t*>(&b);
       }
       *reinterpret_cast<uint4*>(out + r * ldo + i) = o;
@@ -109,7 +121,10 @@ __global__ void __launch_bounds__(256) rms_norm_vec_kernel(uint16_t* x, int64_t 
   }
 }
 
-__global__ void gather_rows_kernel(const char* src, const int32_t* rows, int64_t row_bytes, char* out) {
+__global__ void gather_rows_kernel(const char* src, const int32_t* rows, int64_t row_bytes,
+                                   char* out) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t i = blockIdx.x;
   const char* s = src + static_cast<int64_t>(rows[i]) * row_bytes;
   char* d = out + i * row_bytes;
@@ -121,8 +136,10 @@ __global__ void gather_rows_kernel(const char* src, const int32_t* rows, int64_t
   }
 }
 
-__global__ void add_kernel(const void* a, bool a_bf, const void* b, bool b_bf, void* out, bool out_bf,
-                           int64_t n) {
+__global__ void add_kernel(const void* a, bool a_bf, const void* b, bool b_bf, void* out,
+                           bool out_bf, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     stf(out, i, out_bf, ldf(a, i, a_bf) + ldf(b, i, b_bf));
@@ -130,17 +147,23 @@ __global__ void add_kernel(const void* a, bool a_bf, const void* b, bool b_bf, v
 
 __global__ void silu_mul_kernel(const void* gu, bool gu_bf, int64_t rows, int64_t inter, void* out,
                                 bool out_bf) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t n = rows * inter;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / inter, c = i % inter;
-    const float g = ldf(gu, r * 2 * inter + c, gu_bf), u = ldf(gu, r * 2 * inter + inter + c, gu_bf);
+    const float g = ldf(gu, r * 2 * inter + c, gu_bf),
+                u = ldf(gu, r * 2 * inter + inter + c, gu_bf);
     stf(out, i, out_bf, g / (1.0f + expf(-g)) * u);
   }
 }
 
 // BF16 in and out, 8 values per thread (inter % 8 == 0): the same arithmetic as silu_mul_kernel.
-__global__ void silu_mul_vec_kernel(const uint16_t* gu, int64_t rows, int64_t inter, uint16_t* out) {
+__global__ void silu_mul_vec_kernel(const uint16_t* gu, int64_t rows, int64_t inter,
+                                    uint16_t* out) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t n = rows * inter / 8;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -155,7 +178,8 @@ __global__ void silu_mul_vec_kernel(const uint16_t* gu, int64_t rows, int64_t in
     for (int k = 0; k < 4; ++k) {
       const float g0 = __uint_as_float(gw[k] << 16), g1 = __uint_as_float(gw[k] & 0xffff0000u);
       const float u0 = __uint_as_float(uw[k] << 16), u1 = __uint_as_float(uw[k] & 0xffff0000u);
-      const __nv_bfloat162 b = __floats2bfloat162_rn(g0 / (1.0f + expf(-g0)) * u0, g1 / (1.0f + expf(-g1)) * u1);
+      const __nv_bfloat162 b =
+          __floats2bfloat162_rn(g0 / (1.0f + expf(-g0)) * u0, g1 / (1.0f + expf(-g1)) * u1);
       ow[k] = *reinterpret_cast<const uint32_t*>(&b);
     }
     *reinterpret_cast<uint4*>(out + r * inter + c) = o;
@@ -166,6 +190,8 @@ __global__ void copy_heads_kernel(const void* src, bool src_bf, int64_t src_row,
                                   int64_t src_off, void* dst, bool dst_bf, int64_t dst_row,
                                   int64_t dst_stride, int64_t dst_off, int64_t width, int64_t heads,
                                   int64_t T) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t n = T * heads * width;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -175,15 +201,20 @@ __global__ void copy_heads_kernel(const void* src, bool src_bf, int64_t src_row,
   }
 }
 
-__global__ void cache_write_kernel(const void* src, bool src_bf, int64_t width, const int32_t* slots,
-                                   void* cache, bool cache_bf) {
+__global__ void cache_write_kernel(const void* src, bool src_bf, int64_t width,
+                                   const int32_t* slots, void* cache, bool cache_bf) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const int64_t slot = slots[t];
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
     stf(cache, slot * width + i, cache_bf, ldf(src, t * width + i, src_bf));
 }
 
-__global__ void add_bias_kernel(void* out, bool out_bf, const float* bias, int64_t rows, int64_t n) {
+__global__ void add_bias_kernel(void* out, bool out_bf, const float* bias, int64_t rows,
+                                int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t total = rows * n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -191,13 +222,18 @@ __global__ void add_bias_kernel(void* out, bool out_bf, const float* bias, int64
 }
 
 __global__ void convert_kernel(const void* src, bool src_bf, void* dst, bool dst_bf, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     stf(dst, i, dst_bf, ldf(src, i, src_bf));
 }
 
 // One block per row: the first maximum (value, then lowest index), as std::max_element.
-__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* x, int64_t V, int32_t* ids) {
+__global__ void __launch_bounds__(1024)
+    argmax_rows_kernel(const float* x, int64_t V, int32_t* ids) {
+  pdl_wait();
+  pdl_trigger();
   const float* r = x + static_cast<int64_t>(blockIdx.x) * V;
   float bv = -INFINITY;
   int64_t bi = V;  // none yet
@@ -242,14 +278,31 @@ __global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* x, int64
   }
 }
 
-int row_threads(int64_t n) { return n >= 1024 ? 256 : (n >= 256 ? 128 : 64); }
+int row_threads(int64_t n) {
+  return n >= 1024 ? 256 : (n >= 256 ? 128 : 64);
+}
 
 }  // namespace
 
-void launch_embedding(const void* table, bool table_bf, int64_t vocab, const int32_t* ids, int64_t T,
-                      int64_t H, void* out, bool out_bf, cudaStream_t s) {
+namespace {
+std::atomic<bool> g_pdl{[] {
+  const char* e = std::getenv("R1SERVE_CUDA_PDL");
+  return e == nullptr || std::string(e) != "0";
+}()};
+}  // namespace
+
+bool pdl_enabled() {
+  return g_pdl.load(std::memory_order_relaxed);
+}
+void set_pdl_enabled(bool on) {
+  g_pdl.store(on, std::memory_order_relaxed);
+}
+
+void launch_embedding(const void* table, bool table_bf, int64_t vocab, const int32_t* ids,
+                      int64_t T, int64_t H, void* out, bool out_bf, cudaStream_t s) {
   R1_CUDA_REQUIRE(table && ids && out && T > 0 && H > 0, "embedding: bad arguments");
-  embedding_kernel<<<static_cast<unsigned>(T), row_threads(H), 0, s>>>(table, table_bf, ids, H, out, out_bf);
+  pdl_launch(embedding_kernel, static_cast<unsigned>(T), row_threads(H), 0, s, table, table_bf, ids,
+             H, out, out_bf);
   R1_CUDA_LAUNCHED();
 }
 
@@ -258,7 +311,8 @@ void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_
                      int64_t ldo, cudaStream_t s) {
   R1_CUDA_REQUIRE(n > 0 && n <= ldx && n <= ldo && w, "rms_norm: bad widths");
   if (rows == 0) return;
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(w) % 16 == 0 && ldx % 8 == 0 && ldo % 8 == 0 &&
                        (!add || (reinterpret_cast<uintptr_t>(add) % 16 == 0 && ld_add % 8 == 0));
   if (x_bf && out_bf && (!add || add_bf) && aligned && n % 8 == 0 && n <= 256 * 8 * 4) {
@@ -267,50 +321,54 @@ void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_
     auto* op = static_cast<uint16_t*>(out);
     const int ni = static_cast<int>(n);
     const unsigned grid = static_cast<unsigned>(rows);
-    if (n <= 2048) rms_norm_vec_kernel<1><<<grid, 256, 0, s>>>(xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
-    else if (n <= 4096) rms_norm_vec_kernel<2><<<grid, 256, 0, s>>>(xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
-    else rms_norm_vec_kernel<4><<<grid, 256, 0, s>>>(xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+    if (n <= 2048)
+      pdl_launch(rms_norm_vec_kernel<1>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+    else if (n <= 4096)
+      pdl_launch(rms_norm_vec_kernel<2>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+    else
+      pdl_launch(rms_norm_vec_kernel<4>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
     R1_CUDA_LAUNCHED();
     return;
   }
-  rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(n), 0, s>>>(x, x_bf, ldx, add, add_bf, ld_add,
-                                                                        w, n, eps, out, out_bf, ldo);
+  pdl_launch(rms_norm_kernel, static_cast<unsigned>(rows), row_threads(n), 0, s, x, x_bf, ldx, add,
+             add_bf, ld_add, w, n, eps, out, out_bf, ldo);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_argmax_rows(const float* x, int64_t n, int64_t V, int32_t* ids, cudaStream_t s) {
   R1_CUDA_REQUIRE(V > 0 && V < (int64_t{1} << 31), "argmax_rows: vocabulary size");
   if (n == 0) return;
-  argmax_rows_kernel<<<static_cast<unsigned>(n), 1024, 0, s>>>(x, V, ids);
+  pdl_launch(argmax_rows_kernel, static_cast<unsigned>(n), 1024, 0, s, x, V, ids);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_gather_rows(const void* src, const int32_t* rows, int64_t n, int64_t row_bytes, void* out,
-                        cudaStream_t s) {
+void launch_gather_rows(const void* src, const int32_t* rows, int64_t n, int64_t row_bytes,
+                        void* out, cudaStream_t s) {
   if (n == 0) return;
-  gather_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(static_cast<const char*>(src), rows, row_bytes,
-                                                              static_cast<char*>(out));
+  pdl_launch(gather_rows_kernel, static_cast<unsigned>(n), 128, 0, s, static_cast<const char*>(src),
+             rows, row_bytes, static_cast<char*>(out));
   R1_CUDA_LAUNCHED();
 }
 
-void launch_add(const void* a, bool a_bf, const void* b, bool b_bf, void* out, bool out_bf, int64_t n,
-                cudaStream_t s) {
+void launch_add(const void* a, bool a_bf, const void* b, bool b_bf, void* out, bool out_bf,
+                int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(a, a_bf, b, b_bf, out, out_bf, n);
+  pdl_launch(add_kernel, grid_for(n, 256), 256, 0, s, a, a_bf, b, b_bf, out, out_bf, n);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_silu_mul(const void* gu, bool gu_bf, int64_t rows, int64_t inter, void* out, bool out_bf,
-                     cudaStream_t s) {
+void launch_silu_mul(const void* gu, bool gu_bf, int64_t rows, int64_t inter, void* out,
+                     bool out_bf, cudaStream_t s) {
   if (rows * inter == 0) return;
   if (gu_bf && out_bf && inter % 8 == 0 && reinterpret_cast<uintptr_t>(gu) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(out) % 16 == 0) {
-    silu_mul_vec_kernel<<<grid_for(rows * inter / 8, 256), 256, 0, s>>>(static_cast<const uint16_t*>(gu), rows, inter,
-                                                                        static_cast<uint16_t*>(out));
+    pdl_launch(silu_mul_vec_kernel, grid_for(rows * inter / 8, 256), 256, 0, s,
+               static_cast<const uint16_t*>(gu), rows, inter, static_cast<uint16_t*>(out));
     R1_CUDA_LAUNCHED();
     return;
   }
-  silu_mul_kernel<<<grid_for(rows * inter, 256), 256, 0, s>>>(gu, gu_bf, rows, inter, out, out_bf);
+  pdl_launch(silu_mul_kernel, grid_for(rows * inter, 256), 256, 0, s, gu, gu_bf, rows, inter, out,
+             out_bf);
   R1_CUDA_LAUNCHED();
 }
 
@@ -320,28 +378,31 @@ void launch_copy_heads(const void* src, bool src_bf, int64_t src_row, int64_t sr
   const int64_t n = T * heads * width;
   if (n == 0) return;
   R1_CUDA_REQUIRE(src_off + width <= src_stride || heads == 1, "copy_heads: source window");
-  copy_heads_kernel<<<grid_for(n, 256), 256, 0, s>>>(src, src_bf, src_row, src_stride, src_off, dst, dst_bf,
-                                                     dst_row, dst_stride, dst_off, width, heads, T);
+  pdl_launch(copy_heads_kernel, grid_for(n, 256), 256, 0, s, src, src_bf, src_row, src_stride,
+             src_off, dst, dst_bf, dst_row, dst_stride, dst_off, width, heads, T);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_cache_write(const void* src, bool src_bf, int64_t T, int64_t width, const int32_t* slots,
-                        int64_t num_slots, void* cache, bool cache_bf, cudaStream_t s) {
+void launch_cache_write(const void* src, bool src_bf, int64_t T, int64_t width,
+                        const int32_t* slots, int64_t num_slots, void* cache, bool cache_bf,
+                        cudaStream_t s) {
   if (T == 0) return;
-  cache_write_kernel<<<static_cast<unsigned>(T), row_threads(width), 0, s>>>(src, src_bf, width, slots,
-                                                                            cache, cache_bf);
+  pdl_launch(cache_write_kernel, static_cast<unsigned>(T), row_threads(width), 0, s, src, src_bf,
+             width, slots, cache, cache_bf);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_add_bias(void* out, bool out_bf, const float* bias, int64_t rows, int64_t n, cudaStream_t s) {
+void launch_add_bias(void* out, bool out_bf, const float* bias, int64_t rows, int64_t n,
+                     cudaStream_t s) {
   if (rows * n == 0) return;
-  add_bias_kernel<<<grid_for(rows * n, 256), 256, 0, s>>>(out, out_bf, bias, rows, n);
+  pdl_launch(add_bias_kernel, grid_for(rows * n, 256), 256, 0, s, out, out_bf, bias, rows, n);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_convert(const void* src, bool src_bf, void* dst, bool dst_bf, int64_t n, cudaStream_t s) {
+void launch_convert(const void* src, bool src_bf, void* dst, bool dst_bf, int64_t n,
+                    cudaStream_t s) {
   if (n == 0) return;
-  convert_kernel<<<grid_for(n, 256), 256, 0, s>>>(src, src_bf, dst, dst_bf, n);
+  pdl_launch(convert_kernel, grid_for(n, 256), 256, 0, s, src, src_bf, dst, dst_bf, n);
   R1_CUDA_LAUNCHED();
 }
 

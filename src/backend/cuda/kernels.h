@@ -12,41 +12,49 @@ namespace r1::backend::cuda {
 
 // Fails loudly (via R1_CHECK) with `what` and the CUDA error; defined in cuda_backend.cc.
 [[noreturn]] void cuda_fail(const char* file, int line, const char* what, const char* detail);
-#define R1_CUDA_OK(expr)                                                                  \
-  do {                                                                                    \
-    cudaError_t r1_err_ = (expr);                                                         \
-    if (r1_err_ != cudaSuccess) ::r1::backend::cuda::cuda_fail(__FILE__, __LINE__, #expr, \
-                                                               cudaGetErrorString(r1_err_)); \
+#define R1_CUDA_OK(expr)                                                                      \
+  do {                                                                                        \
+    cudaError_t r1_err_ = (expr);                                                             \
+    if (r1_err_ != cudaSuccess)                                                               \
+      ::r1::backend::cuda::cuda_fail(__FILE__, __LINE__, #expr, cudaGetErrorString(r1_err_)); \
   } while (0)
-#define R1_CUDA_REQUIRE(cond, msg) \
-  do {                             \
+#define R1_CUDA_REQUIRE(cond, msg)                                               \
+  do {                                                                           \
     if (!(cond)) ::r1::backend::cuda::cuda_fail(__FILE__, __LINE__, #cond, msg); \
   } while (0)
 #define R1_CUDA_LAUNCHED() R1_CUDA_OK(cudaGetLastError())
 
+// Whether kernels that support it are launched with programmatic dependent
+// launch (on unless R1SERVE_CUDA_PDL=0); process-wide, defined in elementwise.cu.
+bool pdl_enabled();
+void set_pdl_enabled(bool on);
+
 // ---- elementwise.cu ----
-void launch_embedding(const void* table, bool table_bf, int64_t vocab, const int32_t* ids, int64_t T,
-                      int64_t H, void* out, bool out_bf, cudaStream_t s);
+void launch_embedding(const void* table, bool table_bf, int64_t vocab, const int32_t* ids,
+                      int64_t T, int64_t H, void* out, bool out_bf, cudaStream_t s);
 // out = x / rms(x[:n]) * w over rows; with `add`, x += add first (x written back).
 void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_bf, int64_t ld_add,
                      const float* w, int64_t n, float eps, int64_t rows, void* out, bool out_bf,
                      int64_t ldo, cudaStream_t s);
 // ids[i] = index of the first maximum of row i of x [n, V] F32.
 void launch_argmax_rows(const float* x, int64_t n, int64_t V, int32_t* ids, cudaStream_t s);
-void launch_gather_rows(const void* src, const int32_t* rows, int64_t n, int64_t row_bytes, void* out,
-                        cudaStream_t s);
-void launch_add(const void* a, bool a_bf, const void* b, bool b_bf, void* out, bool out_bf, int64_t n,
-                cudaStream_t s);
+void launch_gather_rows(const void* src, const int32_t* rows, int64_t n, int64_t row_bytes,
+                        void* out, cudaStream_t s);
+void launch_add(const void* a, bool a_bf, const void* b, bool b_bf, void* out, bool out_bf,
+                int64_t n, cudaStream_t s);
 // out[t, i] = silu(gu[t, i]) * gu[t, I + i]
-void launch_silu_mul(const void* gu, bool gu_bf, int64_t rows, int64_t inter, void* out, bool out_bf,
-                     cudaStream_t s);
+void launch_silu_mul(const void* gu, bool gu_bf, int64_t rows, int64_t inter, void* out,
+                     bool out_bf, cudaStream_t s);
 void launch_copy_heads(const void* src, bool src_bf, int64_t src_row, int64_t src_stride,
                        int64_t src_off, void* dst, bool dst_bf, int64_t dst_row, int64_t dst_stride,
                        int64_t dst_off, int64_t width, int64_t heads, int64_t T, cudaStream_t s);
-void launch_cache_write(const void* src, bool src_bf, int64_t T, int64_t width, const int32_t* slots,
-                        int64_t num_slots, void* cache, bool cache_bf, cudaStream_t s);
-void launch_add_bias(void* out, bool out_bf, const float* bias, int64_t rows, int64_t n, cudaStream_t s);
-void launch_convert(const void* src, bool src_bf, void* dst, bool dst_bf, int64_t n, cudaStream_t s);
+void launch_cache_write(const void* src, bool src_bf, int64_t T, int64_t width,
+                        const int32_t* slots, int64_t num_slots, void* cache, bool cache_bf,
+                        cudaStream_t s);
+void launch_add_bias(void* out, bool out_bf, const float* bias, int64_t rows, int64_t n,
+                     cudaStream_t s);
+void launch_convert(const void* src, bool src_bf, void* dst, bool dst_bf, int64_t n,
+                    cudaStream_t s);
 
 // ---- rope.cu ----
 void launch_rope(void* x, bool bf, int64_t row, const int32_t* positions, int64_t T,
@@ -54,14 +62,24 @@ void launch_rope(void* x, bool bf, int64_t row, const int32_t* positions, int64_
                  int64_t heads, int64_t head_stride, int64_t offset, cudaStream_t s);
 
 // dst = rope(src) for `heads` windows of 2 * half values (copy_heads + rope in one pass).
-void launch_rope_copy(const void* src, bool src_bf, int64_t src_row, int64_t src_stride, int64_t src_off, void* dst,
-                      bool dst_bf, int64_t dst_row, int64_t dst_stride, int64_t dst_off, const int32_t* positions,
-                      int64_t T, const float* inv_freq, int64_t half, float attention_factor, bool interleaved,
-                      int64_t heads, cudaStream_t s);
+void launch_rope_copy(const void* src, bool src_bf, int64_t src_row, int64_t src_stride,
+                      int64_t src_off, void* dst, bool dst_bf, int64_t dst_row, int64_t dst_stride,
+                      int64_t dst_off, const int32_t* positions, int64_t T, const float* inv_freq,
+                      int64_t half, float attention_factor, bool interleaved, int64_t heads,
+                      cudaStream_t s);
 // cache[slots[t]] = [rms_norm(kv[t, :r]) * w | rope(kv[t, r:])] (BF16; interleaved pairs).
-void launch_mla_latent(const uint16_t* kv, int64_t T, int64_t width, const float* w, int64_t r, float eps,
-                       const int32_t* positions, const int32_t* slots, const float* inv_freq, float attention_factor,
-                       uint16_t* cache, cudaStream_t s);
+void launch_mla_latent(const uint16_t* kv, int64_t T, int64_t width, const float* w, int64_t r,
+                       float eps, const int32_t* positions, const int32_t* slots,
+                       const float* inv_freq, float attention_factor, uint16_t* cache,
+                       cudaStream_t s);
+
+// From qkv [T, (nh + 2 nkv) * d] (one dtype for all buffers): q [T, nh * d] =
+// NeoX rope of the q heads; rope of the k heads and the v heads written to
+// slot slots[t] of k_cache / v_cache ([slots, nkv * d]).
+void launch_qkv_rope_cache(const void* qkv, bool bf, int64_t T, int64_t nh, int64_t nkv, int64_t d,
+                           const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                           float attention_factor, void* q, void* k_cache, void* v_cache,
+                           cudaStream_t s);
 
 // ---- random.cu ----
 // dst[i] (BF16 or F32) = offset + scale * u(state, i), the arithmetic of core/random.h.
@@ -74,8 +92,8 @@ void launch_hold(int64_t ns, cudaStream_t s);
 
 // ---- moe.cu ----
 void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t E, int64_t K,
-                      bool softmax, int64_t n_group, int64_t topk_group, bool normalize, float scale,
-                      int32_t* ids, float* weights, cudaStream_t s);
+                      bool softmax, int64_t n_group, int64_t topk_group, bool normalize,
+                      float scale, int32_t* ids, float* weights, cudaStream_t s);
 // Sorts the T*K (token, slot) pairs by expert: offsets [E+1], sorted_pair [P]
 // (pair index at each sorted position), pos_of_pair [P].
 // active [E + 1]: the number of experts with pairs, then those experts in order.
@@ -85,32 +103,37 @@ void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets,
 // pair, reading only the experts that have tokens; then y[pos] = Wd_e act[pos].
 void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
                              int64_t E, int64_t I, const int32_t* offsets, const int32_t* active,
-                             const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act, cudaStream_t s);
-void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H, int64_t I,
-                          const int32_t* offsets, const int32_t* active, int64_t P, float* y, cudaStream_t s);
-// out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) for t < T (small T).
-void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
-                       bool out_bf, int64_t ldo, cudaStream_t s);
+                             const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act,
+                             cudaStream_t s);
+void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H,
+                          int64_t I, const int32_t* offsets, const int32_t* active, int64_t P,
+                          float* y, cudaStream_t s);
+// out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
+// given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
+// out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).
+void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N,
+                       int64_t K, int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
+                       int64_t ldo, cudaStream_t s);
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s);
 // out[t] = sum_j w[t, j] * y[pos_of_pair[t*K + j]], j in order (pos_of_pair null: y by pair).
-void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
-                        int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s);
+void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
+                        int64_t T, int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s);
 
 // ---- attention.cu ----
 // One tile = up to 16 query rows (token, head) of one sequence that share a KV head.
 struct AttnTile {
   int32_t seq;
   int32_t kvh;
-  int32_t i0;     // first flattened row (t - q_start) * G + g
-  int32_t kmax;   // keys the tile needs when planned (the kernel reads positions instead)
+  int32_t i0;    // first flattened row (t - q_start) * G + g
+  int32_t kmax;  // keys the tile needs when planned (the kernel reads positions instead)
 };
 struct AttnArgs {
   const uint16_t* q;  // BF16 [T, q_row]
   int64_t q_row, q_head_stride;
-  const uint16_t* k;  // BF16 cache rows
-  const uint16_t* v;  // BF16 cache rows (== k for MLA)
+  const uint16_t* k;     // BF16 cache rows
+  const uint16_t* v;     // BF16 cache rows (== k for MLA)
   int64_t k_row, v_row;  // elements per cache slot
   int64_t block_size;
   const int32_t* block_tables;
@@ -119,15 +142,15 @@ struct AttnArgs {
   const int32_t* positions;
   const AttnTile* tiles;
   int32_t num_tiles;
-  int32_t G;            // query heads per KV head
-  int32_t dk, dv;       // key / value widths
-  int64_t k_head_off;   // kvh * k_head_off added to key/value offsets (dense: head_dim; MLA: 0)
+  int32_t G;           // query heads per KV head
+  int32_t dk, dv;      // key / value widths
+  int64_t k_head_off;  // kvh * k_head_off added to key/value offsets (dense: head_dim; MLA: 0)
   float scale;
-  uint16_t* out;        // BF16 [T, out_row]
+  uint16_t* out;  // BF16 [T, out_row]
   int64_t out_row, out_head_stride;
   int32_t splits, keys_per_split;
-  float* ws_acc;        // [splits, num_tiles * 16, dv]
-  float* ws_ml;         // [splits, num_tiles * 16, 2]
+  float* ws_acc;  // [splits, num_tiles * 16, dv]
+  float* ws_ml;   // [splits, num_tiles * 16, 2]
 };
 void launch_paged_attention(const AttnArgs& a, cudaStream_t s);
 
@@ -170,11 +193,12 @@ void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);
 // ---- validation.cu (F32 validation mode: plain F32 arithmetic) ----
 // out[b, t, n] = x[b, t, :K] . W[b, n, :K] (W BF16), a warp per output, any alignment.
 void launch_ref_gemm(const void* x, bool x_bf, int64_t ldx, int64_t x_bstride, const uint16_t* w,
-                     int64_t w_bstride, int64_t N, int64_t K, int64_t T, int64_t batches, void* out, bool out_bf,
-                     int64_t ldo, int64_t o_bstride, cudaStream_t s);
+                     int64_t w_bstride, int64_t N, int64_t K, int64_t T, int64_t batches, void* out,
+                     bool out_bf, int64_t ldo, int64_t o_bstride, cudaStream_t s);
 // Routed experts per (token, slot) pair p: act [P, I] F32, y [P, H] F32 (indexed by pair).
-void launch_ref_moe(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up, const uint16_t* down, int64_t I,
-                    const int32_t* ids, int64_t P, int64_t K, float* act, float* y, cudaStream_t s);
+void launch_ref_moe(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
+                    const uint16_t* down, int64_t I, const int32_t* ids, int64_t P, int64_t K,
+                    float* act, float* y, cudaStream_t s);
 struct RefAttnArgs {
   const void* q;
   bool q_bf;

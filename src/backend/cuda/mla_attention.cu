@@ -60,6 +60,8 @@ struct Smem {
 
 template <int DV, int D, bool SEPV>
 __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
+  pdl_wait();
+  pdl_trigger();
   static_assert(D % 16 == 0 && DV % 64 == 0 && DV <= D, "attention widths");
   using L = Smem<DV, D, SEPV>;
   constexpr int kLd = L::kLd, kLdp = L::kLdp;
@@ -324,7 +326,7 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
   }
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.splits),
                   static_cast<unsigned>((a.H + a.group_rows - 1) / a.group_rows));
-  mla_mma_kernel<DV, D, SEPV><<<grid, kThreads, smem, s>>>(a);
+  pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, a);
   R1_CUDA_LAUNCHED();
 }
 

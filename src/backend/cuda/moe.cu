@@ -19,9 +19,11 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi);
 }
 
-__global__ void route_kernel(const float* logits, const float* bias, int T, int E, int K, bool softmax,
-                             int n_group, int topk_group, bool normalize, float scale, int32_t* ids,
-                             float* weights) {
+__global__ void route_kernel(const float* logits, const float* bias, int T, int E, int K,
+                             bool softmax, int n_group, int topk_group, bool normalize, float scale,
+                             int32_t* ids, float* weights) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float choice_s[kRouteWarps][kMaxExperts];
   __shared__ float score_s[kRouteWarps][kMaxExperts];
   __shared__ float gscore_s[kRouteWarps][32];
@@ -129,12 +131,15 @@ __global__ void route_kernel(const float* logits, const float* bias, int T, int 
     float sum = 0.0f;
     for (int j = 0; j < K; ++j) sum += picked_s[warp][j];
     const float norm = normalize ? 1.0f / (sum + 1e-20f) : 1.0f;
-    for (int j = 0; j < K; ++j) weights[static_cast<int64_t>(t) * K + j] = picked_s[warp][j] * norm * scale;
+    for (int j = 0; j < K; ++j)
+      weights[static_cast<int64_t>(t) * K + j] = picked_s[warp][j] * norm * scale;
   }
 }
 
 __global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, int32_t* active,
                             int32_t* sorted_pair, int32_t* pos_of_pair) {
+  pdl_wait();
+  pdl_trigger();
   extern __shared__ int smem[];
   int* cnt = smem;
   int* cursor = smem + E;
@@ -188,7 +193,14 @@ __device__ __forceinline__ void load_x8(const void* x, bool x_bf, int64_t idx, f
   } else {
     const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + idx);
     const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + idx + 4);
-    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+    f[0] = a.x;
+    f[1] = a.y;
+    f[2] = a.z;
+    f[3] = a.w;
+    f[4] = b.x;
+    f[5] = b.y;
+    f[6] = b.z;
+    f[7] = b.w;
   }
 }
 
@@ -201,6 +213,8 @@ constexpr int kUnrollMoe = 8;
 __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
                                     int64_t I, const int32_t* offsets, const int32_t* active,
                                     const int32_t* sorted_pair, int64_t K, uint16_t* act) {
+  pdl_wait();
+  pdl_trigger();
   if (static_cast<int>(blockIdx.y) >= active[0]) return;
   const int e = active[1 + blockIdx.y];
   const int begin = offsets[e], end = offsets[e + 1];
@@ -214,10 +228,12 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
     const int n = min(kChunk, end - p0);
     int64_t xrow[kChunk];
 #pragma unroll
-    for (int q = 0; q < kChunk; ++q) xrow[q] = q < n ? static_cast<int64_t>(sorted_pair[p0 + q] / K) * H : 0;
+    for (int q = 0; q < kChunk; ++q)
+      xrow[q] = q < n ? static_cast<int64_t>(sorted_pair[p0 + q] / K) * H : 0;
     float ag[kChunk] = {}, au[kChunk] = {};
     for (int64_t kb = lane * 8; kb < H; kb += 256 * kUnrollMoe) {
-      // All weight loads of this stretch first (2 x kUnrollMoe x 16 bytes in flight), then the FMAs.
+      // All weight loads of this stretch first (2 x kUnrollMoe x 16 bytes in flight), then the
+      // FMAs.
       uint4 gv[kUnrollMoe], uv[kUnrollMoe];
 #pragma unroll
       for (int u = 0; u < kUnrollMoe; ++u) {
@@ -259,6 +275,8 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
 
 __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                                  const int32_t* offsets, const int32_t* active, float* y) {
+  pdl_wait();
+  pdl_trigger();
   if (static_cast<int>(blockIdx.y) >= active[0]) return;
   const int e = active[1 + blockIdx.y];
   const int begin = offsets[e], end = offsets[e + 1];
@@ -287,7 +305,8 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
           for (int q = 0; q < kChunk; ++q) {
             if (q < n) {
               float a8[8];
-              unpack8(*reinterpret_cast<const uint4*>(act + static_cast<int64_t>(p0 + q) * I + k0), a8);
+              unpack8(*reinterpret_cast<const uint4*>(act + static_cast<int64_t>(p0 + q) * I + k0),
+                      a8);
 #pragma unroll
               for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
             }
@@ -303,49 +322,143 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
   }
 }
 
+// The weight loads of kUnroll x 256 columns from `kb` of R rows (zeros past k_end).
+template <int R>
+__device__ __forceinline__ void load_rows(uint4 (&wv)[kUnroll][R], const uint16_t* const (&wr)[R],
+                                          int64_t kb, int64_t k_end) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int64_t k0 = kb + 256 * u;
+      wv[u][r] = k0 < k_end ? ld_stream(wr[r] + k0) : make_uint4(0, 0, 0, 0);
+    }
+}
+
+// acc[r][t] += wv[u][r] . x[t, kb + 256 u ...] for the stretch loaded from kb.
+template <int T, int R, bool XBF>
+__device__ __forceinline__ void fma_rows(float (&acc)[R][T], const uint4 (&wv)[kUnroll][R],
+                                         const void* x, int64_t ldx, int64_t kb, int64_t k_end) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t k0 = kb + 256 * u;
+    if (k0 < k_end) {
+#pragma unroll
+      for (int t = 0; t < T; ++t) {
+        float x8[8];
+        load_x8(x, XBF, t * ldx + k0, x8);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float w8[8];
+          unpack8(wv[u][r], w8);
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[r][t] = fmaf(w8[c], x8[c], acc[r][t]);
+        }
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ float round_bf16(float v) {
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
 // R rows per warp, T (<= 4) tokens, X = BF16 (true) or F32 activations; the
 // weight loads of kUnroll x 256 columns of all R rows are issued before any
-// FMA (R x kUnroll x 16 bytes in flight per lane).
-template <int T, int R, bool XBF>
-__global__ void __launch_bounds__(256) dense_gemv_kernel(const void* x, int64_t ldx, const uint16_t* w, int64_t N,
-                                                         int64_t K, void* out, bool out_bf, int64_t ldo) {
+// FMA (R x kUnroll x 16 bytes in flight per lane). The first stretch of
+// weights is loaded (and, with `prefetch`, the warp's whole rows start moving
+// into L2) before pdl_wait, while the previous kernel may still run.
+// out[t, n] = W[n] . x[t] (+ bias[n]). SWIGLU: W is [2N, K] (gate rows, then
+// up rows), the warp's two rows are gate row n and up row N + n, and out[t, n]
+// = silu(g) * u with g and u first rounded to BF16 when out is BF16 (what a
+// product into a BF16 [T, 2N] buffer followed by silu_mul computes).
+template <int T, int R, bool XBF, bool SWIGLU>
+__global__ void __launch_bounds__(256)
+    dense_gemv_kernel(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
+                      const float* bias, bool prefetch, void* out, bool out_bf, int64_t ldo) {
+  static_assert(!SWIGLU || R == 2, "SwiGLU pairs two rows");
   const int lane = threadIdx.x & 31;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
-  if (n0 >= N) return;
+  const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const int64_t n0 = SWIGLU ? warp_id : warp_id * R;
   const uint16_t* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w + min(n0 + r, N - 1) * K;
+  for (int r = 0; r < R; ++r)
+    wr[r] = SWIGLU ? w + (min(n0, N - 1) + r * N) * K : w + min(n0 + r, N - 1) * K;
+  uint4 wv[kUnroll][R];
+  const int64_t kb0 = lane * 8;
+  load_rows<R>(wv, wr, kb0, K);
+  if (prefetch && n0 < N) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (lane == r && (SWIGLU || n0 + r < N)) prefetch_l2(wr[r], static_cast<uint32_t>(K * 2));
+  }
+  pdl_wait();
+  pdl_trigger();
+  if (n0 >= N) return;
   float acc[R][T];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
-  for (int64_t kb = lane * 8; kb < K; kb += 256 * kUnroll) {
-    uint4 wv[kUnroll][R];
+  for (int64_t kb = kb0; kb < K; kb += 256 * kUnroll) {
+    if (kb != kb0) load_rows<R>(wv, wr, kb, K);
+    fma_rows<T, R, XBF>(acc, wv, x, ldx, kb, K);
+  }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
+  for (int t = 0; t < T; ++t) {
+    if constexpr (SWIGLU) {
+      float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
+      if (out_bf) {
+        g = round_bf16(g);
+        u = round_bf16(u);
+      }
+      if (lane == 0) stf(out, t * ldo + n0, out_bf, g / (1.0f + expf(-g)) * u);
+    } else {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        const int64_t k0 = kb + 256 * u;
-        wv[u][r] = k0 < K ? ld_stream(wr[r] + k0) : make_uint4(0, 0, 0, 0);
+        const float v = warp_sum(acc[r][t]);
+        if (lane == 0 && n0 + r < N)
+          stf(out, t * ldo + n0 + r, out_bf, bias ? v + bias[n0 + r] : v);
       }
+    }
+  }
+}
+
+// Small N: S warps share a row (each a contiguous K / S stretch), so the grid
+// has enough blocks to keep every SM's loads in flight; the S partial sums are
+// added in a fixed order (S depends only on N and K, so results do not depend
+// on T). Loads before pdl_wait as in dense_gemv_kernel; SWIGLU as there (each
+// warp then covers the gate and the up row of its output).
+template <int T, bool XBF, bool SWIGLU>
+__global__ void __launch_bounds__(256)
+    dense_gemv_split_kernel(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
+                            int S, const float* bias, bool prefetch, void* out, bool out_bf,
+                            int64_t ldo) {
+  constexpr int R = SWIGLU ? 2 : 1;
+  __shared__ float red[8][R][T];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * (8 / S) + warp / S;
+  const int part = warp % S;
+  const int64_t klen = K / S, k_begin = part * klen, k_end = k_begin + klen;
+  const uint16_t* wr[R];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t k0 = kb + 256 * u;
-      if (k0 < K) {
+  for (int r = 0; r < R; ++r) wr[r] = w + (min(n, N - 1) + r * N) * K;
+  uint4 wv[kUnroll][R];
+  const int64_t kb0 = k_begin + lane * 8;
+  load_rows<R>(wv, wr, kb0, k_end);
+  if (prefetch && n < N && lane < R)
+    prefetch_l2((lane ? wr[R - 1] : wr[0]) + k_begin, static_cast<uint32_t>(klen * 2));
+  pdl_wait();
+  pdl_trigger();
+  float acc[R][T];
 #pragma unroll
-        for (int t = 0; t < T; ++t) {
-          float x8[8];
-          load_x8(x, XBF, t * ldx + k0, x8);
+  for (int r = 0; r < R; ++r)
 #pragma unroll
-          for (int r = 0; r < R; ++r) {
-            float w8[8];
-            unpack8(wv[u][r], w8);
-#pragma unroll
-            for (int c = 0; c < 8; ++c) acc[r][t] = fmaf(w8[c], x8[c], acc[r][t]);
-          }
-        }
-      }
+    for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
+  if (n < N) {
+    for (int64_t kb = kb0; kb < k_end; kb += 256 * kUnroll) {
+      if (kb != kb0) load_rows<R>(wv, wr, kb, k_end);
+      fma_rows<T, R, XBF>(acc, wv, x, ldx, kb, k_end);
     }
   }
 #pragma unroll
@@ -353,95 +466,77 @@ __global__ void __launch_bounds__(256) dense_gemv_kernel(const void* x, int64_t 
 #pragma unroll
     for (int t = 0; t < T; ++t) {
       const float v = warp_sum(acc[r][t]);
-      if (lane == 0 && n0 + r < N) stf(out, t * ldo + n0 + r, out_bf, v);
+      if (lane == 0) red[warp][r][t] = v;
     }
-}
-
-// Small N: S warps share a row (each a contiguous K / S stretch), so the grid
-// has enough blocks to keep every SM's loads in flight; the S partial sums are
-// added in a fixed order (S depends only on N and K, so results do not depend
-// on T).
-template <int T, bool XBF>
-__global__ void __launch_bounds__(256) dense_gemv_split_kernel(const void* x, int64_t ldx, const uint16_t* w,
-                                                               int64_t N, int64_t K, int S, void* out, bool out_bf,
-                                                               int64_t ldo) {
-  __shared__ float red[8][T];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * (8 / S) + warp / S;
-  const int part = warp % S;
-  const int64_t klen = K / S, k_begin = part * klen, k_end = k_begin + klen;
-  float acc[T];
-#pragma unroll
-  for (int t = 0; t < T; ++t) acc[t] = 0.0f;
-  if (n < N) {
-    const uint16_t* wr = w + n * K;
-    for (int64_t kb = k_begin + lane * 8; kb < k_end; kb += 256 * kUnroll) {
-      uint4 wv[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t k0 = kb + 256 * u;
-        wv[u] = k0 < k_end ? ld_stream(wr + k0) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t k0 = kb + 256 * u;
-        if (k0 < k_end) {
-          float w8[8];
-          unpack8(wv[u], w8);
-#pragma unroll
-          for (int t = 0; t < T; ++t) {
-            float x8[8];
-            load_x8(x, XBF, t * ldx + k0, x8);
-#pragma unroll
-            for (int c = 0; c < 8; ++c) acc[t] = fmaf(w8[c], x8[c], acc[t]);
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < T; ++t) {
-    const float v = warp_sum(acc[t]);
-    if (lane == 0) red[warp][t] = v;
-  }
   __syncthreads();
   if (part == 0 && lane == 0 && n < N) {
 #pragma unroll
     for (int t = 0; t < T; ++t) {
-      float v = 0.0f;
-      for (int p = 0; p < S; ++p) v += red[warp + p][t];
-      stf(out, t * ldo + n, out_bf, v);
+      float v[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        v[r] = 0.0f;
+        for (int p = 0; p < S; ++p) v[r] += red[warp + p][r][t];
+      }
+      if constexpr (SWIGLU) {
+        float g = v[0], u = v[R - 1];
+        if (out_bf) {
+          g = round_bf16(g);
+          u = round_bf16(u);
+        }
+        stf(out, t * ldo + n, out_bf, g / (1.0f + expf(-g)) * u);
+      } else {
+        stf(out, t * ldo + n, out_bf, bias ? v[0] + bias[n] : v[0]);
+      }
     }
   }
 }
 
+// Matrices up to this size are pulled into L2 whole before pdl_wait (larger
+// ones would evict each other's lines: L2 is 50 MB on H100/H200).
+constexpr int64_t kPrefetchMaxBytes = int64_t{16} << 20;
+
 template <int T, bool XBF>
-void launch_gemv_t(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, void* out, bool out_bf,
-                   int64_t ldo, int sms, cudaStream_t s) {
-  // Fewer than four blocks per SM at a row per warp: split the rows' K.
-  const int64_t want = static_cast<int64_t>(sms) * 4;
+void launch_gemv_t(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
+                   const float* bias, bool swiglu, void* out, bool out_bf, int64_t ldo, int sms,
+                   cudaStream_t s) {
+  const bool prefetch = N * K * 2 * (swiglu ? 2 : 1) <= kPrefetchMaxBytes;
+  // All blocks are resident at once at these sizes, so an SM with one block more
+  // than another finishes last: aim for at least eight blocks per SM (then the
+  // imbalance is <= 1/8), splitting the rows' K when a row per warp gives fewer.
+  const int64_t want = static_cast<int64_t>(sms) * 8;
   if ((N + 7) / 8 < want) {
     int S = 1;
     while (S < 8 && (N * S + 7) / 8 < want && K % (8 * 2 * S) == 0) S *= 2;
     if (S > 1) {
       const int64_t rows = 8 / S;
-      dense_gemv_split_kernel<T, XBF><<<static_cast<unsigned>((N + rows - 1) / rows), 256, 0, s>>>(
-          x, ldx, w, N, K, S, out, out_bf, ldo);
+      const unsigned grid = static_cast<unsigned>((N + rows - 1) / rows);
+      if (swiglu)
+        pdl_launch(dense_gemv_split_kernel<T, XBF, true>, grid, 256, 0, s, x, ldx, w, N, K, S,
+                   nullptr, prefetch, out, out_bf, ldo);
+      else
+        pdl_launch(dense_gemv_split_kernel<T, XBF, false>, grid, 256, 0, s, x, ldx, w, N, K, S,
+                   bias, prefetch, out, out_bf, ldo);
       return;
     }
   }
-  // Two rows per warp when that still leaves a few blocks per SM.
-  if (N >= static_cast<int64_t>(sms) * 8 * 2 * 2) {
-    dense_gemv_kernel<T, 2, XBF><<<static_cast<unsigned>((N + 15) / 16), 256, 0, s>>>(x, ldx, w, N, K, out, out_bf,
-                                                                                     ldo);
+  if (swiglu) {
+    pdl_launch(dense_gemv_kernel<T, 2, XBF, true>, static_cast<unsigned>((N + 7) / 8), 256, 0, s, x,
+               ldx, w, N, K, nullptr, prefetch, out, out_bf, ldo);
+  } else if ((N + 15) / 16 >=
+             want) {  // two rows per warp when that still leaves eight blocks per SM
+    pdl_launch(dense_gemv_kernel<T, 2, XBF, false>, static_cast<unsigned>((N + 15) / 16), 256, 0, s,
+               x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo);
   } else {
-    dense_gemv_kernel<T, 1, XBF><<<static_cast<unsigned>((N + 7) / 8), 256, 0, s>>>(x, ldx, w, N, K, out, out_bf,
-                                                                                   ldo);
+    pdl_launch(dense_gemv_kernel<T, 1, XBF, false>, static_cast<unsigned>((N + 7) / 8), 256, 0, s,
+               x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo);
   }
 }
 
-__global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t K,
-                              uint16_t* xg) {
+__global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair,
+                              int64_t K, uint16_t* xg) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t pos = blockIdx.x;
   const int64_t row = sorted_pair[pos] / K;
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
@@ -449,8 +544,10 @@ __global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t
 }
 
 // 16-byte copies of BF16 rows (H % 8 == 0).
-__global__ void gather_vec_kernel(const uint16_t* x, int64_t H, const int32_t* sorted_pair, int64_t K,
-                                  uint16_t* xg) {
+__global__ void gather_vec_kernel(const uint16_t* x, int64_t H, const int32_t* sorted_pair,
+                                  int64_t K, uint16_t* xg) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t pos = blockIdx.x;
   const int64_t row = sorted_pair[pos] / K;
   for (int64_t i = threadIdx.x * 8; i < H; i += blockDim.x * 8)
@@ -458,8 +555,10 @@ __global__ void gather_vec_kernel(const uint16_t* x, int64_t H, const int32_t* s
 }
 
 // BF16 y and out, 8 columns per thread; the same additions in the same order as combine_kernel.
-__global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair, const float* w, int64_t T,
-                                   int64_t K, int64_t H, uint16_t* out) {
+__global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair, const float* w,
+                                   int64_t T, int64_t K, int64_t H, uint16_t* out) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t n = T * (H / 8);
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -484,8 +583,10 @@ __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair
   }
 }
 
-__global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
-                               int64_t K, int64_t H, void* out, bool out_bf) {
+__global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
+                               int64_t T, int64_t K, int64_t H, void* out, bool out_bf) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t n = T * H;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -502,48 +603,55 @@ __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_p
 }  // namespace
 
 void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t E, int64_t K,
-                      bool softmax, int64_t n_group, int64_t topk_group, bool normalize, float scale,
-                      int32_t* ids, float* weights, cudaStream_t s) {
-  R1_CUDA_REQUIRE(E <= kMaxExperts && K <= 32 && K <= E, "moe_route: at most 256 experts, top-k <= 32");
+                      bool softmax, int64_t n_group, int64_t topk_group, bool normalize,
+                      float scale, int32_t* ids, float* weights, cudaStream_t s) {
+  R1_CUDA_REQUIRE(E <= kMaxExperts && K <= 32 && K <= E,
+                  "moe_route: at most 256 experts, top-k <= 32");
   R1_CUDA_REQUIRE(n_group >= 1 && n_group <= 32 && E % n_group == 0 && topk_group <= n_group,
                   "moe_route: groups");
   if (T == 0) return;
-  route_kernel<<<static_cast<unsigned>((T + kRouteWarps - 1) / kRouteWarps), 32 * kRouteWarps, 0, s>>>(
-      logits, bias, static_cast<int>(T), static_cast<int>(E), static_cast<int>(K), softmax,
-      static_cast<int>(n_group), static_cast<int>(topk_group), normalize, scale, ids, weights);
+  pdl_launch(route_kernel, static_cast<unsigned>((T + kRouteWarps - 1) / kRouteWarps),
+             32 * kRouteWarps, 0, s, logits, bias, static_cast<int>(T), static_cast<int>(E),
+             static_cast<int>(K), softmax, static_cast<int>(n_group), static_cast<int>(topk_group),
+             normalize, scale, ids, weights);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* active,
                      int32_t* sorted_pair, int32_t* pos_of_pair, cudaStream_t s) {
   R1_CUDA_REQUIRE(E <= 4096 && P < (int64_t{1} << 30), "moe_sort: sizes");
-  sort_kernel<<<1, 1024, static_cast<size_t>(2 * E) * sizeof(int), s>>>(ids, static_cast<int>(P),
-                                                                      static_cast<int>(E), offsets, active,
-                                                                      sorted_pair, pos_of_pair);
+  pdl_launch(sort_kernel, 1, 1024, static_cast<size_t>(2 * E) * sizeof(int), s, ids,
+             static_cast<int>(P), static_cast<int>(E), offsets, active, sorted_pair, pos_of_pair);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
                              int64_t E, int64_t I, const int32_t* offsets, const int32_t* active,
-                             const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act, cudaStream_t s) {
+                             const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act,
+                             cudaStream_t s) {
   R1_CUDA_REQUIRE(H % 8 == 0, "moe gemv: hidden size must be a multiple of 8");
   // One grid row per expert that can be active (at most P): idle experts cost no blocks.
   dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(std::min(P, E)));
-  gate_up_gemv_kernel<<<grid, 256, 0, s>>>(x, x_bf, H, gate_up, I, offsets, active, sorted_pair, K, act);
+  pdl_launch(gate_up_gemv_kernel, grid, 256, 0, s, x, x_bf, H, gate_up, I, offsets, active,
+             sorted_pair, K, act);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H, int64_t I,
-                          const int32_t* offsets, const int32_t* active, int64_t P, float* y, cudaStream_t s) {
+void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H,
+                          int64_t I, const int32_t* offsets, const int32_t* active, int64_t P,
+                          float* y, cudaStream_t s) {
   R1_CUDA_REQUIRE(I % 8 == 0, "moe gemv: intermediate size must be a multiple of 8");
   dim3 grid(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(std::min(P, E)));
-  down_gemv_kernel<<<grid, 256, 0, s>>>(act, down, H, I, offsets, active, y);
+  pdl_launch(down_gemv_kernel, grid, 256, 0, s, act, down, H, I, offsets, active, y);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N, int64_t K, int64_t T, void* out,
-                       bool out_bf, int64_t ldo, cudaStream_t s) {
-  R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0, "dense gemv: K and the row stride must be multiples of 8");
+void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N,
+                       int64_t K, int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
+                       int64_t ldo, cudaStream_t s) {
+  R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0,
+                  "dense gemv: K and the row stride must be multiples of 8");
+  R1_CUDA_REQUIRE(!(swiglu && bias), "dense gemv: no bias with SwiGLU");
   if (T == 0 || N == 0) return;
   static int sms = 0;
   if (sms == 0) {
@@ -556,10 +664,12 @@ void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w,
     const int n = static_cast<int>(std::min<int64_t>(kChunk, T - t0));
     const void* xt = static_cast<const char*>(x) + static_cast<size_t>(t0 * ldx) * xsz;
     void* ot = static_cast<char*>(out) + static_cast<size_t>(t0 * ldo) * osz;
-#define R1_GEMV_CASE(TT)                                                             \
-  case TT:                                                                           \
-    if (x_bf) launch_gemv_t<TT, true>(xt, ldx, w, N, K, ot, out_bf, ldo, sms, s);   \
-    else launch_gemv_t<TT, false>(xt, ldx, w, N, K, ot, out_bf, ldo, sms, s);       \
+#define R1_GEMV_CASE(TT)                                                                 \
+  case TT:                                                                               \
+    if (x_bf)                                                                            \
+      launch_gemv_t<TT, true>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, sms, s);  \
+    else                                                                                 \
+      launch_gemv_t<TT, false>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, sms, s); \
     break;
     switch (n) {
       R1_GEMV_CASE(1)
@@ -568,7 +678,6 @@ void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w,
       R1_GEMV_CASE(4)
     }
 #undef R1_GEMV_CASE
-    R1_CUDA_LAUNCHED();
   }
 }
 
@@ -576,22 +685,24 @@ void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorte
                        int64_t K, uint16_t* xg, cudaStream_t s) {
   if (P == 0) return;
   if (x_bf && H % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
-    gather_vec_kernel<<<static_cast<unsigned>(P), 256, 0, s>>>(static_cast<const uint16_t*>(x), H, sorted_pair, K,
-                                                               xg);
+    pdl_launch(gather_vec_kernel, static_cast<unsigned>(P), 256, 0, s,
+               static_cast<const uint16_t*>(x), H, sorted_pair, K, xg);
   else
-    gather_kernel<<<static_cast<unsigned>(P), 256, 0, s>>>(x, x_bf, H, sorted_pair, K, xg);
+    pdl_launch(gather_kernel, static_cast<unsigned>(P), 256, 0, s, x, x_bf, H, sorted_pair, K, xg);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w, int64_t T,
-                        int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s) {
+void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
+                        int64_t T, int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s) {
   if (T * H == 0) return;
   if (y_bf && out_bf && H % 8 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(out) % 16 == 0)
-    combine_vec_kernel<<<grid_for(T * H / 8, 256), 256, 0, s>>>(static_cast<const uint16_t*>(y), pos_of_pair, w, T, K,
-                                                                H, static_cast<uint16_t*>(out));
+    pdl_launch(combine_vec_kernel, grid_for(T * H / 8, 256), 256, 0, s,
+               static_cast<const uint16_t*>(y), pos_of_pair, w, T, K, H,
+               static_cast<uint16_t*>(out));
   else
-    combine_kernel<<<grid_for(T * H, 256), 256, 0, s>>>(y, y_bf, pos_of_pair, w, T, K, H, out, out_bf);
+    pdl_launch(combine_kernel, grid_for(T * H, 256), 256, 0, s, y, y_bf, pos_of_pair, w, T, K, H,
+               out, out_bf);
   R1_CUDA_LAUNCHED();
 }
 
