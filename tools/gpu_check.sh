@@ -63,6 +63,11 @@ if [[ "${NCU:-1}" == 1 && -n "$NCU_BIN" ]]; then
     "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" > /tmp/ncu.csv 2> /tmp/ncu.err
   echo "ncu rc=$?" >> "$OUT/summary.txt"
   { python3 "$ROOT/tools/ncu_summary.py" /tmp/ncu.csv 3; tail -5 /tmp/ncu.err; } > "$OUT/ncu_summary.txt" 2>&1
+  # The same for the 7B distill (dense GQA).
+  R1_BENCH_QUICK=1 timeout 240 "$NCU_BIN" --clock-control none --metrics gpu__time_duration.sum --csv \
+    "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/r1-distill-qwen-7b" > /tmp/ncu7.csv 2> /tmp/ncu7.err
+  echo "ncu 7b rc=$?" >> "$OUT/summary.txt"
+  { python3 "$ROOT/tools/ncu_summary.py" /tmp/ncu7.csv 3; tail -5 /tmp/ncu7.err; } > "$OUT/ncu_summary_7b.txt" 2>&1
   # Launch configuration, occupancy and DRAM throughput of the GEMV kernels.
   R1_BENCH_QUICK=1 timeout 120 "$NCU_BIN" --clock-control none --kernel-name regex:gemv --launch-count 12 \
     --section LaunchStats --section Occupancy --section SpeedOfLight \
@@ -99,6 +104,8 @@ echo "==== bench log ===="
 grep -E '^#|^  |failed|error' "$OUT/bench.log" | head -80
 echo "==== ncu (bench-r1-9b, batch 1, eager, per step) ===="
 [[ -f "$OUT/ncu_summary.txt" ]] && head -150 "$OUT/ncu_summary.txt"
+echo "==== ncu (r1-distill-qwen-7b, batch 1, eager, per step) ===="
+[[ -f "$OUT/ncu_summary_7b.txt" ]] && head -70 "$OUT/ncu_summary_7b.txt"
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
 echo "==== engine bench ===="

@@ -37,13 +37,13 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-#define CK(x)                                                              \
-  do {                                                                     \
-    auto e_ = (x);                                                         \
-    if (e_ != 0) {                                                         \
+#define CK(x)                                                                     \
+  do {                                                                            \
+    auto e_ = (x);                                                                \
+    if (e_ != 0) {                                                                \
       std::fprintf(stderr, "%s failed (%d) at line %d\n", #x, int(e_), __LINE__); \
-      std::exit(1);                                                        \
-    }                                                                      \
+      std::exit(1);                                                               \
+    }                                                                             \
   } while (0)
 
 // Fills n BF16 values uniform in [-a, a) with several threads.
@@ -108,8 +108,9 @@ double gemm_tflops() {
   std::vector<double> t;
   for (int i = 0; i < 15; ++i) {
     cudaEventRecord(e0);
-    CK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &beta,
-                    c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b,
+                    CUDA_R_16BF, n, &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT));
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms = 0;
@@ -136,7 +137,8 @@ class PoolWeights final : public model::WeightSource {
     }
     pool_size_ = max_numel + 4096;
     bf_.resize(pool_size_);
-    fill_bf16(bf_.data(), pool_size_, std::sqrt(3.0f) / std::sqrt(static_cast<float>(cfg.hidden_size)), 1);
+    fill_bf16(bf_.data(), pool_size_,
+              std::sqrt(3.0f) / std::sqrt(static_cast<float>(cfg.hidden_size)), 1);
     f32_norm_.resize(1 << 20);
     f32_small_.resize(1 << 20);
     std::mt19937 rng(3);
@@ -147,8 +149,9 @@ class PoolWeights final : public model::WeightSource {
   std::optional<DType> stored_dtype(const std::string& name) const override {
     auto it = roles_.find(name);
     if (it == roles_.end()) return std::nullopt;
-    return it->second == model::TensorRole::kBias || it->second == model::TensorRole::kRouterBias ? DType::kF32
-                                                                                                  : DType::kBF16;
+    return it->second == model::TensorRole::kBias || it->second == model::TensorRole::kRouterBias
+               ? DType::kF32
+               : DType::kBF16;
   }
   Result<Tensor> load(const std::string& name, const Shape& shape, DType want) const override {
     auto it = roles_.find(name);
@@ -187,13 +190,17 @@ std::vector<Result1> g_results;
 
 void report(const Result1& r) {
   g_results.push_back(r);
-  std::printf("RESULT {\"model\":\"%s\",\"what\":\"%s\",\"value\":%.4g,\"unit\":\"%s\",\"ratio\":%.4f,\"of\":\"%s\"}\n",
-              r.model.c_str(), r.what.c_str(), r.value, r.unit.c_str(), r.ratio, r.ratio_of.c_str());
+  std::printf(
+      "RESULT "
+      "{\"model\":\"%s\",\"what\":\"%s\",\"value\":%.4g,\"unit\":\"%s\",\"ratio\":%.4f,\"of\":\"%"
+      "s\"}\n",
+      r.model.c_str(), r.what.c_str(), r.value, r.unit.c_str(), r.ratio, r.ratio_of.c_str());
   std::fflush(stdout);
 }
 
 // Batch of B sequences, each `len` new tokens after `ctx` cached ones.
-backend::BatchInfo make_batch(int B, int ctx, int len, int block_size, int max_blocks, bool all_logits) {
+backend::BatchInfo make_batch(int B, int ctx, int len, int block_size, int max_blocks,
+                              bool all_logits) {
   backend::BatchInfo b;
   b.max_blocks_per_seq = max_blocks;
   b.query_start = {0};
@@ -203,7 +210,8 @@ backend::BatchInfo make_batch(int B, int ctx, int len, int block_size, int max_b
       b.token_ids.push_back((s * 7919 + pos * 31) % 1000);
       b.positions.push_back(pos);
       b.slot_mapping.push_back((s * max_blocks + pos / block_size) * block_size + pos % block_size);
-      if (all_logits || i == len - 1) b.logits_indices.push_back(static_cast<int32_t>(b.positions.size() - 1));
+      if (all_logits || i == len - 1)
+        b.logits_indices.push_back(static_cast<int32_t>(b.positions.size() - 1));
     }
     b.query_start.push_back(static_cast<int32_t>(b.positions.size()));
     b.context_lens.push_back(ctx + len);
@@ -233,7 +241,8 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
     m = std::move(r).value();
   }
   be->synchronize();
-  std::printf("# %s loaded in %.1f s on %s\n", name.c_str(), ms_since(t0) / 1000, be->name().c_str());
+  std::printf("# %s loaded in %.1f s on %s\n", name.c_str(), ms_since(t0) / 1000,
+              be->name().c_str());
   const double wbytes = static_cast<double>(m->decode_weight_bytes());
   auto spec = m->kv_cache_spec();
   spec.dtype = DType::kBF16;
@@ -243,7 +252,8 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
   auto step_bytes = [&](int B, int ctx) {
     double bytes = wbytes;
     if (cfg.n_routed_experts > 0) {
-      const double E = static_cast<double>(cfg.n_routed_experts), k = static_cast<double>(cfg.num_experts_per_tok);
+      const double E = static_cast<double>(cfg.n_routed_experts),
+                   k = static_cast<double>(cfg.num_experts_per_tok);
       const double touched = E * (1.0 - std::pow(1.0 - k / E, B));
       const double per_expert = 3.0 * cfg.moe_intermediate_size * cfg.hidden_size * 2.0;
       int64_t moe_layers = 0;
@@ -265,21 +275,29 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
     // Decode as the engine runs greedy steps (tokens picked on the device); batch 1
     // also with recorded steps (CUDA graphs) off, and every batch once more with the
     // full logits downloaded (what a sampled step costs).
+    // Batch 1 once more with programmatic dependent launch off (kernels then
+    // start only after the one before them has finished).
     struct Mode {
-      bool graphs, logits;
+      bool graphs, logits, pdl = true;
     };
     std::vector<Mode> modes = {{true, false}, {true, true}};
-    if (B == 1) modes.insert(modes.begin(), Mode{false, false});
+    if (B == 1) {
+      modes.insert(modes.begin(), Mode{false, false});
+      modes.push_back(Mode{true, false, false});
+    }
     if (quick) modes = {{false, true}};
     for (const Mode& mode : modes) {
       const bool graphs = mode.graphs;
+      backend::cuda_set_pdl(*be, mode.pdl);
       backend::cuda_set_graphs(*be, graphs);
       std::vector<double> t;
       for (int s = 0; s < steps; ++s) {
         auto b = make_batch(B, ctx + s, 1, bs, max_blocks, true);
         auto t1 = Clock::now();
-        if (mode.logits) m->forward(b, cache, logits);
-        else m->forward_argmax(b, cache, ids);
+        if (mode.logits)
+          m->forward(b, cache, logits);
+        else
+          m->forward_argmax(b, cache, ids);
         if (s >= 4) t.push_back(ms_since(t1));
       }
       if (quick) return;
@@ -287,19 +305,26 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
       const double tps = B * 1000.0 / ms;
       const double roof = bw_tbps * 1e12 / step_bytes(B, ctx) * B;
       const auto g = backend::cuda_graph_counts(*be);
-      std::printf("# %s decode batch %d (graphs %s, %s; %lld replays so far): %.3f ms/step, %.1f tok/s, roofline %.1f "
-                  "tok/s (%.1f MB/step)\n",
-                  name.c_str(), B, graphs ? "on" : "off", mode.logits ? "logits to the host" : "tokens on the device",
-                  static_cast<long long>(g.replays), ms, tps, roof, step_bytes(B, ctx) / 1e6);
-      report({name, "decode_b" + std::to_string(B) + (graphs ? "" : "_eager") + (mode.logits ? "_logits" : ""), tps,
-              "tok/s", tps / roof, "HBM roofline"});
+      std::printf(
+          "# %s decode batch %d (graphs %s, pdl %s, %s; %lld replays so far): %.3f ms/step, %.1f "
+          "tok/s, "
+          "roofline %.1f tok/s (%.1f MB/step)\n",
+          name.c_str(), B, graphs ? "on" : "off", mode.pdl ? "on" : "off",
+          mode.logits ? "logits to the host" : "tokens on the device",
+          static_cast<long long>(g.replays), ms, tps, roof, step_bytes(B, ctx) / 1e6);
+      report({name,
+              "decode_b" + std::to_string(B) + (graphs ? "" : "_eager") +
+                  (mode.logits ? "_logits" : "") + (mode.pdl ? "" : "_nopdl"),
+              tps, "tok/s", tps / roof, "HBM roofline"});
     }
+    backend::cuda_set_pdl(*be, true);
     if (!quick) {  // one more step with per-op GPU timing
       backend::cuda_set_profiling(*be, true);
       auto b = make_batch(B, ctx + steps, 1, bs, max_blocks, true);
       m->forward(b, cache, logits);
       backend::cuda_set_profiling(*be, false);
-      std::printf("# %s decode batch %d %s", name.c_str(), B, backend::cuda_profile_report(*be).c_str());
+      std::printf("# %s decode batch %d %s", name.c_str(), B,
+                  backend::cuda_profile_report(*be).c_str());
     }
   }
   if (full) {
@@ -327,8 +352,8 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
     const double active = wbytes / 2.0 - head;
     const double flops = 2.0 * active * tokens + 2.0 * head * B;
     const double tf = flops / (ms * 1e-3) / 1e12;
-    std::printf("# %s prefill 16x512: %.2f ms, %.0f tok/s, %.1f TFLOP/s model FLOPs\n", name.c_str(), ms,
-                tokens * 1000.0 / ms, tf);
+    std::printf("# %s prefill 16x512: %.2f ms, %.0f tok/s, %.1f TFLOP/s model FLOPs\n",
+                name.c_str(), ms, tokens * 1000.0 / ms, tf);
     report({name, "prefill_16x512_tok_s", tokens * 1000.0 / ms, "tok/s", 0.0, ""});
     report({name, "prefill_16x512_tflops", tf, "TFLOP/s", tf / gemm_tf, "cuBLAS GEMM ceiling"});
   }
@@ -354,9 +379,10 @@ int main(int argc, char** argv) {
     const bool full = a.find("qwen") == std::string::npos;
     bench_model(a, bw, tf, full);
   }
-  std::printf("\n%-22s %-24s %12s %-8s %8s  %s\n", "model", "measure", "value", "unit", "ratio", "of");
+  std::printf("\n%-22s %-24s %12s %-8s %8s  %s\n", "model", "measure", "value", "unit", "ratio",
+              "of");
   for (const auto& r : g_results)
-    std::printf("%-22s %-24s %12.2f %-8s %8.3f  %s\n", r.model.c_str(), r.what.c_str(), r.value, r.unit.c_str(),
-                r.ratio, r.ratio_of.c_str());
+    std::printf("%-22s %-24s %12.2f %-8s %8.3f  %s\n", r.model.c_str(), r.what.c_str(), r.value,
+                r.unit.c_str(), r.ratio, r.ratio_of.c_str());
   return 0;
 }
