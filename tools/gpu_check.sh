@@ -56,6 +56,12 @@ timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/be
   "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/summary.txt"
 
+# GEMV_SWEEP=1: every dense GEMV shape of the benchmark models under every launch plan.
+if [[ "${GEMV_SWEEP:-0}" == 1 ]]; then
+  R1_BENCH_GEMV=1 timeout 300 "$BUNDLE/bin/bench_cuda" > "$OUT/gemv_sweep.log" 2>&1
+  echo "gemv sweep rc=$?" >> "$OUT/summary.txt"
+fi
+
 # Per-kernel GPU time of three eager batch-1 decode steps, from Nsight Compute.
 NCU_BIN="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
 if [[ "${NCU:-1}" == 1 && -n "$NCU_BIN" ]]; then
@@ -106,6 +112,7 @@ echo "==== ncu (bench-r1-9b, batch 1, eager, per step) ===="
 [[ -f "$OUT/ncu_summary.txt" ]] && head -150 "$OUT/ncu_summary.txt"
 echo "==== ncu (r1-distill-qwen-7b, batch 1, eager, per step) ===="
 [[ -f "$OUT/ncu_summary_7b.txt" ]] && head -70 "$OUT/ncu_summary_7b.txt"
+[[ -f "$OUT/gemv_sweep.log" ]] && { echo "==== GEMV plans ===="; cat "$OUT/gemv_sweep.log"; }
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
 echo "==== engine bench ===="

@@ -359,6 +359,97 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
   }
 }
 
+// R1_BENCH_GEMV=1: every dense GEMV shape of the two benchmark models at batch 1
+// under every launch plan (split warps per row x rows per warp x unroll), GPU
+// time per launch from the backend's event timing, weights rotated through
+// enough copies (>= 256 MB) that each launch reads from HBM, not L2.
+void gemv_sweep(double bw_tbps) {
+  struct Shape {
+    const char* name;
+    int64_t N, K;
+    bool swiglu;
+  };
+  const std::vector<Shape> shapes = {
+      {"9b q_a", 768, 2048, false},          {"9b q_b", 3072, 768, false},
+      {"9b kv_a", 576, 2048, false},         {"9b o_proj", 2048, 2048, false},
+      {"9b router", 64, 2048, false},        {"9b shared gate_up", 1408, 2048, true},
+      {"9b shared down", 2048, 1408, false}, {"9b dense gate_up", 10944, 2048, true},
+      {"9b dense down", 2048, 10944, false}, {"9b lm_head", 129280, 2048, false},
+      {"7b qkv", 4608, 3584, false},         {"7b o_proj", 3584, 3584, false},
+      {"7b gate_up", 18944, 3584, true},     {"7b down", 3584, 18944, false},
+      {"7b lm_head", 152064, 3584, false}};
+  auto be = backend::make_cuda_backend(0, 0.8);
+  std::printf("# dense GEMV plans at batch 1 (us per launch, cold L2; copy ceiling %.2f TB/s)\n",
+              bw_tbps);
+  std::printf("%-20s %8s %8s %-12s %9s %8s %-12s %9s %8s\n", "shape", "N", "K", "built-in", "us",
+              "TB/s", "best", "us", "TB/s");
+  for (const Shape& sh : shapes) {
+    const int64_t rows = sh.swiglu ? 2 * sh.N : sh.N;
+    const double bytes = static_cast<double>(rows) * static_cast<double>(sh.K) * 2.0;
+    const int copies = static_cast<int>(std::clamp(256e6 / bytes + 1.0, 2.0, 64.0));
+    std::vector<backend::Linear> ws(static_cast<size_t>(copies));
+    for (int c = 0; c < copies; ++c) {
+      ws[static_cast<size_t>(c)].weight = be->alloc({rows, sh.K}, DType::kBF16);
+      be->fill_random(ws[static_cast<size_t>(c)].weight,
+                      RandomFill{static_cast<uint64_t>(c + 1), 0.02f, 0.0f});
+    }
+    Tensor x = be->alloc({1, sh.K}, DType::kBF16);
+    be->fill_random(x, RandomFill{99, 1.0f, 0.0f});
+    Tensor out = be->alloc({1, sh.N}, DType::kBF16), gu = be->alloc({1, 2 * sh.N}, DType::kBF16);
+    auto time_plan = [&](int split, int r, int unroll) {
+      backend::cuda_set_gemv_plan(split, r, unroll);
+      const int reps = std::max(copies, 60);
+      for (int i = 0; i < 4; ++i) {  // warm-up
+        if (sh.swiglu)
+          be->linear_swiglu(x, ws[static_cast<size_t>(i % copies)], gu, out);
+        else
+          be->linear(x, ws[static_cast<size_t>(i % copies)], out);
+      }
+      be->synchronize();
+      backend::cuda_profile_report(*be);  // drop earlier timings
+      backend::cuda_set_profiling(*be, true);
+      for (int i = 0; i < reps; ++i) {
+        if (sh.swiglu)
+          be->linear_swiglu(x, ws[static_cast<size_t>(i % copies)], gu, out);
+        else
+          be->linear(x, ws[static_cast<size_t>(i % copies)], out);
+      }
+      backend::cuda_set_profiling(*be, false);
+      const std::string rep = backend::cuda_profile_report(*be);
+      const char* key = sh.swiglu ? "linear_swiglu" : "linear ";
+      const size_t at = rep.find(std::string("\n  ") + key);
+      double ms = 0;
+      int calls = 0;
+      if (at != std::string::npos)
+        std::sscanf(rep.c_str() + at + 3 + std::strlen(key), "%*[^0-9]%lf ms %d", &ms, &calls);
+      return calls > 0 ? ms * 1000.0 / calls : -1.0;
+    };
+    const double builtin = time_plan(0, 1, 4);
+    double best = 1e30;
+    std::string best_name, all;
+    for (int split : {1, 2, 4, 8})
+      for (int r : {1, 2})
+        for (int unroll : {4, 8}) {
+          if (sh.swiglu && r != 2) continue;
+          if (sh.K % (8 * split) != 0) continue;
+          const double us = time_plan(split, r, unroll);
+          if (us <= 0) continue;
+          const std::string nm =
+              "s" + std::to_string(split) + "r" + std::to_string(r) + "u" + std::to_string(unroll);
+          all += " " + nm + "=" + std::to_string(us).substr(0, 6);
+          if (us < best) {
+            best = us;
+            best_name = nm;
+          }
+        }
+    backend::cuda_set_gemv_plan(0, 1, 4);
+    std::printf("%-20s %8lld %8lld %-12s %9.2f %8.2f %-12s %9.2f %8.2f\n", sh.name,
+                static_cast<long long>(sh.N), static_cast<long long>(sh.K), "", builtin,
+                bytes / builtin / 1e6, best_name.c_str(), best, bytes / best / 1e6);
+    std::printf("    %s\n", all.c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -372,6 +463,10 @@ int main(int argc, char** argv) {
   }
   const double bw = hbm_copy_tbps();
   report({"-", "hbm_copy", bw, "TB/s", bw / 3.03, "gpu-machine.md 3.03 TB/s"});
+  if (std::getenv("R1_BENCH_GEMV") != nullptr) {
+    gemv_sweep(bw);
+    return 0;
+  }
   const double tf = gemm_tflops();
   report({"-", "gemm_bf16_8192", tf, "TFLOP/s", tf / 829.0, "gpu-machine.md 829 TFLOP/s"});
   for (int i = 1; i < argc; ++i) {

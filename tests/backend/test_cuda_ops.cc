@@ -135,6 +135,45 @@ TEST_F(CudaOps, LinearBf16AndF32Outputs) {
   }
 }
 
+// Every launch plan of the dense GEMV (split warps per row, rows per warp,
+// unroll) gives the CPU's products, plain with a bias and SwiGLU, with partial
+// last blocks (N not a multiple of the outputs per block).
+TEST_F(CudaOps, LinearEveryGemvPlan) {
+  for (auto [T, K, N] :
+       std::vector<std::array<int64_t, 3>>{{1, 2048, 77}, {3, 1024, 130}, {4, 4096, 9}}) {
+    Tensor x = random_bf16({T, K}, rng_), w = random_bf16({2 * N, K}, rng_, 0.05f),
+           bv = random_bf16({2 * N}, rng_);
+    Linear gl, cl;
+    gl.weight = gpu().upload(w, DType::kBF16);
+    gl.bias = gpu().upload(bv, DType::kF32);
+    cl.weight = w;
+    cl.bias = bv;
+    Linear gsw, csw;
+    gsw.weight = gl.weight;
+    csw.weight = w;
+    Tensor co = calloc({T, 2 * N}), cgu = calloc({T, 2 * N}), cact = calloc({T, N});
+    cpu().linear(x, cl, co);
+    cpu().linear_swiglu(x, csw, cgu, cact);
+    for (int split : {1, 2, 4, 8})
+      for (int rows : {1, 2})
+        for (int unroll : {4, 8}) {
+          cuda_set_gemv_plan(split, rows, unroll);
+          const std::string plan = " split " + std::to_string(split) + " rows " +
+                                   std::to_string(rows) + " unroll " + std::to_string(unroll) +
+                                   " T " + std::to_string(T);
+          Tensor go = galloc({T, 2 * N});
+          gpu().linear(dev(x), gl, go);
+          expect_close(fetch(gpu(), go), host_values(co), 1e-2, "linear" + plan);
+          if (rows == 2) {
+            Tensor ggu = galloc({T, 2 * N}), gact = galloc({T, N});
+            gpu().linear_swiglu(dev(x), gsw, ggu, gact);
+            expect_close(fetch(gpu(), gact), host_values(cact), 1e-2, "linear_swiglu" + plan);
+          }
+        }
+    cuda_set_gemv_plan(0, 1, 4);
+  }
+}
+
 TEST_F(CudaOps, ArgmaxRowsTakesTheFirstMaximum) {
   for (int64_t V : {int64_t{7}, int64_t{1000}, int64_t{129280}}) {
     const int64_t n = 6;
@@ -308,8 +347,12 @@ TEST_F(CudaOps, QkvRopeCacheWriteEqualsPlainOps) {
 }
 
 TEST_F(CudaOps, HeadLinear) {
+  // T <= 4: the per-head GEMV (MLA's absorbed shapes at decode); T = 13: cuBLAS.
   for (auto [T, H, N, K, xs, os] :
-       std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48}, {13, 16, 512, 128, 192, 576}}) {
+       std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48},
+                                           {2, 16, 512, 128, 192, 576},
+                                           {1, 16, 128, 512, 512, 128},
+                                           {13, 16, 512, 128, 192, 576}}) {
     Tensor x = random_bf16({T, H * xs}, rng_), w = random_bf16({H, N, K}, rng_, 0.1f);
     Tensor go = galloc({T, H * os}), co = calloc({T, H * os});
     // Fill outputs identically so untouched columns compare equal.

@@ -49,6 +49,14 @@ void cuda_set_pdl(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_gemv_plan(int split, int rows, int unroll) {
+  cuda::GemvPlan p;
+  p.split = split;
+  p.rows = rows;
+  p.unroll = unroll;
+  cuda::set_gemv_override(p);
+}
+
 CudaGraphCounts cuda_graph_counts(Backend& be) {
   CudaGraphCounts r;
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) {

@@ -39,6 +39,10 @@ void cuda_set_graphs(Backend& be, bool on);
 // before them) on or off for the whole process; on by default unless
 // R1SERVE_CUDA_PDL=0. Drops the backend's recorded steps so new ones follow it.
 void cuda_set_pdl(Backend& be, bool on);
+// Benchmarks: forces how the dense GEMVs cover their weights (split warps per
+// row 1/2/4/8, rows per warp 1/2, unroll 4/8) where valid; split 0 restores the
+// built-in choice.
+void cuda_set_gemv_plan(int split, int rows, int unroll);
 // Recorded-step counters: replays, captures, warm-ups, failed captures.
 struct CudaGraphCounts {
   int64_t replays = 0, captures = 0, warmups = 0, failures = 0;

@@ -132,6 +132,12 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
     return;
   }
   const Tensor xb = as_bf16(x, 3);
+  if (T <= kGemvMaxTokens && K % 8 == 0 && x_head_stride % 8 == 0) {
+    // Few tokens: one GEMV launch over all heads (weights read once, 16-byte loads).
+    launch_head_gemv(xb.data<uint16_t>(), x.row_size(), x_head_stride, w.data<uint16_t>(), H, N, K,
+                     T, out.raw(), is_bf16(out), out.row_size(), out_head_stride, stream_);
+    return;
+  }
   const float alpha = 1.0f, beta = 0.0f;
   R1_CUBLAS_OK(cublasGemmStridedBatchedEx(
       cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(T),
@@ -167,21 +173,25 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
                        stream_);
     return;
   }
-  // Workspace: offsets [E+1], active [E+1], sorted_pair [P], pos_of_pair [P].
-  int32_t* idx = static_cast<int32_t*>(workspace(4, static_cast<size_t>(2 * (E + 1) + 2 * P) * 4));
-  int32_t* offsets = idx;
-  int32_t* active = idx + E + 1;
+  // Workspace: slot_info [E][4] (first: 16-byte aligned), offsets [E+1], active [E+1],
+  // sorted_pair [P], pos_of_pair [P].
+  int32_t* idx =
+      static_cast<int32_t*>(workspace(4, static_cast<size_t>(4 * E + 2 * (E + 1) + 2 * P) * 4));
+  int32_t* slot_info = idx;
+  int32_t* offsets = idx + 4 * E;
+  int32_t* active = offsets + E + 1;
   int32_t* sorted_pair = active + E + 1;
   int32_t* pos_of_pair = sorted_pair + P;
-  launch_moe_sort(ids.data<int32_t>(), P, E, offsets, active, sorted_pair, pos_of_pair, stream_);
+  launch_moe_sort(ids.data<int32_t>(), P, E, offsets, active, slot_info, sorted_pair, pos_of_pair,
+                  stream_);
   uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
   // y: F32 from the GEMVs, BF16 from the grouped GEMM (cuBLAS groups BF16 x BF16 -> BF16 only).
   void* y = workspace(6, static_cast<size_t>(P * H) * 4);
   bool y_bf = false;
   if (P <= kGemvMaxPairs && H % 8 == 0 && I % 8 == 0) {
-    launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, offsets,
-                            active, sorted_pair, P, K, act, stream_);
-    launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, offsets, active, P,
+    launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, slot_info,
+                            sorted_pair, P, K, act, stream_);
+    launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, slot_info, P,
                          static_cast<float*>(y), stream_);
   } else {
     // The per-expert counts decide the GEMM shapes: one small download (so a

@@ -97,23 +97,43 @@ void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t
 // Sorts the T*K (token, slot) pairs by expert: offsets [E+1], sorted_pair [P]
 // (pair index at each sorted position), pos_of_pair [P].
 // active [E + 1]: the number of experts with pairs, then those experts in order.
+// slot_info [min(P, E)][4] (16-byte aligned): for the n-th expert with pairs,
+// {expert, first sorted position, end, 1}; zeros after the last.
 void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* active,
-                     int32_t* sorted_pair, int32_t* pos_of_pair, cudaStream_t s);
+                     int32_t* slot_info, int32_t* sorted_pair, int32_t* pos_of_pair,
+                     cudaStream_t s);
 // Small batches: act[pos, i] = silu(Wg_e[i] . x) * (Wu_e[i] . x) for every sorted
 // pair, reading only the experts that have tokens; then y[pos] = Wd_e act[pos].
 void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                             int64_t E, int64_t I, const int32_t* offsets, const int32_t* active,
+                             int64_t E, int64_t I, const int32_t* slot_info,
                              const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act,
                              cudaStream_t s);
 void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H,
-                          int64_t I, const int32_t* offsets, const int32_t* active, int64_t P,
-                          float* y, cudaStream_t s);
+                          int64_t I, const int32_t* slot_info, int64_t P, float* y, cudaStream_t s);
 // out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).
+// How a dense GEMV covers W: `split` warps share a row (1, 2, 4, 8), `rows`
+// rows per warp (1, 2; SwiGLU always pairs its gate and up row), `unroll` x 256
+// columns per round trip (4, 8).
+struct GemvPlan {
+  int split = 0, rows = 1, unroll = 4;
+};
+GemvPlan gemv_plan(int64_t N, int64_t K, bool swiglu, int sms);
+// Per-head offsets of a batched GEMV (grid row h reads x + h * x, W + h * w, writes out + h * out).
+struct HeadStrides {
+  int64_t x = 0, w = 0, out = 0;
+};
+// Benchmarks: every dense GEMV uses `plan` where it is valid (split 0: gemv_plan).
+void set_gemv_override(const GemvPlan& plan);
 void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N,
                        int64_t K, int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
                        int64_t ldo, cudaStream_t s);
+// Per-head products for few tokens (BF16 x): out[t, h * out_head_stride + n] =
+// x[t, h * x_head_stride ...K] . W[h, n] for W [H, N, K], t < T.
+void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
+                      int64_t H, int64_t N, int64_t K, int64_t T, void* out, bool out_bf,
+                      int64_t ldo, int64_t out_head_stride, cudaStream_t s);
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s);

@@ -5,6 +5,7 @@
 // the grouped cuBLAS GEMMs (large batches, see gemm.cc).
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "backend/cuda/common.cuh"
 
@@ -137,7 +138,7 @@ __global__ void route_kernel(const float* logits, const float* bias, int T, int 
 }
 
 __global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, int32_t* active,
-                            int32_t* sorted_pair, int32_t* pos_of_pair) {
+                            int4* slot_info, int32_t* sorted_pair, int32_t* pos_of_pair) {
   pdl_wait();
   pdl_trigger();
   extern __shared__ int smem[];
@@ -152,11 +153,15 @@ __global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, 
     for (int e = 0; e < E; ++e) {
       offsets[e] = acc;
       cursor[e] = acc;
+      if (cnt[e] > 0) {
+        slot_info[n] = make_int4(e, acc, acc + cnt[e], 1);
+        active[1 + n++] = e;
+      }
       acc += cnt[e];
-      if (cnt[e] > 0) active[1 + n++] = e;
     }
     offsets[E] = acc;
     active[0] = n;
+    for (int y = n; y < min(P, E); ++y) slot_info[y] = make_int4(0, 0, 0, 0);
   }
   __syncthreads();
   for (int p = threadIdx.x; p < P; p += blockDim.x) {
@@ -211,14 +216,14 @@ constexpr int kUnrollMoe = 8;
 
 // A warp per output i of expert blockIdx.y: gate row i and up row I + i.
 __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                                    int64_t I, const int32_t* offsets, const int32_t* active,
-                                    const int32_t* sorted_pair, int64_t K, uint16_t* act) {
+                                    int64_t I, const int4* slot_info, const int32_t* sorted_pair,
+                                    int64_t K, uint16_t* act) {
   pdl_wait();
   pdl_trigger();
-  if (static_cast<int>(blockIdx.y) >= active[0]) return;
-  const int e = active[1 + blockIdx.y];
-  const int begin = offsets[e], end = offsets[e + 1];
-  if (begin == end) return;
+  // One load names this grid row's expert and its pairs (written by the sort kernel).
+  const int4 info = slot_info[blockIdx.y];
+  if (info.w == 0) return;
+  const int e = info.x, begin = info.y, end = info.z;
   const int lane = threadIdx.x & 31;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (i >= I) return;
@@ -274,13 +279,12 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
 }
 
 __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
-                                 const int32_t* offsets, const int32_t* active, float* y) {
+                                 const int4* slot_info, float* y) {
   pdl_wait();
   pdl_trigger();
-  if (static_cast<int>(blockIdx.y) >= active[0]) return;
-  const int e = active[1 + blockIdx.y];
-  const int begin = offsets[e], end = offsets[e + 1];
-  if (begin == end) return;
+  const int4 info = slot_info[blockIdx.y];
+  if (info.w == 0) return;
+  const int e = info.x, begin = info.y, end = info.z;
   const int lane = threadIdx.x & 31;
   const int64_t h = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (h >= H) return;
@@ -322,12 +326,12 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
   }
 }
 
-// The weight loads of kUnroll x 256 columns from `kb` of R rows (zeros past k_end).
-template <int R>
-__device__ __forceinline__ void load_rows(uint4 (&wv)[kUnroll][R], const uint16_t* const (&wr)[R],
+// The weight loads of U x 256 columns from `kb` of R rows (zeros past k_end).
+template <int R, int U>
+__device__ __forceinline__ void load_rows(uint4 (&wv)[U][R], const uint16_t* const (&wr)[R],
                                           int64_t kb, int64_t k_end) {
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u)
+  for (int u = 0; u < U; ++u)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int64_t k0 = kb + 256 * u;
@@ -335,18 +339,19 @@ __device__ __forceinline__ void load_rows(uint4 (&wv)[kUnroll][R], const uint16_
     }
 }
 
-// acc[r][t] += wv[u][r] . x[t, kb + 256 u ...] for the stretch loaded from kb.
-template <int T, int R, bool XBF>
-__device__ __forceinline__ void fma_rows(float (&acc)[R][T], const uint4 (&wv)[kUnroll][R],
-                                         const void* x, int64_t ldx, int64_t kb, int64_t k_end) {
+// acc[r][t] += wv[u][r] . x[t, kb + 256 u ...] (x BF16) for the stretch loaded from kb.
+template <int T, int R, int U>
+__device__ __forceinline__ void fma_rows(float (&acc)[R][T], const uint4 (&wv)[U][R],
+                                         const uint16_t* x, int64_t ldx, int64_t kb,
+                                         int64_t k_end) {
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
+  for (int u = 0; u < U; ++u) {
     const int64_t k0 = kb + 256 * u;
     if (k0 < k_end) {
 #pragma unroll
       for (int t = 0; t < T; ++t) {
         float x8[8];
-        load_x8(x, XBF, t * ldx + k0, x8);
+        unpack8(*reinterpret_cast<const uint4*>(x + t * ldx + k0), x8);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           float w8[8];
@@ -363,91 +368,56 @@ __device__ __forceinline__ float round_bf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
 }
 
-// R rows per warp, T (<= 4) tokens, X = BF16 (true) or F32 activations; the
-// weight loads of kUnroll x 256 columns of all R rows are issued before any
-// FMA (R x kUnroll x 16 bytes in flight per lane). The first stretch of
-// weights is loaded (and, with `prefetch`, the warp's whole rows start moving
-// into L2) before pdl_wait, while the previous kernel may still run.
-// out[t, n] = W[n] . x[t] (+ bias[n]). SWIGLU: W is [2N, K] (gate rows, then
-// up rows), the warp's two rows are gate row n and up row N + n, and out[t, n]
-// = silu(g) * u with g and u first rounded to BF16 when out is BF16 (what a
+// silu(g) * u, g and u first rounded to BF16 when the output is BF16 (what a
 // product into a BF16 [T, 2N] buffer followed by silu_mul computes).
-template <int T, int R, bool XBF, bool SWIGLU>
-__global__ void __launch_bounds__(256)
-    dense_gemv_kernel(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
-                      const float* bias, bool prefetch, void* out, bool out_bf, int64_t ldo) {
-  static_assert(!SWIGLU || R == 2, "SwiGLU pairs two rows");
-  const int lane = threadIdx.x & 31;
-  const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  const int64_t n0 = SWIGLU ? warp_id : warp_id * R;
-  const uint16_t* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-    wr[r] = SWIGLU ? w + (min(n0, N - 1) + r * N) * K : w + min(n0 + r, N - 1) * K;
-  uint4 wv[kUnroll][R];
-  const int64_t kb0 = lane * 8;
-  load_rows<R>(wv, wr, kb0, K);
-  if (prefetch && n0 < N) {
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-      if (lane == r && (SWIGLU || n0 + r < N)) prefetch_l2(wr[r], static_cast<uint32_t>(K * 2));
+__device__ __forceinline__ float swiglu_of(float g, float u, bool bf) {
+  if (bf) {
+    g = round_bf16(g);
+    u = round_bf16(u);
   }
-  pdl_wait();
-  pdl_trigger();
-  if (n0 >= N) return;
-  float acc[R][T];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
-  for (int64_t kb = kb0; kb < K; kb += 256 * kUnroll) {
-    if (kb != kb0) load_rows<R>(wv, wr, kb, K);
-    fma_rows<T, R, XBF>(acc, wv, x, ldx, kb, K);
-  }
-#pragma unroll
-  for (int t = 0; t < T; ++t) {
-    if constexpr (SWIGLU) {
-      float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
-      if (out_bf) {
-        g = round_bf16(g);
-        u = round_bf16(u);
-      }
-      if (lane == 0) stf(out, t * ldo + n0, out_bf, g / (1.0f + expf(-g)) * u);
-    } else {
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float v = warp_sum(acc[r][t]);
-        if (lane == 0 && n0 + r < N)
-          stf(out, t * ldo + n0 + r, out_bf, bias ? v + bias[n0 + r] : v);
-      }
-    }
-  }
+  return g / (1.0f + expf(-g)) * u;
 }
 
-// Small N: S warps share a row (each a contiguous K / S stretch), so the grid
-// has enough blocks to keep every SM's loads in flight; the S partial sums are
-// added in a fixed order (S depends only on N and K, so results do not depend
-// on T). Loads before pdl_wait as in dense_gemv_kernel; SWIGLU as there (each
-// warp then covers the gate and the up row of its output).
-template <int T, bool XBF, bool SWIGLU>
+// Dense GEMV for T (<= 4) BF16 rows of x: S warps share each of a block's 8 / S
+// outputs (each warp a contiguous K / S stretch; the S partial sums are added
+// in a fixed order, and S depends only on N and K, so results do not depend on
+// T); each warp covers R rows, U x 256 columns of each per round trip (all
+// those loads issued before any FMA). The first stretch of weights is loaded
+// (and, with `prefetch`, the warp's rows start moving into L2) before pdl_wait,
+// while the previous kernel may still run. out[t, n] = W[n] . x[t] (+ bias[n]);
+// SWIGLU: W is [2N, K] (gate rows, then up rows), R = 2 covers gate row n and
+// up row N + n, and out[t, n] = silu(g) * u.
+template <int T, int R, int U, bool SWIGLU>
 __global__ void __launch_bounds__(256)
-    dense_gemv_split_kernel(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
-                            int S, const float* bias, bool prefetch, void* out, bool out_bf,
-                            int64_t ldo) {
-  constexpr int R = SWIGLU ? 2 : 1;
+    dense_gemv_kernel(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
+                      int S, const float* bias, bool prefetch, void* out, bool out_bf, int64_t ldo,
+                      HeadStrides hs) {
+  static_assert(!SWIGLU || R == 2, "SwiGLU pairs two rows");
+  // Per-head products: grid row blockIdx.y is head h (x, W and out advance by their head strides).
+  x += blockIdx.y * hs.x;
+  w += blockIdx.y * hs.w;
+  out = static_cast<char*>(out) + blockIdx.y * hs.out * (out_bf ? 2 : 4);
+  constexpr int kRowsApart = SWIGLU ? 0 : 1;  // rows of a warp: n0 + r (plain) or n + r N (SwiGLU)
   __shared__ float red[8][R][T];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * (8 / S) + warp / S;
+  const int64_t unit =
+      static_cast<int64_t>(blockIdx.x) * (8 / S) + warp / S;  // output (group) of this warp
+  const int64_t n0 = SWIGLU ? unit : unit * R;
   const int part = warp % S;
   const int64_t klen = K / S, k_begin = part * klen, k_end = k_begin + klen;
   const uint16_t* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w + (min(n, N - 1) + r * N) * K;
-  uint4 wv[kUnroll][R];
+  for (int r = 0; r < R; ++r)
+    wr[r] = kRowsApart ? w + min(n0 + r, N - 1) * K : w + (min(n0, N - 1) + r * N) * K;
+  uint4 wv[U][R];
   const int64_t kb0 = k_begin + lane * 8;
-  load_rows<R>(wv, wr, kb0, k_end);
-  if (prefetch && n < N && lane < R)
-    prefetch_l2((lane ? wr[R - 1] : wr[0]) + k_begin, static_cast<uint32_t>(klen * 2));
+  load_rows<R, U>(wv, wr, kb0, k_end);
+  if (prefetch && n0 < N) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (lane == r && (SWIGLU || n0 + r < N))
+        prefetch_l2(wr[r] + k_begin, static_cast<uint32_t>(klen * 2));
+  }
   pdl_wait();
   pdl_trigger();
   float acc[R][T];
@@ -455,11 +425,29 @@ __global__ void __launch_bounds__(256)
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
-  if (n < N) {
-    for (int64_t kb = kb0; kb < k_end; kb += 256 * kUnroll) {
-      if (kb != kb0) load_rows<R>(wv, wr, kb, k_end);
-      fma_rows<T, R, XBF>(acc, wv, x, ldx, kb, k_end);
+  if (n0 < N) {
+    for (int64_t kb = kb0; kb < k_end; kb += 256 * U) {
+      if (kb != kb0) load_rows<R, U>(wv, wr, kb, k_end);
+      fma_rows<T, R, U>(acc, wv, x, ldx, kb, k_end);
     }
+  }
+  if (S == 1) {  // no partial sums to combine
+    if (n0 >= N) return;
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      if constexpr (SWIGLU) {
+        const float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
+        if (lane == 0) stf(out, t * ldo + n0, out_bf, swiglu_of(g, u, out_bf));
+      } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const float v = warp_sum(acc[r][t]);
+          if (lane == 0 && n0 + r < N)
+            stf(out, t * ldo + n0 + r, out_bf, bias ? v + bias[n0 + r] : v);
+        }
+      }
+    }
+    return;
   }
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -469,7 +457,7 @@ __global__ void __launch_bounds__(256)
       if (lane == 0) red[warp][r][t] = v;
     }
   __syncthreads();
-  if (part == 0 && lane == 0 && n < N) {
+  if (part == 0 && lane == 0 && n0 < N) {
 #pragma unroll
     for (int t = 0; t < T; ++t) {
       float v[R];
@@ -479,59 +467,124 @@ __global__ void __launch_bounds__(256)
         for (int p = 0; p < S; ++p) v[r] += red[warp + p][r][t];
       }
       if constexpr (SWIGLU) {
-        float g = v[0], u = v[R - 1];
-        if (out_bf) {
-          g = round_bf16(g);
-          u = round_bf16(u);
-        }
-        stf(out, t * ldo + n, out_bf, g / (1.0f + expf(-g)) * u);
+        stf(out, t * ldo + n0, out_bf, swiglu_of(v[0], v[R - 1], out_bf));
       } else {
-        stf(out, t * ldo + n, out_bf, bias ? v[0] + bias[n] : v[0]);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (n0 + r < N) stf(out, t * ldo + n0 + r, out_bf, bias ? v[r] + bias[n0 + r] : v[r]);
       }
     }
   }
 }
 
-// Matrices up to this size are pulled into L2 whole before pdl_wait (larger
-// ones would evict each other's lines: L2 is 50 MB on H100/H200).
-constexpr int64_t kPrefetchMaxBytes = int64_t{16} << 20;
+// Matrices up to 16 MB are pulled into L2 whole before pdl_wait, while the
+// kernel before runs (larger ones would evict each other's lines: L2 is 50 MB
+// on H100/H200; measured on the 7B's 26-33 MB projections, prefetching them
+// made the isolated GEMV ~3 us slower).
+// R1SERVE_CUDA_PREFETCH_MB overrides the limit (0 turns the prefetch off).
+int64_t prefetch_max_bytes() {
+  static const int64_t limit = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_PREFETCH_MB");
+    return (e != nullptr ? std::atoll(e) : int64_t{16}) << 20;
+  }();
+  return limit;
+}
 
-template <int T, bool XBF>
-void launch_gemv_t(const void* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
-                   const float* bias, bool swiglu, void* out, bool out_bf, int64_t ldo, int sms,
-                   cudaStream_t s) {
-  const bool prefetch = N * K * 2 * (swiglu ? 2 : 1) <= kPrefetchMaxBytes;
-  // All blocks are resident at once at these sizes, so an SM with one block more
-  // than another finishes last: aim for at least eight blocks per SM (then the
-  // imbalance is <= 1/8), splitting the rows' K when a row per warp gives fewer.
-  const int64_t want = static_cast<int64_t>(sms) * 8;
-  if ((N + 7) / 8 < want) {
-    int S = 1;
-    while (S < 8 && (N * S + 7) / 8 < want && K % (8 * 2 * S) == 0) S *= 2;
-    if (S > 1) {
-      const int64_t rows = 8 / S;
-      const unsigned grid = static_cast<unsigned>((N + rows - 1) / rows);
-      if (swiglu)
-        pdl_launch(dense_gemv_split_kernel<T, XBF, true>, grid, 256, 0, s, x, ldx, w, N, K, S,
-                   nullptr, prefetch, out, out_bf, ldo);
-      else
-        pdl_launch(dense_gemv_split_kernel<T, XBF, false>, grid, 256, 0, s, x, ldx, w, N, K, S,
-                   bias, prefetch, out, out_bf, ldo);
-      return;
+GemvPlan g_gemv_override{};  // split 0: use the heuristic
+
+bool plan_valid(const GemvPlan& p, int64_t K, bool swiglu) {
+  return (p.split == 1 || p.split == 2 || p.split == 4 || p.split == 8) &&
+         (p.rows == 1 || p.rows == 2) && (p.unroll == 4 || p.unroll == 8) &&
+         (!swiglu || p.rows == 2) && K % (8 * p.split) == 0;
+}
+
+template <int T, int R, bool SW>
+void launch_plan_u(const GemvPlan& p, dim3 grid, const uint16_t* x, int64_t ldx, const uint16_t* w,
+                   int64_t N, int64_t K, const float* bias, bool prefetch, void* out, bool out_bf,
+                   int64_t ldo, HeadStrides hs, cudaStream_t s) {
+  if (p.unroll == 8)
+    pdl_launch(dense_gemv_kernel<T, R, 8, SW>, grid, 256, 0, s, x, ldx, w, N, K, p.split, bias,
+               prefetch, out, out_bf, ldo, hs);
+  else
+    pdl_launch(dense_gemv_kernel<T, R, 4, SW>, grid, 256, 0, s, x, ldx, w, N, K, p.split, bias,
+               prefetch, out, out_bf, ldo, hs);
+}
+
+// H > 1: H independent products (per-head), blocks planned for all H x N rows.
+template <int T>
+void launch_gemv_t(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
+                   const float* bias, bool swiglu, void* out, bool out_bf, int64_t ldo, int64_t H,
+                   HeadStrides hs, int sms, cudaStream_t s) {
+  GemvPlan p = gemv_plan(N * H, K, swiglu, sms);
+  if (g_gemv_override.split != 0 && plan_valid(g_gemv_override, K, swiglu)) p = g_gemv_override;
+  const bool prefetch = H * N * K * 2 * (swiglu ? 2 : 1) <= prefetch_max_bytes();
+  const int64_t outs_per_block = 8 / p.split * (swiglu ? 1 : p.rows);
+  const dim3 grid(static_cast<unsigned>((N + outs_per_block - 1) / outs_per_block),
+                  static_cast<unsigned>(H));
+  if (swiglu)
+    launch_plan_u<T, 2, true>(p, grid, x, ldx, w, N, K, nullptr, prefetch, out, out_bf, ldo, hs, s);
+  else if (p.rows == 2)
+    launch_plan_u<T, 2, false>(p, grid, x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo, hs, s);
+  else
+    launch_plan_u<T, 1, false>(p, grid, x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo, hs, s);
+}
+
+int sm_count() {
+  static int sms = 0;
+  if (sms == 0) {
+    int dev = 0;
+    R1_CUDA_OK(cudaGetDevice(&dev));
+    R1_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  }
+  return sms;
+}
+
+void launch_gemv_chunks(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
+                        int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
+                        int64_t ldo, int64_t H, HeadStrides hs, cudaStream_t s) {
+  const int sms = sm_count();
+  const size_t osz = out_bf ? 2 : 4;
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kChunk, T - t0));
+    const uint16_t* xt = x + t0 * ldx;
+    void* ot = static_cast<char*>(out) + static_cast<size_t>(t0 * ldo) * osz;
+    switch (n) {
+      case 1:
+        launch_gemv_t<1>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        break;
+      case 2:
+        launch_gemv_t<2>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        break;
+      case 3:
+        launch_gemv_t<3>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        break;
+      default:
+        launch_gemv_t<4>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        break;
     }
   }
-  if (swiglu) {
-    pdl_launch(dense_gemv_kernel<T, 2, XBF, true>, static_cast<unsigned>((N + 7) / 8), 256, 0, s, x,
-               ldx, w, N, K, nullptr, prefetch, out, out_bf, ldo);
-  } else if ((N + 15) / 16 >=
-             want) {  // two rows per warp when that still leaves eight blocks per SM
-    pdl_launch(dense_gemv_kernel<T, 2, XBF, false>, static_cast<unsigned>((N + 15) / 16), 256, 0, s,
-               x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo);
-  } else {
-    pdl_launch(dense_gemv_kernel<T, 1, XBF, false>, static_cast<unsigned>((N + 7) / 8), 256, 0, s,
-               x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo);
-  }
 }
+
+}  // namespace
+
+GemvPlan gemv_plan(int64_t N, int64_t K, bool swiglu, int sms) {
+  // From the plan sweep over the benchmark models' shapes (bench_cuda with
+  // R1_BENCH_GEMV=1, H200, docs/performance.md): split each row across warps
+  // until the grid has two blocks per SM or a warp's stretch is <= 8192 values;
+  // one row per warp (a SwiGLU warp covers its gate and up row); unroll 4.
+  GemvPlan p{1, swiglu ? 2 : 1, 4};
+  const int64_t min_blocks = static_cast<int64_t>(sms) * 2;
+  while (p.split < 8 && ((N + 7) / 8 * p.split < min_blocks || K / p.split > 8192) &&
+         K % (8 * 2 * p.split) == 0)
+    p.split *= 2;
+  return p;
+}
+
+void set_gemv_override(const GemvPlan& plan) {
+  g_gemv_override = plan;
+}
+
+namespace {
 
 __global__ void gather_kernel(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair,
                               int64_t K, uint16_t* xg) {
@@ -618,31 +671,36 @@ void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t
 }
 
 void launch_moe_sort(const int32_t* ids, int64_t P, int64_t E, int32_t* offsets, int32_t* active,
-                     int32_t* sorted_pair, int32_t* pos_of_pair, cudaStream_t s) {
+                     int32_t* slot_info, int32_t* sorted_pair, int32_t* pos_of_pair,
+                     cudaStream_t s) {
   R1_CUDA_REQUIRE(E <= 4096 && P < (int64_t{1} << 30), "moe_sort: sizes");
+  R1_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(slot_info) % 16 == 0,
+                  "moe_sort: slot_info alignment");
   pdl_launch(sort_kernel, 1, 1024, static_cast<size_t>(2 * E) * sizeof(int), s, ids,
-             static_cast<int>(P), static_cast<int>(E), offsets, active, sorted_pair, pos_of_pair);
+             static_cast<int>(P), static_cast<int>(E), offsets, active,
+             reinterpret_cast<int4*>(slot_info), sorted_pair, pos_of_pair);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                             int64_t E, int64_t I, const int32_t* offsets, const int32_t* active,
+                             int64_t E, int64_t I, const int32_t* slot_info,
                              const int32_t* sorted_pair, int64_t P, int64_t K, uint16_t* act,
                              cudaStream_t s) {
   R1_CUDA_REQUIRE(H % 8 == 0, "moe gemv: hidden size must be a multiple of 8");
   // One grid row per expert that can be active (at most P): idle experts cost no blocks.
   dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(std::min(P, E)));
-  pdl_launch(gate_up_gemv_kernel, grid, 256, 0, s, x, x_bf, H, gate_up, I, offsets, active,
-             sorted_pair, K, act);
+  pdl_launch(gate_up_gemv_kernel, grid, 256, 0, s, x, x_bf, H, gate_up, I,
+             reinterpret_cast<const int4*>(slot_info), sorted_pair, K, act);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H,
-                          int64_t I, const int32_t* offsets, const int32_t* active, int64_t P,
-                          float* y, cudaStream_t s) {
+                          int64_t I, const int32_t* slot_info, int64_t P, float* y,
+                          cudaStream_t s) {
   R1_CUDA_REQUIRE(I % 8 == 0, "moe gemv: intermediate size must be a multiple of 8");
   dim3 grid(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(std::min(P, E)));
-  pdl_launch(down_gemv_kernel, grid, 256, 0, s, act, down, H, I, offsets, active, y);
+  pdl_launch(down_gemv_kernel, grid, 256, 0, s, act, down, H, I,
+             reinterpret_cast<const int4*>(slot_info), y);
   R1_CUDA_LAUNCHED();
 }
 
@@ -651,34 +709,21 @@ void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w,
                        int64_t ldo, cudaStream_t s) {
   R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0,
                   "dense gemv: K and the row stride must be multiples of 8");
+  R1_CUDA_REQUIRE(x_bf, "dense gemv: BF16 activations");
   R1_CUDA_REQUIRE(!(swiglu && bias), "dense gemv: no bias with SwiGLU");
   if (T == 0 || N == 0) return;
-  static int sms = 0;
-  if (sms == 0) {
-    int dev = 0;
-    R1_CUDA_OK(cudaGetDevice(&dev));
-    R1_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  }
-  const size_t xsz = x_bf ? 2 : 4, osz = out_bf ? 2 : 4;
-  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
-    const int n = static_cast<int>(std::min<int64_t>(kChunk, T - t0));
-    const void* xt = static_cast<const char*>(x) + static_cast<size_t>(t0 * ldx) * xsz;
-    void* ot = static_cast<char*>(out) + static_cast<size_t>(t0 * ldo) * osz;
-#define R1_GEMV_CASE(TT)                                                                 \
-  case TT:                                                                               \
-    if (x_bf)                                                                            \
-      launch_gemv_t<TT, true>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, sms, s);  \
-    else                                                                                 \
-      launch_gemv_t<TT, false>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, sms, s); \
-    break;
-    switch (n) {
-      R1_GEMV_CASE(1)
-      R1_GEMV_CASE(2)
-      R1_GEMV_CASE(3)
-      R1_GEMV_CASE(4)
-    }
-#undef R1_GEMV_CASE
-  }
+  launch_gemv_chunks(static_cast<const uint16_t*>(x), ldx, w, N, K, T, bias, swiglu, out, out_bf,
+                     ldo, 1, HeadStrides{}, s);
+}
+
+void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
+                      int64_t H, int64_t N, int64_t K, int64_t T, void* out, bool out_bf,
+                      int64_t ldo, int64_t out_head_stride, cudaStream_t s) {
+  R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0 && x_head_stride % 8 == 0,
+                  "head gemv: K and the strides must be multiples of 8");
+  if (T == 0 || N == 0 || H == 0) return;
+  launch_gemv_chunks(x, ldx, w, N, K, T, nullptr, false, out, out_bf, ldo, H,
+                     HeadStrides{x_head_stride, N * K, out_head_stride}, s);
 }
 
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
