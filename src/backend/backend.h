@@ -234,6 +234,13 @@ class Backend {
   // out [T, H] = sum_j weights[t, j] * Expert_{ids[t, j]}(x[t]) (SwiGLU experts).
   virtual void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                            const Tensor& weights, Tensor& out) = 0;
+  // out = moe_experts(...) + shared (the shared experts' output [T, H]): the routed
+  // sum is rounded to out's dtype, then shared is added, as the two plain ops do.
+  virtual void moe_experts_plus(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                                const Tensor& weights, const Tensor& shared, Tensor& out) {
+    moe_experts(x, w, ids, weights, out);
+    add(out, shared, out);
+  }
 
   // ---- KV cache and attention ----
   // Writes row t of `src` [T, width] into slot slot_mapping[t] of `cache`

@@ -186,11 +186,12 @@ class DeepseekModel final : public ModelBase {
       Tensor ids = s.get("topk_ids", {T, c.num_experts_per_tok}, DType::kI32);
       Tensor wts = s.get("topk_w", {T, c.num_experts_per_tok}, DType::kF32);
       be.moe_route(logits, L.router_bias, router_, ids, wts);
-      be.moe_experts(m, L.experts, ids, wts, f);
-      if (L.has_ffn_mlp) {
+      if (L.has_ffn_mlp) {  // shared experts first, added by the routed experts' combine
         Tensor sh = s.get("shared", {T, H});
         mlp(L.gate_up, L.down, m, sh, s);
-        be.add(f, sh, f);
+        be.moe_experts_plus(m, L.experts, ids, wts, sh, f);
+      } else {
+        be.moe_experts(m, L.experts, ids, wts, f);
       }
     } else {
       mlp(L.gate_up, L.down, m, f, s);

@@ -440,6 +440,13 @@ TEST_F(CudaOps, MoeExpertsGemvAndGroupedPaths) {
     gpu().moe_experts(dev(x), gw, ids, wts, go);
     cpu().moe_experts(x, cw, cids, cwts, co);
     expect_close(fetch(gpu(), go), host_values(co), 1.5e-2, "moe_experts T=" + std::to_string(T));
+    // The shared experts' output added in the combine, against the CPU's two plain ops.
+    Tensor sh = random_bf16({T, H}, rng_);
+    Tensor gp = galloc({T, H}), cp = calloc({T, H});
+    gpu().moe_experts_plus(dev(x), gw, ids, wts, dev(sh), gp);
+    cpu().moe_experts_plus(x, cw, cids, cwts, sh, cp);
+    expect_close(fetch(gpu(), gp), host_values(cp), 1.5e-2,
+                 "moe_experts_plus T=" + std::to_string(T));
   }
 }
 

@@ -129,6 +129,8 @@ class CudaBackend final : public Backend {
                  Tensor& ids, Tensor& weights) override;
   void moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                    const Tensor& weights, Tensor& out) override;
+  void moe_experts_plus(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                        const Tensor& weights, const Tensor& shared, Tensor& out) override;
   void cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                        const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
@@ -228,6 +230,9 @@ class CudaBackend final : public Backend {
   GraphStats graph_stats_;
   void* cublas_ws_ = nullptr;
   void destroy_recordings();
+  // moe_experts with the combine adding `addend` (may be null) to the routed sum.
+  void moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                        const Tensor& weights, const Tensor* addend, Tensor& out);
   // Side streams (each with its own cuBLAS handle and workspace) for the
   // per-expert GEMMs of large steps, so several experts' tiles share the SMs.
   static constexpr int kSideStreams = 4;

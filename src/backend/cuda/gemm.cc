@@ -150,6 +150,21 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
 void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                               const Tensor& weights, Tensor& out) {
   OpTimer timer(*this, "moe_experts");
+  moe_experts_into(x, w, ids, weights, nullptr, out);
+}
+
+void CudaBackend::moe_experts_plus(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                                   const Tensor& weights, const Tensor& shared, Tensor& out) {
+  OpTimer timer(*this, "moe_experts");
+  R1_CHECK(shared.shape() == out.shape() && (is_bf16(shared) || shared.dtype() == DType::kF32),
+           "moe_experts_plus: shared {} for out {}", shared.describe(), out.describe());
+  moe_experts_into(x, w, ids, weights, &shared, out);
+}
+
+void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                                   const Tensor& weights, const Tensor* addend, Tensor& out) {
+  const void* add_p = addend ? addend->raw() : nullptr;
+  const bool add_bf = addend ? is_bf16(*addend) : false;
   const int64_t T = x.dim(0), H = x.dim(1), K = ids.dim(1), E = w.num_experts(), I = w.inter_size();
   R1_CHECK(w.gate_up.dim(1) == 2 * I && w.gate_up.dim(2) == H && w.down.dim(1) == H,
            "moe weights {} {}", w.gate_up.describe(), w.down.describe());
@@ -169,8 +184,8 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
     float* y = static_cast<float*>(workspace(6, static_cast<size_t>(P * H) * 4));
     launch_ref_moe(x.raw(), false, H, w.gate_up.data<uint16_t>(), w.down.data<uint16_t>(), I,
                    ids.data<int32_t>(), P, K, act, y, stream_);
-    launch_moe_combine(y, false, nullptr, weights.data<float>(), T, K, H, out.raw(), is_bf16(out),
-                       stream_);
+    launch_moe_combine(y, false, nullptr, weights.data<float>(), T, K, H, add_p, add_bf, out.raw(),
+                       is_bf16(out), stream_);
     return;
   }
   // Workspace: slot_info [E][4] (first: 16-byte aligned), offsets [E+1], active [E+1],
@@ -283,8 +298,8 @@ void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Ten
     run(H, I, wd, act, CUDA_R_16BF, y);
   }
   OpTimer t(*this, "moe/combine");
-  launch_moe_combine(y, y_bf, pos_of_pair, weights.data<float>(), T, K, H, out.raw(), is_bf16(out),
-                     stream_);
+  launch_moe_combine(y, y_bf, pos_of_pair, weights.data<float>(), T, K, H, add_p, add_bf, out.raw(),
+                     is_bf16(out), stream_);
 }
 
 }  // namespace r1::backend::cuda

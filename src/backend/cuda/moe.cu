@@ -5,6 +5,7 @@
 // the grouped cuBLAS GEMMs (large batches, see gemm.cc).
 #include <algorithm>
 #include <cfloat>
+#include <cstdio>
 #include <cstdlib>
 
 #include "backend/cuda/common.cuh"
@@ -180,8 +181,6 @@ __device__ __forceinline__ uint4 ld_stream(const uint16_t* p) {
   return r;
 }
 
-constexpr int kUnroll = 4;  // 16-byte weight loads in flight per lane and row
-
 // Eight BF16 weights (16 bytes) to floats.
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
@@ -210,11 +209,29 @@ __device__ __forceinline__ void load_x8(const void* x, bool x_bf, int64_t idx, f
 }
 
 constexpr int kChunk = 4;  // tokens per pass over a weight row
-// The gate/up GEMV keeps a whole 2048-wide row's loads in flight per lane (one
-// round trip per row at R1's hidden size; the down GEMV measured slower with it).
-constexpr int kUnrollMoe = 8;
+// Loads in flight per lane and row (U x 16 bytes) of the expert GEMVs: the gate/up
+// GEMV keeps a whole 2048-wide row in flight (U = 8), the down GEMV U = 4 unless
+// R1SERVE_CUDA_MOE_UNROLL="gate_up,down" says otherwise (for side-by-side runs).
+struct MoeUnroll {
+  int gate_up = 8, down = 4;
+};
+MoeUnroll moe_unroll() {
+  static const MoeUnroll u = [] {
+    MoeUnroll r;
+    if (const char* e = std::getenv("R1SERVE_CUDA_MOE_UNROLL")) {
+      int a = 0, b = 0;
+      if (std::sscanf(e, "%d,%d", &a, &b) == 2) {
+        r.gate_up = a == 4 ? 4 : 8;
+        r.down = b == 8 ? 8 : 4;
+      }
+    }
+    return r;
+  }();
+  return u;
+}
 
 // A warp per output i of expert blockIdx.y: gate row i and up row I + i.
+template <int U>
 __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
                                     int64_t I, const int4* slot_info, const int32_t* sorted_pair,
                                     int64_t K, uint16_t* act) {
@@ -236,18 +253,18 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
     for (int q = 0; q < kChunk; ++q)
       xrow[q] = q < n ? static_cast<int64_t>(sorted_pair[p0 + q] / K) * H : 0;
     float ag[kChunk] = {}, au[kChunk] = {};
-    for (int64_t kb = lane * 8; kb < H; kb += 256 * kUnrollMoe) {
-      // All weight loads of this stretch first (2 x kUnrollMoe x 16 bytes in flight), then the
+    for (int64_t kb = lane * 8; kb < H; kb += 256 * U) {
+      // All weight loads of this stretch first (2 x U x 16 bytes in flight), then the
       // FMAs.
-      uint4 gv[kUnrollMoe], uv[kUnrollMoe];
+      uint4 gv[U], uv[U];
 #pragma unroll
-      for (int u = 0; u < kUnrollMoe; ++u) {
+      for (int u = 0; u < U; ++u) {
         const int64_t k0 = kb + 256 * u;
         gv[u] = k0 < H ? ld_stream(wg + k0) : make_uint4(0, 0, 0, 0);
         uv[u] = k0 < H ? ld_stream(wu + k0) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-      for (int u = 0; u < kUnrollMoe; ++u) {
+      for (int u = 0; u < U; ++u) {
         const int64_t k0 = kb + 256 * u;
         if (k0 < H) {
           float g8[8], u8[8];
@@ -278,6 +295,7 @@ __global__ void gate_up_gemv_kernel(const void* x, bool x_bf, int64_t H, const u
   }
 }
 
+template <int U>
 __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                                  const int4* slot_info, float* y) {
   pdl_wait();
@@ -292,15 +310,15 @@ __global__ void down_gemv_kernel(const uint16_t* act, const uint16_t* down, int6
   for (int p0 = begin; p0 < end; p0 += kChunk) {
     const int n = min(kChunk, end - p0);
     float acc[kChunk] = {};
-    for (int64_t kb = lane * 8; kb < I; kb += 256 * kUnroll) {
-      uint4 wv[kUnroll];
+    for (int64_t kb = lane * 8; kb < I; kb += 256 * U) {
+      uint4 wv[U];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < U; ++u) {
         const int64_t k0 = kb + 256 * u;
         wv[u] = k0 < I ? ld_stream(w + k0) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < U; ++u) {
         const int64_t k0 = kb + 256 * u;
         if (k0 < I) {
           float w8[8];
@@ -609,7 +627,8 @@ __global__ void gather_vec_kernel(const uint16_t* x, int64_t H, const int32_t* s
 
 // BF16 y and out, 8 columns per thread; the same additions in the same order as combine_kernel.
 __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair, const float* w,
-                                   int64_t T, int64_t K, int64_t H, uint16_t* out) {
+                                   int64_t T, int64_t K, int64_t H, const uint16_t* add,
+                                   uint16_t* out) {
   pdl_wait();
   pdl_trigger();
   const int64_t n = T * (H / 8);
@@ -625,6 +644,12 @@ __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair
 #pragma unroll
       for (int c = 0; c < 8; ++c) acc[c] += wj * v[c];
     }
+    if (add) {  // out = bf16(bf16(sum) + add), what combine then add compute
+      float a8[8];
+      unpack8(*reinterpret_cast<const uint4*>(add + t * H + h), a8);
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[c] = round_bf16(acc[c]) + a8[c];
+    }
     uint4 o;
     uint32_t* ow = reinterpret_cast<uint32_t*>(&o);
 #pragma unroll
@@ -637,7 +662,8 @@ __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair
 }
 
 __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
-                               int64_t T, int64_t K, int64_t H, void* out, bool out_bf) {
+                               int64_t T, int64_t K, int64_t H, const void* add, bool add_bf,
+                               void* out, bool out_bf) {
   pdl_wait();
   pdl_trigger();
   const int64_t n = T * H;
@@ -649,6 +675,8 @@ __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_p
       const int64_t pos = pos_of_pair ? pos_of_pair[t * K + j] : t * K + j;
       acc += w[t * K + j] * ldf(y, pos * H + h, y_bf);
     }
+    // With `add`: out = sum rounded to out's dtype, plus add (what combine then add compute).
+    if (add) acc = (out_bf ? round_bf16(acc) : acc) + ldf(add, idx, add_bf);
     stf(out, idx, out_bf, acc);
   }
 }
@@ -689,8 +717,13 @@ void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t
   R1_CUDA_REQUIRE(H % 8 == 0, "moe gemv: hidden size must be a multiple of 8");
   // One grid row per expert that can be active (at most P): idle experts cost no blocks.
   dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(std::min(P, E)));
-  pdl_launch(gate_up_gemv_kernel, grid, 256, 0, s, x, x_bf, H, gate_up, I,
-             reinterpret_cast<const int4*>(slot_info), sorted_pair, K, act);
+  const auto* info = reinterpret_cast<const int4*>(slot_info);
+  if (moe_unroll().gate_up == 4)
+    pdl_launch(gate_up_gemv_kernel<4>, grid, 256, 0, s, x, x_bf, H, gate_up, I, info, sorted_pair,
+               K, act);
+  else
+    pdl_launch(gate_up_gemv_kernel<8>, grid, 256, 0, s, x, x_bf, H, gate_up, I, info, sorted_pair,
+               K, act);
   R1_CUDA_LAUNCHED();
 }
 
@@ -699,8 +732,11 @@ void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, 
                           cudaStream_t s) {
   R1_CUDA_REQUIRE(I % 8 == 0, "moe gemv: intermediate size must be a multiple of 8");
   dim3 grid(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(std::min(P, E)));
-  pdl_launch(down_gemv_kernel, grid, 256, 0, s, act, down, H, I,
-             reinterpret_cast<const int4*>(slot_info), y);
+  const auto* info = reinterpret_cast<const int4*>(slot_info);
+  if (moe_unroll().down == 8)
+    pdl_launch(down_gemv_kernel<8>, grid, 256, 0, s, act, down, H, I, info, y);
+  else
+    pdl_launch(down_gemv_kernel<4>, grid, 256, 0, s, act, down, H, I, info, y);
   R1_CUDA_LAUNCHED();
 }
 
@@ -738,16 +774,18 @@ void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorte
 }
 
 void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
-                        int64_t T, int64_t K, int64_t H, void* out, bool out_bf, cudaStream_t s) {
+                        int64_t T, int64_t K, int64_t H, const void* add, bool add_bf, void* out,
+                        bool out_bf, cudaStream_t s) {
   if (T * H == 0) return;
   if (y_bf && out_bf && H % 8 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(out) % 16 == 0)
+      reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+      (add == nullptr || (add_bf && reinterpret_cast<uintptr_t>(add) % 16 == 0)))
     pdl_launch(combine_vec_kernel, grid_for(T * H / 8, 256), 256, 0, s,
                static_cast<const uint16_t*>(y), pos_of_pair, w, T, K, H,
-               static_cast<uint16_t*>(out));
+               static_cast<const uint16_t*>(add), static_cast<uint16_t*>(out));
   else
     pdl_launch(combine_kernel, grid_for(T * H, 256), 256, 0, s, y, y_bf, pos_of_pair, w, T, K, H,
-               out, out_bf);
+               add, add_bf, out, out_bf);
   R1_CUDA_LAUNCHED();
 }
 
