@@ -4,6 +4,7 @@
 // cuBLAS GEMM per projection for larger ones).
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/check.h"
@@ -44,7 +45,14 @@ cudaDataType_t cuda_type(const Tensor& t) {
 }
 
 // Small batches of routed pairs use the GEMV kernels (no host sync).
-constexpr int64_t kGemvMaxPairs = 64;
+// R1SERVE_CUDA_MOE_GEMV_PAIRS overrides the limit (for side-by-side runs).
+int64_t gemv_max_pairs() {
+  static const int64_t limit = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_MOE_GEMV_PAIRS");
+    return e != nullptr ? std::max<int64_t>(0, std::atoll(e)) : int64_t{64};
+  }();
+  return limit;
+}
 // Dense products of up to this many rows use the GEMV kernel (weights read once, 16-byte loads).
 constexpr int64_t kGemvMaxTokens = 4;
 
@@ -203,7 +211,7 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   // y: F32 from the GEMVs, BF16 from the grouped GEMM (cuBLAS groups BF16 x BF16 -> BF16 only).
   void* y = workspace(6, static_cast<size_t>(P * H) * 4);
   bool y_bf = false;
-  if (P <= kGemvMaxPairs && H % 8 == 0 && I % 8 == 0) {
+  if (P <= gemv_max_pairs() && H % 8 == 0 && I % 8 == 0) {
     launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, slot_info,
                             sorted_pair, P, K, act, stream_);
     launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, slot_info, P,
