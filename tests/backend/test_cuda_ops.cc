@@ -37,6 +37,24 @@ class CudaOps : public ::testing::Test {
   std::mt19937 rng_{1234};
   static std::unique_ptr<Backend> gpu_, cpu_;
 };
+// One sequence of T new tokens over block table `table` (block size bs): token t
+// at position t * pos_step + pos_offset, in slot t of the table's blocks.
+BatchInfo one_sequence(int64_t T, int64_t bs, const std::vector<int32_t>& table, int32_t pos_step,
+                       int32_t pos_offset) {
+  BatchInfo b;
+  for (int64_t t = 0; t < T; ++t) {
+    b.token_ids.push_back(0);
+    b.positions.push_back(static_cast<int32_t>(t) * pos_step + pos_offset);
+    b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) +
+                             static_cast<int32_t>(t % bs));
+  }
+  b.query_start = {0, static_cast<int32_t>(T)};
+  b.context_lens = {static_cast<int32_t>(T)};
+  b.block_tables = table;
+  b.max_blocks_per_seq = static_cast<int32_t>(table.size());
+  return b;
+}
+
 std::unique_ptr<Backend> CudaOps::gpu_;
 std::unique_ptr<Backend> CudaOps::cpu_;
 
@@ -240,18 +258,7 @@ TEST_F(CudaOps, MlaLatentWriteEqualsPlainOps) {
       p.inv_freq.push_back(
           std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope_dim)));
     const int64_t W = r + rope_dim, T = 11, bs = 4, blocks = 8;
-    BatchInfo b;
-    const std::vector<int32_t> table = {5, 2, 7, 0};
-    for (int64_t t = 0; t < T; ++t) {
-      b.token_ids.push_back(0);
-      b.positions.push_back(static_cast<int32_t>(t));
-      b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) +
-                               static_cast<int32_t>(t % bs));
-    }
-    b.query_start = {0, static_cast<int32_t>(T)};
-    b.context_lens = {static_cast<int32_t>(T)};
-    b.block_tables = table;
-    b.max_blocks_per_seq = 4;
+    const BatchInfo b = one_sequence(T, bs, {5, 2, 7, 0}, 1, 0);
     KvCacheSpec spec;
     spec.mla = true;
     spec.num_layers = 1;
@@ -306,18 +313,7 @@ TEST_F(CudaOps, QkvRopeCacheWriteEqualsPlainOps) {
     for (int64_t i = 0; i < d / 2; ++i)
       p.inv_freq.push_back(std::pow(1e6f, -2.0f * static_cast<float>(i) / static_cast<float>(d)));
     const int64_t T = 6, bs = 4, blocks = 6, W = (nh + 2 * nkv) * d;
-    BatchInfo b;
-    const std::vector<int32_t> table = {3, 0};
-    for (int64_t t = 0; t < T; ++t) {
-      b.token_ids.push_back(0);
-      b.positions.push_back(static_cast<int32_t>(t * 37 + 5));
-      b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) +
-                               static_cast<int32_t>(t % bs));
-    }
-    b.query_start = {0, static_cast<int32_t>(T)};
-    b.context_lens = {static_cast<int32_t>(T)};
-    b.block_tables = table;
-    b.max_blocks_per_seq = 2;
+    const BatchInfo b = one_sequence(T, bs, {3, 0}, 37, 5);
     KvCacheSpec spec;
     spec.num_layers = 1;
     spec.num_kv_heads = nkv;
