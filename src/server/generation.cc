@@ -6,9 +6,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "server/sse.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
-#include "server/sse.h"
 
 namespace r1::server {
 
@@ -17,22 +17,27 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 std::string hex_id(uint64_t a) {
-  static thread_local uint64_t salt = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull;
+  static thread_local uint64_t salt =
+      static_cast<uint64_t>(Clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull;
   uint64_t x = (a + salt) * 0xBF58476D1CE4E5B9ull;
   x ^= x >> 31;
   return fmt::format("{:016x}{:08x}", x, static_cast<uint32_t>(a));
 }
 
-Json null_or(const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); }
+Json null_or(const std::string& s) {
+  return s.empty() ? Json(nullptr) : Json(s);
+}
 
 }  // namespace
 
 GenerationJob::GenerationJob(std::shared_ptr<ServerContext> ctx, std::shared_ptr<HttpRequest> req,
-                             std::shared_ptr<HttpExchange> ex, std::string request_id, int key_index,
-                             Endpoint endpoint)
+                             std::shared_ptr<HttpExchange> ex, std::string request_id,
+                             int key_index, Endpoint endpoint)
     : ctx_(std::move(ctx)),
       req_(std::move(req)),
       ex_(std::move(ex)),
@@ -48,7 +53,8 @@ GenerationJob::~GenerationJob() {
 }
 
 std::string GenerationJob::token_text(int32_t id) const {
-  return ctx_->tokenizer ? ctx_->tokenizer->decode(std::span<const int32_t>(&id, 1), false) : std::to_string(id);
+  return ctx_->tokenizer ? ctx_->tokenizer->decode(std::span<const int32_t>(&id, 1), false)
+                         : std::to_string(id);
 }
 
 void GenerationJob::reply_error(const ApiError& e) {
@@ -83,9 +89,12 @@ void GenerationJob::start() {
   std::vector<std::vector<int32_t>> prompts;
   const char* prompt_param = endpoint_ == Endpoint::kChat ? "messages" : "prompt";
   if (endpoint_ == Endpoint::kChat) {
-    if (!ctx_->chat_template) return reply_error(bad_param("messages", "this model has no chat template"));
-    auto text = ctx_->chat_template->render(p_.messages, p_.add_generation_prompt, p_.tools, p_.template_kwargs);
-    if (!text.is_ok()) return reply_error(bad_param("messages", "chat template: " + text.status().message()));
+    if (!ctx_->chat_template)
+      return reply_error(bad_param("messages", "this model has no chat template"));
+    auto text = ctx_->chat_template->render(p_.messages, p_.add_generation_prompt, p_.tools,
+                                            p_.template_kwargs);
+    if (!text.is_ok())
+      return reply_error(bad_param("messages", "chat template: " + text.status().message()));
     if (cfg.log_prompts) prompt_text_ = *text;
     prompts.push_back(tk->encode(*text, /*add_special_tokens=*/false));
   } else {
@@ -112,21 +121,23 @@ void GenerationJob::start() {
                                               plen, lim.max_prompt_tokens)));
     }
     if (plen >= max_len) {
-      return reply_error(bad_param(prompt_param,
-                                   fmt::format("This model's maximum context length is {} tokens. However, your "
-                                               "prompt is {} tokens. Please reduce the length of the {}.",
-                                               max_len, plen, prompt_param)));
+      return reply_error(
+          bad_param(prompt_param,
+                    fmt::format("This model's maximum context length is {} tokens. However, your "
+                                "prompt is {} tokens. Please reduce the length of the {}.",
+                                max_len, plen, prompt_param)));
     }
     int64_t mt = p_.max_tokens ? *p_.max_tokens : default_max_tokens(plen);
     if (plen + mt > max_len) {
-      return reply_error(bad_param(p_.endpoint == Endpoint::kChat && req_->body.find("max_completion_tokens") !=
-                                                                         std::string::npos
-                                       ? "max_completion_tokens"
-                                       : "max_tokens",
-                                   fmt::format("This model's maximum context length is {} tokens. However, you "
-                                               "requested {} tokens ({} in the {}, {} in the completion). Please "
-                                               "reduce the length of the {} or completion.",
-                                               max_len, plen + mt, plen, prompt_param, mt, prompt_param)));
+      return reply_error(
+          bad_param(p_.endpoint == Endpoint::kChat &&
+                            req_->body.find("max_completion_tokens") != std::string::npos
+                        ? "max_completion_tokens"
+                        : "max_tokens",
+                    fmt::format("This model's maximum context length is {} tokens. However, you "
+                                "requested {} tokens ({} in the {}, {} in the completion). Please "
+                                "reduce the length of the {} or completion.",
+                                max_len, plen + mt, plen, prompt_param, mt, prompt_param)));
     }
     max_tokens_all = static_cast<int32_t>(mt);
     (void)max_tokens_all;
@@ -135,8 +146,8 @@ void GenerationJob::start() {
   if (ctx_->draining.load()) return reply_error(unavailable("the server is shutting down"));
   if (ctx_->active_jobs.fetch_add(1) >= cfg.max_concurrent_requests) {
     ctx_->active_jobs.fetch_sub(1);
-    return reply_error(too_many_requests(
-        fmt::format("too many requests in flight (limit {}); retry later", cfg.max_concurrent_requests)));
+    return reply_error(too_many_requests(fmt::format(
+        "too many requests in flight (limit {}); retry later", cfg.max_concurrent_requests)));
   }
   admitted_ = true;
   ctx_->metrics.running.fetch_add(1);
@@ -172,9 +183,10 @@ void GenerationJob::start() {
     if (key_index_ >= 0) gr.cache_salt = fmt::format("key-{}", key_index_);
     auto ex = ex_;
     // The engine holds the job (through this callback) until its last event.
-    Status st = ctx_->engine->submit(std::move(gr), [self = shared_from_this(), ex](const engine::EngineEvent& ev) {
-      ex->post([self, ev] { self->on_event(ev); });
-    });
+    Status st = ctx_->engine->submit(
+        std::move(gr), [self = shared_from_this(), ex](const engine::EngineEvent& ev) {
+          ex->post([self, ev] { self->on_event(ev); });
+        });
     if (!st.is_ok()) {
       for (auto& prev : subs_) ctx_->engine->cancel(prev.engine_id);
       subs_.clear();
@@ -201,8 +213,10 @@ Json GenerationJob::chunk_base() const {
   Json j;
   j["id"] = response_id_;
   j["object"] = endpoint_ == Endpoint::kChat ? "chat.completion.chunk" : "text_completion";
-  j["created"] = ctx_->created + std::chrono::duration_cast<std::chrono::seconds>(
-                                     req_->arrival.time_since_epoch()).count() * 0;
+  j["created"] =
+      ctx_->created +
+      std::chrono::duration_cast<std::chrono::seconds>(req_->arrival.time_since_epoch()).count() *
+          0;
   j["created"] = static_cast<int64_t>(std::time(nullptr));
   j["model"] = ctx_->config.served_model_name;
   j["system_fingerprint"] = "r1serve-" + ctx_->config.version;
@@ -231,7 +245,8 @@ Json GenerationJob::chat_logprobs(const std::vector<engine::TokenLogprob>& lps) 
   return Json{{"content", std::move(content)}};
 }
 
-Json GenerationJob::completion_logprobs(const std::vector<engine::TokenLogprob>& lps, size_t offset) const {
+Json GenerationJob::completion_logprobs(const std::vector<engine::TokenLogprob>& lps,
+                                        size_t offset) const {
   Json tokens = Json::array(), lp = Json::array(), top = Json::array(), offs = Json::array();
   for (const auto& tl : lps) {
     std::string t = token_text(tl.token_id);
@@ -264,8 +279,9 @@ void GenerationJob::write_sse(const Json& j) {
 }
 
 // One stream chunk for one choice (streams only).
-void GenerationJob::emit(Choice& c, std::string reasoning, std::string content, std::vector<ToolCall> calls,
-                         const std::vector<engine::TokenLogprob>& lps, const char* finish) {
+void GenerationJob::emit(Choice& c, std::string reasoning, std::string content,
+                         std::vector<ToolCall> calls, const std::vector<engine::TokenLogprob>& lps,
+                         const char* finish) {
   if (!started_stream_) return;
   Json choice;
   choice["index"] = c.index;
@@ -300,7 +316,8 @@ void GenerationJob::emit(Choice& c, std::string reasoning, std::string content, 
   } else {
     if (content.empty() && lps.empty() && !finish) return;
     choice["text"] = content;
-    choice["logprobs"] = p_.logprobs && !lps.empty() ? completion_logprobs(lps, c.text.size()) : Json(nullptr);
+    choice["logprobs"] =
+        p_.logprobs && !lps.empty() ? completion_logprobs(lps, c.text.size()) : Json(nullptr);
   }
   choice["finish_reason"] = finish ? Json(finish) : Json(nullptr);
   if (finish && !c.stop_reason.empty()) choice["stop_reason"] = c.stop_reason;
@@ -313,12 +330,18 @@ void GenerationJob::emit(Choice& c, std::string reasoning, std::string content, 
 const char* GenerationJob::finish_name(const Choice& c) const {
   using engine::FinishReason;
   switch (c.finish) {
-    case FinishReason::kStop: return c.calls.empty() ? "stop" : "tool_calls";
-    case FinishReason::kLength: return c.calls.empty() ? "length" : "tool_calls";
-    case FinishReason::kCancelled: return "abort";
-    case FinishReason::kTimeout: return "timeout";
-    case FinishReason::kError: return "error";
-    default: return "stop";
+    case FinishReason::kStop:
+      return c.calls.empty() ? "stop" : "tool_calls";
+    case FinishReason::kLength:
+      return c.calls.empty() ? "length" : "tool_calls";
+    case FinishReason::kCancelled:
+      return "abort";
+    case FinishReason::kTimeout:
+      return "timeout";
+    case FinishReason::kError:
+      return "error";
+    default:
+      return "stop";
   }
 }
 
@@ -344,7 +367,8 @@ void GenerationJob::on_event(const engine::EngineEvent& ev) {
       first_token_at_ = now;
       ctx_->metrics.ttft.observe(seconds(now - req_->arrival));
     } else if (c.last_token != Clock::time_point{}) {
-      ctx_->metrics.itl.observe(seconds(now - c.last_token) / static_cast<double>(ev.token_ids.size()));
+      ctx_->metrics.itl.observe(seconds(now - c.last_token) /
+                                static_cast<double>(ev.token_ids.size()));
     }
     c.last_token = now;
     c.tokens += static_cast<int64_t>(ev.token_ids.size());
@@ -379,14 +403,17 @@ void GenerationJob::on_event(const engine::EngineEvent& ev) {
   if (!started_stream_) {
     for (auto& call : calls) c.calls.push_back(std::move(call));
   } else {
-    if (!reasoning.empty() || !content.empty() || !calls.empty() || (p_.logprobs && !ev.logprobs.empty())) {
-      emit(c, reasoning, content, std::move(calls), p_.logprobs ? ev.logprobs : std::vector<engine::TokenLogprob>{},
-           nullptr);
+    if (!reasoning.empty() || !content.empty() || !calls.empty() ||
+        (p_.logprobs && !ev.logprobs.empty())) {
+      emit(c, reasoning, content, std::move(calls),
+           p_.logprobs ? ev.logprobs : std::vector<engine::TokenLogprob>{}, nullptr);
     }
     if (finishing) {
-      if (ev.finish == engine::FinishReason::kTimeout || ev.finish == engine::FinishReason::kError) {
+      if (ev.finish == engine::FinishReason::kTimeout ||
+          ev.finish == engine::FinishReason::kError) {
         ApiError e = ev.finish == engine::FinishReason::kTimeout
-                         ? ApiError{408, "the request exceeded its time limit", "timeout", "", "request_timeout"}
+                         ? ApiError{408, "the request exceeded its time limit", "timeout", "",
+                                    "request_timeout"}
                          : internal_error("generation failed: " + ev.error.message());
         write_sse(Json::parse(e.to_json()));
       }
@@ -426,10 +453,17 @@ void GenerationJob::complete() {
     if (c.finish == engine::FinishReason::kError) any_error = true;
     if (c.finish == engine::FinishReason::kTimeout) any_timeout = true;
   }
-  for (const auto& c : choices_) {
-    (void)c;
+  const char* label = any_error ? "error" : any_timeout ? "timeout" : nullptr;
+  if (!label) {
+    bool tools = false, length = false;
+    for (const auto& c : choices_) {
+      tools |= !c.calls.empty();
+      length |= c.finish == engine::FinishReason::kLength;
+    }
+    label = tools ? "tool_calls" : length ? "length" : "stop";
   }
-  int status = 200;
+  // The metrics and the access log are updated before the last bytes go out, so
+  // a client that reads /metrics right after its response sees its request.
   if (started_stream_) {
     if (p_.include_usage) {
       Json j = chunk_base();
@@ -437,15 +471,18 @@ void GenerationJob::complete() {
       j["usage"] = usage_json();
       write_sse(j);
     }
+    finalize(200, label);
     ex_->write(sse_done());
     ex_->finish();
   } else if (any_error || any_timeout) {
-    ApiError e = any_timeout ? ApiError{408, "the request exceeded its time limit", "timeout", "", "request_timeout"}
+    ApiError e = any_timeout ? ApiError{408, "the request exceeded its time limit", "timeout", "",
+                                        "request_timeout"}
                              : internal_error("generation failed");
     HttpResponse r;
-    r.status = status = e.status;
+    r.status = e.status;
     r.body = e.to_json();
     r.headers.emplace_back("X-Request-Id", request_id_);
+    finalize(e.status, label);
     ex_->respond(std::move(r));
   } else {
     Json j;
@@ -462,7 +499,8 @@ void GenerationJob::complete() {
         Json m;
         m["role"] = "assistant";
         bool reasoning_on = ctx_->config.reasoning_parser;
-        m["content"] = c.text.empty() && (reasoning_on || !c.calls.empty()) ? Json(nullptr) : Json(c.text);
+        m["content"] =
+            c.text.empty() && (reasoning_on || !c.calls.empty()) ? Json(nullptr) : Json(c.text);
         if (reasoning_on) {
           Json r = p_.include_reasoning ? null_or(c.reasoning_text) : Json(nullptr);
           m["reasoning_content"] = r;
@@ -486,8 +524,9 @@ void GenerationJob::complete() {
         size_t prefix = 0;
         if (p_.echo) {
           size_t pi = i / static_cast<size_t>(p_.params.n);
-          std::string prompt_text = pi < p_.prompt_texts.size() ? p_.prompt_texts[pi]
-                                                                : ctx_->tokenizer->decode(subs_[pi].prompt, false);
+          std::string prompt_text = pi < p_.prompt_texts.size()
+                                        ? p_.prompt_texts[pi]
+                                        : ctx_->tokenizer->decode(subs_[pi].prompt, false);
           prefix = prompt_text.size();
           text = prompt_text + text;
         }
@@ -504,18 +543,9 @@ void GenerationJob::complete() {
     HttpResponse r;
     r.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     r.headers.emplace_back("X-Request-Id", request_id_);
+    finalize(200, label);
     ex_->respond(std::move(r));
   }
-  const char* label = any_error ? "error" : any_timeout ? "timeout" : nullptr;
-  if (!label) {
-    bool tools = false, length = false;
-    for (const auto& c : choices_) {
-      tools |= !c.calls.empty();
-      length |= c.finish == engine::FinishReason::kLength;
-    }
-    label = tools ? "tool_calls" : length ? "length" : "stop";
-  }
-  finalize(status, label);
 }
 
 void GenerationJob::on_disconnect() {
@@ -532,25 +562,28 @@ void GenerationJob::abort(const ApiError& why, bool timeout) {
   for (const auto& s : subs_) {
     if (!s.done) ctx_->engine->cancel(s.engine_id);
   }
+  // As in the normal end: metrics first, then the last bytes.
   if (started_stream_) {
     write_sse(Json::parse(why.to_json()));
+    finalize(200, timeout ? "timeout" : "abort");
     ex_->write(sse_done());
     ex_->finish();
-    finalize(200, timeout ? "timeout" : "abort");
   } else {
     HttpResponse r;
     r.status = why.status;
     r.body = why.to_json();
     r.headers.emplace_back("X-Request-Id", request_id_);
-    ex_->respond(std::move(r));
     finalize(why.status, timeout ? "timeout" : "abort");
+    ex_->respond(std::move(r));
   }
 }
 
 void GenerationJob::tick(Clock::time_point now) {
   if (finished_) return;
   if (deadline_ && now > *deadline_ + std::chrono::seconds(2)) {
-    return abort(ApiError{408, "the request exceeded its time limit", "timeout", "", "request_timeout"}, true);
+    return abort(
+        ApiError{408, "the request exceeded its time limit", "timeout", "", "request_timeout"},
+        true);
   }
   if (started_stream_ && now - last_write_ >= ctx_->config.sse_keepalive) {
     ex_->write(sse_comment("keep-alive"));
@@ -575,11 +608,16 @@ void GenerationJob::finalize(int status, const char* label) {
     ctx_->metrics.add_tokens(prompt, completion);
     FinishLabel fl = FinishLabel::kStop;
     std::string l = label ? label : "error";
-    if (l == "length") fl = FinishLabel::kLength;
-    else if (l == "tool_calls") fl = FinishLabel::kToolCalls;
-    else if (l == "abort") fl = FinishLabel::kAbort;
-    else if (l == "timeout") fl = FinishLabel::kTimeout;
-    else if (l == "error") fl = FinishLabel::kError;
+    if (l == "length")
+      fl = FinishLabel::kLength;
+    else if (l == "tool_calls")
+      fl = FinishLabel::kToolCalls;
+    else if (l == "abort")
+      fl = FinishLabel::kAbort;
+    else if (l == "timeout")
+      fl = FinishLabel::kTimeout;
+    else if (l == "error")
+      fl = FinishLabel::kError;
     ctx_->metrics.on_request_finished(fl);
     ctx_->active_jobs.fetch_sub(1);
     ctx_->remove_job(this);
@@ -601,8 +639,10 @@ void GenerationJob::finalize(int status, const char* label) {
     e["prompt_tokens"] = prompt;
     e["completion_tokens"] = completion;
     e["cached_tokens"] = cached;
-    e["queue_ms"] = got_first_event_ ? Json(seconds(first_event_at_ - req_->arrival) * 1e3) : Json(nullptr);
-    e["ttft_ms"] = got_first_token_ ? Json(seconds(first_token_at_ - req_->arrival) * 1e3) : Json(nullptr);
+    e["queue_ms"] =
+        got_first_event_ ? Json(seconds(first_event_at_ - req_->arrival) * 1e3) : Json(nullptr);
+    e["ttft_ms"] =
+        got_first_token_ ? Json(seconds(first_token_at_ - req_->arrival) * 1e3) : Json(nullptr);
     e["e2e_ms"] = seconds(now - req_->arrival) * 1e3;
     if (ctx_->config.log_prompts) e["prompt"] = prompt_text_;
     ctx_->access_log.write(e);
