@@ -9,7 +9,6 @@
 // DIR needs tokenizer.json and tokenizer_config.json (the tiny test model's
 // folder); prints "r1serve listening on http://127.0.0.1:PORT" like
 // `r1serve serve` and exits 0 on SIGTERM.
-#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
@@ -131,12 +130,7 @@ int main(int argc, char** argv) {
         "usage: bench_http_pump --model DIR [--port 0] [--io-threads 2] [--step-us 1000]\n");
     return 2;
   }
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t sigs = server::block_shutdown_signals();
   auto tk = tok::Tokenizer::load(dir);
   auto tmpl = tok::ChatTemplate::from_tokenizer_config(dir);
   if (!tk.is_ok() || !tmpl.is_ok()) {

@@ -3,7 +3,6 @@
 // prints "r1serve listening on http://HOST:PORT" when ready, and on SIGTERM
 // or SIGINT drains (in-flight requests finish up to --drain-timeout) and
 // exits 0. Every flag can also come from R1SERVE_<FLAG>.
-#include <pthread.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -57,7 +56,8 @@ Status read_key_file(const std::string& path, std::vector<std::string>& keys) {
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
     if (!line.empty() && line[0] != '#') keys.push_back(line);
   }
-  if (keys.empty()) return make_error(ErrorCode::kInvalidArgument, "--api-key-file {}: no keys in it", path);
+  if (keys.empty())
+    return make_error(ErrorCode::kInvalidArgument, "--api-key-file {}: no keys in it", path);
   return Status();
 }
 
@@ -68,12 +68,7 @@ int run_serve(ServeArgs& a) {
     return 1;
   };
   // Block the signals in every thread; the main thread waits for them.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t sigs = server::block_shutdown_signals();
 
   auto& cfg = a.cfg;
   cfg.api_keys = a.api_keys;
@@ -100,7 +95,8 @@ int run_serve(ServeArgs& a) {
     } else if (!a.chat_template.empty()) {
       return die("--chat-template: " + t.status().message());
     } else {
-      spdlog::warn("no chat template ({}); /v1/chat/completions will answer 400", t.status().message());
+      spdlog::warn("no chat template ({}); /v1/chat/completions will answer 400",
+                   t.status().message());
     }
   }
   if (a.reasoning_parser == "auto") {
@@ -129,9 +125,11 @@ int run_serve(ServeArgs& a) {
 
   int64_t max_len = a.max_model_len > 0 ? a.max_model_len : model->config().max_position_embeddings;
   engine::EngineStats st = engine->stats();
-  if (st.kv_blocks_total > 0) max_len = std::min<int64_t>(max_len, st.kv_blocks_total * a.block_size);
+  if (st.kv_blocks_total > 0)
+    max_len = std::min<int64_t>(max_len, st.kv_blocks_total * a.block_size);
   cfg.limits.max_model_len = max_len;
-  cfg.limits.vocab_size = std::max<int32_t>(tokenizer->vocab_size(), static_cast<int32_t>(model->config().vocab_size));
+  cfg.limits.vocab_size =
+      std::max<int32_t>(tokenizer->vocab_size(), static_cast<int32_t>(model->config().vocab_size));
   if (cfg.served_model_name.empty()) {
     std::string d = a.model.model_dir;
     while (d.size() > 1 && d.back() == '/') d.pop_back();
@@ -139,7 +137,8 @@ int run_serve(ServeArgs& a) {
   }
   cfg.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.request_timeout_s * 1000));
   cfg.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.drain_timeout_s * 1000));
-  cfg.http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.header_timeout_s * 1000));
+  cfg.http.header_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(a.header_timeout_s * 1000));
   cfg.http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.body_timeout_s * 1000));
   cfg.ready_stall_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(a.ready_stall_timeout_s * 1000));
@@ -149,15 +148,17 @@ int run_serve(ServeArgs& a) {
   if (!s.is_ok()) return die(s.message());
   std::printf("r1serve listening on http://%s:%d\n", cfg.http.host.c_str(), srv.port());
   std::fflush(stdout);
-  spdlog::info("serving '{}' (max_model_len {}, reasoning parser {}, {} API key(s))", cfg.served_model_name, max_len,
-               cfg.reasoning_parser ? "deepseek_r1" : "off", cfg.api_keys.size());
+  spdlog::info("serving '{}' (max_model_len {}, reasoning parser {}, {} API key(s))",
+               cfg.served_model_name, max_len, cfg.reasoning_parser ? "deepseek_r1" : "off",
+               cfg.api_keys.size());
 
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: draining (up to {:.1f} s)", sig, a.drain_timeout_s);
   srv.begin_drain();
   bool clean = srv.drain();
-  spdlog::info("drained ({}); stopping", clean ? "all requests finished" : "timeout: remaining requests ended");
+  spdlog::info("drained ({}); stopping",
+               clean ? "all requests finished" : "timeout: remaining requests ended");
   srv.stop();
   engine->shutdown();
   return 0;
@@ -168,45 +169,58 @@ void setup_serve(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("serve", "Run the OpenAI-compatible HTTP server");
   a->model.add_to(cmd);
   auto& c = a->cfg;
-  auto opt = [&](const std::string& flags, auto& var, const std::string& help, const std::string& group,
-                 const std::string& env) {
-    return cmd->add_option(flags, var, help)->capture_default_str()->envname("R1SERVE_" + env)->group(group);
+  auto opt = [&](const std::string& flags, auto& var, const std::string& help,
+                 const std::string& group, const std::string& env) {
+    return cmd->add_option(flags, var, help)
+        ->capture_default_str()
+        ->envname("R1SERVE_" + env)
+        ->group(group);
   };
   opt("--host", c.http.host, "Address to listen on", "Server", "HOST");
   opt("--port", c.http.port, "Port (0: pick a free one and print it)", "Server", "PORT");
-  opt("--served-model-name", c.served_model_name, "Model name in the API (default: the model folder name)", "Server",
-      "SERVED_MODEL_NAME");
-  opt("--api-key", a->api_keys, "API key clients must send as a Bearer token (repeatable)", "Server", "API_KEY")
+  opt("--served-model-name", c.served_model_name,
+      "Model name in the API (default: the model folder name)", "Server", "SERVED_MODEL_NAME");
+  opt("--api-key", a->api_keys, "API key clients must send as a Bearer token (repeatable)",
+      "Server", "API_KEY")
       ->delimiter(',');
-  opt("--api-key-file", a->api_key_file, "File with one API key per line", "Server", "API_KEY_FILE");
+  opt("--api-key-file", a->api_key_file, "File with one API key per line", "Server",
+      "API_KEY_FILE");
   cmd->add_flag("--metrics-public", c.metrics_public, "Serve /metrics without an API key")
       ->envname("R1SERVE_METRICS_PUBLIC")
       ->group("Server");
   opt("--io-threads", c.http.io_threads, "HTTP I/O threads", "Server", "IO_THREADS");
-  opt("--chat-template", a->chat_template, "Jinja chat template file (default: tokenizer_config.json's)", "Templates",
-      "CHAT_TEMPLATE");
-  opt("--reasoning-parser", a->reasoning_parser, "deepseek_r1, none, or auto (on when the tokenizer has </think>)",
-      "Templates", "REASONING_PARSER")
+  opt("--chat-template", a->chat_template,
+      "Jinja chat template file (default: tokenizer_config.json's)", "Templates", "CHAT_TEMPLATE");
+  opt("--reasoning-parser", a->reasoning_parser,
+      "deepseek_r1, none, or auto (on when the tokenizer has </think>)", "Templates",
+      "REASONING_PARSER")
       ->check(CLI::IsMember({"auto", "deepseek_r1", "none"}));
-  opt("--tool-call-parser", a->tool_call_parser, "deepseek_v3 or none", "Templates", "TOOL_CALL_PARSER")
+  opt("--tool-call-parser", a->tool_call_parser, "deepseek_v3 or none", "Templates",
+      "TOOL_CALL_PARSER")
       ->check(CLI::IsMember({"deepseek_v3", "none"}));
-  opt("--max-model-len", a->max_model_len, "Context limit, prompt + output (0: the model's, capped by the KV cache)",
-      "Limits", "MAX_MODEL_LEN");
+  opt("--max-model-len", a->max_model_len,
+      "Context limit, prompt + output (0: the model's, capped by the KV cache)", "Limits",
+      "MAX_MODEL_LEN");
   opt("--max-num-seqs", a->max_num_seqs, "Sequences per engine step", "Engine", "MAX_NUM_SEQS");
   opt("--max-num-batched-tokens", a->max_num_batched_tokens, "Tokens per engine step", "Engine",
       "MAX_NUM_BATCHED_TOKENS");
   opt("--block-size", a->block_size, "KV-cache block size in tokens", "Engine", "BLOCK_SIZE");
-  opt("--num-kv-blocks", a->num_kv_blocks, "KV-cache blocks (0: from --kv-cache-bytes)", "Engine", "NUM_KV_BLOCKS");
+  opt("--num-kv-blocks", a->num_kv_blocks, "KV-cache blocks (0: from --kv-cache-bytes)", "Engine",
+      "NUM_KV_BLOCKS");
   opt("--kv-cache-bytes", a->kv_cache_bytes, "KV-cache memory budget", "Engine", "KV_CACHE_BYTES");
-  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a->prefix_caching, "Prefix caching")
+  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a->prefix_caching,
+                "Prefix caching")
       ->envname("R1SERVE_ENABLE_PREFIX_CACHING")
       ->group("Engine");
   opt("--max-concurrent-requests", c.max_concurrent_requests,
-      "Generation requests held at once (running + queued); beyond: 429", "Limits", "MAX_CONCURRENT_REQUESTS");
-  opt("--max-queue-len", a->max_queue_len, "Engine queue length; beyond: 429", "Limits", "MAX_QUEUE_LEN");
-  opt("--max-body-bytes", c.http.max_body_bytes, "Request body limit (413 beyond)", "Limits", "MAX_BODY_BYTES");
-  opt("--max-header-bytes", c.http.max_header_bytes, "Request line + headers limit (431 beyond)", "Limits",
-      "MAX_HEADER_BYTES");
+      "Generation requests held at once (running + queued); beyond: 429", "Limits",
+      "MAX_CONCURRENT_REQUESTS");
+  opt("--max-queue-len", a->max_queue_len, "Engine queue length; beyond: 429", "Limits",
+      "MAX_QUEUE_LEN");
+  opt("--max-body-bytes", c.http.max_body_bytes, "Request body limit (413 beyond)", "Limits",
+      "MAX_BODY_BYTES");
+  opt("--max-header-bytes", c.http.max_header_bytes, "Request line + headers limit (431 beyond)",
+      "Limits", "MAX_HEADER_BYTES");
   opt("--max-connections", c.http.max_connections, "Open connections", "Limits", "MAX_CONNECTIONS");
   opt("--max-n", c.limits.max_n, "Largest n", "Limits", "MAX_N");
   opt("--max-prompt-tokens", c.limits.max_prompt_tokens,
@@ -214,19 +228,22 @@ void setup_serve(CLI::App& app, int& exit_code) {
   opt("--max-tokens", c.limits.max_tokens,
       "Largest max_tokens, and the default when a request has none (0: what the context leaves)",
       "Limits", "MAX_TOKENS");
-  opt("--request-timeout", a->request_timeout_s, "Seconds a generation request may take (0: none)", "Limits",
-      "REQUEST_TIMEOUT");
-  opt("--header-timeout", a->header_timeout_s, "Seconds to receive request headers (and keep-alive idle)", "Limits",
-      "HEADER_TIMEOUT");
-  opt("--body-timeout", a->body_timeout_s, "Seconds to receive a request body", "Limits", "BODY_TIMEOUT");
-  opt("--drain-timeout", a->drain_timeout_s, "Seconds in-flight requests get after SIGTERM", "Limits",
-      "DRAIN_TIMEOUT");
+  opt("--request-timeout", a->request_timeout_s, "Seconds a generation request may take (0: none)",
+      "Limits", "REQUEST_TIMEOUT");
+  opt("--header-timeout", a->header_timeout_s,
+      "Seconds to receive request headers (and keep-alive idle)", "Limits", "HEADER_TIMEOUT");
+  opt("--body-timeout", a->body_timeout_s, "Seconds to receive a request body", "Limits",
+      "BODY_TIMEOUT");
+  opt("--drain-timeout", a->drain_timeout_s, "Seconds in-flight requests get after SIGTERM",
+      "Limits", "DRAIN_TIMEOUT");
   opt("--ready-stall-timeout", a->ready_stall_timeout_s,
       "Seconds the engine may hold work without finishing a step before /ready says 503 (0: off)",
       "Limits", "READY_STALL_TIMEOUT");
-  opt("--log-format", a->log_format, "text or json", "Logging", "LOG_FORMAT")->check(CLI::IsMember({"text", "json"}));
+  opt("--log-format", a->log_format, "text or json", "Logging", "LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}));
   opt("--log-level", a->log_level, "trace, debug, info, warn, error", "Logging", "LOG_LEVEL");
-  opt("--access-log", c.access_log, "Access log: a file, or - for stdout (default: off)", "Logging", "ACCESS_LOG");
+  opt("--access-log", c.access_log, "Access log: a file, or - for stdout (default: off)", "Logging",
+      "ACCESS_LOG");
   cmd->add_flag("--log-prompts", c.log_prompts, "Put prompt text in the access log")
       ->envname("R1SERVE_LOG_PROMPTS")
       ->group("Logging");

@@ -2,6 +2,8 @@
 // tokenize, health, metrics...), the periodic sweep and drain (see server.h).
 #include "server/server.h"
 
+#include <pthread.h>
+
 #include <ctime>
 #include <thread>
 
@@ -39,7 +41,8 @@ std::string request_id_for(const HttpRequest& req, std::atomic<uint64_t>& counte
   std::string_view h = req.header("x-request-id");
   bool ok = !h.empty() && h.size() <= 128;
   for (char c : h) {
-    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':');
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+                c == ':');
   }
   if (ok) return std::string(h);
   static const uint64_t boot = static_cast<uint64_t>(std::time(nullptr));
@@ -81,7 +84,8 @@ HttpResponse error_response(const ApiError& e, const std::string& rid, int retry
 }  // namespace
 
 Server::Server(ServerConfig config, std::shared_ptr<engine::Engine> engine,
-               std::shared_ptr<const tok::Tokenizer> tokenizer, std::shared_ptr<const tok::ChatTemplate> chat_template)
+               std::shared_ptr<const tok::Tokenizer> tokenizer,
+               std::shared_ptr<const tok::ChatTemplate> chat_template)
     : ctx_(std::make_shared<ServerContext>()), keys_(config.api_keys) {
   ctx_->config = std::move(config);
   ctx_->engine = std::move(engine);
@@ -90,11 +94,14 @@ Server::Server(ServerConfig config, std::shared_ptr<engine::Engine> engine,
   ctx_->created = static_cast<int64_t>(std::time(nullptr));
   auto ctx = ctx_;
   http_ = std::make_unique<HttpServer>(
-      ctx_->config.http, [this](std::shared_ptr<HttpRequest> r, std::shared_ptr<HttpExchange> e) { handle(r, e); },
+      ctx_->config.http,
+      [this](std::shared_ptr<HttpRequest> r, std::shared_ptr<HttpExchange> e) { handle(r, e); },
       [ctx](int status) { ctx->metrics.on_http_response(status); });
 }
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
 Status Server::start() {
   R1_RETURN_IF_ERROR(ctx_->access_log.open(ctx_->config.access_log));
@@ -104,7 +111,9 @@ Status Server::start() {
   return Status();
 }
 
-int Server::port() const { return http_->port(); }
+int Server::port() const {
+  return http_->port();
+}
 
 void Server::sweep() {
   if (stopping_.load()) return;
@@ -118,7 +127,9 @@ void Server::sweep() {
   http_->schedule(std::chrono::milliseconds(500), [this] { sweep(); });
 }
 
-void Server::begin_drain() { ctx_->draining = true; }
+void Server::begin_drain() {
+  ctx_->draining = true;
+}
 
 bool Server::drain() {
   begin_drain();
@@ -175,13 +186,15 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
     ex->respond(std::move(r));
   };
   if (!route) {
-    return finish_small(error_response(not_found(fmt::format("no route for {} {}", req->method, req->path)), rid));
+    return finish_small(
+        error_response(not_found(fmt::format("no route for {} {}", req->method, req->path)), rid));
   }
-  if (req->method != route->method && !(req->method == "HEAD" && std::string_view(route->method) == "GET")) {
-    HttpResponse r = error_response(
-        ApiError{405, fmt::format("{} is not allowed on {}", req->method, req->path), "invalid_request_error", "",
-                 "method_not_allowed"},
-        rid);
+  if (req->method != route->method &&
+      !(req->method == "HEAD" && std::string_view(route->method) == "GET")) {
+    HttpResponse r =
+        error_response(ApiError{405, fmt::format("{} is not allowed on {}", req->method, req->path),
+                                "invalid_request_error", "", "method_not_allowed"},
+                       rid);
     r.headers.emplace_back("Allow", route->method);
     return finish_small(std::move(r));
   }
@@ -233,33 +246,39 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
       if (route->id == RouteId::kModel) {
         std::string id = req->path.substr(std::string_view("/v1/models/").size());
         if (id != cfg.served_model_name) {
-          return finish_small(error_response(
-              ApiError{404, fmt::format("The model `{}` does not exist.", id), "invalid_request_error", "model",
-                       "model_not_found"},
-              rid));
+          return finish_small(
+              error_response(ApiError{404, fmt::format("The model `{}` does not exist.", id),
+                                      "invalid_request_error", "model", "model_not_found"},
+                             rid));
         }
         return finish_small(json_response(200, m, rid));
       }
-      return finish_small(json_response(200, Json{{"object", "list"}, {"data", Json::array({m})}}, rid));
+      return finish_small(
+          json_response(200, Json{{"object", "list"}, {"data", Json::array({m})}}, rid));
     }
     case RouteId::kTokenize:
     case RouteId::kDetokenize: {
       Json body = Json::parse(req->body, nullptr, false);
       if (body.is_discarded() || !body.is_object()) {
-        return finish_small(error_response(
-            ApiError{400, "the request body is not a JSON object", "invalid_request_error", "", "invalid_json"}, rid));
+        return finish_small(error_response(ApiError{400, "the request body is not a JSON object",
+                                                    "invalid_request_error", "", "invalid_json"},
+                                           rid));
       }
       const auto& tk = ctx_->tokenizer;
       if (route->id == RouteId::kDetokenize) {
         auto t = body.find("tokens");
         if (t == body.end() || !t->is_array()) {
-          return finish_small(error_response(bad_param("tokens", "'tokens' must be an array of token ids"), rid));
+          return finish_small(
+              error_response(bad_param("tokens", "'tokens' must be an array of token ids"), rid));
         }
         std::vector<int32_t> ids;
         for (const auto& v : *t) {
-          if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tk->vocab_size()) {
+          if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+              v.get<int64_t>() >= tk->vocab_size()) {
             return finish_small(error_response(
-                bad_param("tokens", fmt::format("token ids must be integers in [0, {})", tk->vocab_size())), rid));
+                bad_param("tokens",
+                          fmt::format("token ids must be integers in [0, {})", tk->vocab_size())),
+                rid));
           }
           ids.push_back(v.get<int32_t>());
         }
@@ -268,22 +287,27 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
       std::vector<int32_t> ids;
       auto addsp = body.find("add_special_tokens");
       if (addsp != body.end() && !addsp->is_boolean()) {
-        return finish_small(error_response(bad_param("add_special_tokens", "must be a boolean"), rid));
+        return finish_small(
+            error_response(bad_param("add_special_tokens", "must be a boolean"), rid));
       }
       if (body.contains("messages")) {
         ParsedRequest pr;
         auto err = parse_request(req->body, Endpoint::kChat, cfg.limits, pr);
         if (err) return finish_small(error_response(*err, rid));
         if (!ctx_->chat_template) {
-          return finish_small(error_response(bad_param("messages", "this model has no chat template"), rid));
+          return finish_small(
+              error_response(bad_param("messages", "this model has no chat template"), rid));
         }
-        auto text = ctx_->chat_template->render(pr.messages, pr.add_generation_prompt, pr.tools, pr.template_kwargs);
-        if (!text.is_ok()) return finish_small(error_response(bad_param("messages", text.status().message()), rid));
+        auto text = ctx_->chat_template->render(pr.messages, pr.add_generation_prompt, pr.tools,
+                                                pr.template_kwargs);
+        if (!text.is_ok())
+          return finish_small(error_response(bad_param("messages", text.status().message()), rid));
         ids = tk->encode(*text, addsp != body.end() && addsp->get<bool>());
       } else {
         auto p = body.find("prompt");
         if (p == body.end() || !p->is_string()) {
-          return finish_small(error_response(bad_param("prompt", "'prompt' must be a string"), rid));
+          return finish_small(
+              error_response(bad_param("prompt", "'prompt' must be a string"), rid));
         }
         ids = tk->encode(p->get<std::string>(), addsp == body.end() || addsp->get<bool>());
       }
@@ -296,7 +320,8 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
     case RouteId::kChatCompletions:
     case RouteId::kCompletions: {
       if (draining) {
-        return finish_small(error_response(unavailable("the server is shutting down"), rid, cfg.retry_after_seconds));
+        return finish_small(error_response(unavailable("the server is shutting down"), rid,
+                                           cfg.retry_after_seconds));
       }
       auto job = std::make_shared<GenerationJob>(
           ctx_, req, ex, rid, key_index,
@@ -305,6 +330,16 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
       return;
     }
   }
+}
+
+sigset_t block_shutdown_signals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return sigs;
 }
 
 }  // namespace r1::server

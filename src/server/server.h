@@ -4,6 +4,8 @@
 // are GenerationJobs (generation.h).
 #pragma once
 
+#include <signal.h>
+
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -29,11 +31,11 @@ namespace r1::server {
 struct ServerConfig {
   HttpServerOptions http;
   std::string served_model_name;  // "" -> the model folder name
-  std::string model_root;  // shown in /v1/models
+  std::string model_root;         // shown in /v1/models
   std::vector<std::string> api_keys;
   bool metrics_public = false;
   RequestLimits limits;
-  int max_concurrent_requests = 512;           // generation requests held at once
+  int max_concurrent_requests = 512;                  // generation requests held at once
   std::chrono::milliseconds request_timeout{600000};  // 0: none
   std::chrono::milliseconds drain_timeout{30000};
   std::chrono::milliseconds sse_keepalive{15000};
@@ -72,7 +74,8 @@ struct ServerContext {
 
 class Server {
  public:
-  Server(ServerConfig config, std::shared_ptr<engine::Engine> engine, std::shared_ptr<const tok::Tokenizer> tokenizer,
+  Server(ServerConfig config, std::shared_ptr<engine::Engine> engine,
+         std::shared_ptr<const tok::Tokenizer> tokenizer,
          std::shared_ptr<const tok::ChatTemplate> chat_template);
   ~Server();
   Status start();
@@ -104,5 +107,10 @@ std::string not_ready_reason(const engine::EngineStats* st, bool draining,
 
 // A request id: the client's X-Request-Id when it is sane, else a new one.
 std::string request_id_for(const HttpRequest& req, std::atomic<uint64_t>& counter);
+
+// Blocks SIGTERM and SIGINT in the calling thread (threads started later inherit
+// it) and ignores SIGPIPE; returns the blocked set, for sigwait in the thread
+// that drains the server.
+sigset_t block_shutdown_signals();
 
 }  // namespace r1::server

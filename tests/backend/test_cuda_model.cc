@@ -23,6 +23,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "core/check.h"
+#include "logit_stats.h"
 #include "model/model.h"
 #include "model/single_sequence.h"
 
@@ -57,7 +58,9 @@ class RecordingBackend final : public Backend {
   DType activation_dtype() const override { return in_->activation_dtype(); }
   Tensor alloc(const Shape& s, DType d) override { return in_->alloc(s, d); }
   Tensor upload(const Tensor& h, DType d) override { return in_->upload(h, d); }
-  Tensor upload_stacked(const std::vector<Tensor>& p, DType d) override { return in_->upload_stacked(p, d); }
+  Tensor upload_stacked(const std::vector<Tensor>& p, DType d) override {
+    return in_->upload_stacked(p, d);
+  }
   void to_host(const Tensor& src, void* dst) override { in_->to_host(src, dst); }
   backend::KvCache alloc_kv_cache(const backend::KvCacheSpec& s, int64_t n, int64_t b) override {
     return in_->alloc_kv_cache(s, n, b);
@@ -68,7 +71,9 @@ class RecordingBackend final : public Backend {
   void embedding(const Tensor& t, const std::vector<int32_t>& ids, Tensor& out) override {
     in_->embedding(t, ids, out);
   }
-  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override { in_->rms_norm(x, w, eps, out); }
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+    in_->rms_norm(x, w, eps, out);
+  }
   void add_rms_norm(Tensor& r, const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
     in_->add_rms_norm(r, x, w, eps, out);
   }
@@ -77,20 +82,22 @@ class RecordingBackend final : public Backend {
   }
   void add(const Tensor& a, const Tensor& b, Tensor& out) override { in_->add(a, b, out); }
   void silu_mul(const Tensor& gu, Tensor& out) override { in_->silu_mul(gu, out); }
-  void linear(const Tensor& x, const backend::Linear& w, Tensor& out) override { in_->linear(x, w, out); }
+  void linear(const Tensor& x, const backend::Linear& w, Tensor& out) override {
+    in_->linear(x, w, out);
+  }
   void head_linear(const Tensor& x, int64_t xs, const Tensor& w, Tensor& out, int64_t os) override {
     in_->head_linear(x, xs, w, out, os);
   }
-  void copy_heads(const Tensor& src, int64_t ss, int64_t so, Tensor& dst, int64_t ds, int64_t dof, int64_t width,
-                  int64_t heads) override {
+  void copy_heads(const Tensor& src, int64_t ss, int64_t so, Tensor& dst, int64_t ds, int64_t dof,
+                  int64_t width, int64_t heads) override {
     in_->copy_heads(src, ss, so, dst, ds, dof, width, heads);
   }
-  void rope(Tensor& x, const std::vector<int32_t>& pos, const backend::RopeParams& r, int64_t heads, int64_t hs,
-            int64_t off) override {
+  void rope(Tensor& x, const std::vector<int32_t>& pos, const backend::RopeParams& r, int64_t heads,
+            int64_t hs, int64_t off) override {
     in_->rope(x, pos, r, heads, hs, off);
   }
-  void moe_route(const Tensor& logits, const Tensor& bias, const backend::RouterParams& p, Tensor& ids,
-                 Tensor& weights) override {
+  void moe_route(const Tensor& logits, const Tensor& bias, const backend::RouterParams& p,
+                 Tensor& ids, Tensor& weights) override {
     in_->moe_route(logits, bias, p, ids, weights);
     Route r;
     r.T = logits.dim(0);
@@ -104,25 +111,27 @@ class RecordingBackend final : public Backend {
     in_->to_host(ids, r.ids.data());
     if (force) {
       const size_t i = routes.size();
-      R1_CHECK(i < force->size() && (*force)[i].ids.size() == r.ids.size(), "forced routing: call {} differs", i);
+      R1_CHECK(i < force->size() && (*force)[i].ids.size() == r.ids.size(),
+               "forced routing: call {} differs", i);
       put(ids, (*force)[i].ids.data(), DType::kI32);
       put(weights, (*force)[i].weights.data(), DType::kF32);
     }
     routes.push_back(std::move(r));
   }
-  void moe_experts(const Tensor& x, const backend::ExpertWeights& w, const Tensor& ids, const Tensor& wt,
-                   Tensor& out) override {
+  void moe_experts(const Tensor& x, const backend::ExpertWeights& w, const Tensor& ids,
+                   const Tensor& wt, Tensor& out) override {
     in_->moe_experts(x, w, ids, wt, out);
   }
   void cache_write(const Tensor& src, const backend::BatchInfo& b, Tensor& cache) override {
     in_->cache_write(src, b, cache);
   }
-  void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const backend::BatchInfo& b, int64_t nh,
-                       int64_t nkv, int64_t hd, float scale, Tensor& out) override {
+  void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const backend::BatchInfo& b, int64_t nh, int64_t nkv, int64_t hd,
+                       float scale, Tensor& out) override {
     in_->paged_attention(q, k, v, b, nh, nkv, hd, scale, out);
   }
-  void mla_attention(const Tensor& q, const Tensor& lat, const backend::BatchInfo& b, int64_t nh, int64_t kv,
-                     int64_t rd, float scale, Tensor& out) override {
+  void mla_attention(const Tensor& q, const Tensor& lat, const backend::BatchInfo& b, int64_t nh,
+                     int64_t kv, int64_t rd, float scale, Tensor& out) override {
     in_->mla_attention(q, lat, b, nh, kv, rd, scale, out);
   }
 
@@ -194,8 +203,8 @@ double route_margin(const Route& r, int64_t t) {
 
 struct FlipReport {
   int tokens = 0, flipped = 0;
-  double max_flip_margin = 0;   // largest CPU margin among flipped tokens
-  double min_margin = 1e30;     // smallest CPU margin over all tokens
+  double max_flip_margin = 0;  // largest CPU margin among flipped tokens
+  double min_margin = 1e30;    // smallest CPU margin over all tokens
   std::string detail;
 };
 
@@ -218,7 +227,8 @@ FlipReport compare_routes(const std::vector<Route>& cpu, const std::vector<Route
         f.max_flip_margin = std::max(f.max_flip_margin, m);
         if (f.flipped <= 6) {
           char buf[160];
-          std::snprintf(buf, sizeof buf, "    flip: moe call %zu token %lld, CPU routing margin %.2e\n", c,
+          std::snprintf(buf, sizeof buf,
+                        "    flip: moe call %zu token %lld, CPU routing margin %.2e\n", c,
                         static_cast<long long>(t), m);
           f.detail += buf;
         }
@@ -246,11 +256,13 @@ void expect_router_matches_cpu_router(const std::vector<Route>& gpu, const std::
     for (int64_t i = 0; i < r.T * r.K; ++i) {
       ++n;
       diff += ids.data<int32_t>()[i] != r.ids[static_cast<size_t>(i)];
-      max_w = std::max(max_w, std::fabs(double(w.data<float>()[i]) - r.weights[static_cast<size_t>(i)]));
+      max_w = std::max(max_w,
+                       std::fabs(double(w.data<float>()[i]) - r.weights[static_cast<size_t>(i)]));
     }
   }
-  std::printf("  %-48s router vs CPU router on the same logits: %lld/%lld ids differ, max |dw| %.1e\n", what.c_str(),
-              static_cast<long long>(diff), static_cast<long long>(n), max_w);
+  std::printf(
+      "  %-48s router vs CPU router on the same logits: %lld/%lld ids differ, max |dw| %.1e\n",
+      what.c_str(), static_cast<long long>(diff), static_cast<long long>(n), max_w);
   EXPECT_EQ(diff, 0) << what;
   EXPECT_LE(max_w, 1e-5) << what;
 }
@@ -278,13 +290,7 @@ Loaded load(const std::string& name, int gpu) {
   return l;
 }
 
-double stddev(const std::vector<float>& x) {
-  double mean = 0, sq = 0;
-  for (float v : x) mean += v;
-  mean /= static_cast<double>(x.size());
-  for (float v : x) sq += (v - mean) * (v - mean);
-  return std::sqrt(sq / static_cast<double>(x.size()));
-}
+using teststats::stddev;
 
 // tol: limit of max|err| / std; min_agree: the fraction of positions with a CPU
 // margin > 0.05 whose argmax must agree (1.0: all).
@@ -313,8 +319,8 @@ void expect_logits_close(const std::vector<float>& gpu, const std::vector<float>
       }
     }
   }
-  std::printf("  %-48s max|err|/std = %.2e (limit %.0e), argmax %d/%d\n", what.c_str(), max_err / sd, tol, agree,
-              checked);
+  std::printf("  %-48s max|err|/std = %.2e (limit %.0e), argmax %d/%d\n", what.c_str(),
+              max_err / sd, tol, agree, checked);
   EXPECT_LE(max_err, tol * sd) << what;
   EXPECT_GE(agree, min_agree * checked) << what;
 }
@@ -354,10 +360,12 @@ TEST_P(CudaModel, LogitsMatchCpu) {
     if (!cpu_routes.empty()) {
       expect_router_matches_cpu_router(gpu_routes, what);
       const FlipReport f = compare_routes(cpu_routes, gpu_routes);
-      std::printf("  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among them "
-                  "%.2e; smallest margin overall %.2e)\n%s",
-                  what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
-                  f.detail.c_str());
+      std::printf(
+          "  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among "
+          "them "
+          "%.2e; smallest margin overall %.2e)\n%s",
+          what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
+          f.detail.c_str());
       // Everything but the routing decision: the CPU's ids and weights forced onto the GPU.
       g.rec->reset(&cpu_routes);
       SingleSequence fs(*g.model, n);
@@ -392,13 +400,16 @@ TEST_P(CudaModel, Bf16ActivationLogitsCloseToCpu) {
     const auto gpu_logits = gs.append(tokens, true);
     if (!cpu_routes.empty()) {
       const FlipReport f = compare_routes(cpu_routes, g.rec->routes);
-      std::printf("  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among them "
-                  "%.2e; smallest margin overall %.2e)\n%s",
-                  what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
-                  f.detail.c_str());
+      std::printf(
+          "  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among "
+          "them "
+          "%.2e; smallest margin overall %.2e)\n%s",
+          what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
+          f.detail.c_str());
       g.rec->reset(&cpu_routes);
       SingleSequence fs(*g.model, n);
-      expect_logits_close(fs.append(tokens, true), cpu_logits, V, what + " (CPU routing forced)", 0.1, 0.95);
+      expect_logits_close(fs.append(tokens, true), cpu_logits, V, what + " (CPU routing forced)",
+                          0.1, 0.95);
       g.rec->reset();
       expect_logits_close(gpu_logits, cpu_logits, V, what, 1e9, 0.90);
     } else {
@@ -410,7 +421,8 @@ TEST_P(CudaModel, Bf16ActivationLogitsCloseToCpu) {
 // Greedy decoding (prefill, then one token per step) in the F32 validation
 // mode. On a mismatch, the CPU path's continuation and the top-2 margins at the
 // first differing step are printed, to tell a GPU error from a near-tie.
-std::vector<int32_t> greedy(Model& m, const std::vector<int32_t>& prompt, size_t n, std::vector<double>* margins) {
+std::vector<int32_t> greedy(Model& m, const std::vector<int32_t>& prompt, size_t n,
+                            std::vector<double>* margins) {
   const int64_t V = m.config().vocab_size;
   SingleSequence seq(m, static_cast<int64_t>(prompt.size() + n));
   auto logits = seq.append(prompt, false);
@@ -419,7 +431,8 @@ std::vector<int32_t> greedy(Model& m, const std::vector<int32_t>& prompt, size_t
     std::vector<float> s(logits.begin(), logits.begin() + V);
     std::partial_sort(s.begin(), s.begin() + 2, s.end(), std::greater<float>());
     if (margins) margins->push_back(s[0] - s[1]);
-    const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
+    const int32_t next =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
     got.push_back(next);
     if (i + 1 < n) logits = seq.append({next}, false);
   }
@@ -443,9 +456,12 @@ TEST_P(CudaModel, GreedyContinuationsMatchTransformers) {
       const auto cpu = greedy(*c.model, prompt, expected.size(), &cm);
       size_t i = 0;
       while (i < got.size() && got[i] == expected[i]) ++i;
-      std::printf("  %s greedy %d: GPU differs from transformers at step %zu (GPU top-2 margin %.2e); the CPU path %s "
-                  "(CPU margin there %.2e)\n",
-                  name.c_str(), idx, i, gm[i], cpu == expected ? "matches transformers" : "differs too", cm[i]);
+      std::printf(
+          "  %s greedy %d: GPU differs from transformers at step %zu (GPU top-2 margin %.2e); the "
+          "CPU path %s "
+          "(CPU margin there %.2e)\n",
+          name.c_str(), idx, i, gm[i], cpu == expected ? "matches transformers" : "differs too",
+          cm[i]);
     }
     EXPECT_EQ(got, expected) << name << " greedy " << idx;
     ++idx;
@@ -474,14 +490,16 @@ TEST_P(CudaModel, ChunkedDecodeEqualsPrefill) {
       auto lg = chunked.append(part, true);
       by_chunk.insert(by_chunk.end(), lg.begin(), lg.end());
     }
-    if (mode == 1) expect_logits_close(by_chunk, full, V, name + " chunked vs prefill (GPU, f32)");
-    else expect_logits_close(by_chunk, full, V, name + " chunked vs prefill (GPU, bf16)", 1e9, 0.95);
+    if (mode == 1)
+      expect_logits_close(by_chunk, full, V, name + " chunked vs prefill (GPU, f32)");
+    else
+      expect_logits_close(by_chunk, full, V, name + " chunked vs prefill (GPU, bf16)", 1e9, 0.95);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllModels, CudaModel,
-                         ::testing::Values("deepseek_v3_tiny", "deepseek_v3_fp8_tiny", "deepseek_v2_lite_tiny",
-                                           "qwen2_tiny", "llama_tiny"));
+                         ::testing::Values("deepseek_v3_tiny", "deepseek_v3_fp8_tiny",
+                                           "deepseek_v2_lite_tiny", "qwen2_tiny", "llama_tiny"));
 
 }  // namespace
 }  // namespace r1::model

@@ -18,6 +18,7 @@
 #include "cli_test_util.h"
 
 #include "core/npy.h"
+#include "logit_stats.h"
 
 namespace r1 {
 namespace {
@@ -30,16 +31,14 @@ using clitest::TempDir;
 const std::string& kBinary = clitest::kR1serveBinary;
 const std::string kModels = std::string(R1_TEST_DATA_DIR) + "/models/";
 
-CliRun run(const std::string& args) { return clitest::run_r1serve(args); }
-std::string join(const std::vector<int32_t>& ids) { return clitest::join_ids(ids); }
-
-double stddev(const float* x, size_t n) {
-  double mean = 0, sq = 0;
-  for (size_t i = 0; i < n; ++i) mean += x[i];
-  mean /= static_cast<double>(n);
-  for (size_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
-  return std::sqrt(sq / static_cast<double>(n));
+CliRun run(const std::string& args) {
+  return clitest::run_r1serve(args);
 }
+std::string join(const std::vector<int32_t>& ids) {
+  return clitest::join_ids(ids);
+}
+
+using teststats::stddev;
 
 TEST(LogitsCli, BinaryExists) {
   ASSERT_TRUE(fs::exists(kBinary)) << "build the r1serve target first";

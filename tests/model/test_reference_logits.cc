@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/npy.h"
+#include "logit_stats.h"
 #include "model/model.h"
 #include "model/rope.h"
 #include "model/single_sequence.h"
@@ -42,13 +43,7 @@ Loaded load(const std::string& name) {
   return l;
 }
 
-double stddev(const float* x, size_t n) {
-  double mean = 0, sq = 0;
-  for (size_t i = 0; i < n; ++i) mean += x[i];
-  mean /= static_cast<double>(n);
-  for (size_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
-  return std::sqrt(sq / static_cast<double>(n));
-}
+using teststats::stddev;
 
 // Compares logits [n, V] against the reference with the tolerances:
 // max |ours - ref| <= 1e-4 * std(ref), and the same argmax wherever the
