@@ -63,6 +63,12 @@ struct RouterParams {
   float scale = 1.0f;
 };
 
+// MLA's widths: heads, kv_lora_rank r, qk_nope_head_dim dn, qk_rope_head_dim p,
+// v_head_dim dv.
+struct MlaDims {
+  int64_t heads = 0, r = 0, dn = 0, p = 0, dv = 0;
+};
+
 // The paged KV cache of all layers. MLA: latent[layer] is
 // [num_blocks, block_size, kv_lora_rank + rope_dim] (normed c_kv, then the
 // rotated shared rope key). Dense: k[layer], v[layer] are
@@ -195,6 +201,42 @@ class Backend {
     linear(x, gate_up, gu);
     silu_mul(gu, out);
   }
+  // The residual add in a product's epilogue: residual [T, N] += x w^T (+ b),
+  // the product first rounded to tmp's dtype (the activation dtype), then added
+  // and rounded again, as linear into `tmp` followed by add compute. `tmp`
+  // [T, N] is scratch: the default writes it; a fused override may not.
+  // x must not overlap residual.
+  virtual void linear_add(const Tensor& x, const Linear& w, Tensor& residual, Tensor& tmp) {
+    linear(x, w, tmp);
+    add(residual, tmp, residual);
+  }
+  // RMSNorm in a product's prologue: out = rms_norm(x, norm_w) w^T (+ b), the
+  // normed rows rounded to normed's dtype as rms_norm writes them. `normed`
+  // [T, K] is scratch: the default writes it; a fused override may not.
+  virtual void rms_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
+                               const Linear& w, Tensor& out) {
+    rms_norm(x, norm_w, eps, normed);
+    linear(normed, w, out);
+  }
+  // The same feeding linear_swiglu: out [T, I] = swiglu(rms_norm(x) gate_up^T).
+  virtual void rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_w, float eps,
+                                      Tensor& normed, const Linear& gate_up, Tensor& gu,
+                                      Tensor& out) {
+    rms_norm(x, norm_w, eps, normed);
+    linear_swiglu(normed, gate_up, gu, out);
+  }
+  // The dense layer's attention inputs in one: qkv = rms_norm(x) w_qkv^T
+  // (rms_norm_linear), then qkv_rope_cache_write. `normed`, `qkv`, `k` and `v`
+  // are scratch the default writes; a fused override may not.
+  virtual void rms_norm_qkv_rope_cache_write(const Tensor& x, const Tensor& norm_w, float eps,
+                                             Tensor& normed, const Linear& w_qkv, Tensor& qkv,
+                                             int64_t nh, int64_t nkv, int64_t d,
+                                             const RopeParams& rope, const BatchInfo& batch,
+                                             Tensor& q, Tensor& k, Tensor& v, Tensor& k_cache,
+                                             Tensor& v_cache) {
+    rms_norm_linear(x, norm_w, eps, normed, w_qkv, qkv);
+    qkv_rope_cache_write(qkv, nh, nkv, d, rope, batch, q, k, v, k_cache, v_cache);
+  }
   // GQA attention inputs from one fused projection qkv [T, (nh + 2 nkv) * d]
   // (q heads, then k heads, then v heads): q [T, nh * d] = rope(q heads); the
   // slots of `batch` in k_cache / v_cache get rope(k) and v. `k`, `v`
@@ -257,6 +299,21 @@ class Backend {
   virtual void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
                              int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale,
                              Tensor& out) = 0;
+  // MLA over decompressed keys and values, the prefill form: each sequence's
+  // context latents (cache rows 0 .. its last query's position) are expanded
+  // by kv_b [heads * (dn + dv), r] into per-head keys [k_nope | k_pe] (k_pe, the
+  // rotated rope part of the row, is shared by the heads) and values, and
+  // attended causally: q [T, heads * (dn + p)] with q_pe already rotated ->
+  // out [T, heads * dv]. Equal to mla_attention followed by W_UV up to rounding.
+  virtual void mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache,
+                                          const Linear& kv_b, const BatchInfo& batch,
+                                          const MlaDims& d, float scale, Tensor& out) = 0;
+  // Whether the model should take mla_decompressed_attention for `batch`
+  // (decompressing every context costs r x heads x (dn + dv) per key; the
+  // absorbed form costs more per query-key pair).
+  virtual bool prefers_decompressed_mla(const BatchInfo& batch, const MlaDims& d) const {
+    return false;
+  }
 };
 
 // The CPU backend, using `threads` threads (<= 0: one per core) and the best

@@ -1,5 +1,7 @@
-// DeepSeek V2/V3 (R1): MLA attention in the weight-absorbed form over a latent
-// KV cache (576 values per token and layer for R1) and DeepSeekMoE. Shapes in
+// DeepSeek V2/V3 (R1): MLA attention over a latent KV cache (576 values per
+// token and layer for R1) -- in the weight-absorbed form, or for prefill steps
+// where the backend prefers it over keys and values decompressed from the
+// latents -- and DeepSeekMoE. Shapes in
 // comments: T tokens in the step, H hidden, nh heads, r = kv_lora_rank,
 // p = qk_rope_head_dim, dn = qk_nope_head_dim, dv = v_head_dim.
 #include <cmath>
@@ -24,6 +26,7 @@ struct MlaLayer {
   Tensor kv_a_norm;  // [r]
   Tensor w_uk_t;     // [nh, r, dn]: q_lat = W_UK^T q_nope
   Tensor w_uv;       // [nh, dv, r]: o = W_UV o_lat
+  Linear kv_b;       // [nh * (dn + dv), r]: decompresses latents (prefill form)
   Linear o_proj;     // [H, nh * dv]
   bool moe = false;
   Linear gate_up, down;  // dense FFN, or the shared experts of an MoE layer
@@ -79,6 +82,7 @@ class DeepseekModel final : public ModelBase {
         std::memcpy(uv.data<float>() + h * dv * r, kb + (h * (dn + dv) + dn) * r,
                     static_cast<size_t>(dv * r) * 4);
       }
+      L.kv_b = w.linear(pre + "self_attn.kv_b_proj", nh * (dn + dv), r);
       const DType dt = w.matrix_dtype(pre + "self_attn.kv_b_proj.weight");
       L.w_uk_t = backend_.upload(dt == DType::kF32 ? uk : convert_f32(uk, dt), dt);
       L.w_uv = backend_.upload(dt == DType::kF32 ? uv : convert_f32(uv, dt), dt);
@@ -163,16 +167,23 @@ class DeepseekModel final : public ModelBase {
     be.mla_latent_write(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent,
                         cache.latent[static_cast<size_t>(l)]);
 
-    // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)].
-    Tensor qa = s.get("q_abs", {T, nh * (r + p)});
-    be.head_linear(q, qk, L.w_uk_t, qa, r + p);
-    be.rope_copy(q, qk, dn, qa, r + p, r, nh, batch.positions, rope_);
-
-    Tensor olat = s.get("o_lat", {T, nh * r});  // [T, nh, r]
-    be.mla_attention(qa, cache.latent[static_cast<size_t>(l)], batch, nh, r, p,
-                     static_cast<float>(c.attention_scale()), olat);
     Tensor o = s.get("o", {T, nh * dv});
-    be.head_linear(olat, r, L.w_uv, o, dv);
+    const backend::MlaDims dims{nh, r, dn, p, dv};
+    const float scale = static_cast<float>(c.attention_scale());
+    if (be.prefers_decompressed_mla(batch, dims)) {
+      // Prefill: keys and values decompressed from the latents; q_pe rotated in place.
+      be.rope(q, batch.positions, rope_, nh, qk, dn);
+      be.mla_decompressed_attention(q, cache.latent[static_cast<size_t>(l)], L.kv_b, batch, dims,
+                                    scale, o);
+    } else {
+      // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)].
+      Tensor qa = s.get("q_abs", {T, nh * (r + p)});
+      be.head_linear(q, qk, L.w_uk_t, qa, r + p);
+      be.rope_copy(q, qk, dn, qa, r + p, r, nh, batch.positions, rope_);
+      Tensor olat = s.get("o_lat", {T, nh * r});  // [T, nh, r]
+      be.mla_attention(qa, cache.latent[static_cast<size_t>(l)], batch, nh, r, p, scale, olat);
+      be.head_linear(olat, r, L.w_uv, o, dv);
+    }
     Tensor h = s.get("h", {T, H});
     be.linear(o, L.o_proj, h);
 

@@ -134,6 +134,15 @@ class RecordingBackend final : public Backend {
                      int64_t kv, int64_t rd, float scale, Tensor& out) override {
     in_->mla_attention(q, lat, b, nh, kv, rd, scale, out);
   }
+  void mla_decompressed_attention(const Tensor& q, const Tensor& lat, const backend::Linear& kv_b,
+                                  const backend::BatchInfo& b, const backend::MlaDims& d,
+                                  float scale, Tensor& out) override {
+    in_->mla_decompressed_attention(q, lat, kv_b, b, d, scale, out);
+  }
+  bool prefers_decompressed_mla(const backend::BatchInfo& b,
+                                const backend::MlaDims& d) const override {
+    return in_->prefers_decompressed_mla(b, d);
+  }
 
  private:
   std::vector<float> floats(const Tensor& t) {

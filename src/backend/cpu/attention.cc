@@ -135,4 +135,53 @@ void CpuBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, cons
   });
 }
 
+void CpuBackend::mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache,
+                                            const Linear& kv_b, const BatchInfo& batch,
+                                            const MlaDims& d, float scale, Tensor& out) {
+  OpTimer timer(*this, [] { return std::string("mla_decompressed_attention"); });
+  const int64_t width = d.r + d.p, dq = d.dn + d.p, dkv = d.dn + d.dv, nh = d.heads;
+  const int64_t block_size = latent_cache.dim(1);
+  R1_CHECK(latent_cache.dim(2) == width && q.row_size() == nh * dq && out.row_size() == nh * d.dv &&
+               kv_b.out_features() == nh * dkv && kv_b.in_features() == d.r,
+           "mla_decompressed_attention q {} cache {} kv_b {} out {}", q.describe(),
+           latent_cache.describe(), kv_b.weight.describe(), out.describe());
+  const float* qp = q.data<float>();
+  float* op = out.data<float>();
+  for (int32_t s = 0; s < batch.num_seqs(); ++s) {
+    const int32_t t0 = batch.query_start[s], t1 = batch.query_start[s + 1];
+    if (t1 == t0) continue;
+    const int64_t n = batch.positions[static_cast<size_t>(t1 - 1)] + 1;
+    const int32_t* table =
+        batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
+    const PagedRows cache{latent_cache.data<float>(), width, 0, table, block_size};
+    // The context's latents [n, r], decompressed: kv [n, heads * (dn + dv)];
+    // keys [n, heads * (dn + p)] = per head [k_nope | k_pe].
+    Tensor lat = Tensor::empty({n, d.r}, DType::kF32);
+    for (int64_t j = 0; j < n; ++j)
+      std::memcpy(lat.data<float>() + j * d.r, cache.row(j), static_cast<size_t>(d.r) * 4);
+    Tensor kv = Tensor::empty({n, nh * dkv}, DType::kF32);
+    linear(lat, kv_b, kv);
+    Tensor keys = Tensor::empty({n, nh * dq}, DType::kF32);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t h = 0; h < nh; ++h) {
+        float* kr = keys.data<float>() + j * nh * dq + h * dq;
+        std::memcpy(kr, kv.data<float>() + j * nh * dkv + h * dkv, static_cast<size_t>(d.dn) * 4);
+        std::memcpy(kr + d.dn, cache.row(j) + d.r, static_cast<size_t>(d.p) * 4);
+      }
+    // Contiguous rows: one block that holds them all.
+    const int32_t whole = 0;
+    pool_.parallel_for(static_cast<int64_t>(t1 - t0) * nh, 1, [&](int64_t b, int64_t e) {
+      thread_local std::vector<float> scores;
+      for (int64_t task = b; task < e; ++task) {
+        const int64_t t = t0 + task / nh, h = task % nh;
+        const int64_t nt = batch.positions[static_cast<size_t>(t)] + 1;
+        const PagedRows k_rows{keys.data<float>(), nh * dq, h * dq, &whole, n};
+        const PagedRows v_rows{kv.data<float>(), nh * dkv, h * dkv + d.dn, &whole, n};
+        attend(k_, qp + t * q.row_size() + h * dq, dq, 1, dq, nt, k_rows, v_rows, d.dv, scale,
+               op + t * out.row_size() + h * d.dv, d.dv, scores);
+      }
+    });
+  }
+}
+
 }  // namespace r1::backend::cpu

@@ -59,6 +59,9 @@ class CpuBackend final : public Backend {
   void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
                      int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale,
                      Tensor& out) override;
+  void mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache, const Linear& kv_b,
+                                  const BatchInfo& batch, const MlaDims& d, float scale,
+                                  Tensor& out) override;
 
   // out [M, N] = x [M, K] . w[N, K]^T (+bias) with rows of x and out strided;
   // split over the pool along N. Used by linear, head_linear and the MoE.

@@ -3,6 +3,9 @@
 // split plan and workspaces; the CUDA-core tile kernel (attention.cu) for other
 // shapes; the exact F32 kernel in the validation mode.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/check.h"
@@ -17,20 +20,22 @@ std::pair<const AttnTile*, int32_t> CudaBackend::attn_tiles(DevBatch& db, int64_
   const BatchInfo& b = db.host;
   std::vector<AttnTile> tiles;
   for (int32_t s = 0; s < b.num_seqs(); ++s) {
-    const int32_t qs = b.query_start[s], rows = (b.query_start[s + 1] - qs) * static_cast<int32_t>(G);
+    const int32_t qs = b.query_start[s],
+                  rows = (b.query_start[s + 1] - qs) * static_cast<int32_t>(G);
     for (int32_t kvh = 0; kvh < nkv; ++kvh)
       for (int32_t i0 = 0; i0 < rows; i0 += 16) {
         int32_t kmax = 0;
         const int32_t last = std::min(rows, i0 + 16) - 1;
-        for (int32_t t = qs + i0 / static_cast<int32_t>(G); t <= qs + last / static_cast<int32_t>(G); ++t)
+        for (int32_t t = qs + i0 / static_cast<int32_t>(G);
+             t <= qs + last / static_cast<int32_t>(G); ++t)
           kmax = std::max(kmax, b.positions[static_cast<size_t>(t)] + 1);
         tiles.push_back(AttnTile{s, kvh, i0, kmax});
       }
   }
   Tensor dev = alloc({static_cast<int64_t>(std::max<size_t>(1, tiles.size())) * 4}, DType::kI32);
   if (!tiles.empty() && !capturing_)
-    R1_CUDA_OK(cudaMemcpyAsync(dev.raw(), tiles.data(), tiles.size() * sizeof(AttnTile), cudaMemcpyHostToDevice,
-                               stream_));
+    R1_CUDA_OK(cudaMemcpyAsync(dev.raw(), tiles.data(), tiles.size() * sizeof(AttnTile),
+                               cudaMemcpyHostToDevice, stream_));
   const int32_t n = static_cast<int32_t>(tiles.size());
   db.tiles[key] = {dev, n};
   return {dev.data<AttnTile>(), n};
@@ -38,15 +43,16 @@ std::pair<const AttnTile*, int32_t> CudaBackend::attn_tiles(DevBatch& db, int64_
 
 // ---- attention ----
 
-void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor& k, const Tensor& v,
-                            int64_t k_head_off, const BatchInfo& batch, int64_t num_heads, int64_t nkv, int64_t dk,
-                            int64_t dv, float scale, Tensor& out, int64_t out_head_stride) {
+void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor& k,
+                            const Tensor& v, int64_t k_head_off, const BatchInfo& batch,
+                            int64_t num_heads, int64_t nkv, int64_t dk, int64_t dv, float scale,
+                            Tensor& out, int64_t out_head_stride) {
   if (f32_act_) {
     // Validation mode: exact softmax in F32 over the (F32) cache.
-    R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "attention: q {} for {} tokens",
-             q.describe(), batch.num_tokens());
-    R1_CHECK(k.dtype() == v.dtype() && (is_bf16(k) || k.dtype() == DType::kF32), "attention cache {}",
-             k.describe());
+    R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(),
+             "attention: q {} for {} tokens", q.describe(), batch.num_tokens());
+    R1_CHECK(k.dtype() == v.dtype() && (is_bf16(k) || k.dtype() == DType::kF32),
+             "attention cache {}", k.describe());
     DevBatch& d = dev_batch(batch);
     RefAttnArgs r{};
     r.q = q.raw();
@@ -82,15 +88,16 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
   R1_CHECK(is_bf16(k) && is_bf16(v), "CUDA attention needs a BF16 cache: {}", k.describe());
   if (!is_bf16(q) || !is_bf16(out)) {
     Tensor qb = as_bf16(q, 11);
-    Tensor ob = Tensor::wrap(workspace(12, static_cast<size_t>(out.numel()) * 2), out.shape(), DType::kBF16, nullptr,
-                             Device::kCuda);
+    Tensor ob = Tensor::wrap(workspace(12, static_cast<size_t>(out.numel()) * 2), out.shape(),
+                             DType::kBF16, nullptr, Device::kCuda);
     if (!is_bf16(out)) launch_convert(out.raw(), false, ob.raw(), true, out.numel(), stream_);
-    attention(qb, q_head_stride, k, v, k_head_off, batch, num_heads, nkv, dk, dv, scale, ob, out_head_stride);
+    attention(qb, q_head_stride, k, v, k_head_off, batch, num_heads, nkv, dk, dv, scale, ob,
+              out_head_stride);
     launch_convert(ob.raw(), true, out.raw(), is_bf16(out), out.numel(), stream_);
     return;
   }
-  R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "attention: q {} for {} tokens",
-           q.describe(), batch.num_tokens());
+  R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(),
+           "attention: q {} for {} tokens", q.describe(), batch.num_tokens());
   DevBatch& d = dev_batch(batch);
   auto [tiles, n] = attn_tiles(d, num_heads / nkv, nkv);
   AttnArgs a{};
@@ -119,7 +126,8 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
   // Split the keys across blocks when there are too few tiles to fill the GPU.
   // A recorded step plans for the block table's capacity; blocks past a tile's
   // keys exit at once, so the plan holds for every context that fits.
-  const int64_t keys = d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
+  const int64_t keys =
+      d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
   int64_t splits = 1;
   // Flash-decoding: down to one 32-key step per block, so a batch-1 decode over
   // 512 keys runs 16 blocks per tile rather than 4.
@@ -139,27 +147,31 @@ void CudaBackend::attention(const Tensor& q, int64_t q_head_stride, const Tensor
 }
 
 void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                                  const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                                  float scale, Tensor& out) {
+                                  const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
+                                  int64_t head_dim, float scale, Tensor& out) {
   OpTimer timer(*this, "paged_attention");
   R1_CHECK(num_heads % num_kv_heads == 0 && k_cache.dim(2) == num_kv_heads * head_dim &&
                q.row_size() == num_heads * head_dim && out.row_size() == num_heads * head_dim,
-           "paged_attention q {} cache {} out {}", q.describe(), k_cache.describe(), out.describe());
+           "paged_attention q {} cache {} out {}", q.describe(), k_cache.describe(),
+           out.describe());
   const int64_t G = num_heads / num_kv_heads;
-  if (!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(k_cache) && is_bf16(v_cache) && gqa_mma_supported(G, head_dim)) {
-    MlaArgs a = mma_args(q, k_cache, v_cache, batch, num_heads, static_cast<int32_t>(G), head_dim, scale, out);
+  if (!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(k_cache) && is_bf16(v_cache) &&
+      gqa_mma_supported(G, head_dim)) {
+    MlaArgs a = mma_args(q, k_cache, v_cache, batch, num_heads, static_cast<int32_t>(G), head_dim,
+                         scale, out);
     plan_splits(a, dev_batch(batch), num_kv_heads, head_dim);
     launch_gqa_attention(a, head_dim, stream_);
     return;
   }
-  attention(q, head_dim, k_cache, v_cache, head_dim, batch, num_heads, num_kv_heads, head_dim, head_dim, scale, out,
-            head_dim);
+  attention(q, head_dim, k_cache, v_cache, head_dim, batch, num_heads, num_kv_heads, head_dim,
+            head_dim, scale, out, head_dim);
 }
 
-MlaArgs CudaBackend::mma_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const BatchInfo& batch,
-                              int64_t num_heads, int32_t group_rows, int64_t kv_off, float scale, Tensor& out) {
-  R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(), "attention: q {} for {} tokens",
-           q.describe(), batch.num_tokens());
+MlaArgs CudaBackend::mma_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                              const BatchInfo& batch, int64_t num_heads, int32_t group_rows,
+                              int64_t kv_off, float scale, Tensor& out) {
+  R1_CHECK(q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(),
+           "attention: q {} for {} tokens", q.describe(), batch.num_tokens());
   DevBatch& d = dev_batch(batch);
   MlaArgs a{};
   a.q = q.data<uint16_t>();
@@ -188,17 +200,20 @@ MlaArgs CudaBackend::mma_args(const Tensor& q, const Tensor& k_cache, const Tens
 // (decode). A recorded step plans for the block table's capacity.
 void CudaBackend::plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv) {
   const int64_t step = mla_keys_per_step();
-  const int64_t keys = d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
+  const int64_t keys =
+      d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
   const int64_t chunks = (keys + step - 1) / step;
   const int64_t blocks = int64_t{a.T} * groups;
-  int64_t splits = blocks < 2 * sm_count_ ? std::min<int64_t>(chunks, (2 * sm_count_ + blocks - 1) / blocks) : 1;
+  int64_t splits =
+      blocks < 2 * sm_count_ ? std::min<int64_t>(chunks, (2 * sm_count_ + blocks - 1) / blocks) : 1;
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, mla_max_splits()));
   const int64_t per = (chunks + splits - 1) / splits;
   splits = std::max<int64_t>(1, (chunks + per - 1) / per);
   a.splits = static_cast<int32_t>(splits);
   a.keys_per_split = static_cast<int32_t>(per * step);
   if (splits > 1) {
-    const size_t rows = static_cast<size_t>(splits) * static_cast<size_t>(a.T) * static_cast<size_t>(a.H);
+    const size_t rows =
+        static_cast<size_t>(splits) * static_cast<size_t>(a.T) * static_cast<size_t>(a.H);
     a.ws_acc = static_cast<float*>(workspace(1, rows * static_cast<size_t>(dv) * 4));
     a.ws_ml = static_cast<float*>(workspace(2, rows * 2 * 4));
     a.counters = zeroed_counters(static_cast<size_t>(blocks));
@@ -206,20 +221,175 @@ void CudaBackend::plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t d
 }
 
 void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
-                                int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale, Tensor& out) {
+                                int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+                                float scale, Tensor& out) {
   OpTimer timer(*this, "mla_attention");
   const int64_t width = kv_lora_rank + rope_dim;
   R1_CHECK(latent_cache.dim(2) == width && q.row_size() == num_heads * width &&
                out.row_size() == num_heads * kv_lora_rank,
-           "mla_attention q {} cache {} out {}", q.describe(), latent_cache.describe(), out.describe());
-  if (!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(latent_cache) && mla_mma_supported(kv_lora_rank, rope_dim)) {
+           "mla_attention q {} cache {} out {}", q.describe(), latent_cache.describe(),
+           out.describe());
+  if (!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(latent_cache) &&
+      mla_mma_supported(kv_lora_rank, rope_dim)) {
     MlaArgs a = mma_args(q, latent_cache, latent_cache, batch, num_heads, 16, 0, scale, out);
     plan_splits(a, dev_batch(batch), (num_heads + 15) / 16, kv_lora_rank);
     launch_mla_attention(a, kv_lora_rank, rope_dim, stream_);
     return;
   }
-  attention(q, width, latent_cache, latent_cache, 0, batch, num_heads, 1, width, kv_lora_rank, scale, out,
-            kv_lora_rank);
+  attention(q, width, latent_cache, latent_cache, 0, batch, num_heads, 1, width, kv_lora_rank,
+            scale, out, kv_lora_rank);
+}
+
+// ---- MLA prefill over decompressed keys and values ----
+
+namespace {
+
+// R1SERVE_CUDA_MLA_PREFILL=0 keeps every step on the absorbed form.
+bool decompressed_mla_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_MLA_PREFILL");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return on;
+}
+
+// The decompressed keys and values of one step are held at once; a step that
+// would need more stays on the absorbed form.
+constexpr int64_t kMaxDecompressedBytes = int64_t{512} << 20;
+
+// Per-layer cost of the two forms, from rates measured on an H200
+// (docs/performance.md): the absorbed kernel does ~70 TFLOP/s on prefill steps
+// (2 (2r + p) FLOPs per query-key pair and head); decompression is a cuBLAS
+// GEMM (~500 TFLOP/s, 2 r (dn + dv) per key and head), the prefill kernel
+// ~150 TFLOP/s (2 (dn + p + dv) per pair and head).
+constexpr double kAbsorbedTflops = 70.0, kGemmTflops = 500.0, kPrefillTflops = 150.0;
+
+struct ContextCounts {
+  int64_t keys = 0, pairs = 0;
+  bool multi_token = false;
+};
+
+ContextCounts count_context(const BatchInfo& b) {
+  ContextCounts c;
+  for (int32_t s = 0; s < b.num_seqs(); ++s) {
+    int32_t last = -1;
+    for (int32_t t = b.query_start[s]; t < b.query_start[s + 1]; ++t) {
+      const int32_t pos = b.positions[static_cast<size_t>(t)];
+      last = std::max(last, pos);
+      c.pairs += pos + 1;
+    }
+    c.keys += last + 1;
+    c.multi_token = c.multi_token || b.query_len(s) > 1;
+  }
+  return c;
+}
+
+}  // namespace
+
+bool CudaBackend::prefers_decompressed_mla(const BatchInfo& batch, const MlaDims& d) const {
+  if (f32_act_ || !decompressed_mla_enabled() || !mla_prefill_supported(d.dn, d.p, d.dv) ||
+      d.r % 8 != 0)
+    return false;
+  const ContextCounts c = count_context(batch);
+  if (!c.multi_token || c.keys * d.heads * (d.dn + d.dv) * 2 > kMaxDecompressedBytes) return false;
+  const double absorbed = static_cast<double>(c.pairs) * (2 * d.r + d.p) / kAbsorbedTflops;
+  const double decompressed = static_cast<double>(c.keys) * d.r * (d.dn + d.dv) / kGemmTflops +
+                              static_cast<double>(c.pairs) * (d.dn + d.p + d.dv) / kPrefillTflops;
+  return decompressed < absorbed;
+}
+
+const MlaContextPlan& CudaBackend::mla_context(DevBatch& db, int64_t block_size) {
+  MlaContextPlan& m = db.mla_ctx;
+  if (m.block_size == block_size) return m;
+  if (capturing_) capture_broken_ = true;
+  const BatchInfo& b = db.host;
+  const int32_t rows = mla_prefill_rows_per_tile();
+  std::vector<int32_t> slots, starts;
+  std::vector<MlaPrefillTile> tiles;
+  for (int32_t s = 0; s < b.num_seqs(); ++s) {
+    const int32_t t0 = b.query_start[s], t1 = b.query_start[s + 1];
+    int32_t last = -1;
+    for (int32_t t = t0; t < t1; ++t) last = std::max(last, b.positions[static_cast<size_t>(t)]);
+    starts.push_back(static_cast<int32_t>(slots.size()));
+    for (int32_t j = 0; j <= last; ++j) {
+      const int32_t block = b.block_of(s, j, static_cast<int32_t>(block_size));
+      R1_CHECK(block >= 0, "mla prefill: sequence {} has no cache block for position {}", s, j);
+      slots.push_back(block * static_cast<int32_t>(block_size) +
+                      j % static_cast<int32_t>(block_size));
+    }
+    for (int32_t t = t0; t < t1; t += rows) {
+      const int32_t n = std::min(rows, t1 - t);
+      int32_t kmax = 0;
+      for (int32_t i = t; i < t + n; ++i)
+        kmax = std::max(kmax, b.positions[static_cast<size_t>(i)] + 1);
+      tiles.push_back(MlaPrefillTile{s, t, n, kmax});
+    }
+  }
+  // The longest tiles first, so the last wave of blocks is the short ones.
+  std::stable_sort(
+      tiles.begin(), tiles.end(),
+      [](const MlaPrefillTile& x, const MlaPrefillTile& y) { return x.kmax > y.kmax; });
+  std::vector<int32_t> packed(slots);
+  packed.insert(packed.end(), starts.begin(), starts.end());
+  const size_t tile_at = packed.size();
+  packed.resize(tile_at + tiles.size() * 4);
+  std::memcpy(packed.data() + tile_at, tiles.data(), tiles.size() * sizeof(MlaPrefillTile));
+  m.storage = alloc({static_cast<int64_t>(std::max<size_t>(1, packed.size()))}, DType::kI32);
+  R1_CUDA_OK(cudaMemcpyAsync(m.storage.raw(), packed.data(), packed.size() * 4,
+                             cudaMemcpyHostToDevice, stream_));
+  const int32_t* base = m.storage.data<int32_t>();
+  m.slots = base;
+  m.ctx_start = base + slots.size();
+  m.tiles = reinterpret_cast<const MlaPrefillTile*>(base + tile_at);
+  m.keys = static_cast<int64_t>(slots.size());
+  m.num_tiles = static_cast<int32_t>(tiles.size());
+  m.block_size = block_size;
+  return m;
+}
+
+void CudaBackend::mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache,
+                                             const Linear& kv_b, const BatchInfo& batch,
+                                             const MlaDims& d, float scale, Tensor& out) {
+  OpTimer timer(*this, "mla_decompressed_attention");
+  const int64_t width = d.r + d.p, dq = d.dn + d.p, dkv = d.dn + d.dv, nh = d.heads;
+  R1_CHECK(latent_cache.dim(2) == width && q.row_size() == nh * dq && out.row_size() == nh * d.dv &&
+               kv_b.out_features() == nh * dkv && kv_b.in_features() == d.r &&
+               q.dim(0) == batch.num_tokens() && out.dim(0) == batch.num_tokens(),
+           "mla_decompressed_attention q {} cache {} kv_b {} out {}", q.describe(),
+           latent_cache.describe(), kv_b.weight.describe(), out.describe());
+  R1_CHECK(!f32_act_ && is_bf16(q) && is_bf16(out) && is_bf16(latent_cache) &&
+               mla_prefill_supported(d.dn, d.p, d.dv) && d.r % 8 == 0,
+           "mla_decompressed_attention: needs BF16 activations and cache, and (dn, p, dv) = (128, "
+           "64, 128), "
+           "(32, 16, 32) or (32, 32, 32); got ({}, {}, {})",
+           d.dn, d.p, d.dv);
+  DevBatch& db = dev_batch(batch);
+  const MlaContextPlan& m = mla_context(db, latent_cache.dim(1));
+  const int64_t keys = m.keys;
+  Tensor lat = Tensor::wrap(workspace(13, static_cast<size_t>(keys * d.r) * 2), {keys, d.r},
+                            DType::kBF16, nullptr, Device::kCuda);
+  auto* pe = static_cast<uint16_t*>(workspace(14, static_cast<size_t>(keys * d.p) * 2));
+  launch_mla_gather(latent_cache.data<uint16_t>(), width, d.r, m.slots, keys, lat.data<uint16_t>(),
+                    pe, stream_);
+  Tensor kv = Tensor::wrap(workspace(15, static_cast<size_t>(keys * nh * dkv) * 2),
+                           {keys, nh * dkv}, DType::kBF16, nullptr, Device::kCuda);
+  linear(lat, kv_b, kv);
+  MlaPrefillArgs a{};
+  a.q = q.data<uint16_t>();
+  a.q_row = q.row_size();
+  a.kv = kv.data<uint16_t>();
+  a.kv_row = nh * dkv;
+  a.pe = pe;
+  a.pe_row = d.p;
+  a.ctx_start = m.ctx_start;
+  a.positions = db.positions;
+  a.tiles = m.tiles;
+  a.num_tiles = m.num_tiles;
+  a.H = static_cast<int32_t>(nh);
+  a.scale = scale;
+  a.out = out.data<uint16_t>();
+  a.out_row = out.row_size();
+  launch_mla_prefill(a, d.dn, d.p, d.dv, stream_);
 }
 
 }  // namespace r1::backend::cuda

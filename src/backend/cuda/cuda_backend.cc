@@ -460,6 +460,7 @@ DevBatch& CudaBackend::dev_batch(const BatchInfo& b) {
   DevBatch& d = *batches_[batches_next_ % batches_.size()];
   ++batches_next_;
   d.tiles.clear();
+  d.mla_ctx = MlaContextPlan{};
   d.host.slot_mapping = b.slot_mapping;
   d.host.positions = b.positions;
   d.host.query_start = b.query_start;

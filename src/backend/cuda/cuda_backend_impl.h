@@ -42,6 +42,18 @@ class DeviceAllocator {
   std::unordered_map<size_t, std::vector<void*>> free_;
 };
 
+// MLA prefill over decompressed keys (mla_decompressed_attention): each
+// sequence's context rows back to back, their cache slots, and the query tiles.
+struct MlaContextPlan {
+  int64_t block_size = 0;  // of the cache planned for; 0: not planned
+  int64_t keys = 0;        // context rows of all sequences
+  int32_t num_tiles = 0;
+  Tensor storage;  // slots [keys] | ctx_start [num_seqs] | tiles
+  const int32_t* slots = nullptr;
+  const int32_t* ctx_start = nullptr;
+  const MlaPrefillTile* tiles = nullptr;
+};
+
 // Device copies of one BatchInfo, plus the attention tiles planned for it.
 struct DevBatch {
   BatchInfo host;
@@ -56,6 +68,7 @@ struct DevBatch {
   Tensor storage;
   // attention tile plans keyed by (G, nkv)
   std::unordered_map<int64_t, std::pair<Tensor, int32_t>> tiles;
+  MlaContextPlan mla_ctx;
 };
 
 // One recorded decode step (a CUDA graph) and the fixed device buffers its
@@ -109,6 +122,11 @@ class CudaBackend final : public Backend {
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
   void linear(const Tensor& x, const Linear& w, Tensor& out) override;
   void linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& gu, Tensor& out) override;
+  void linear_add(const Tensor& x, const Linear& w, Tensor& residual, Tensor& tmp) override;
+  void rms_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
+                       const Linear& w, Tensor& out) override;
+  void rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
+                              const Linear& gate_up, Tensor& gu, Tensor& out) override;
   void head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
                    int64_t out_head_stride) override;
   void copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
@@ -121,6 +139,11 @@ class CudaBackend final : public Backend {
                  const std::vector<int32_t>& positions, const RopeParams& rope) override;
   void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const RopeParams& rope,
                         const BatchInfo& batch, Tensor& latent, Tensor& cache) override;
+  void rms_norm_qkv_rope_cache_write(const Tensor& x, const Tensor& norm_w, float eps,
+                                     Tensor& normed, const Linear& w_qkv, Tensor& qkv, int64_t nh,
+                                     int64_t nkv, int64_t d, const RopeParams& rope,
+                                     const BatchInfo& batch, Tensor& q, Tensor& k, Tensor& v,
+                                     Tensor& k_cache, Tensor& v_cache) override;
   void qkv_rope_cache_write(const Tensor& qkv, int64_t nh, int64_t nkv, int64_t d,
                             const RopeParams& rope, const BatchInfo& batch, Tensor& q, Tensor& k,
                             Tensor& v, Tensor& k_cache, Tensor& v_cache) override;
@@ -138,6 +161,10 @@ class CudaBackend final : public Backend {
   void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
                      int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale,
                      Tensor& out) override;
+  void mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache, const Linear& kv_b,
+                                  const BatchInfo& batch, const MlaDims& d, float scale,
+                                  Tensor& out) override;
+  bool prefers_decompressed_mla(const BatchInfo& batch, const MlaDims& d) const override;
 
   void fill_random(Tensor& dst, const RandomFill& fill) override;
   bool begin_step(const BatchInfo& batch, const KvCache& cache, const Tensor& out) override;
@@ -181,6 +208,7 @@ class CudaBackend final : public Backend {
                    const BatchInfo& batch, int64_t num_heads, int32_t group_rows, int64_t kv_off,
                    float scale, Tensor& out);
   void plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv);
+  const MlaContextPlan& mla_context(DevBatch& d, int64_t block_size);
   void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out,
             int64_t ldo);
 

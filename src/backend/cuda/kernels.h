@@ -129,6 +129,41 @@ void set_gemv_override(const GemvPlan& plan);
 void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N,
                        int64_t K, int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
                        int64_t ldo, cudaStream_t s);
+// The dense GEMV's fused prologue and epilogue (BF16 x). norm_w (F32 [K]) set:
+// each block first normalizes the T rows of x (x / rms(x) * norm_w over K,
+// rounded to BF16 with launch_rms_norm's arithmetic, so bit for bit what it
+// writes) into shared memory and multiplies those (needs dense_gemv_norm_ok).
+// residual set (not with SwiGLU): out is not written; residual[t, n] (ld ldr,
+// BF16 or F32) += the product (+ bias), the product first rounded to BF16 when
+// round_bf (what a BF16 out followed by launch_add computes). x must not overlap
+// the residual.
+struct GemvFusion {
+  const float* norm_w = nullptr;
+  float eps = 0.0f;
+  void* residual = nullptr;
+  bool residual_bf = true;
+  int64_t ldr = 0;
+  bool round_bf = true;
+  // The GQA inputs from a fused q/k/v projection (rope_positions set; BF16): a
+  // warp covers rows (h d + i, h d + i + d/2) of head h, rounds both to BF16 and
+  // does what qkv_rope_cache_kernel does with them (NeoX rope of q heads into
+  // out [T, nh d], of k heads into k_cache's slot, v heads copied to v_cache's).
+  const int32_t* rope_positions = nullptr;
+  const int32_t* rope_slots = nullptr;
+  const float* inv_freq = nullptr;
+  float rope_factor = 1.0f;
+  int32_t rope_nh = 0, rope_nkv = 0, rope_d = 0;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+};
+// Whether the normalizing prologue serves x [*, K] (ld ldx) with norm weights
+// norm_w: K % 8 == 0, K <= 8192 (launch_rms_norm's one-pass kernel; up to
+// 64 KB of shared memory at 4 tokens), 16-byte aligned rows and weights.
+bool dense_gemv_norm_ok(int64_t K, const void* x, int64_t ldx, const float* norm_w);
+void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N,
+                             int64_t K, int64_t T, const float* bias, bool swiglu,
+                             const GemvFusion& fusion, void* out, bool out_bf, int64_t ldo,
+                             cudaStream_t s);
 // Per-head products for few tokens (BF16 x): out[t, h * out_head_stride + n] =
 // x[t, h * x_head_stride ...K] . W[h, n] for W [H, N, K], t < T.
 void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
@@ -211,6 +246,38 @@ int mla_max_splits();
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 bool gqa_mma_supported(int64_t group, int64_t head_dim);
 void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);
+
+// ---- mla_prefill.cu ----
+// MLA prefill over decompressed keys/values. A tile: up to
+// mla_prefill_rows_per_tile() consecutive query tokens of one sequence.
+struct MlaPrefillTile {
+  int32_t seq;
+  int32_t t0;    // first token (index into the step's tokens)
+  int32_t rows;  // tokens in the tile
+  int32_t kmax;  // keys the tile reads: the last token's position + 1
+};
+struct MlaPrefillArgs {
+  const uint16_t* q;  // BF16 [T, q_row]: head h at h (dn + p), q_pe rotated
+  int64_t q_row;
+  const uint16_t* kv;  // BF16 [keys, kv_row]: head h at h (dn + dv): k_nope, then the value
+  int64_t kv_row;
+  const uint16_t* pe;  // BF16 [keys, pe_row]: rotated k_pe, shared by the heads
+  int64_t pe_row;
+  const int32_t* ctx_start;  // [num_seqs]: row of sequence s's key 0 in kv and pe
+  const int32_t* positions;  // [T]
+  const MlaPrefillTile* tiles;
+  int32_t num_tiles;
+  int32_t H;
+  float scale;
+  uint16_t* out;  // BF16 [T, out_row]: head h at h dv
+  int64_t out_row;
+};
+int mla_prefill_rows_per_tile();
+bool mla_prefill_supported(int64_t dn, int64_t p, int64_t dv);
+void launch_mla_prefill(const MlaPrefillArgs& a, int64_t dn, int64_t p, int64_t dv, cudaStream_t s);
+// Cache rows cache[slots[i]] ([width] BF16) -> lat [n, r] and pe [n, width - r].
+void launch_mla_gather(const uint16_t* cache, int64_t width, int64_t r, const int32_t* slots,
+                       int64_t n, uint16_t* lat, uint16_t* pe, cudaStream_t s);
 
 // ---- validation.cu (F32 validation mode: plain F32 arithmetic) ----
 // out[b, t, n] = x[b, t, :K] . W[b, n, :K] (W BF16), a warp per output, any alignment.
