@@ -20,30 +20,6 @@ constexpr int kHeads = 16;         // query rows per block (one mma M tile)
 constexpr int kThreads = 256;      // 8 warps
 constexpr int kMaxSplits = kKeys;  // the merge weights reuse the 16 x 64 score buffer
 
-__device__ __forceinline__ uint32_t ld32(const uint16_t* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-
-// 16 bytes global -> shared without passing through registers, so all of a
-// thread's copies are in flight at once; zero-fills when `valid` is false.
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 template <int DV, int D, bool SEPV>
 struct Smem {
   static constexpr int kLd = D + 8;       // BF16 per q/k/v row (+16 bytes: conflict-free fragments)
@@ -60,8 +36,6 @@ struct Smem {
 
 template <int DV, int D, bool SEPV>
 __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
-  pdl_wait();
-  pdl_trigger();
   static_assert(D % 16 == 0 && DV % 64 == 0 && DV <= D, "attention widths");
   using L = Smem<DV, D, SEPV>;
   constexpr int kLd = L::kLd, kLdp = L::kLdp;
@@ -95,6 +69,50 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   const int32_t* table = a.block_tables + static_cast<int64_t>(lo) * a.max_blocks;
   const int key_begin = split * a.keys_per_split;
   const int key_end = min(a.positions[t] + 1, key_begin + a.keys_per_split);
+  // Keys from this position on are written in this step (by the kernels just
+  // before); older cache rows, and the step's inputs (positions, block tables,
+  // query_start, copied before its first kernel), may be read before pdl_wait.
+  const int fresh_from = a.positions[a.query_start[lo]];
+
+  // The slots of keys j0 .. j0 + 63, then their rows: which = 0 the rows that
+  // existed before this step (and the zero rows past the end), 1 the fresh
+  // ones, 2 all.
+  auto find_slots = [&](int j0) {
+    if (tid < kKeys) {
+      const int key = j0 + tid;
+      slot_s[tid] = key < key_end ? static_cast<int64_t>(table[key / a.block_size]) * a.block_size +
+                                        key % a.block_size
+                                  : -1;
+    }
+  };
+  auto load_rows = [&](int j0, int which) {
+    for (int idx = tid; idx < kKeys * (D / 8); idx += kThreads) {
+      const int j = idx / (D / 8), c = idx % (D / 8);
+      const int64_t slot = slot_s[j];
+      const bool fresh = slot >= 0 && j0 + j >= fresh_from;
+      if (which == 2 || (which == 1) == fresh)
+        cp_async16(k_s + j * kLd + c * 8, a.cache + (slot < 0 ? 0 : slot) * a.k_row + koff + c * 8,
+                   slot >= 0);
+    }
+    if (SEPV) {
+      for (int idx = tid; idx < kKeys * (DV / 8); idx += kThreads) {
+        const int j = idx / (DV / 8), c = idx % (DV / 8);
+        const int64_t slot = slot_s[j];
+        const bool fresh = slot >= 0 && j0 + j >= fresh_from;
+        if (which == 2 || (which == 1) == fresh)
+          cp_async16(v_s + j * kLd + c * 8,
+                     a.vcache + (slot < 0 ? 0 : slot) * a.v_row + koff + c * 8, slot >= 0);
+      }
+    }
+  };
+  // The first step's older rows are requested while the kernel before still runs.
+  if (key_begin < key_end) {
+    find_slots(key_begin);
+    __syncthreads();
+    load_rows(key_begin, 0);
+  }
+  pdl_wait();
+  pdl_trigger();
 
   for (int idx = tid; idx < kHeads * (D / 8); idx += kThreads) {
     const int r = idx / (D / 8), c = idx % (D / 8);
@@ -112,27 +130,13 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   const int col0 = warp * (DV / 8);
 
   for (int j0 = key_begin; j0 < key_end; j0 += kKeys) {
-    __syncthreads();  // the previous step's k_s and p_s consumed
-    if (tid < kKeys) {
-      const int key = j0 + tid;
-      slot_s[tid] = key < key_end ? static_cast<int64_t>(table[key / a.block_size]) * a.block_size +
-                                        key % a.block_size
-                                  : -1;
-    }
-    __syncthreads();
-    for (int idx = tid; idx < kKeys * (D / 8); idx += kThreads) {
-      const int j = idx / (D / 8), c = idx % (D / 8);
-      const int64_t slot = slot_s[j];
-      cp_async16(k_s + j * kLd + c * 8, a.cache + (slot < 0 ? 0 : slot) * a.k_row + koff + c * 8,
-                 slot >= 0);
-    }
-    if (SEPV) {
-      for (int idx = tid; idx < kKeys * (DV / 8); idx += kThreads) {
-        const int j = idx / (DV / 8), c = idx % (DV / 8);
-        const int64_t slot = slot_s[j];
-        cp_async16(v_s + j * kLd + c * 8, a.vcache + (slot < 0 ? 0 : slot) * a.v_row + koff + c * 8,
-                   slot >= 0);
-      }
+    if (j0 == key_begin) {
+      load_rows(j0, 1);
+    } else {
+      __syncthreads();  // the previous step's k_s and p_s consumed
+      find_slots(j0);
+      __syncthreads();
+      load_rows(j0, 2);
     }
     cp_async_wait_all();
     __syncthreads();
