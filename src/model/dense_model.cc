@@ -59,30 +59,31 @@ class DenseModel final : public ModelBase {
   }
 
  protected:
+  // Five ops: each norm is in the prologue of the product that consumes it, each
+  // residual add in the epilogue of the product that feeds it, and q/k rope with
+  // the cache writes in the q/k/v product's epilogue (one kernel each on the GPU
+  // at few tokens); `delta` stays undefined.
   void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
-                     Tensor& delta, Scratch& s) override {
+                     Tensor& /*delta*/, Scratch& s) override {
     const auto& c = cfg_;
     const DenseLayer& L = layers_[static_cast<size_t>(l)];
     const int64_t T = x.dim(0), H = c.hidden_size, d = c.head_dim;
-    const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
+    const int64_t nh = c.num_heads, nkv = c.num_kv_heads, I = L.down.in_features();
     auto& be = backend_;
-    Tensor a = s.get("a", {T, H});
-    input_norm(x, delta, L.in_norm, a);  // x += delta; a = norm(x) [T, H]
+    Tensor a = s.get("a", {T, H});  // the normed rows, for the unfused ops
     Tensor qkv = s.get("qkv", {T, (nh + 2 * nkv) * d});
-    be.linear(a, L.qkv, qkv);
     Tensor q = s.get("q", {T, nh * d}), k = s.get("k", {T, nkv * d}), v = s.get("v", {T, nkv * d});
-    be.qkv_rope_cache_write(qkv, nh, nkv, d, rope_, batch, q, k, v, cache.k[static_cast<size_t>(l)],
-                            cache.v[static_cast<size_t>(l)]);
+    be.rms_norm_qkv_rope_cache_write(x, L.in_norm, eps(), a, L.qkv, qkv, nh, nkv, d, rope_, batch,
+                                     q, k, v, cache.k[static_cast<size_t>(l)],
+                                     cache.v[static_cast<size_t>(l)]);
     Tensor att = s.get("att", {T, nh * d});
     be.paged_attention(q, cache.k[static_cast<size_t>(l)], cache.v[static_cast<size_t>(l)], batch,
                        nh, nkv, d, static_cast<float>(c.attention_scale()), att);
-    Tensor h = s.get("h", {T, H});
-    be.linear(att, L.o, h);
-    Tensor m = s.get("m", {T, H});
-    be.add_rms_norm(x, h, L.post_norm, eps(), m);
-    Tensor f = s.get("f", {T, H});
-    mlp(L.gate_up, L.down, m, f, s);
-    delta = f;  // added to x by the next layer's input norm
+    Tensor h = s.get("h", {T, H});  // the products before their add, for the unfused ops
+    be.linear_add(att, L.o, x, h);  // x += o(att)
+    Tensor gu = s.get("mlp_gate_up", {T, 2 * I}), act = s.get("mlp_act", {T, I});
+    be.rms_norm_linear_swiglu(x, L.post_norm, eps(), a, L.gate_up, gu, act);
+    be.linear_add(act, L.down, x, h);  // x += down(act)
   }
 
  private:

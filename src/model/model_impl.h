@@ -49,12 +49,15 @@ class ModelBase : public Model {
                       std::vector<int32_t>& ids) override;
 
  protected:
-  // Runs one layer on the residual stream x. `delta` is the previous layer's
-  // FFN output not yet added to x (undefined before the first layer): the layer
-  // adds it in its input norm and leaves its own FFN output there.
   // Issues (or replays) one step; returns the logits rows on the device
   // ([n, V] F32, n = batch.logits_indices.size(); undefined when n == 0).
   Tensor run_step(const backend::BatchInfo& batch, backend::KvCache& cache);
+  // Runs one layer on the residual stream x. `delta` is the previous layer's
+  // FFN output not yet added to x (undefined before the first layer): a layer
+  // that uses it (DeepSeek) adds it in its input norm and leaves its own FFN
+  // output there; one that adds its outputs itself (the dense model, through
+  // linear_add) leaves it undefined. run_step adds a last delta, if any, before
+  // the final norm.
   virtual void layer_forward(int64_t layer, const backend::BatchInfo& batch,
                              backend::KvCache& cache, Tensor& x, Tensor& delta, Scratch& s) = 0;
   // out = rms_norm(x += delta) (just rms_norm(x) when delta is undefined).

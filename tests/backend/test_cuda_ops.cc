@@ -1,62 +1,16 @@
 // Every CUDA op against the CPU backend on random inputs of several shapes.
 // Inputs are BF16-representable so both backends see the same values; the
 // GPU keeps activations in BF16, so results agree to BF16 rounding (relative
-// L2 error <= 1e-2), integer outputs exactly. Skips without a GPU.
+// L2 error <= 1e-2), integer outputs exactly. Skips without a GPU. The fused
+// GEMV forms are in test_cuda_fused.cc.
 #include <algorithm>
 #include <numeric>
 
-#include "backend/cuda/cuda_backend.h"
-#include "backend/cuda_test_util.h"
+#include "backend/cuda_ops_fixture.h"
 #include "core/status.h"
 
 namespace r1::backend::testing {
 namespace {
-
-class CudaOps : public ::testing::Test {
- protected:
-  void SetUp() override {
-    R1_SKIP_WITHOUT_GPU();
-    if (!gpu_) gpu_ = make_cuda_backend(0, 0.5);
-    if (!cpu_) cpu_ = make_cpu_backend(2);
-  }
-  static void TearDownTestSuite() {
-    gpu_.reset();
-    cpu_.reset();
-  }
-  Backend& gpu() { return *gpu_; }
-  Backend& cpu() { return *cpu_; }
-  // Device BF16 activation from host F32 values.
-  Tensor dev(const Tensor& host) { return gpu().upload(host, DType::kBF16).reshape(host.shape()); }
-  // Device F32 tensor of any rank (vectors keep F32 on upload).
-  Tensor dev_f32(const Tensor& host) {
-    return gpu().upload(host.reshape({host.numel()}), DType::kF32).reshape(host.shape());
-  }
-  Tensor dev_i32(const Tensor& host) { return gpu().upload(host, DType::kI32); }
-  Tensor galloc(const Shape& s, DType d = DType::kBF16) { return gpu().alloc(s, d); }
-  Tensor calloc(const Shape& s, DType d = DType::kF32) { return Tensor::zeros(s, d); }
-  std::mt19937 rng_{1234};
-  static std::unique_ptr<Backend> gpu_, cpu_;
-};
-// One sequence of T new tokens over block table `table` (block size bs): token t
-// at position t * pos_step + pos_offset, in slot t of the table's blocks.
-BatchInfo one_sequence(int64_t T, int64_t bs, const std::vector<int32_t>& table, int32_t pos_step,
-                       int32_t pos_offset) {
-  BatchInfo b;
-  for (int64_t t = 0; t < T; ++t) {
-    b.token_ids.push_back(0);
-    b.positions.push_back(static_cast<int32_t>(t) * pos_step + pos_offset);
-    b.slot_mapping.push_back(table[static_cast<size_t>(t / bs)] * static_cast<int32_t>(bs) +
-                             static_cast<int32_t>(t % bs));
-  }
-  b.query_start = {0, static_cast<int32_t>(T)};
-  b.context_lens = {static_cast<int32_t>(T)};
-  b.block_tables = table;
-  b.max_blocks_per_seq = static_cast<int32_t>(table.size());
-  return b;
-}
-
-std::unique_ptr<Backend> CudaOps::gpu_;
-std::unique_ptr<Backend> CudaOps::cpu_;
 
 TEST_F(CudaOps, Embedding) {
   for (int64_t H : {64, 2048}) {
@@ -446,47 +400,6 @@ TEST_F(CudaOps, MoeExpertsGemvAndGroupedPaths) {
   }
 }
 
-// A batch of sequences, each with `cached` tokens already in the cache and
-// `fresh` new ones; block tables are shuffled permutations of the blocks.
-struct Plan {
-  BatchInfo history;  // writes the cached tokens
-  BatchInfo step;
-  int64_t blocks = 0;
-};
-
-Plan make_plan(const std::vector<std::pair<int, int>>& seqs, int block_size, std::mt19937& rng) {
-  Plan p;
-  int max_blocks = 0;
-  for (auto [c, f] : seqs) max_blocks = std::max(max_blocks, (c + f + block_size - 1) / block_size);
-  p.blocks = static_cast<int64_t>(max_blocks) * static_cast<int64_t>(seqs.size());
-  std::vector<int32_t> perm(static_cast<size_t>(p.blocks));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  for (BatchInfo* b : {&p.history, &p.step}) {
-    b->max_blocks_per_seq = max_blocks;
-    b->query_start = {0};
-  }
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    auto [c, f] = seqs[s];
-    std::vector<int32_t> table(perm.begin() + static_cast<int64_t>(s) * max_blocks,
-                               perm.begin() + static_cast<int64_t>(s + 1) * max_blocks);
-    auto add = [&](BatchInfo& b, int from, int to) {
-      for (int pos = from; pos < to; ++pos) {
-        b.token_ids.push_back(0);
-        b.positions.push_back(pos);
-        b.slot_mapping.push_back(table[static_cast<size_t>(pos / block_size)] * block_size +
-                                 pos % block_size);
-      }
-      b.query_start.push_back(static_cast<int32_t>(b.positions.size()));
-      b.context_lens.push_back(to);
-      b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
-    };
-    add(p.history, 0, c);
-    add(p.step, c, c + f);
-  }
-  return p;
-}
-
 TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
   struct Case {
     int64_t heads, r, rope;
@@ -522,6 +435,69 @@ TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
     expect_close(fetch(gpu(), go), host_values(co), 1e-2,
                  "mla_attention heads=" + std::to_string(c.heads));
   }
+}
+
+// The prefill form (keys and values decompressed from the latents, the
+// flash-attention kernel over 64-token query tiles) against the CPU's, with
+// cached context, several sequences, tiles that end mid-chunk and BF16 kv_b.
+TEST_F(CudaOps, MlaDecompressedAttentionMatchesCpu) {
+  struct Case {
+    MlaDims d;
+    std::vector<std::pair<int, int>> seqs;  // (cached, new)
+  };
+  for (const Case& c :
+       std::vector<Case>{{{4, 64, 32, 16, 32}, {{0, 37}, {5, 9}, {20, 1}}},
+                         {{4, 128, 32, 32, 32}, {{0, 130}, {64, 64}}},
+                         {{16, 512, 128, 64, 128}, {{0, 200}, {300, 70}, {0, 1}, {17, 64}}},
+                         {{128, 512, 128, 64, 128}, {{10, 65}}}}) {
+    const MlaDims& d = c.d;
+    const int64_t nh = d.heads, W = d.r + d.p, dq = d.dn + d.p, dkv = d.dn + d.dv;
+    const int bs = 16;
+    Plan p = make_plan(c.seqs, bs, rng_);
+    KvCacheSpec spec;
+    spec.mla = true;
+    spec.num_layers = 1;
+    spec.kv_lora_rank = d.r;
+    spec.rope_dim = d.p;
+    KvCache gc = gpu().alloc_kv_cache(spec, p.blocks, bs);
+    KvCache cc = cpu().alloc_kv_cache(spec, p.blocks, bs);
+    for (BatchInfo* b : {&p.history, &p.step}) {
+      const int64_t T = b->num_tokens();
+      if (T == 0) continue;
+      Tensor lat = random_bf16({T, W}, rng_);
+      gpu().cache_write(dev(lat), *b, gc.latent[0]);
+      cpu().cache_write(lat, *b, cc.latent[0]);
+    }
+    Tensor kvb = random_bf16({nh * dkv, d.r}, rng_, 1.0f / std::sqrt(static_cast<float>(d.r)));
+    Linear gw, cw;
+    gw.weight = gpu().upload(kvb, DType::kBF16);
+    cw.weight = cpu().upload(kvb, DType::kF32);
+    const int64_t T = p.step.num_tokens();
+    Tensor q = random_bf16({T, nh * dq}, rng_, 0.3f);
+    Tensor go = galloc({T, nh * d.dv}), co = calloc({T, nh * d.dv});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(dq));
+    gpu().mla_decompressed_attention(dev(q), gc.latent[0], gw, p.step, d, scale, go);
+    cpu().mla_decompressed_attention(q, cc.latent[0], cw, p.step, d, scale, co);
+    expect_close(
+        fetch(gpu(), go), host_values(co), 1.5e-2,
+        "mla_decompressed_attention heads=" + std::to_string(nh) + " r=" + std::to_string(d.r));
+  }
+}
+
+// Prefill steps take the decompressed form on the GPU, decode steps (one token
+// per sequence) and steps whose decompressed context would be large do not.
+TEST_F(CudaOps, MlaFormChoice) {
+  const MlaDims r1{128, 512, 128, 64, 128}, bench{16, 512, 128, 64, 128};
+  Plan prefill = make_plan({{0, 512}, {0, 512}}, 16, rng_);
+  Plan decode = make_plan({{700, 1}, {30, 1}, {5, 1}}, 16, rng_);
+  Plan mixed = make_plan({{0, 64}, {4000, 1}, {4000, 1}, {4000, 1}, {4000, 1}}, 16, rng_);
+  Plan huge = make_plan({{60000, 2048}}, 64, rng_);
+  EXPECT_TRUE(gpu().prefers_decompressed_mla(prefill.step, bench));
+  EXPECT_TRUE(gpu().prefers_decompressed_mla(prefill.step, r1));
+  EXPECT_FALSE(gpu().prefers_decompressed_mla(decode.step, bench));
+  EXPECT_FALSE(gpu().prefers_decompressed_mla(mixed.step, bench));
+  EXPECT_FALSE(gpu().prefers_decompressed_mla(huge.step, r1));  // 62k keys x 128 heads x 256 x 2 B
+  EXPECT_FALSE(gpu().prefers_decompressed_mla(prefill.step, MlaDims{16, 512, 96, 64, 128}));
 }
 
 TEST_F(CudaOps, GqaPagedAttention) {

@@ -3,6 +3,7 @@
 // kernels that read only the selected experts at small batches; one grouped
 // cuBLAS GEMM per projection for larger ones).
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -122,6 +123,150 @@ void CudaBackend::linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& 
   Tensor xb = as_bf16(x, 3);
   launch_dense_gemv(xb.raw(), true, K, gate_up.weight.data<uint16_t>(), I, K, M, nullptr, true,
                     out.raw(), true, I, stream_);
+}
+
+namespace {
+
+bool overlaps(const Tensor& a, const Tensor& b) {
+  const char *a0 = static_cast<const char*>(a.raw()), *b0 = static_cast<const char*>(b.raw());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+// Whether rms_norm(x, norm_w) -> normed followed by a GEMV over K = x's rows can
+// be one GEMV that normalizes in its prologue and still equal the plain ops bit
+// for bit: BF16 x and normed (the plain rms_norm then takes its one-pass BF16
+// kernel, whose arithmetic the prologue repeats), few tokens, K <= 8192.
+// R1SERVE_CUDA_NORM_IN_GEMV=0 keeps the norm a kernel of its own (side-by-side runs).
+bool norm_in_gemv() {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_NORM_IN_GEMV");
+    return e == nullptr || e[0] != '0';
+  }();
+  return on;
+}
+
+bool norm_fusable(bool f32_act, const Tensor& x, const Tensor& norm_w, const Tensor& normed,
+                  const Linear& w) {
+  const int64_t M = x.dim(0), K = x.row_size();
+  return norm_in_gemv() && !f32_act && M > 0 && M <= kGemvMaxTokens && is_bf16(x) &&
+         normed.defined() && is_bf16(normed) && normed.dim(0) == M && normed.row_size() == K &&
+         reinterpret_cast<uintptr_t>(normed.raw()) % 16 == 0 && norm_w.dtype() == DType::kF32 &&
+         norm_w.numel() == K && !w.scale.defined() && is_bf16(w.weight) && w.in_features() == K &&
+         dense_gemv_norm_ok(K, x.raw(), K, norm_w.data<float>());
+}
+
+}  // namespace
+
+void CudaBackend::linear_add(const Tensor& x, const Linear& w, Tensor& residual, Tensor& tmp) {
+  const int64_t M = x.dim(0), K = x.row_size(), N = w.out_features();
+  // The residual add in the GEMV's epilogue where linear would use the GEMV;
+  // otherwise (and in the F32 validation mode) the plain ops.
+  const bool float_res = is_bf16(residual) || residual.dtype() == DType::kF32;
+  const bool float_tmp = is_bf16(tmp) || tmp.dtype() == DType::kF32;
+  if (f32_act_ || M == 0 || M > kGemvMaxTokens || K % 8 != 0 || w.scale.defined() ||
+      !is_bf16(w.weight) || w.in_features() != K || !float_res || !float_tmp ||
+      residual.dim(0) != M || residual.row_size() != N || overlaps(x, residual)) {
+    Backend::linear_add(x, w, residual, tmp);
+    return;
+  }
+  OpTimer timer(*this, "linear_add");
+  R1_CHECK(!w.bias.defined() || (w.bias.dtype() == DType::kF32 && w.bias.numel() == N),
+           "linear_add bias {}", w.bias.describe());
+  Tensor xb = as_bf16(x, 3);
+  GemvFusion f;
+  f.residual = residual.raw();
+  f.residual_bf = is_bf16(residual);
+  f.ldr = N;
+  f.round_bf = is_bf16(tmp);  // the plain ops round the product to tmp's dtype
+  launch_dense_gemv_fused(xb.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
+                          w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, nullptr,
+                          true, N, stream_);
+}
+
+void CudaBackend::rms_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
+                                  const Linear& w, Tensor& out) {
+  if (!norm_fusable(f32_act_, x, norm_w, normed, w)) {
+    Backend::rms_norm_linear(x, norm_w, eps, normed, w, out);
+    return;
+  }
+  OpTimer timer(*this, "rms_norm_linear");
+  const int64_t M = x.dim(0), K = x.row_size(), N = w.out_features();
+  R1_CHECK(out.dim(0) == M && out.row_size() == N, "rms_norm_linear out {} for [{}, {}]",
+           out.describe(), M, N);
+  R1_CHECK(!w.bias.defined() || (w.bias.dtype() == DType::kF32 && w.bias.numel() == N),
+           "rms_norm_linear bias {}", w.bias.describe());
+  GemvFusion f;
+  f.norm_w = norm_w.data<float>();
+  f.eps = eps;
+  launch_dense_gemv_fused(x.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
+                          w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, out.raw(),
+                          is_bf16(out), N, stream_);
+}
+
+void CudaBackend::rms_norm_qkv_rope_cache_write(const Tensor& x, const Tensor& norm_w, float eps,
+                                                Tensor& normed, const Linear& w_qkv, Tensor& qkv,
+                                                int64_t nh, int64_t nkv, int64_t d,
+                                                const RopeParams& rope, const BatchInfo& batch,
+                                                Tensor& q, Tensor& k, Tensor& v, Tensor& k_cache,
+                                                Tensor& v_cache) {
+  // One GEMV (norm prologue, rope/cache epilogue) where rms_norm_linear's fusion
+  // and qkv_rope_cache_write's kernel both apply: NeoX rope over whole heads,
+  // BF16 q and caches. Otherwise the two ops.
+  const int64_t M = x.dim(0), K = x.row_size(), N = w_qkv.out_features();
+  if (!norm_fusable(f32_act_, x, norm_w, normed, w_qkv) || rope.interleaved ||
+      rope.rot_dim() != d || d % 2 != 0 || N != (nh + 2 * nkv) * d || !is_bf16(q) ||
+      !is_bf16(k_cache) || !is_bf16(v_cache) || M != batch.num_tokens()) {
+    Backend::rms_norm_qkv_rope_cache_write(x, norm_w, eps, normed, w_qkv, qkv, nh, nkv, d, rope,
+                                           batch, q, k, v, k_cache, v_cache);
+    return;
+  }
+  OpTimer timer(*this, "rms_norm_qkv_rope_cache");
+  const int64_t slots = k_cache.dim(0) * k_cache.dim(1);
+  R1_CHECK(q.dim(0) == M && q.row_size() == nh * d &&
+               k_cache.row_size() == k_cache.dim(1) * nkv * d && v_cache.shape() == k_cache.shape(),
+           "rms_norm_qkv_rope_cache_write: q {} caches {} {}", q.describe(), k_cache.describe(),
+           v_cache.describe());
+  R1_CHECK(!w_qkv.bias.defined() || (w_qkv.bias.dtype() == DType::kF32 && w_qkv.bias.numel() == N),
+           "rms_norm_qkv_rope_cache_write bias {}", w_qkv.bias.describe());
+  for (int32_t sl : batch.slot_mapping)
+    R1_CHECK(sl >= 0 && sl < slots, "slot {} outside cache of {} slots", sl, slots);
+  if (cur_ != nullptr) cur_->num_slots = slots;
+  DevBatch& db = dev_batch(batch);
+  GemvFusion f;
+  f.norm_w = norm_w.data<float>();
+  f.eps = eps;
+  f.rope_positions = db.positions;
+  f.rope_slots = db.slot_mapping;
+  f.inv_freq = dev_floats(rope.inv_freq);
+  f.rope_factor = rope.attention_factor;
+  f.rope_nh = static_cast<int32_t>(nh);
+  f.rope_nkv = static_cast<int32_t>(nkv);
+  f.rope_d = static_cast<int32_t>(d);
+  f.k_cache = k_cache.raw();
+  f.v_cache = v_cache.raw();
+  launch_dense_gemv_fused(x.data<uint16_t>(), K, w_qkv.weight.data<uint16_t>(), N, K, M,
+                          w_qkv.bias.defined() ? w_qkv.bias.data<float>() : nullptr, false, f,
+                          q.raw(), true, nh * d, stream_);
+}
+
+void CudaBackend::rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_w, float eps,
+                                         Tensor& normed, const Linear& gate_up, Tensor& gu,
+                                         Tensor& out) {
+  // Fused where both the norm and linear_swiglu's GEMV apply.
+  if (!norm_fusable(f32_act_, x, norm_w, normed, gate_up) || gate_up.bias.defined() ||
+      !is_bf16(out)) {
+    Backend::rms_norm_linear_swiglu(x, norm_w, eps, normed, gate_up, gu, out);
+    return;
+  }
+  OpTimer timer(*this, "rms_norm_linear_swiglu");
+  const int64_t M = x.dim(0), K = x.row_size(), I = gate_up.out_features() / 2;
+  R1_CHECK(out.dim(0) == M && out.row_size() == I, "rms_norm_linear_swiglu out {} for [{}, {}]",
+           out.describe(), M, I);
+  GemvFusion f;
+  f.norm_w = norm_w.data<float>();
+  f.eps = eps;
+  launch_dense_gemv_fused(x.data<uint16_t>(), K, gate_up.weight.data<uint16_t>(), I, K, M, nullptr,
+                          true, f, out.raw(), true, I, stream_);
 }
 
 void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,

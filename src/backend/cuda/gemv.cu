@@ -1,10 +1,13 @@
 // Dense GEMVs for steps of a few tokens (BF16 weights read once with 16-byte
 // loads, F32 accumulation): plain products with an optional bias, the SwiGLU
 // form (gate and up row of one output per warp), per-head products over a grid
-// of heads, and the launch plan (warps per row, rows per warp, unroll) chosen
-// from a measured sweep. Every kernel follows the pdl_wait rule and issues its
-// first weight loads before waiting.
+// of heads, the fused forms (RMSNorm of x in the prologue, the residual add in
+// the epilogue), and the launch plan (warps per row, rows per warp, unroll)
+// chosen from a measured sweep. Every kernel follows the pdl_wait rule and
+// issues its first weight loads before waiting.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 
 #include "backend/cuda/common.cuh"
@@ -13,6 +16,10 @@ namespace r1::backend::cuda {
 namespace {
 
 constexpr int kGemvTokens = 4;  // tokens per launch (more are done in chunks of this)
+// The normalizing prologue covers rows of up to 8192 values (what launch_rms_norm's
+// one-pass kernel covers, so the two agree bit for bit): 64 KB of shared memory at 4 tokens.
+constexpr int64_t kNormMaxK = 256 * 8 * 4;
+constexpr int kNormMaxSmem = static_cast<int>(kGemvTokens * kNormMaxK * 2);
 
 // The weight loads of U x 256 columns from `kb` of R rows (zeros past k_end).
 template <int R, int U>
@@ -62,6 +69,138 @@ __device__ __forceinline__ float swiglu_of(float g, float u, bool bf) {
   return g / (1.0f + expf(-g)) * u;
 }
 
+// 16 bytes global -> shared without registers (all of a thread's copies in flight at once).
+__device__ __forceinline__ void copy16_async(void* smem_dst, const void* gmem_src) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src));
+}
+// Waits for this thread's copy16_async copies (then visible to this thread).
+__device__ __forceinline__ void copy16_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// Before pdl_wait: starts moving this thread's norm weights (constant) into L1
+// for norm_rows' second pass.
+__device__ __forceinline__ void prefetch_norm_weights(const float* nw, int K) {
+  for (int i = threadIdx.x * 8; i < K; i += 256 * 8)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(nw + i));
+}
+
+// RMSNorm of the T rows of x [T, K] (ld ldx; BF16, 16-byte aligned, K % 8 == 0,
+// K <= kNormMaxK) into xs [T, K] in shared memory by the block's 256 threads,
+// with the arithmetic of elementwise.cu's rms_norm_vec_kernel: thread i sums
+// the squares of its 8-value vectors at (u * 256 + i) * 8 in the same order
+// (fmaf, low half first), the warp sums and then the 8 warp partials are added
+// in the same order, inv = 1 / sqrtf(ss / K + eps), and x * inv * w is rounded
+// to BF16 the same way, so xs equals what rms_norm writes bit for bit. The raw
+// rows are first copied into xs (asynchronously: one round trip to L2 for all
+// of them), then each thread sums and scales in place only the vectors it
+// copied (so only the partial sums need a barrier). Every thread of the block
+// must call it; it ends with __syncthreads.
+template <int T>
+__device__ __forceinline__ void norm_rows(const uint16_t* x, int64_t ldx, const float* nw, int K,
+                                          float eps, uint16_t* xs) {
+  __shared__ float partial[8][T];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  for (int i = tid * 8; i < K; i += 256 * 8)
+#pragma unroll
+    for (int t = 0; t < T; ++t) copy16_async(xs + t * K + i, x + t * ldx + i);
+  copy16_wait_all();
+  float ss[T];
+#pragma unroll
+  for (int t = 0; t < T; ++t) ss[t] = 0.0f;
+#pragma unroll 1
+  for (int i = tid * 8; i < K; i += 256 * 8) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const uint4 xv = *reinterpret_cast<const uint4*>(xs + t * K + i);
+      const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float lo = __uint_as_float(xw[k] << 16), hi = __uint_as_float(xw[k] & 0xffff0000u);
+        ss[t] = fmaf(lo, lo, ss[t]);
+        ss[t] = fmaf(hi, hi, ss[t]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < T; ++t) {
+    const float v = warp_sum(ss[t]);
+    if (lane == 0) partial[warp][t] = v;
+  }
+  __syncthreads();
+  float inv[T];
+#pragma unroll
+  for (int t = 0; t < T; ++t) {
+    float tot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) tot += partial[k][t];
+    inv[t] = 1.0f / sqrtf(tot / static_cast<float>(K) + eps);
+  }
+#pragma unroll 1
+  for (int i = tid * 8; i < K; i += 256 * 8) {
+    const float4 w0 = *reinterpret_cast<const float4*>(nw + i),
+                 w1 = *reinterpret_cast<const float4*>(nw + i + 4);
+    const float wv[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      uint4* p = reinterpret_cast<uint4*>(xs + t * K + i);
+      const uint4 xv = *p;
+      const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+      uint32_t ow[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float lo = __uint_as_float(xw[k] << 16), hi = __uint_as_float(xw[k] & 0xffff0000u);
+        const __nv_bfloat162 b =
+            __floats2bfloat162_rn(lo * inv[t] * wv[2 * k], hi * inv[t] * wv[2 * k + 1]);
+        ow[k] = *reinterpret_cast<const uint32_t*>(&b);
+      }
+      *p = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    }
+  }
+  __syncthreads();
+}
+
+// Stores product v (bias included) of output (t, n): into out, or, with a
+// residual, added to it in place (v first rounded to BF16 when fu.round_bf: a
+// BF16 out followed by add_kernel's ldf(a) + ldf(b), rounded by stf).
+__device__ __forceinline__ void put_out(const GemvFusion& fu, void* out, bool out_bf, int64_t ldo,
+                                        int t, int64_t n, float v) {
+  if (fu.residual != nullptr) {
+    if (fu.round_bf) v = round_bf16(v);
+    const int64_t i = t * fu.ldr + n;
+    stf(fu.residual, i, fu.residual_bf, ldf(fu.residual, i, fu.residual_bf) + v);
+  } else {
+    stf(out, t * ldo + n, out_bf, v);
+  }
+}
+
+// The rope epilogue (fu.rope_positions): rows n0 and n0 + d/2 of head n0 / d,
+// products v0 and v1 (bias included), with qkv_rope_cache_kernel's arithmetic on
+// their BF16 roundings.
+__device__ __forceinline__ void put_rope(const GemvFusion& fu, void* q, int t, int64_t n0, float v0,
+                                         float v1) {
+  const int64_t d = fu.rope_d, half = d / 2, nh = fu.rope_nh, nkv = fu.rope_nkv;
+  const int64_t h = n0 / d, i = n0 % d;
+  const float x0 = round_bf16(v0), x1 = round_bf16(v1);
+  if (h >= nh + nkv) {
+    const int64_t base = static_cast<int64_t>(fu.rope_slots[t]) * nkv * d + (h - nh - nkv) * d;
+    stf(fu.v_cache, base + i, true, x0);
+    stf(fu.v_cache, base + i + half, true, x1);
+    return;
+  }
+  const float angle = static_cast<float>(fu.rope_positions[t]) * fu.inv_freq[i];
+  float sn, cs;
+  sincosf(angle, &sn, &cs);
+  cs *= fu.rope_factor;
+  sn *= fu.rope_factor;
+  void* dst = h < nh ? q : fu.k_cache;
+  const int64_t base =
+      h < nh ? t * nh * d + h * d : static_cast<int64_t>(fu.rope_slots[t]) * nkv * d + (h - nh) * d;
+  stf(dst, base + i, true, x0 * cs - x1 * sn);
+  stf(dst, base + i + half, true, x1 * cs + x0 * sn);
+}
+
 // Dense GEMV for T (<= 4) BF16 rows of x: S warps share each of a block's 8 / S
 // outputs (each warp a contiguous K / S stretch; the S partial sums are added
 // in a fixed order, and S depends only on N and K, so results do not depend on
@@ -70,40 +209,51 @@ __device__ __forceinline__ float swiglu_of(float g, float u, bool bf) {
 // (and, with `prefetch`, the warp's rows start moving into L2) before pdl_wait,
 // while the previous kernel may still run. out[t, n] = W[n] . x[t] (+ bias[n]);
 // SWIGLU: W is [2N, K] (gate rows, then up rows), R = 2 covers gate row n and
-// up row N + n, and out[t, n] = silu(g) * u.
-template <int T, int R, int U, bool SWIGLU>
+// up row N + n, and out[t, n] = silu(g) * u. NORM: the block first normalizes
+// x's rows with fu.norm_w into dynamic shared memory (T x K BF16) and reads x
+// from there; fu.residual: the products are added to it (put_out) instead of
+// written to out. Both touch x and the residual only after pdl_wait.
+template <int T, int R, int U, bool SWIGLU, bool NORM>
 __global__ void __launch_bounds__(256)
     dense_gemv_kernel(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
                       int S, const float* bias, bool prefetch, void* out, bool out_bf, int64_t ldo,
-                      HeadStrides hs) {
+                      HeadStrides hs, GemvFusion fu) {
   static_assert(!SWIGLU || R == 2, "SwiGLU pairs two rows");
+  extern __shared__ uint4 gemv_dyn_smem[];  // NORM: the normed rows of x, [T, K] BF16
   // Per-head products: grid row blockIdx.y is head h (x, W and out advance by their head strides).
   x += blockIdx.y * hs.x;
   w += blockIdx.y * hs.w;
   out = static_cast<char*>(out) + blockIdx.y * hs.out * (out_bf ? 2 : 4);
-  constexpr int kRowsApart = SWIGLU ? 0 : 1;  // rows of a warp: n0 + r (plain) or n + r N (SwiGLU)
+  // Rows of a warp: n0 + r (plain), n0 + r N (SwiGLU), n0 + r d/2 (rope: n0 = h d + i).
+  const bool rope = R == 2 && !SWIGLU && fu.rope_positions != nullptr;
   __shared__ float red[8][R][T];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t unit =
       static_cast<int64_t>(blockIdx.x) * (8 / S) + warp / S;  // output (group) of this warp
-  const int64_t n0 = SWIGLU ? unit : unit * R;
+  const int64_t half = rope ? fu.rope_d / 2 : 0;
+  const int64_t n0 = SWIGLU ? unit : rope ? unit / half * fu.rope_d + unit % half : unit * R;
+  const int64_t apart = SWIGLU ? N : rope ? half : 1;
   const int part = warp % S;
   const int64_t klen = K / S, k_begin = part * klen, k_end = k_begin + klen;
   const uint16_t* wr[R];
 #pragma unroll
   for (int r = 0; r < R; ++r)
-    wr[r] = kRowsApart ? w + min(n0 + r, N - 1) * K : w + (min(n0, N - 1) + r * N) * K;
+    wr[r] = SWIGLU ? w + (min(n0, N - 1) + r * N) * K : w + min(n0 + r * apart, N - 1) * K;
   uint4 wv[U][R];
   const int64_t kb0 = k_begin + lane * 8;
   load_rows<R, U>(wv, wr, kb0, k_end);
   if (prefetch && n0 < N) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      if (lane == r && (SWIGLU || n0 + r < N))
+      if (lane == r && (SWIGLU || n0 + r * apart < N))
         prefetch_l2(wr[r] + k_begin, static_cast<uint32_t>(klen * 2));
   }
+  if constexpr (NORM) prefetch_norm_weights(fu.norm_w, static_cast<int>(K));
   pdl_wait();
   pdl_trigger();
+  if constexpr (NORM)  // every thread of the block; ends synced
+    norm_rows<T>(x, ldx, fu.norm_w, static_cast<int>(K), fu.eps,
+                 reinterpret_cast<uint16_t*>(gemv_dyn_smem));
   float acc[R][T];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -112,7 +262,10 @@ __global__ void __launch_bounds__(256)
   if (n0 < N) {
     for (int64_t kb = kb0; kb < k_end; kb += 256 * U) {
       if (kb != kb0) load_rows<R, U>(wv, wr, kb, k_end);
-      fma_rows<T, R, U>(acc, wv, x, ldx, kb, k_end);
+      if constexpr (NORM)
+        fma_rows<T, R, U>(acc, wv, reinterpret_cast<const uint16_t*>(gemv_dyn_smem), K, kb, k_end);
+      else
+        fma_rows<T, R, U>(acc, wv, x, ldx, kb, k_end);
     }
   }
   if (S == 1) {  // no partial sums to combine
@@ -122,12 +275,16 @@ __global__ void __launch_bounds__(256)
       if constexpr (SWIGLU) {
         const float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
         if (lane == 0) stf(out, t * ldo + n0, out_bf, swiglu_of(g, u, out_bf));
+      } else if (rope) {
+        const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[R - 1][t]);
+        if (lane == 0)
+          put_rope(fu, out, t, n0, bias ? v0 + bias[n0] : v0, bias ? v1 + bias[n0 + half] : v1);
       } else {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const float v = warp_sum(acc[r][t]);
           if (lane == 0 && n0 + r < N)
-            stf(out, t * ldo + n0 + r, out_bf, bias ? v + bias[n0 + r] : v);
+            put_out(fu, out, out_bf, ldo, t, n0 + r, bias ? v + bias[n0 + r] : v);
         }
       }
     }
@@ -152,10 +309,14 @@ __global__ void __launch_bounds__(256)
       }
       if constexpr (SWIGLU) {
         stf(out, t * ldo + n0, out_bf, swiglu_of(v[0], v[R - 1], out_bf));
+      } else if (rope) {
+        put_rope(fu, out, t, n0, bias ? v[0] + bias[n0] : v[0],
+                 bias ? v[R - 1] + bias[n0 + half] : v[R - 1]);
       } else {
 #pragma unroll
         for (int r = 0; r < R; ++r)
-          if (n0 + r < N) stf(out, t * ldo + n0 + r, out_bf, bias ? v[r] + bias[n0 + r] : v[r]);
+          if (n0 + r < N)
+            put_out(fu, out, out_bf, ldo, t, n0 + r, bias ? v[r] + bias[n0 + r] : v[r]);
       }
     }
   }
@@ -182,35 +343,84 @@ bool plan_valid(const GemvPlan& p, int64_t K, bool swiglu) {
          (!swiglu || p.rows == 2) && K % (8 * p.split) == 0;
 }
 
+// One launch's arguments (at most kGemvTokens tokens).
+struct GemvArgs {
+  const uint16_t* x;
+  int64_t ldx;
+  const uint16_t* w;
+  int64_t N, K;
+  const float* bias;
+  bool swiglu;
+  void* out;
+  bool out_bf;
+  int64_t ldo;
+  int64_t H;  // > 1: per-head products (hs)
+  HeadStrides hs;
+  GemvFusion fu;
+};
+
+template <int T, int R, int U, bool SW, bool NORM>
+void launch_one(const GemvArgs& a, int split, bool prefetch, dim3 grid, cudaStream_t s) {
+  void (*kernel)(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int, const float*,
+                 bool, void*, bool, int64_t, HeadStrides, GemvFusion) =
+      dense_gemv_kernel<T, R, U, SW, NORM>;
+  size_t smem = 0;
+  if constexpr (NORM) {
+    // The normed rows live in dynamic shared memory; above the default 48 KB
+    // the kernel must be allowed more, once per device (done before any graph
+    // capture: the first step of a shape runs eagerly).
+    smem = static_cast<size_t>(T) * static_cast<size_t>(a.K) * 2;
+    if (smem > 48 * 1024) {
+      static std::atomic<uint64_t> raised{0};  // one bit per device
+      int dev = 0;
+      R1_CUDA_OK(cudaGetDevice(&dev));
+      const uint64_t bit = dev < 64 ? uint64_t{1} << dev : 0;
+      if (bit == 0 || (raised.load(std::memory_order_acquire) & bit) == 0) {
+        R1_CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kNormMaxSmem));
+        raised.fetch_or(bit, std::memory_order_acq_rel);
+      }
+    }
+  }
+  pdl_launch(kernel, grid, 256, smem, s, a.x, a.ldx, a.w, a.N, a.K, split, a.bias, prefetch, a.out,
+             a.out_bf, a.ldo, a.hs, a.fu);
+}
+
 template <int T, int R, bool SW>
-void launch_plan_u(const GemvPlan& p, dim3 grid, const uint16_t* x, int64_t ldx, const uint16_t* w,
-                   int64_t N, int64_t K, const float* bias, bool prefetch, void* out, bool out_bf,
-                   int64_t ldo, HeadStrides hs, cudaStream_t s) {
-  if (p.unroll == 8)
-    pdl_launch(dense_gemv_kernel<T, R, 8, SW>, grid, 256, 0, s, x, ldx, w, N, K, p.split, bias,
-               prefetch, out, out_bf, ldo, hs);
-  else
-    pdl_launch(dense_gemv_kernel<T, R, 4, SW>, grid, 256, 0, s, x, ldx, w, N, K, p.split, bias,
-               prefetch, out, out_bf, ldo, hs);
+void launch_plan_u(const GemvArgs& a, const GemvPlan& p, bool prefetch, dim3 grid, cudaStream_t s) {
+  const bool norm = a.fu.norm_w != nullptr;
+  if (p.unroll == 8) {
+    if (norm)
+      launch_one<T, R, 8, SW, true>(a, p.split, prefetch, grid, s);
+    else
+      launch_one<T, R, 8, SW, false>(a, p.split, prefetch, grid, s);
+  } else {
+    if (norm)
+      launch_one<T, R, 4, SW, true>(a, p.split, prefetch, grid, s);
+    else
+      launch_one<T, R, 4, SW, false>(a, p.split, prefetch, grid, s);
+  }
 }
 
 // H > 1: H independent products (per-head), blocks planned for all H x N rows.
+// The plan depends only on the shape (not on T or the fusion), so a fused
+// launch reduces every output in the same order as the plain one.
 template <int T>
-void launch_gemv_t(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
-                   const float* bias, bool swiglu, void* out, bool out_bf, int64_t ldo, int64_t H,
-                   HeadStrides hs, int sms, cudaStream_t s) {
-  GemvPlan p = gemv_plan(N * H, K, swiglu, sms);
-  if (g_gemv_override.split != 0 && plan_valid(g_gemv_override, K, swiglu)) p = g_gemv_override;
-  const bool prefetch = H * N * K * 2 * (swiglu ? 2 : 1) <= prefetch_max_bytes();
-  const int64_t outs_per_block = 8 / p.split * (swiglu ? 1 : p.rows);
-  const dim3 grid(static_cast<unsigned>((N + outs_per_block - 1) / outs_per_block),
-                  static_cast<unsigned>(H));
-  if (swiglu)
-    launch_plan_u<T, 2, true>(p, grid, x, ldx, w, N, K, nullptr, prefetch, out, out_bf, ldo, hs, s);
-  else if (p.rows == 2)
-    launch_plan_u<T, 2, false>(p, grid, x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo, hs, s);
+void launch_gemv_t(const GemvArgs& a, int sms, cudaStream_t s) {
+  GemvPlan p = gemv_plan(a.N * a.H, a.K, a.swiglu, sms);
+  if (g_gemv_override.split != 0 && plan_valid(g_gemv_override, a.K, a.swiglu)) p = g_gemv_override;
+  const bool prefetch = a.H * a.N * a.K * 2 * (a.swiglu ? 2 : 1) <= prefetch_max_bytes();
+  const bool rope = a.fu.rope_positions != nullptr;  // two rows per warp, N / 2 units
+  const int64_t outs_per_block = 8 / p.split * (a.swiglu || rope ? 1 : p.rows);
+  const int64_t units = rope ? a.N / 2 : a.N;
+  const dim3 grid(static_cast<unsigned>((units + outs_per_block - 1) / outs_per_block),
+                  static_cast<unsigned>(a.H));
+  if (a.swiglu)
+    launch_plan_u<T, 2, true>(a, p, prefetch, grid, s);
+  else if (rope || p.rows == 2)
+    launch_plan_u<T, 2, false>(a, p, prefetch, grid, s);
   else
-    launch_plan_u<T, 1, false>(p, grid, x, ldx, w, N, K, bias, prefetch, out, out_bf, ldo, hs, s);
+    launch_plan_u<T, 1, false>(a, p, prefetch, grid, s);
 }
 
 int sm_count() {
@@ -223,27 +433,28 @@ int sm_count() {
   return sms;
 }
 
-void launch_gemv_chunks(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
-                        int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
-                        int64_t ldo, int64_t H, HeadStrides hs, cudaStream_t s) {
+void launch_gemv_chunks(const GemvArgs& a, int64_t T, cudaStream_t s) {
   const int sms = sm_count();
-  const size_t osz = out_bf ? 2 : 4;
+  const size_t osz = a.out_bf ? 2 : 4, rsz = a.fu.residual_bf ? 2 : 4;
   for (int64_t t0 = 0; t0 < T; t0 += kGemvTokens) {
     const int n = static_cast<int>(std::min<int64_t>(kGemvTokens, T - t0));
-    const uint16_t* xt = x + t0 * ldx;
-    void* ot = static_cast<char*>(out) + static_cast<size_t>(t0 * ldo) * osz;
+    GemvArgs c = a;
+    c.x = a.x + t0 * a.ldx;
+    if (a.out != nullptr) c.out = static_cast<char*>(a.out) + static_cast<size_t>(t0 * a.ldo) * osz;
+    if (a.fu.residual != nullptr)
+      c.fu.residual = static_cast<char*>(a.fu.residual) + static_cast<size_t>(t0 * a.fu.ldr) * rsz;
     switch (n) {
       case 1:
-        launch_gemv_t<1>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        launch_gemv_t<1>(c, sms, s);
         break;
       case 2:
-        launch_gemv_t<2>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        launch_gemv_t<2>(c, sms, s);
         break;
       case 3:
-        launch_gemv_t<3>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        launch_gemv_t<3>(c, sms, s);
         break;
       default:
-        launch_gemv_t<4>(xt, ldx, w, N, K, bias, swiglu, ot, out_bf, ldo, H, hs, sms, s);
+        launch_gemv_t<4>(c, sms, s);
         break;
     }
   }
@@ -271,13 +482,35 @@ void set_gemv_override(const GemvPlan& plan) {
 void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N,
                        int64_t K, int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
                        int64_t ldo, cudaStream_t s) {
+  R1_CUDA_REQUIRE(x_bf, "dense gemv: BF16 activations");
+  launch_dense_gemv_fused(static_cast<const uint16_t*>(x), ldx, w, N, K, T, bias, swiglu,
+                          GemvFusion{}, out, out_bf, ldo, s);
+}
+
+bool dense_gemv_norm_ok(int64_t K, const void* x, int64_t ldx, const float* norm_w) {
+  return K > 0 && K % 8 == 0 && K <= kNormMaxK && ldx % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;
+}
+
+void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N,
+                             int64_t K, int64_t T, const float* bias, bool swiglu,
+                             const GemvFusion& fusion, void* out, bool out_bf, int64_t ldo,
+                             cudaStream_t s) {
   R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0,
                   "dense gemv: K and the row stride must be multiples of 8");
-  R1_CUDA_REQUIRE(x_bf, "dense gemv: BF16 activations");
   R1_CUDA_REQUIRE(!(swiglu && bias), "dense gemv: no bias with SwiGLU");
+  R1_CUDA_REQUIRE(!(swiglu && fusion.residual), "dense gemv: no residual add with SwiGLU");
+  R1_CUDA_REQUIRE(fusion.residual != nullptr || out != nullptr, "dense gemv: no output");
+  R1_CUDA_REQUIRE(fusion.norm_w == nullptr || dense_gemv_norm_ok(K, x, ldx, fusion.norm_w),
+                  "dense gemv: the norm prologue needs K % 8 == 0, K <= 8192, aligned x and w");
+  R1_CUDA_REQUIRE(
+      fusion.rope_positions == nullptr ||
+          (!swiglu && fusion.residual == nullptr && out_bf && fusion.rope_d > 0 &&
+           fusion.rope_d % 2 == 0 && N == (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_d),
+      "dense gemv: the rope epilogue needs whole q/k/v heads and BF16 outputs");
   if (T == 0 || N == 0) return;
-  launch_gemv_chunks(static_cast<const uint16_t*>(x), ldx, w, N, K, T, bias, swiglu, out, out_bf,
-                     ldo, 1, HeadStrides{}, s);
+  launch_gemv_chunks(
+      GemvArgs{x, ldx, w, N, K, bias, swiglu, out, out_bf, ldo, 1, HeadStrides{}, fusion}, T, s);
 }
 
 void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
@@ -286,8 +519,9 @@ void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, con
   R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0 && x_head_stride % 8 == 0,
                   "head gemv: K and the strides must be multiples of 8");
   if (T == 0 || N == 0 || H == 0) return;
-  launch_gemv_chunks(x, ldx, w, N, K, T, nullptr, false, out, out_bf, ldo, H,
-                     HeadStrides{x_head_stride, N * K, out_head_stride}, s);
+  launch_gemv_chunks(GemvArgs{x, ldx, w, N, K, nullptr, false, out, out_bf, ldo, H,
+                              HeadStrides{x_head_stride, N * K, out_head_stride}, GemvFusion{}},
+                     T, s);
 }
 
 }  // namespace r1::backend::cuda

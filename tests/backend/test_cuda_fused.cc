@@ -1,0 +1,280 @@
+// The dense GEMV's fused forms on the GPU (RMSNorm in the prologue; the
+// residual add, or q/k rope with the cache writes, in the epilogue) against the
+// GPU's plain ops bit for bit and the CPU backend within BF16 rounding. Skips
+// without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cuda_ops_fixture.h"
+
+namespace r1::backend::testing {
+namespace {
+
+// ---- The dense GEMV's fused prologue (RMSNorm) and epilogue (residual add) ----
+
+// got == want bit for bit.
+void expect_same(const std::vector<float>& got, const std::vector<float>& want,
+                 const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t diff = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+      if (diff == 0) first = i;
+      ++diff;
+    }
+  EXPECT_EQ(diff, 0u) << what << ": " << diff << " of " << got.size() << " values differ, first at "
+                      << first << " (" << (diff ? got[first] : 0.0f) << " vs "
+                      << (diff ? want[first] : 0.0f) << ")";
+}
+
+// Scratch the fused kernels need not write: filled with this value first, so a
+// test can tell the fused path (left alone) from the plain ops (overwritten).
+constexpr float kUntouched = 7.0f;
+bool untouched(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float f) { return f == kUntouched; });
+}
+
+// One case of the fused forms on the GPU: against the GPU's plain ops (bit for
+// bit) and the CPU backend (its defaults: the plain ops in F32).
+struct FusedCase {
+  int64_t T, K, N;
+};
+
+class CudaFused : public CudaOps {
+ protected:
+  Tensor filled(const Shape& s) {
+    Tensor h = Tensor::empty(s, DType::kF32);
+    std::fill(h.data<float>(), h.data<float>() + h.numel(), kUntouched);
+    return dev(h);
+  }
+  // rms_norm_linear with a bias (the dense q/k/v projection), its scratch, and
+  // whether the fused kernel ran (`fused`: T <= 4 and K <= 8192).
+  void check_norm_linear(const FusedCase& c, bool fused, const std::string& what) {
+    const auto [T, K, N] = c;
+    const float eps = 1e-6f;
+    Tensor x = random_bf16({T, K}, rng_, 2.0f), nw = random_bf16({K}, rng_),
+           w = random_bf16({N, K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
+    Linear gl, cl;
+    gl.weight = gpu().upload(w, DType::kBF16);
+    gl.bias = gpu().upload(bv, DType::kF32);
+    cl.weight = w;
+    cl.bias = bv;
+    Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32);
+    Tensor pn = galloc({T, K}), po = galloc({T, N});
+    gpu().rms_norm(gx, gnw, eps, pn);
+    gpu().linear(pn, gl, po);
+    Tensor fn = filled({T, K}), fo = galloc({T, N});
+    gpu().rms_norm_linear(gx, gnw, eps, fn, gl, fo);
+    const std::vector<float> got = fetch(gpu(), fo);
+    expect_same(got, fetch(gpu(), po), "rms_norm_linear vs rms_norm + linear" + what);
+    if (fused)
+      EXPECT_TRUE(untouched(fetch(gpu(), fn))) << "rms_norm_linear did not fuse" << what;
+    else
+      expect_same(fetch(gpu(), fn), fetch(gpu(), pn), "rms_norm_linear normed" + what);
+    Tensor cn = calloc({T, K}), co = calloc({T, N});
+    cpu().rms_norm_linear(x, nw, eps, cn, cl, co);
+    expect_close(got, host_values(co), 1e-2, "rms_norm_linear vs CPU" + what);
+  }
+  // rms_norm_linear_swiglu (the gate/up projection, I = N).
+  void check_norm_swiglu(const FusedCase& c, bool fused, const std::string& what) {
+    const auto [T, K, I] = c;
+    const float eps = 1e-5f;
+    Tensor x = random_bf16({T, K}, rng_, 0.7f), nw = random_bf16({K}, rng_, 2.0f),
+           w = random_bf16({2 * I, K}, rng_, 0.05f);
+    Linear gl, cl;
+    gl.weight = gpu().upload(w, DType::kBF16);
+    cl.weight = w;
+    Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32);
+    Tensor pn = galloc({T, K}), pgu = galloc({T, 2 * I}), po = galloc({T, I});
+    gpu().rms_norm(gx, gnw, eps, pn);
+    gpu().linear_swiglu(pn, gl, pgu, po);
+    Tensor fn = filled({T, K}), fgu = galloc({T, 2 * I}), fo = galloc({T, I});
+    gpu().rms_norm_linear_swiglu(gx, gnw, eps, fn, gl, fgu, fo);
+    const std::vector<float> got = fetch(gpu(), fo);
+    expect_same(got, fetch(gpu(), po), "rms_norm_linear_swiglu vs plain" + what);
+    if (fused)
+      EXPECT_TRUE(untouched(fetch(gpu(), fn))) << "rms_norm_linear_swiglu did not fuse" << what;
+    else
+      expect_same(fetch(gpu(), fn), fetch(gpu(), pn), "rms_norm_linear_swiglu normed" + what);
+    Tensor cn = calloc({T, K}), cgu = calloc({T, 2 * I}), co = calloc({T, I});
+    cpu().rms_norm_linear_swiglu(x, nw, eps, cn, cl, cgu, co);
+    expect_close(got, host_values(co), 1e-2, "rms_norm_linear_swiglu vs CPU" + what);
+  }
+  // linear_add into a residual of the products' magnitude (so rounding the
+  // product before the add matters), with and without a bias.
+  void check_linear_add(const FusedCase& c, bool fused, const std::string& what) {
+    const auto [T, K, N] = c;
+    Tensor x = random_bf16({T, K}, rng_), w = random_bf16({N, K}, rng_, 0.05f),
+           bv = random_bf16({N}, rng_),
+           r = random_bf16({T, N}, rng_, 0.05f * std::sqrt(static_cast<float>(K)));
+    for (bool bias : {false, true}) {
+      const std::string wb = what + (bias ? " bias" : "");
+      Linear gl, cl;
+      gl.weight = gpu().upload(w, DType::kBF16);
+      cl.weight = w;
+      if (bias) {
+        gl.bias = gpu().upload(bv, DType::kF32);
+        cl.bias = bv;
+      }
+      Tensor gx = dev(x);
+      Tensor pr = dev(r), pt = galloc({T, N});
+      gpu().linear(gx, gl, pt);
+      gpu().add(pr, pt, pr);
+      Tensor fr = dev(r), ft = filled({T, N});
+      gpu().linear_add(gx, gl, fr, ft);
+      const std::vector<float> got = fetch(gpu(), fr);
+      expect_same(got, fetch(gpu(), pr), "linear_add vs linear + add" + wb);
+      if (fused)
+        EXPECT_TRUE(untouched(fetch(gpu(), ft))) << "linear_add did not fuse" << wb;
+      else
+        expect_same(fetch(gpu(), ft), fetch(gpu(), pt), "linear_add tmp" + wb);
+      Tensor cr = Tensor::empty({T, N}, DType::kF32), ct = calloc({T, N});
+      std::memcpy(cr.raw(), r.raw(), r.nbytes());
+      cpu().linear_add(x, cl, cr, ct);
+      expect_close(got, host_values(cr), 1e-2, "linear_add vs CPU" + wb);
+    }
+  }
+  static std::string name(const FusedCase& c) {
+    return " T " + std::to_string(c.T) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N);
+  }
+};
+
+// T = 1..4 on the 7B's width (3584) and R1's (7168: 57 KB of normed rows at 4
+// tokens, above the default shared-memory limit), N that leave partial blocks
+// and small N (rows split across warps); K = 9216 (the norm falls back: its
+// rows are too long; linear_add splits rows on K); T >= 5 (the plain ops).
+TEST_F(CudaFused, FusedGemvFormsEqualPlainOps) {
+  for (const FusedCase& c : std::vector<FusedCase>{{1, 3584, 4608},
+                                                   {2, 3584, 1001},
+                                                   {3, 7168, 517},
+                                                   {4, 7168, 129},
+                                                   {4, 3584, 77},
+                                                   {1, 520, 9},
+                                                   {2, 64, 3},
+                                                   {4, 9216, 520},
+                                                   {5, 3584, 300},
+                                                   {6, 7168, 45},
+                                                   {9, 520, 33}}) {
+    const bool gemv = c.T <= 4, norm = gemv && c.K <= 8192;
+    check_norm_linear(c, norm, name(c));
+    check_norm_swiglu(c, norm, name(c));
+    check_linear_add(c, gemv, name(c));
+  }
+}
+
+// Every launch plan of the dense GEMV: the fused forms reduce in the plan's
+// order as the plain ones do (split rows combine their partial sums before the
+// residual add).
+TEST_F(CudaFused, FusedGemvFormsEveryPlan) {
+  for (const FusedCase& c : std::vector<FusedCase>{{3, 1024, 130}, {4, 2048, 9}, {1, 4096, 77}})
+    for (int split : {1, 2, 4, 8})
+      for (int rows : {1, 2})
+        for (int unroll : {4, 8}) {
+          cuda_set_gemv_plan(split, rows, unroll);
+          const std::string what = name(c) + " split " + std::to_string(split) + " rows " +
+                                   std::to_string(rows) + " unroll " + std::to_string(unroll);
+          check_norm_linear(c, true, what);
+          check_norm_swiglu(c, true, what);
+          check_linear_add(c, true, what);
+        }
+  cuda_set_gemv_plan(0, 1, 4);
+}
+
+// linear_add whose input is the residual itself must not race: the plain ops.
+TEST_F(CudaFused, LinearAddOntoItsOwnInput) {
+  const int64_t T = 2, H = 256;
+  Tensor r = random_bf16({T, H}, rng_), w = random_bf16({H, H}, rng_, 0.05f);
+  Linear gl, cl;
+  gl.weight = gpu().upload(w, DType::kBF16);
+  cl.weight = w;
+  Tensor pr = dev(r), pt = galloc({T, H});
+  gpu().linear(pr, gl, pt);
+  gpu().add(pr, pt, pr);
+  Tensor fr = dev(r), ft = filled({T, H});
+  gpu().linear_add(fr, gl, fr, ft);
+  expect_same(fetch(gpu(), fr), fetch(gpu(), pr), "linear_add onto its input");
+  Tensor cr = Tensor::empty({T, H}, DType::kF32), ct = calloc({T, H});
+  std::memcpy(cr.raw(), r.raw(), r.nbytes());
+  cpu().linear_add(cr, cl, cr, ct);
+  expect_close(fetch(gpu(), fr), host_values(cr), 1e-2, "linear_add onto its input vs CPU");
+}
+
+// The dense layer's attention inputs as one GEMV (norm prologue; rope of q and k,
+// the cache writes of k and v in the epilogue) against rms_norm_linear followed
+// by qkv_rope_cache_write on the GPU (bit for bit: q and both caches whole) and
+// the CPU's defaults; T >= 5 takes the plain ops. Shapes: the 7B's heads
+// (28 / 4 x 128, with q/k/v biases), a small GQA and MHA.
+TEST_F(CudaFused, QkvProjectionWithRopeAndCacheWrite) {
+  struct Case {
+    int64_t T, K, nh, nkv, d;
+  };
+  const int bs = 16;
+  for (const Case& c : std::vector<Case>{{1, 3584, 28, 4, 128},
+                                         {3, 3584, 28, 4, 128},
+                                         {4, 512, 8, 2, 64},
+                                         {2, 256, 4, 4, 32},
+                                         {6, 512, 8, 2, 64}}) {
+    const std::string what = " T " + std::to_string(c.T) + " heads " + std::to_string(c.nh) + "/" +
+                             std::to_string(c.nkv) + " d " + std::to_string(c.d);
+    const int64_t N = (c.nh + 2 * c.nkv) * c.d, W = c.nkv * c.d;
+    RopeParams rope;
+    for (int64_t i = 0; i < c.d / 2; ++i)
+      rope.inv_freq.push_back(std::pow(10000.0f, -2.0f * static_cast<float>(i) / c.d));
+    rope.attention_factor = 1.0f;
+    // Tokens at positions 40.. of one sequence whose blocks are shuffled.
+    const std::vector<int32_t> table = {3, 0, 5, 1, 4, 2};
+    BatchInfo b = one_sequence(c.T, bs, table, 1, 40);
+    for (int64_t t = 0; t < c.T; ++t)
+      b.slot_mapping[static_cast<size_t>(t)] =
+          table[static_cast<size_t>((40 + t) / bs)] * bs + static_cast<int32_t>((40 + t) % bs);
+    const int64_t blocks = static_cast<int64_t>(table.size());
+    Tensor x = random_bf16({c.T, c.K}, rng_, 1.5f), nw = random_bf16({c.K}, rng_),
+           w = random_bf16({N, c.K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
+    Tensor old_cache = random_bf16({blocks, bs, W}, rng_);
+    Linear gl, cl;
+    gl.weight = gpu().upload(w, DType::kBF16);
+    gl.bias = gpu().upload(bv, DType::kF32);
+    cl.weight = w;
+    cl.bias = bv;
+    Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32);
+    const float eps = 1e-6f;
+    // Plain GPU ops.
+    Tensor pn = galloc({c.T, c.K}), pqkv = galloc({c.T, N}), pq = galloc({c.T, c.nh * c.d}),
+           pk = galloc({c.T, W}), pv = galloc({c.T, W});
+    Tensor pkc = dev(old_cache), pvc = dev(old_cache);
+    gpu().rms_norm_linear(gx, gnw, eps, pn, gl, pqkv);
+    gpu().qkv_rope_cache_write(pqkv, c.nh, c.nkv, c.d, rope, b, pq, pk, pv, pkc, pvc);
+    // Fused.
+    Tensor fn = filled({c.T, c.K}), fqkv = filled({c.T, N}), fq = galloc({c.T, c.nh * c.d}),
+           fk = galloc({c.T, W}), fv = galloc({c.T, W});
+    Tensor fkc = dev(old_cache), fvc = dev(old_cache);
+    gpu().rms_norm_qkv_rope_cache_write(gx, gnw, eps, fn, gl, fqkv, c.nh, c.nkv, c.d, rope, b, fq,
+                                        fk, fv, fkc, fvc);
+    const std::vector<float> gq = fetch(gpu(), fq), gkc = fetch(gpu(), fkc),
+                             gvc = fetch(gpu(), fvc);
+    expect_same(gq, fetch(gpu(), pq), "q" + what);
+    expect_same(gkc, fetch(gpu(), pkc), "k cache" + what);
+    expect_same(gvc, fetch(gpu(), pvc), "v cache" + what);
+    if (c.T <= 4) {
+      EXPECT_TRUE(untouched(fetch(gpu(), fqkv))) << "the q/k/v product did not fuse" << what;
+    }
+    // CPU defaults.
+    Tensor cn = calloc({c.T, c.K}), cqkv = calloc({c.T, N}), cq = calloc({c.T, c.nh * c.d}),
+           ck = calloc({c.T, W}), cv = calloc({c.T, W});
+    Tensor ckc = Tensor::empty(old_cache.shape(), DType::kF32),
+           cvc = Tensor::empty(old_cache.shape(), DType::kF32);
+    std::memcpy(ckc.raw(), old_cache.raw(), old_cache.nbytes());
+    std::memcpy(cvc.raw(), old_cache.raw(), old_cache.nbytes());
+    cpu().rms_norm_qkv_rope_cache_write(x, nw, eps, cn, cl, cqkv, c.nh, c.nkv, c.d, rope, b, cq, ck,
+                                        cv, ckc, cvc);
+    expect_close(gq, host_values(cq), 1e-2, "q vs CPU" + what);
+    expect_close(gkc, host_values(ckc), 1e-2, "k cache vs CPU" + what);
+    expect_close(gvc, host_values(cvc), 1e-2, "v cache vs CPU" + what);
+  }
+}
+
+}  // namespace
+}  // namespace r1::backend::testing
