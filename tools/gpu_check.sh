@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole GPU check in one go. Here (no GPU): `tools/gpu_check.sh --bundle`
 # builds the CUDA tests and benchmark into build-cuda/ and copies the binaries
-# and the shared libraries the GPU machine lacks into build-cuda-bundle/ (small,
-# ignored by git). There: `tools/gpu_check.sh` runs the CUDA op tests, the model
+# and the shared libraries the GPU machine lacks into build-cuda-bundle/,
+# compressed into build-carry/bundle.tar.xz (both ignored by git; carry
+# build-carry). There: `tools/gpu_check.sh` runs the CUDA op tests, the model
 # comparison and the benchmarks, writes full logs to $OUT (or out/), and prints
 # a short table last. It builds nothing on the GPU machine.
 set -uo pipefail
@@ -24,8 +25,17 @@ if [[ "${1:-}" == "--bundle" ]]; then
     ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libprometheus|libboost|libssl|libcrypto' || true
   done | sort -u | xargs -r -I{} cp -L {} "$BUNDLE/lib/"
   echo "$(git -C "$ROOT" rev-parse --short HEAD) $(date -u +%FT%TZ)" > "$BUNDLE/VERSION"
-  du -sh "$BUNDLE"
+  # The binaries, xz-compressed, are what travels (carry build-carry): the
+  # uncompressed folder no longer fits the 64 MiB the device tool carries.
+  mkdir -p "$ROOT/build-carry"
+  tar -C "$ROOT" -cf - build-cuda-bundle | xz -T2 -6 > "$ROOT/build-carry/bundle.tar.xz"
+  du -sh "$BUNDLE" "$ROOT/build-carry/bundle.tar.xz"
   exit 0
+fi
+
+# Always from the carried archive when there is one (a warm machine keeps the last run's folder).
+if [[ -f "$ROOT/build-carry/bundle.tar.xz" ]]; then
+  rm -rf "$BUNDLE" && tar -C "$ROOT" -xJf "$ROOT/build-carry/bundle.tar.xz"
 fi
 
 OUT="${OUT:-$ROOT/out}"
