@@ -172,6 +172,16 @@ int run_bench(const BenchArgs& a) {
   std::printf("elapsed:                %.3f s, %lld engine steps, %lld preemptions\n", elapsed,
               static_cast<long long>(s.steps - s0.steps),
               static_cast<long long>(s.preemptions - s0.preemptions));
+  if (const int64_t n = s.steps - s0.steps; n > 0) {
+    const auto per = [&](int64_t now, int64_t before) {
+      return static_cast<double>(now - before) / static_cast<double>(n);
+    };
+    std::printf(
+        "engine thread per step: schedule %.1f us, model %.1f us (batch, launch, device), "
+        "postprocess %.1f us, other %.1f us\n",
+        per(s.time_schedule_us, s0.time_schedule_us), per(s.time_model_us, s0.time_model_us),
+        per(s.time_postprocess_us, s0.time_postprocess_us), per(s.time_other_us, s0.time_other_us));
+  }
   std::printf(
       "throughput:             %.1f output tokens/s, %.1f total tokens/s, %.2f requests/s\n",
       static_cast<double>(out_tokens) / elapsed,

@@ -118,7 +118,12 @@ struct EngineStats {
   int64_t block_size = 0;
   int64_t max_model_len = 0;  // longest sequence (prompt + output) the engine runs
   int64_t step_errors = 0;    // steps whose forward threw (their requests got kError)
-  bool alive = true;          // the engine thread is stepping
+  // Engine-thread time, microseconds since start, in the phases of the loop
+  // iterations that ran a step: scheduling, the model call (building the
+  // batch, the launch and the wait for the device), sampling and stop checks,
+  // and the rest (admission, cancels, deadlines, stats, events).
+  int64_t time_schedule_us = 0, time_model_us = 0, time_postprocess_us = 0, time_other_us = 0;
+  bool alive = true;  // the engine thread is stepping
   std::chrono::steady_clock::time_point last_step;
 };
 

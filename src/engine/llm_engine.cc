@@ -206,6 +206,7 @@ void LlmEngine::loop() {
         cancels.swap(cancels_);
         stopping = stopping_;
       }
+      const auto iter_start = std::chrono::steady_clock::now();
       for (auto& rq : inbox) admit(std::move(rq));
       for (const auto& id : cancels) apply_cancel(id);
       if (stopping) {
@@ -215,9 +216,16 @@ void LlmEngine::loop() {
         return;
       }
       expire_deadlines();
+      const int64_t steps_before = steps_, phases_before = ns_schedule_ + ns_model_ + ns_post_;
       step();
       publish_stats();
       deliver();
+      if (steps_ != steps_before) {  // the rest of an iteration that ran a step
+        const int64_t iter = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::steady_clock::now() - iter_start)
+                                 .count();
+        ns_other_ += iter - (ns_schedule_ + ns_model_ + ns_post_ - phases_before);
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "r1serve engine: fatal error, engine stopped: %s\n", e.what());
@@ -259,12 +267,22 @@ void LlmEngine::expire_deadlines() {
 }
 
 void LlmEngine::step() {
+  using Clock = std::chrono::steady_clock;
+  const auto since = [](Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
+  };
+  auto t = Clock::now();
   StepPlan plan = sched_.schedule();  // 1. schedule
   if (plan.empty()) return;
   const bool greedy = greedy_step(plan);
+  ns_schedule_ += since(t);
+  t = Clock::now();
   try {
-    if (greedy) runner_.run_greedy(plan, greedy_ids_);  // 2. run the model
-    else runner_.run(plan, logits_);
+    if (greedy)
+      runner_.run_greedy(plan, greedy_ids_);  // 2. run the model
+    else
+      runner_.run(plan, logits_);
+    ns_model_ += since(t);
   } catch (const std::exception& e) {
     // Every request in flight fails; cached prefixes may be half-written.
     ++step_errors_;
@@ -273,9 +291,11 @@ void LlmEngine::step() {
     alloc_.clear_cache();
     return;
   }
+  t = Clock::now();
   ++steps_;
   sched_.on_step_done(plan);
   postprocess(plan, logits_, greedy ? &greedy_ids_ : nullptr);  // 3. sample, check stops, emit
+  ns_post_ += since(t);
 }
 
 bool LlmEngine::greedy_step(const StepPlan& plan) const {
@@ -476,6 +496,10 @@ void LlmEngine::publish_stats() {
   stats_.step_errors = step_errors_;
   stats_.prompt_tokens = prompt_tokens_;
   stats_.generation_tokens = generation_tokens_;
+  stats_.time_schedule_us = ns_schedule_ / 1000;
+  stats_.time_model_us = ns_model_ / 1000;
+  stats_.time_postprocess_us = ns_post_ / 1000;
+  stats_.time_other_us = ns_other_ / 1000;
   stats_.last_step = std::chrono::steady_clock::now();
 }
 

@@ -82,6 +82,8 @@ class LlmEngine final : public Engine {
   std::vector<RequestState*> touched_;
   int64_t next_seq_id_ = 0;
   int64_t steps_ = 0, step_errors_ = 0, prompt_tokens_ = 0, generation_tokens_ = 0;
+  // Engine-thread time per loop phase (EngineStats::time_*), nanoseconds.
+  int64_t ns_schedule_ = 0, ns_model_ = 0, ns_post_ = 0, ns_other_ = 0;
   std::vector<float> logits_;
   std::vector<int32_t> greedy_ids_;
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <random>
 
@@ -362,6 +363,34 @@ TEST(EngineLifecycle, CancellationStormLeaksNoBlock) {
   EXPECT_EQ(s.waiting, 0);
   EXPECT_LE(s.kv_blocks_cached, s.kv_blocks_total);
   EXPECT_GT(s.preemptions, 0);
+}
+
+// The engine thread's time per loop phase: every phase accounted, the model call
+// non-zero once steps ran, and together no more than the wall time they ran in.
+TEST(EngineLifecycle, StepPhaseTimes) {
+  auto model = reciting({2, 3, 4, 5, 6, 7, 8, 9}, 16);
+  EngineConfig cfg;
+  cfg.block_size = 4;
+  cfg.num_kv_blocks = 64;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto e = make_engine(model, nullptr, cfg);
+  ASSERT_TRUE(e.is_ok());
+  Collector c;
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(
+        (*e)->submit(greedy_request("p" + std::to_string(i), {2, 3}, 6), c.callback()).is_ok());
+  c.wait(4);
+  (*e)->shutdown();
+  const int64_t wall_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  const EngineStats s = (*e)->stats();
+  EXPECT_GT(s.steps, 0);
+  EXPECT_GT(s.time_model_us + s.time_schedule_us + s.time_postprocess_us, 0);
+  for (int64_t v : {s.time_schedule_us, s.time_model_us, s.time_postprocess_us, s.time_other_us})
+    EXPECT_GE(v, 0);
+  EXPECT_LE(s.time_schedule_us + s.time_model_us + s.time_postprocess_us + s.time_other_us,
+            wall_us);
 }
 
 TEST(EngineLifecycle, RejectsAtSubmit) {
