@@ -11,6 +11,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda_test_util.h"
+#include "backend/paged_batches.h"
 
 namespace r1::backend::testing {
 
@@ -36,6 +37,21 @@ class CudaOps : public ::testing::Test {
   Tensor dev_i32(const Tensor& host) { return gpu().upload(host, DType::kI32); }
   Tensor galloc(const Shape& s, DType d = DType::kBF16) { return gpu().alloc(s, d); }
   Tensor calloc(const Shape& s, DType d = DType::kF32) { return Tensor::zeros(s, d); }
+  // GPU and CPU latent caches (one layer) for plan p, with the same random
+  // BF16 rows written for its cached and its new tokens.
+  std::pair<KvCache, KvCache> mla_caches(const Plan& p, int64_t r, int64_t rope, int bs) {
+    const KvCacheSpec spec = mla_spec(r, rope);
+    KvCache gc = gpu().alloc_kv_cache(spec, p.blocks, bs);
+    KvCache cc = cpu().alloc_kv_cache(spec, p.blocks, bs);
+    for (const BatchInfo* b : {&p.history, &p.step}) {
+      const int64_t T = b->num_tokens();
+      if (T == 0) continue;
+      Tensor lat = random_bf16({T, r + rope}, rng_);
+      gpu().cache_write(dev(lat), *b, gc.latent[0]);
+      cpu().cache_write(lat, *b, cc.latent[0]);
+    }
+    return {std::move(gc), std::move(cc)};
+  }
   std::mt19937 rng_{1234};
   inline static std::unique_ptr<Backend> gpu_, cpu_;
 };
@@ -55,48 +71,6 @@ inline BatchInfo one_sequence(int64_t T, int64_t bs, const std::vector<int32_t>&
   b.block_tables = table;
   b.max_blocks_per_seq = static_cast<int32_t>(table.size());
   return b;
-}
-
-// A batch of sequences, each with `cached` tokens already in the cache and
-// `fresh` new ones; block tables are shuffled permutations of the blocks.
-struct Plan {
-  BatchInfo history;  // writes the cached tokens
-  BatchInfo step;
-  int64_t blocks = 0;
-};
-
-inline Plan make_plan(const std::vector<std::pair<int, int>>& seqs, int block_size,
-                      std::mt19937& rng) {
-  Plan p;
-  int max_blocks = 0;
-  for (auto [c, f] : seqs) max_blocks = std::max(max_blocks, (c + f + block_size - 1) / block_size);
-  p.blocks = static_cast<int64_t>(max_blocks) * static_cast<int64_t>(seqs.size());
-  std::vector<int32_t> perm(static_cast<size_t>(p.blocks));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  for (BatchInfo* b : {&p.history, &p.step}) {
-    b->max_blocks_per_seq = max_blocks;
-    b->query_start = {0};
-  }
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    auto [c, f] = seqs[s];
-    std::vector<int32_t> table(perm.begin() + static_cast<int64_t>(s) * max_blocks,
-                               perm.begin() + static_cast<int64_t>(s + 1) * max_blocks);
-    auto add = [&](BatchInfo& b, int from, int to) {
-      for (int pos = from; pos < to; ++pos) {
-        b.token_ids.push_back(0);
-        b.positions.push_back(pos);
-        b.slot_mapping.push_back(table[static_cast<size_t>(pos / block_size)] * block_size +
-                                 pos % block_size);
-      }
-      b.query_start.push_back(static_cast<int32_t>(b.positions.size()));
-      b.context_lens.push_back(to);
-      b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
-    };
-    add(p.history, 0, c);
-    add(p.step, c, c + f);
-  }
-  return p;
 }
 
 }  // namespace r1::backend::testing

@@ -45,6 +45,17 @@ struct FusedCase {
 
 class CudaFused : public CudaOps {
  protected:
+  // The same BF16 weight (and F32 bias, if defined) as a GPU and a CPU projection.
+  std::pair<Linear, Linear> both_linear(const Tensor& w, const Tensor& bias = Tensor()) {
+    Linear gl, cl;
+    gl.weight = gpu().upload(w, DType::kBF16);
+    cl.weight = w;
+    if (bias.defined()) {
+      gl.bias = gpu().upload(bias, DType::kF32);
+      cl.bias = bias;
+    }
+    return {gl, cl};
+  }
   Tensor filled(const Shape& s) {
     Tensor h = Tensor::empty(s, DType::kF32);
     std::fill(h.data<float>(), h.data<float>() + h.numel(), kUntouched);
@@ -57,11 +68,7 @@ class CudaFused : public CudaOps {
     const float eps = 1e-6f;
     Tensor x = random_bf16({T, K}, rng_, 2.0f), nw = random_bf16({K}, rng_),
            w = random_bf16({N, K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
-    Linear gl, cl;
-    gl.weight = gpu().upload(w, DType::kBF16);
-    gl.bias = gpu().upload(bv, DType::kF32);
-    cl.weight = w;
-    cl.bias = bv;
+    const auto [gl, cl] = both_linear(w, bv);
     Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32);
     Tensor pn = galloc({T, K}), po = galloc({T, N});
     gpu().rms_norm(gx, gnw, eps, pn);
@@ -84,9 +91,7 @@ class CudaFused : public CudaOps {
     const float eps = 1e-5f;
     Tensor x = random_bf16({T, K}, rng_, 0.7f), nw = random_bf16({K}, rng_, 2.0f),
            w = random_bf16({2 * I, K}, rng_, 0.05f);
-    Linear gl, cl;
-    gl.weight = gpu().upload(w, DType::kBF16);
-    cl.weight = w;
+    const auto [gl, cl] = both_linear(w);
     Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32);
     Tensor pn = galloc({T, K}), pgu = galloc({T, 2 * I}), po = galloc({T, I});
     gpu().rms_norm(gx, gnw, eps, pn);
@@ -112,13 +117,7 @@ class CudaFused : public CudaOps {
            r = random_bf16({T, N}, rng_, 0.05f * std::sqrt(static_cast<float>(K)));
     for (bool bias : {false, true}) {
       const std::string wb = what + (bias ? " bias" : "");
-      Linear gl, cl;
-      gl.weight = gpu().upload(w, DType::kBF16);
-      cl.weight = w;
-      if (bias) {
-        gl.bias = gpu().upload(bv, DType::kF32);
-        cl.bias = bv;
-      }
+      const auto [gl, cl] = both_linear(w, bias ? bv : Tensor());
       Tensor gx = dev(x);
       Tensor pr = dev(r), pt = galloc({T, N});
       gpu().linear(gx, gl, pt);
@@ -187,9 +186,7 @@ TEST_F(CudaFused, FusedGemvFormsEveryPlan) {
 TEST_F(CudaFused, LinearAddOntoItsOwnInput) {
   const int64_t T = 2, H = 256;
   Tensor r = random_bf16({T, H}, rng_), w = random_bf16({H, H}, rng_, 0.05f);
-  Linear gl, cl;
-  gl.weight = gpu().upload(w, DType::kBF16);
-  cl.weight = w;
+  const auto [gl, cl] = both_linear(w);
   Tensor pr = dev(r), pt = galloc({T, H});
   gpu().linear(pr, gl, pt);
   gpu().add(pr, pt, pr);
@@ -234,11 +231,7 @@ TEST_F(CudaFused, QkvProjectionWithRopeAndCacheWrite) {
     Tensor x = random_bf16({c.T, c.K}, rng_, 1.5f), nw = random_bf16({c.K}, rng_),
            w = random_bf16({N, c.K}, rng_, 0.05f), bv = random_bf16({N}, rng_);
     Tensor old_cache = random_bf16({blocks, bs, W}, rng_);
-    Linear gl, cl;
-    gl.weight = gpu().upload(w, DType::kBF16);
-    gl.bias = gpu().upload(bv, DType::kF32);
-    cl.weight = w;
-    cl.bias = bv;
+    const auto [gl, cl] = both_linear(w, bv);
     Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32);
     const float eps = 1e-6f;
     // Plain GPU ops.

@@ -412,20 +412,7 @@ TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
     const int bs = 16;
     Plan p = make_plan(c.seqs, bs, rng_);
     const int64_t W = c.r + c.rope;
-    KvCacheSpec spec;
-    spec.mla = true;
-    spec.num_layers = 1;
-    spec.kv_lora_rank = c.r;
-    spec.rope_dim = c.rope;
-    KvCache gc = gpu().alloc_kv_cache(spec, p.blocks, bs);
-    KvCache cc = cpu().alloc_kv_cache(spec, p.blocks, bs);
-    for (BatchInfo* b : {&p.history, &p.step}) {
-      const int64_t T = b->num_tokens();
-      if (T == 0) continue;
-      Tensor lat = random_bf16({T, W}, rng_);
-      gpu().cache_write(dev(lat), *b, gc.latent[0]);
-      cpu().cache_write(lat, *b, cc.latent[0]);
-    }
+    auto [gc, cc] = mla_caches(p, c.r, c.rope, bs);
     const int64_t T = p.step.num_tokens();
     Tensor q = random_bf16({T, c.heads * W}, rng_, 0.2f);
     Tensor go = galloc({T, c.heads * c.r}), co = calloc({T, c.heads * c.r});
@@ -451,23 +438,10 @@ TEST_F(CudaOps, MlaDecompressedAttentionMatchesCpu) {
                          {{16, 512, 128, 64, 128}, {{0, 200}, {300, 70}, {0, 1}, {17, 64}}},
                          {{128, 512, 128, 64, 128}, {{10, 65}}}}) {
     const MlaDims& d = c.d;
-    const int64_t nh = d.heads, W = d.r + d.p, dq = d.dn + d.p, dkv = d.dn + d.dv;
+    const int64_t nh = d.heads, dq = d.dn + d.p, dkv = d.dn + d.dv;
     const int bs = 16;
     Plan p = make_plan(c.seqs, bs, rng_);
-    KvCacheSpec spec;
-    spec.mla = true;
-    spec.num_layers = 1;
-    spec.kv_lora_rank = d.r;
-    spec.rope_dim = d.p;
-    KvCache gc = gpu().alloc_kv_cache(spec, p.blocks, bs);
-    KvCache cc = cpu().alloc_kv_cache(spec, p.blocks, bs);
-    for (BatchInfo* b : {&p.history, &p.step}) {
-      const int64_t T = b->num_tokens();
-      if (T == 0) continue;
-      Tensor lat = random_bf16({T, W}, rng_);
-      gpu().cache_write(dev(lat), *b, gc.latent[0]);
-      cpu().cache_write(lat, *b, cc.latent[0]);
-    }
+    auto [gc, cc] = mla_caches(p, d.r, d.p, bs);
     Tensor kvb = random_bf16({nh * dkv, d.r}, rng_, 1.0f / std::sqrt(static_cast<float>(d.r)));
     Linear gw, cw;
     gw.weight = gpu().upload(kvb, DType::kBF16);

@@ -69,16 +69,6 @@ __device__ __forceinline__ float swiglu_of(float g, float u, bool bf) {
   return g / (1.0f + expf(-g)) * u;
 }
 
-// 16 bytes global -> shared without registers (all of a thread's copies in flight at once).
-__device__ __forceinline__ void copy16_async(void* smem_dst, const void* gmem_src) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src));
-}
-// Waits for this thread's copy16_async copies (then visible to this thread).
-__device__ __forceinline__ void copy16_wait_all() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
-
 // Before pdl_wait: starts moving this thread's norm weights (constant) into L1
 // for norm_rows' second pass.
 __device__ __forceinline__ void prefetch_norm_weights(const float* nw, int K) {
@@ -104,8 +94,8 @@ __device__ __forceinline__ void norm_rows(const uint16_t* x, int64_t ldx, const 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   for (int i = tid * 8; i < K; i += 256 * 8)
 #pragma unroll
-    for (int t = 0; t < T; ++t) copy16_async(xs + t * K + i, x + t * ldx + i);
-  copy16_wait_all();
+    for (int t = 0; t < T; ++t) cp_async16(xs + t * K + i, x + t * ldx + i, true);
+  cp_async_wait_all();
   float ss[T];
 #pragma unroll
   for (int t = 0; t < T; ++t) ss[t] = 0.0f;

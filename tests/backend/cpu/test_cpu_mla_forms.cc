@@ -14,54 +14,14 @@
 #include <gtest/gtest.h>
 
 #include "backend/backend.h"
+#include "backend/paged_batches.h"
 
 namespace r1::backend {
 namespace {
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale) {
-  Tensor t = Tensor::empty(shape, DType::kF32);
-  std::normal_distribution<float> d(0.0f, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
-  return t;
-}
-
-// history writes `cached` tokens of each sequence, step has the `fresh` ones.
-struct Steps {
-  BatchInfo history, step;
-  int64_t blocks = 0;
-};
-
-Steps make_steps(const std::vector<std::pair<int, int>>& seqs, int bs, std::mt19937& rng) {
-  Steps p;
-  int max_blocks = 0;
-  for (auto [c, f] : seqs) max_blocks = std::max(max_blocks, (c + f + bs - 1) / bs);
-  p.blocks = static_cast<int64_t>(max_blocks) * static_cast<int64_t>(seqs.size());
-  std::vector<int32_t> perm(static_cast<size_t>(p.blocks));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  for (BatchInfo* b : {&p.history, &p.step}) {
-    b->max_blocks_per_seq = max_blocks;
-    b->query_start = {0};
-  }
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    auto [c, f] = seqs[s];
-    std::vector<int32_t> table(perm.begin() + static_cast<int64_t>(s) * max_blocks,
-                               perm.begin() + static_cast<int64_t>(s + 1) * max_blocks);
-    auto add = [&](BatchInfo& b, int from, int to) {
-      for (int pos = from; pos < to; ++pos) {
-        b.token_ids.push_back(0);
-        b.positions.push_back(pos);
-        b.slot_mapping.push_back(table[static_cast<size_t>(pos / bs)] * bs + pos % bs);
-      }
-      b.query_start.push_back(static_cast<int32_t>(b.positions.size()));
-      b.context_lens.push_back(to);
-      b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
-    };
-    add(p.history, 0, c);
-    add(p.step, c, c + f);
-  }
-  return p;
-}
+using testing::make_plan;
+using testing::Plan;
+using testing::random_f32;
 
 TEST(CpuMlaForms, DecompressedEqualsAbsorbed) {
   struct Case {
@@ -76,21 +36,16 @@ TEST(CpuMlaForms, DecompressedEqualsAbsorbed) {
     const MlaDims& d = c.d;
     const int64_t nh = d.heads, W = d.r + d.p, dq = d.dn + d.p, dkv = d.dn + d.dv;
     const int bs = 16;
-    Steps p = make_steps(c.seqs, bs, rng);
-    KvCacheSpec spec;
-    spec.mla = true;
-    spec.num_layers = 1;
-    spec.kv_lora_rank = d.r;
-    spec.rope_dim = d.p;
-    KvCache cache = be->alloc_kv_cache(spec, p.blocks, bs);
+    Plan p = make_plan(c.seqs, bs, rng);
+    KvCache cache = be->alloc_kv_cache(testing::mla_spec(d.r, d.p), p.blocks, bs);
     for (BatchInfo* b : {&p.history, &p.step})
       if (b->num_tokens() > 0)
-        be->cache_write(random_tensor({b->num_tokens(), W}, rng, 1.0f), *b, cache.latent[0]);
-    Tensor kvb = random_tensor({nh * dkv, d.r}, rng, 1.0f / std::sqrt(static_cast<float>(d.r)));
+        be->cache_write(random_f32({b->num_tokens(), W}, rng, 1.0f), *b, cache.latent[0]);
+    Tensor kvb = random_f32({nh * dkv, d.r}, rng, 1.0f / std::sqrt(static_cast<float>(d.r)));
     Linear kv_b;
     kv_b.weight = be->upload(kvb, DType::kF32);
     const int64_t T = p.step.num_tokens();
-    Tensor q = random_tensor({T, nh * dq}, rng, 0.5f);
+    Tensor q = random_f32({T, nh * dq}, rng, 0.5f);
     const float scale = 1.0f / std::sqrt(static_cast<float>(dq));
 
     Tensor got = Tensor::zeros({T, nh * d.dv}, DType::kF32);
@@ -145,12 +100,7 @@ TEST(CpuMlaForms, CpuKeepsTheAbsorbedForm) {
 
 TEST(CpuMlaFormsDeathTest, MismatchedShapesAbortWithTheShapes) {
   auto be = make_cpu_backend(1);
-  KvCacheSpec spec;
-  spec.mla = true;
-  spec.num_layers = 1;
-  spec.kv_lora_rank = 64;
-  spec.rope_dim = 16;
-  KvCache cache = be->alloc_kv_cache(spec, 1, 16);
+  KvCache cache = be->alloc_kv_cache(testing::mla_spec(64, 16), 1, 16);
   BatchInfo b;
   b.token_ids = {0};
   b.positions = {0};

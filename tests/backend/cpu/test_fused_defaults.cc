@@ -13,18 +13,14 @@
 #include <gtest/gtest.h>
 
 #include "backend/backend.h"
+#include "backend/paged_batches.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace r1::backend {
 namespace {
 
-Tensor random_f32(const Shape& shape, std::mt19937& rng, float scale) {
-  Tensor t = Tensor::empty(shape, DType::kF32);
-  std::normal_distribution<float> d(0.0f, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
-  return t;
-}
+using testing::random_f32;
 
 // A weight [N, K] in `dtype` (F32 or BF16) from N(0, scale^2) values.
 Tensor random_weight(int64_t N, int64_t K, DType dtype, std::mt19937& rng, float scale) {
