@@ -308,6 +308,9 @@ class Backend {
   virtual void mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache,
                                           const Linear& kv_b, const BatchInfo& batch,
                                           const MlaDims& d, float scale, Tensor& out) = 0;
+  // Whether this backend may ever prefer mla_decompressed_attention for these
+  // widths (the model then keeps kv_b_proj as a projection too).
+  virtual bool mla_decompressed_available(const MlaDims& d) const { return false; }
   // Whether the model should take mla_decompressed_attention for `batch`
   // (decompressing every context costs r x heads x (dn + dv) per key; the
   // absorbed form costs more per query-key pair).

@@ -26,7 +26,8 @@ struct MlaLayer {
   Tensor kv_a_norm;  // [r]
   Tensor w_uk_t;     // [nh, r, dn]: q_lat = W_UK^T q_nope
   Tensor w_uv;       // [nh, dv, r]: o = W_UV o_lat
-  Linear kv_b;       // [nh * (dn + dv), r]: decompresses latents (prefill form)
+  Linear kv_b;       // [nh * (dn + dv), r]: decompresses latents (prefill form; loaded
+                     // where the backend may use that form)
   Linear o_proj;     // [H, nh * dv]
   bool moe = false;
   Linear gate_up, down;  // dense FFN, or the shared experts of an MoE layer
@@ -82,7 +83,8 @@ class DeepseekModel final : public ModelBase {
         std::memcpy(uv.data<float>() + h * dv * r, kb + (h * (dn + dv) + dn) * r,
                     static_cast<size_t>(dv * r) * 4);
       }
-      L.kv_b = w.linear(pre + "self_attn.kv_b_proj", nh * (dn + dv), r);
+      if (backend_.mla_decompressed_available(backend::MlaDims{nh, r, dn, p, dv}))
+        L.kv_b = w.linear(pre + "self_attn.kv_b_proj", nh * (dn + dv), r);
       const DType dt = w.matrix_dtype(pre + "self_attn.kv_b_proj.weight");
       L.w_uk_t = backend_.upload(dt == DType::kF32 ? uk : convert_f32(uk, dt), dt);
       L.w_uv = backend_.upload(dt == DType::kF32 ? uv : convert_f32(uv, dt), dt);
@@ -170,7 +172,7 @@ class DeepseekModel final : public ModelBase {
     Tensor o = s.get("o", {T, nh * dv});
     const backend::MlaDims dims{nh, r, dn, p, dv};
     const float scale = static_cast<float>(c.attention_scale());
-    if (be.prefers_decompressed_mla(batch, dims)) {
+    if (L.kv_b.weight.defined() && be.prefers_decompressed_mla(batch, dims)) {
       // Prefill: keys and values decompressed from the latents; q_pe rotated in place.
       be.rope(q, batch.positions, rope_, nh, qk, dn);
       be.mla_decompressed_attention(q, cache.latent[static_cast<size_t>(l)], L.kv_b, batch, dims,

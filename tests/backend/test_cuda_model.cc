@@ -139,6 +139,9 @@ class RecordingBackend final : public Backend {
                                   float scale, Tensor& out) override {
     in_->mla_decompressed_attention(q, lat, kv_b, b, d, scale, out);
   }
+  bool mla_decompressed_available(const backend::MlaDims& d) const override {
+    return in_->mla_decompressed_available(d);
+  }
   bool prefers_decompressed_mla(const backend::BatchInfo& b,
                                 const backend::MlaDims& d) const override {
     return in_->prefers_decompressed_mla(b, d);

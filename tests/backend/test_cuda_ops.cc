@@ -472,6 +472,8 @@ TEST_F(CudaOps, MlaFormChoice) {
   EXPECT_FALSE(gpu().prefers_decompressed_mla(mixed.step, bench));
   EXPECT_FALSE(gpu().prefers_decompressed_mla(huge.step, r1));  // 62k keys x 128 heads x 256 x 2 B
   EXPECT_FALSE(gpu().prefers_decompressed_mla(prefill.step, MlaDims{16, 512, 96, 64, 128}));
+  EXPECT_TRUE(gpu().mla_decompressed_available(bench));
+  EXPECT_FALSE(gpu().mla_decompressed_available(MlaDims{16, 512, 96, 64, 128}));
 }
 
 TEST_F(CudaOps, GqaPagedAttention) {

@@ -286,10 +286,13 @@ ContextCounts count_context(const BatchInfo& b) {
 
 }  // namespace
 
+bool CudaBackend::mla_decompressed_available(const MlaDims& d) const {
+  return !f32_act_ && decompressed_mla_enabled() && mla_prefill_supported(d.dn, d.p, d.dv) &&
+         d.r % 8 == 0;
+}
+
 bool CudaBackend::prefers_decompressed_mla(const BatchInfo& batch, const MlaDims& d) const {
-  if (f32_act_ || !decompressed_mla_enabled() || !mla_prefill_supported(d.dn, d.p, d.dv) ||
-      d.r % 8 != 0)
-    return false;
+  if (!mla_decompressed_available(d)) return false;
   const ContextCounts c = count_context(batch);
   if (!c.multi_token || c.keys * d.heads * (d.dn + d.dv) * 2 > kMaxDecompressedBytes) return false;
   const double absorbed = static_cast<double>(c.pairs) * (2 * d.r + d.p) / kAbsorbedTflops;

@@ -164,6 +164,7 @@ class CudaBackend final : public Backend {
   void mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache, const Linear& kv_b,
                                   const BatchInfo& batch, const MlaDims& d, float scale,
                                   Tensor& out) override;
+  bool mla_decompressed_available(const MlaDims& d) const override;
   bool prefers_decompressed_mla(const BatchInfo& batch, const MlaDims& d) const override;
 
   void fill_random(Tensor& dst, const RandomFill& fill) override;

@@ -96,6 +96,7 @@ TEST(CpuMlaForms, CpuKeepsTheAbsorbedForm) {
   b.block_tables = {0};
   b.max_blocks_per_seq = 1;
   EXPECT_FALSE(be->prefers_decompressed_mla(b, MlaDims{4, 64, 32, 16, 32}));
+  EXPECT_FALSE(be->mla_decompressed_available(MlaDims{4, 64, 32, 16, 32}));
 }
 
 TEST(CpuMlaFormsDeathTest, MismatchedShapesAbortWithTheShapes) {
