@@ -436,25 +436,32 @@ TEST(EngineLifecycle, DeadlinesAndDuplicateIds) {
   c.wait(1);
   EXPECT_EQ(c.results()["late"].samples[0].finish, FinishReason::kTimeout);
   EXPECT_EQ((*e)->stats().kv_blocks_used, 0);
-  // While "a" is live its id is taken.
+  // While "a" is live its id is taken. Its first event holds the engine thread
+  // until the second submit and the cancel have been made, so "a" can neither
+  // finish before them nor run to its length (however the threads are scheduled).
   std::mutex mu;
   std::condition_variable cv;
-  bool first = false;
+  bool first = false, tried = false;
   c.on_event = [&](const EngineEvent& ev) {
-    if (ev.request_id == "a") {
-      std::lock_guard<std::mutex> l(mu);
-      first = true;
-      cv.notify_all();
-    }
+    if (ev.request_id != "a") return;
+    std::unique_lock<std::mutex> l(mu);
+    first = true;
+    cv.notify_all();
+    cv.wait(l, [&] { return tried; });
   };
   ASSERT_TRUE((*e)->submit(greedy_request("a", {2}, 1000), c.callback()).is_ok());
-  EXPECT_EQ((*e)->submit(greedy_request("a", {2}, 4), c.callback()).code(),
-            ErrorCode::kInvalidArgument);
   {
     std::unique_lock<std::mutex> l(mu);
     cv.wait(l, [&] { return first; });
   }
-  (*e)->cancel("a");
+  EXPECT_EQ((*e)->submit(greedy_request("a", {2}, 4), c.callback()).code(),
+            ErrorCode::kInvalidArgument);
+  (*e)->cancel("a");  // taken at the engine's next iteration, long before 1000 tokens
+  {
+    std::lock_guard<std::mutex> l(mu);
+    tried = true;
+    cv.notify_all();
+  }
   c.wait(2);
   EXPECT_EQ(c.results()["a"].samples[0].finish, FinishReason::kCancelled);
 }
