@@ -281,30 +281,41 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     }
   }
   __syncthreads();
-  // Each thread owns kPer float4 outputs; per split all their loads are issued
-  // together, so the merge costs one L2 round trip per split, not per output.
+  // Each thread owns kPer float4 outputs. The loads of kBatch splits are issued
+  // together (16 float4 in flight per thread), so the merge costs one L2 round
+  // trip per kBatch splits, not per split; the sums still run in split order.
   constexpr int kPer = kHeads * (DV / 4) / kThreads;
   static_assert(kHeads * (DV / 4) % kThreads == 0, "merge tiling");
+  constexpr int kBatch = kPer >= 16 ? 1 : 16 / kPer;
   float4 sum[kPer];
 #pragma unroll
   for (int k = 0; k < kPer; ++k) sum[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int z = 0; z < a.splits; ++z) {
-    float4 v[kPer];
+  for (int z0 = 0; z0 < a.splits; z0 += kBatch) {
+    float4 v[kBatch][kPer];
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) {
-      const int idx = tid + k * kThreads, r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
-      v[k] = r < nrows
-                 ? __ldcg(reinterpret_cast<const float4*>(
-                       a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0 + r) * DV + c))
-                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
+    for (int b = 0; b < kBatch; ++b)
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) {
-      const float wz = w_s[z * kHeads + (tid + k * kThreads) / (DV / 4)];
-      sum[k].x = fmaf(wz, v[k].x, sum[k].x);
-      sum[k].y = fmaf(wz, v[k].y, sum[k].y);
-      sum[k].z = fmaf(wz, v[k].z, sum[k].z);
-      sum[k].w = fmaf(wz, v[k].w, sum[k].w);
+      for (int k = 0; k < kPer; ++k) {
+        const int z = z0 + b;
+        const int idx = tid + k * kThreads, r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
+        v[b][k] =
+            z < a.splits && r < nrows
+                ? __ldcg(reinterpret_cast<const float4*>(
+                      a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0 + r) * DV + c))
+                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int z = z0 + b;
+      if (z >= a.splits) continue;
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) {
+        const float wz = w_s[z * kHeads + (tid + k * kThreads) / (DV / 4)];
+        sum[k].x = fmaf(wz, v[b][k].x, sum[k].x);
+        sum[k].y = fmaf(wz, v[b][k].y, sum[k].y);
+        sum[k].z = fmaf(wz, v[b][k].z, sum[k].z);
+        sum[k].w = fmaf(wz, v[b][k].w, sum[k].w);
+      }
     }
   }
 #pragma unroll
