@@ -220,6 +220,15 @@ struct FlipReport {
   std::string detail;
 };
 
+// Prints a FlipReport: how many selections differ, with the CPU's margins.
+void print_flips(const std::string& what, const FlipReport& f) {
+  std::printf(
+      "  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among "
+      "them %.2e; smallest margin overall %.2e)\n%s",
+      what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
+      f.detail.c_str());
+}
+
 // Which (call, token) selections differ between the CPU and GPU runs.
 FlipReport compare_routes(const std::vector<Route>& cpu, const std::vector<Route>& gpu) {
   FlipReport f;
@@ -372,12 +381,7 @@ TEST_P(CudaModel, LogitsMatchCpu) {
     if (!cpu_routes.empty()) {
       expect_router_matches_cpu_router(gpu_routes, what);
       const FlipReport f = compare_routes(cpu_routes, gpu_routes);
-      std::printf(
-          "  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among "
-          "them "
-          "%.2e; smallest margin overall %.2e)\n%s",
-          what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
-          f.detail.c_str());
+      print_flips(what, f);
       // Everything but the routing decision: the CPU's ids and weights forced onto the GPU.
       g.rec->reset(&cpu_routes);
       SingleSequence fs(*g.model, n);
@@ -412,12 +416,7 @@ TEST_P(CudaModel, Bf16ActivationLogitsCloseToCpu) {
     const auto gpu_logits = gs.append(tokens, true);
     if (!cpu_routes.empty()) {
       const FlipReport f = compare_routes(cpu_routes, g.rec->routes);
-      std::printf(
-          "  %-48s routing: %d/%d token selections differ from the CPU's (largest CPU margin among "
-          "them "
-          "%.2e; smallest margin overall %.2e)\n%s",
-          what.c_str(), f.flipped, f.tokens, f.flipped ? f.max_flip_margin : 0.0, f.min_margin,
-          f.detail.c_str());
+      print_flips(what, f);
       g.rec->reset(&cpu_routes);
       SingleSequence fs(*g.model, n);
       expect_logits_close(fs.append(tokens, true), cpu_logits, V, what + " (CPU routing forced)",
