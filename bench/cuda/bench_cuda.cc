@@ -267,6 +267,17 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
   const bool quick = std::getenv("R1_BENCH_QUICK") != nullptr;
   if (quick) full = false;
   std::vector<int> batches = full ? std::vector<int>{1, 32, 128} : std::vector<int>{1};
+  // R1_BENCH_BATCHES="2,8": these decode batch sizes instead (side-by-side runs).
+  if (const char* e = std::getenv("R1_BENCH_BATCHES")) {
+    batches.clear();
+    for (const char* p = e; *p != '\0';) {
+      char* end = nullptr;
+      const long b = std::strtol(p, &end, 10);
+      if (end == p) break;
+      if (b > 0) batches.push_back(static_cast<int>(b));
+      p = *end == ',' ? end + 1 : end;
+    }
+  }
   for (int B : batches) {
     const int steps = quick ? 3 : 24, max_blocks = (ctx + 24 + 8 + bs) / bs + 1;
     backend::KvCache cache = be->alloc_kv_cache(spec, static_cast<int64_t>(B) * max_blocks, bs);

@@ -3,9 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -14,6 +16,21 @@
 #include "backend/paged_batches.h"
 
 namespace r1::backend::testing {
+
+// got == want bit for bit.
+inline void expect_same(const std::vector<float>& got, const std::vector<float>& want,
+                        const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t diff = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+      if (diff == 0) first = i;
+      ++diff;
+    }
+  EXPECT_EQ(diff, 0u) << what << ": " << diff << " of " << got.size() << " values differ, first at "
+                      << first << " (" << (diff ? got[first] : 0.0f) << " vs "
+                      << (diff ? want[first] : 0.0f) << ")";
+}
 
 class CudaOps : public ::testing::Test {
  protected:

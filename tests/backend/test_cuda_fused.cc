@@ -15,21 +15,6 @@ namespace {
 
 // ---- The dense GEMV's fused prologue (RMSNorm) and epilogue (residual add) ----
 
-// got == want bit for bit.
-void expect_same(const std::vector<float>& got, const std::vector<float>& want,
-                 const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t diff = 0, first = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
-      if (diff == 0) first = i;
-      ++diff;
-    }
-  EXPECT_EQ(diff, 0u) << what << ": " << diff << " of " << got.size() << " values differ, first at "
-                      << first << " (" << (diff ? got[first] : 0.0f) << " vs "
-                      << (diff ? want[first] : 0.0f) << ")";
-}
-
 // Scratch the fused kernels need not write: filled with this value first, so a
 // test can tell the fused path (left alone) from the plain ops (overwritten).
 constexpr float kUntouched = 7.0f;

@@ -57,6 +57,11 @@ void cuda_set_gemv_plan(int split, int rows, int unroll) {
   cuda::set_gemv_override(p);
 }
 
+void cuda_set_moe_stream(Backend& be, bool on) {
+  cuda::set_moe_stream_enabled(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 CudaGraphCounts cuda_graph_counts(Backend& be) {
   CudaGraphCounts r;
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) {

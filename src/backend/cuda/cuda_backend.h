@@ -43,6 +43,10 @@ void cuda_set_pdl(Backend& be, bool on);
 // row 1/2/4/8, rows per warp 1/2, unroll 4/8) where valid; split 0 restores the
 // built-in choice.
 void cuda_set_gemv_plan(int split, int rows, int unroll);
+// Tests and benchmarks: the routed experts of small batches streamed through
+// shared memory (on by default unless R1SERVE_CUDA_MOE_STREAM=0) or computed by
+// the warp-per-row GEMVs (off). Drops the backend's recorded steps.
+void cuda_set_moe_stream(Backend& be, bool on);
 // Recorded-step counters: replays, captures, warm-ups, failed captures.
 struct CudaGraphCounts {
   int64_t replays = 0, captures = 0, warmups = 0, failures = 0;

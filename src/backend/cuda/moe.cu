@@ -363,7 +363,7 @@ __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair
       float v[8];
       unpack8(*reinterpret_cast<const uint4*>(y + pos * H + h), v);
 #pragma unroll
-      for (int c = 0; c < 8; ++c) acc[c] += wj * v[c];
+      for (int c = 0; c < 8; ++c) acc[c] = fmaf(wj, v[c], acc[c]);
     }
     if (add) {  // out = bf16(bf16(sum) + add), what combine then add compute
       float a8[8];
@@ -394,7 +394,7 @@ __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_p
     float acc = 0.0f;
     for (int64_t j = 0; j < K; ++j) {
       const int64_t pos = pos_of_pair ? pos_of_pair[t * K + j] : t * K + j;
-      acc += w[t * K + j] * ldf(y, pos * H + h, y_bf);
+      acc = fmaf(w[t * K + j], ldf(y, pos * H + h, y_bf), acc);  // as moe_stream.cu's direct form
     }
     // With `add`: out = sum rounded to out's dtype, plus add (what combine then add compute).
     if (add) acc = (out_bf ? round_bf16(acc) : acc) + ldf(add, idx, add_bf);

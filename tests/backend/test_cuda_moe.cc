@@ -1,0 +1,71 @@
+// The routed experts of small batches streamed through shared memory
+// (moe_stream.cu) against the warp-per-row GEMVs (moe.cu) bit for bit, and the
+// CPU backend within BF16 rounding: one token (the direct form: no sort, the
+// combine in the down kernel) and several (the sorted form), with and without
+// the shared experts' output added. Skips without a GPU.
+#include <string>
+#include <vector>
+
+#include "backend/cuda_ops_fixture.h"
+
+namespace r1::backend::testing {
+namespace {
+
+struct MoeCase {
+  int64_t E, H, I, K;
+};
+
+TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
+  // Tiny, odd widths (H, I not multiples of 256: lanes past the row's end), and
+  // the bench-r1-9b widths (8 of its 64 experts, all of them chosen).
+  for (const MoeCase c :
+       {MoeCase{16, 128, 64, 4}, MoeCase{8, 136, 72, 3}, MoeCase{8, 2048, 1408, 8}}) {
+    const auto [E, H, I, K] = c;
+    Tensor gu = random_bf16({E, 2 * I, H}, rng_, 0.05f), down = random_bf16({E, H, I}, rng_, 0.05f);
+    ExpertWeights cw, gw;
+    cw.gate_up = gu;
+    cw.down = down;
+    gw.gate_up = gpu().upload(gu, DType::kBF16);
+    gw.down = gpu().upload(down, DType::kBF16);
+    RouterParams p;
+    p.top_k = K;
+    p.normalize = true;
+    p.scale = 2.5f;
+    for (int64_t T : {1, 2, 3, 8}) {
+      const std::string what = " E=" + std::to_string(E) + " H=" + std::to_string(H) +
+                               " I=" + std::to_string(I) + " T=" + std::to_string(T);
+      Tensor x = random_bf16({T, H}, rng_), logits = random_bf16({T, E}, rng_),
+             sh = random_bf16({T, H}, rng_);
+      Tensor ids = galloc({T, K}, DType::kI32), wts = galloc({T, K}, DType::kF32);
+      gpu().moe_route(dev_f32(logits), Tensor(), p, ids, wts);
+      Tensor cids = calloc({T, K}, DType::kI32), cwts = calloc({T, K});
+      gpu().to_host(ids, cids.raw());
+      gpu().to_host(wts, cwts.raw());
+      Tensor gx = dev(x), gsh = dev(sh);
+      for (bool plus : {false, true}) {
+        const std::string wp = what + (plus ? " plus shared" : "");
+        std::vector<float> got[2];
+        for (int streamed = 0; streamed < 2; ++streamed) {
+          cuda_set_moe_stream(gpu(), streamed == 1);
+          Tensor o = galloc({T, H});
+          if (plus)
+            gpu().moe_experts_plus(gx, gw, ids, wts, gsh, o);
+          else
+            gpu().moe_experts(gx, gw, ids, wts, o);
+          got[streamed] = fetch(gpu(), o);
+        }
+        expect_same(got[1], got[0], "streamed vs warp GEMVs" + wp);
+        Tensor co = calloc({T, H});
+        if (plus)
+          cpu().moe_experts_plus(x, cw, cids, cwts, sh, co);
+        else
+          cpu().moe_experts(x, cw, cids, cwts, co);
+        expect_close(got[1], host_values(co), 1.5e-2, "streamed vs CPU" + wp);
+      }
+    }
+  }
+  cuda_set_moe_stream(gpu(), true);
+}
+
+}  // namespace
+}  // namespace r1::backend::testing
