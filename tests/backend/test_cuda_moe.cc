@@ -1,8 +1,8 @@
-// The routed experts of small batches streamed through shared memory
-// (moe_stream.cu) against the warp-per-row GEMVs (moe.cu) bit for bit, and the
-// CPU backend within BF16 rounding: one token (the direct form: no sort, the
-// combine in the down kernel) and several (the sorted form), with and without
-// the shared experts' output added. Skips without a GPU.
+// The routed experts of one token streamed through shared memory
+// (moe_stream.cu: no sort, the combine in the down kernel) against the
+// warp-per-row GEMVs (moe.cu) bit for bit, and against the CPU backend within
+// BF16 rounding, with and without the shared experts' output added; several
+// tokens (the GEMVs either way) against the CPU. Skips without a GPU.
 #include <string>
 #include <vector>
 

@@ -352,15 +352,14 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   int32_t* pos_of_pair = sorted_pair + P;
   uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
   const bool gemv = P <= gemv_max_pairs() && H % 8 == 0 && I % 8 == 0;
-  const int64_t nslots = std::min(P, E);
   if (gemv && T == 1 && is_bf16(x) && reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 &&
-      moe_stream_ok(H, I, K, P)) {
+      moe_stream_ok(H, I, K)) {
     // One token: no sort; the down kernel combines and adds the shared experts' output.
-    launch_moe_gate_up_stream(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), I, nullptr, 0,
-                              nullptr, P, ids.data<int32_t>(), K, act, stream_);
-    launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, nullptr, 0, nullptr,
-                           ids.data<int32_t>(), weights.data<float>(), K, add_p, add_bf, out.raw(),
-                           is_bf16(out), stream_);
+    launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
+                              ids.data<int32_t>(), K, act, stream_);
+    launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, ids.data<int32_t>(),
+                           weights.data<float>(), K, add_p, add_bf, out.raw(), is_bf16(out),
+                           stream_);
     return;
   }
   launch_moe_sort(ids.data<int32_t>(), P, E, offsets, active, slot_info, sorted_pair, pos_of_pair,
@@ -368,13 +367,7 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   // y: F32 from the GEMVs, BF16 from the grouped GEMM (cuBLAS groups BF16 x BF16 -> BF16 only).
   void* y = workspace(6, static_cast<size_t>(P * H) * 4);
   bool y_bf = false;
-  if (gemv && moe_stream_ok(H, I, nslots, P)) {
-    launch_moe_gate_up_stream(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), I, slot_info,
-                              nslots, sorted_pair, P, nullptr, K, act, stream_);
-    launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, slot_info, nslots,
-                           static_cast<float*>(y), nullptr, nullptr, K, nullptr, false, nullptr,
-                           false, stream_);
-  } else if (gemv) {
+  if (gemv) {
     launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, slot_info,
                             sorted_pair, P, K, act, stream_);
     launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, slot_info, P,

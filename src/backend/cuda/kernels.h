@@ -111,23 +111,18 @@ void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t
 void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H,
                           int64_t I, const int32_t* slot_info, int64_t P, float* y, cudaStream_t s);
 // ---- moe_stream.cu ----
-// The same products as the two GEMVs above (bit for bit), streamed: a block per
-// SM, each warp a contiguous range of weight rows kept in flight by bulk copies
-// into shared memory. Sorted form (ids == nullptr): slot_info / sorted_pair of
-// launch_moe_sort (nslots = min(P, E) slots), outputs act and y by sorted
-// position. Direct form (one token, no sort): slot j is the token's expert
-// ids[j], act row j, and the down kernel writes out[h] = sum_j w[j] *
-// (Wd_ids[j][h] . act[j]) (+ add[h]; the combine's arithmetic) instead of y.
-bool moe_stream_ok(int64_t H, int64_t I, int64_t slots, int64_t P);
+// One token's routed experts (the same products as the two GEMVs above, bit for
+// bit), streamed: a block per SM, each warp a contiguous range of weight rows
+// kept in flight by cp.async copies into shared memory. No sort: slot j is the
+// token's expert ids[j] (act row j); the down kernel writes out[h] = sum_j w[j] *
+// (Wd_ids[j][h] . act[j]) (+ add[h]), the combine's arithmetic, instead of y.
+bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
-void launch_moe_gate_up_stream(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                               int64_t I, const int32_t* slot_info, int64_t nslots,
-                               const int32_t* sorted_pair, int64_t P, const int32_t* ids, int64_t K,
-                               uint16_t* act, cudaStream_t s);
+void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
+                               const int32_t* ids, int64_t K, uint16_t* act, cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
-                            const int32_t* slot_info, int64_t nslots, float* y, const int32_t* ids,
-                            const float* w, int64_t K, const void* add, bool add_bf, void* out,
-                            bool out_bf, cudaStream_t s);
+                            const int32_t* ids, const float* w, int64_t K, const void* add,
+                            bool add_bf, void* out, bool out_bf, cudaStream_t s);
 // out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).

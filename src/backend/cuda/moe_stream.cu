@@ -1,15 +1,16 @@
-// Routed-expert GEMVs for small batches, streamed through shared memory: every
-// warp owns a contiguous range of the step's weight rows (of the experts that
-// have tokens) and keeps NS of them (2, 4 or 8) in flight as cp.async copies
-// into a ring of shared-memory stages, each lane copying and later reading only
-// its own 16-byte columns (so a stage needs no barrier, just a commit group).
-// One or two blocks per SM (the grid is persistent), so no block pays the
-// expert lookups or the ramp more than once, and a warp's next rows arrive
-// while it computes. The products are those of moe.cu's warp-per-row GEMVs bit
-// for bit (each lane visits the same columns in the same order); in the direct
-// form (one token) there is no sort, slot j is the token's j-th expert, and the
-// down kernel also does the weighted combine (and adds the shared experts'
-// output).
+// The routed experts of one token (decode at batch 1), streamed through shared
+// memory: every warp owns a contiguous range of the token's expert weight rows
+// and keeps NS of them (2, 4 or 8) in flight as cp.async copies into a ring of
+// shared-memory stages, each lane copying and later reading only its own
+// 16-byte columns (so a stage needs no barrier, just a commit group). One or
+// two blocks per SM (the grid is persistent), so no block pays the expert
+// lookup or the ramp more than once, and a warp's next rows arrive while it
+// computes. There is no sort: slot j is the token's j-th expert. The products
+// are those of moe.cu's warp-per-row GEMVs bit for bit (each lane visits the
+// same columns in the same order), and the down kernel also does the weighted
+// combine (and adds the shared experts' output) with the combine's arithmetic.
+// (A form for several tokens, with the sort's slot table, measured slower than
+// moe.cu's GEMVs at batch 2 and 8, so it was not kept; see docs/performance.md.)
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -22,30 +23,21 @@ namespace r1::backend::cuda {
 namespace {
 
 constexpr int kMaxSlots = 256;
-constexpr int kChunk = 4;  // pairs per pass over a row in shared memory
 
 struct GateUpStream {
-  const void* x;
-  bool x_bf;
+  const uint16_t* x;  // [H] BF16, 16-byte aligned
   int64_t H, I;
   const uint16_t* gate_up;
-  const int4* slot_info;  // sorted form: {expert, begin, end, 1} per slot, zeros after
-  int nslots;
-  const int32_t* sorted_pair;
-  int P;
+  const int32_t* ids;  // the token's K experts
   int64_t K;
-  const int32_t* ids;  // direct form: the token's K experts
-  uint16_t* act;       // [P, I]: by sorted position, or by slot (direct)
+  uint16_t* act;  // [K, I]
 };
 
 struct DownStream {
   const uint16_t* act;
   const uint16_t* down;
   int64_t H, I;
-  const int4* slot_info;  // sorted form
-  int nslots;
-  float* y;  // sorted form: [P, H] by sorted position
-  // Direct form: out[h] = sum_j w[j] * (Wd_ids[j][h] . act[j]) (+ add[h]).
+  // out[h] = sum_j w[j] * (Wd_ids[j][h] . act[j]) (+ add[h]).
   const int32_t* ids;
   const float* w;
   int64_t K;
@@ -54,37 +46,6 @@ struct DownStream {
   void* out;
   bool out_bf;
 };
-
-__device__ __forceinline__ void load_x8(const void* x, bool x_bf, int64_t idx, float* f) {
-  if (x_bf) {
-    unpack8(*reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(x) + idx), f);
-  } else {
-    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + idx);
-    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + idx + 4);
-    f[0] = a.x;
-    f[1] = a.y;
-    f[2] = a.z;
-    f[3] = a.w;
-    f[4] = b.x;
-    f[5] = b.y;
-    f[6] = b.z;
-    f[7] = b.w;
-  }
-}
-
-// The slot table into shared memory (direct form: slot j = {ids[j], j, j + 1, 1})
-// and the number of slots with pairs (a prefix of the table). Every thread calls it.
-__device__ __forceinline__ int load_slots(const int4* slot_info, int nslots, const int32_t* ids,
-                                          int4* info_s, int* n_s) {
-  if (threadIdx.x == 0) *n_s = 0;
-  for (int y = threadIdx.x; y < nslots; y += blockDim.x)
-    info_s[y] = ids != nullptr ? make_int4(ids[y], y, y + 1, 1) : slot_info[y];
-  __syncthreads();
-  for (int y = threadIdx.x; y < nslots; y += blockDim.x)
-    if (info_s[y].w != 0 && (y + 1 == nslots || info_s[y + 1].w == 0)) *n_s = y + 1;
-  __syncthreads();
-  return *n_s;
-}
 
 // This warp's share [first, last) of `units` work units, in order.
 __device__ __forceinline__ void warp_range(int units, int& first, int& last) {
@@ -96,7 +57,7 @@ __device__ __forceinline__ void warp_range(int units, int& first, int& last) {
 }
 
 // A position (outer, inner) in an order of units, stepped without divisions
-// (the loops run on a few warps per SM, so 64-bit divisions would dominate).
+// (the loops run on a few warps per SM, so divisions would dominate).
 struct Cursor {
   int outer, inner, inner_end;
   __device__ __forceinline__ Cursor(int unit, int n_inner)
@@ -109,47 +70,28 @@ struct Cursor {
   }
 };
 
-// Waits for this lane's copies of the oldest of the NS stages in flight.
+// Units (slot j, row r), j < K, r < I; a stage holds the gate row and the up row.
 template <int NS>
-__device__ __forceinline__ void wait_oldest() {
-  cp_async_wait_group<NS - 1>();
-}
-
-// Units: (slot y, row r) for y < n, r < I; stage = the gate row and the up row.
-template <int NS, bool DIRECT>
 __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
-  __shared__ int4 info_s[kMaxSlots];
-  __shared__ int n_s;
+  __shared__ int32_t ids_s[kMaxSlots];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-  const int H = static_cast<int>(a.H), I = static_cast<int>(a.I);
-  constexpr int ns = NS;
-  uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * ns * 2 * H;
-  // Sorted form: the x row of each sorted position; direct form: the token's x (BF16).
-  int32_t* xrow_s = reinterpret_cast<int32_t*>(dyn + static_cast<size_t>(nw) * ns * 4 * H);
-  uint16_t* x_s = reinterpret_cast<uint16_t*>(xrow_s);
-  pdl_wait();  // the slot table comes from the kernel just before
+  const int H = static_cast<int>(a.H), I = static_cast<int>(a.I), K = static_cast<int>(a.K);
+  uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * NS * 2 * H;
+  uint16_t* x_s = reinterpret_cast<uint16_t*>(dyn + static_cast<size_t>(nw) * NS * 4 * H);
+  pdl_wait();  // the routing and x come from the kernels just before
   pdl_trigger();
-  constexpr bool direct = DIRECT;
-  if constexpr (DIRECT) {
-    for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8)
-      *reinterpret_cast<uint4*>(x_s + k) =
-          *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(a.x) + k);
-  } else {
-    for (int p = threadIdx.x; p < a.P; p += blockDim.x)
-      xrow_s[p] = static_cast<int32_t>(a.sorted_pair[p] / a.K);
-  }
-  const int n =
-      load_slots(a.slot_info, direct ? static_cast<int>(a.K) : a.nslots, a.ids, info_s, &n_s);
+  for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
+  for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8)
+    *reinterpret_cast<uint4*>(x_s + k) = *reinterpret_cast<const uint4*>(a.x + k);
+  __syncthreads();
   int u0 = 0, u1 = 0;
-  warp_range(n * I, u0, u1);
-  Cursor fill(u0, I);  // lane 0: the next unit to request
-  // Every lane copies (and later reads) only its own 16-byte columns of a
-  // unit's two rows, so a stage needs no barrier: one commit group per stage.
+  warp_range(K * I, u0, u1);
+  Cursor fill(u0, I);  // the next unit to request
   auto issue = [&](int s, bool any) {
     if (any) {
       const uint16_t* g =
-          a.gate_up + (static_cast<int64_t>(info_s[fill.outer].x) * 2 * I + fill.inner) * H;
+          a.gate_up + (static_cast<int64_t>(ids_s[fill.outer]) * 2 * I + fill.inner) * H;
       uint16_t* dst = ring + s * 2 * H;
       for (int k0 = lane * 8; k0 < H; k0 += 256) {
         cp_async16(dst + k0, g + k0, true);
@@ -159,165 +101,91 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
     }
     cp_async_commit();
   };
-  for (int s = 0; s < ns; ++s) issue(s, u0 + s < u1);
+  for (int s = 0; s < NS; ++s) issue(s, u0 + s < u1);
   Cursor at(u0, I);
   int st = 0;
-  for (int u = u0; u < u1; ++u, at.next(), st = st + 1 == ns ? 0 : st + 1) {
-    wait_oldest<NS>();
-    const int r = at.inner;
-    const int4 info = info_s[at.outer];
+  for (int u = u0; u < u1; ++u, at.next(), st = st + 1 == NS ? 0 : st + 1) {
+    cp_async_wait_group<NS - 1>();  // this lane's copies of the oldest stage
     const uint16_t* wg = ring + st * 2 * H;
     const uint16_t* wu = wg + H;
-    if constexpr (DIRECT) {  // one pair, slot j = info.y; x in shared memory
-      float ag = 0.0f, au = 0.0f;
+    float ag = 0.0f, au = 0.0f;
 #pragma unroll 4
-      for (int k0 = lane * 8; k0 < H; k0 += 256) {
-        float g8[8], u8[8], x8[8];
-        unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
-        unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
-        unpack8(*reinterpret_cast<const uint4*>(x_s + k0), x8);
+    for (int k0 = lane * 8; k0 < H; k0 += 256) {
+      float g8[8], u8[8], x8[8];
+      unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
+      unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
+      unpack8(*reinterpret_cast<const uint4*>(x_s + k0), x8);
 #pragma unroll
-        for (int c = 0; c < 8; ++c) {
-          ag = fmaf(g8[c], x8[c], ag);
-          au = fmaf(u8[c], x8[c], au);
-        }
-      }
-      const float g = warp_sum(ag), v = warp_sum(au);
-      if (lane == 0)
-        reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(info.y) * I + r] =
-            __float2bfloat16_rn(g / (1.0f + expf(-g)) * v);
-    }
-    for (int p0 = info.y; !DIRECT && p0 < info.z; p0 += kChunk) {
-      const int np = min(kChunk, info.z - p0);
-      int64_t xrow[kChunk];
-#pragma unroll
-      for (int q = 0; q < kChunk; ++q)
-        xrow[q] = q < np ? static_cast<int64_t>(xrow_s[p0 + q]) * H : 0;
-      float ag[kChunk] = {}, au[kChunk] = {};
-#pragma unroll 4
-      for (int k0 = lane * 8; k0 < H; k0 += 256) {
-        float g8[8], u8[8];
-        unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
-        unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
-#pragma unroll
-        for (int q = 0; q < kChunk; ++q) {
-          if (q < np) {
-            float x8[8];
-            load_x8(a.x, a.x_bf, xrow[q] + k0, x8);
-#pragma unroll
-            for (int c = 0; c < 8; ++c) {
-              ag[q] = fmaf(g8[c], x8[c], ag[q]);
-              au[q] = fmaf(u8[c], x8[c], au[q]);
-            }
-          }
-        }
-      }
-#pragma unroll
-      for (int q = 0; q < kChunk; ++q) {
-        const float g = warp_sum(ag[q]), v = warp_sum(au[q]);
-        if (lane == 0 && q < np)
-          reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(p0 + q) * I + r] =
-              __float2bfloat16_rn(g / (1.0f + expf(-g)) * v);
+      for (int c = 0; c < 8; ++c) {
+        ag = fmaf(g8[c], x8[c], ag);
+        au = fmaf(u8[c], x8[c], au);
       }
     }
-    issue(st, u + ns < u1);  // the lane has read its columns of this stage
+    const float g = warp_sum(ag), v = warp_sum(au);
+    if (lane == 0)
+      reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(at.outer) * I + at.inner] =
+          __float2bfloat16_rn(g / (1.0f + expf(-g)) * v);
+    issue(st, u + NS < u1);  // the lane has read its columns of this stage
   }
 }
 
-// Sorted form: units (slot y, output row h), one stage each. Direct form: units
-// h, items (h, j) for the token's K experts, one stage each, combined in j order.
-template <int NS, bool DIRECT>
+// Units: output rows h (at most 32 per warp, one per lane's running sum);
+// items (j, h) expert by expert, so a warp streams consecutive rows of one
+// expert, and every h still adds its experts in j order.
+template <int NS>
 __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
-  __shared__ int4 info_s[kMaxSlots];
+  __shared__ int32_t ids_s[kMaxSlots];
   __shared__ float w_s[kMaxSlots];
-  __shared__ int n_s;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int H = static_cast<int>(a.H), I = static_cast<int>(a.I);
-  constexpr int ns = NS;
-  uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * ns * I;
-  // Before pdl_wait: the routing, written by the route and sort kernels at least
-  // two launches back. They are complete: a kernel starts only after every block
-  // of the one before has passed pdl_trigger, which comes after its pdl_wait.
-  constexpr bool direct = DIRECT;
-  const int K = direct ? static_cast<int>(a.K) : 1;
-  if (direct)
-    for (int j = threadIdx.x; j < K; j += blockDim.x) w_s[j] = a.w[j];
-  const int n = load_slots(a.slot_info, direct ? K : a.nslots, a.ids, info_s, &n_s);
+  const int H = static_cast<int>(a.H), I = static_cast<int>(a.I), K = static_cast<int>(a.K);
+  uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * NS * I;
+  // Before pdl_wait: the routing, written by the route kernel at least two
+  // launches back. It is complete: a kernel starts only after every block of
+  // the one before has passed pdl_trigger, which comes after its pdl_wait.
+  for (int j = threadIdx.x; j < K; j += blockDim.x) {
+    ids_s[j] = a.ids[j];
+    w_s[j] = a.w[j];
+  }
+  __syncthreads();
   int u0 = 0, u1 = 0;
-  warp_range(direct ? H : n * H, u0, u1);
-  // Items in order: (slot y, row h) for this warp's units. Sorted form: units
-  // (slot, h), one item each. Direct form: units h (at most 32 per warp, one per
-  // lane's running sum), items (j, h) expert by expert, so a warp streams
-  // consecutive rows of one expert and every h still adds its experts in j order.
-  const int nh = u1 - u0;
-  const int i0 = direct ? 0 : u0, i1 = direct ? K * nh : u1;
-  const int n_inner = direct ? nh : H;
-  Cursor fill(i0, max(n_inner, 1));
+  warp_range(H, u0, u1);
+  const int nh = u1 - u0, items = K * nh;
+  Cursor fill(0, max(nh, 1));          // (j, h - u0)
   auto issue = [&](int s, bool any) {  // as in the gate/up kernel
     if (any) {
-      const int y = fill.outer, h = direct ? u0 + fill.inner : fill.inner;
-      const uint16_t* src = a.down + (static_cast<int64_t>(info_s[y].x) * H + h) * I;
+      const uint16_t* src =
+          a.down + (static_cast<int64_t>(ids_s[fill.outer]) * H + u0 + fill.inner) * I;
       uint16_t* dst = ring + s * I;
       for (int k0 = lane * 8; k0 < I; k0 += 256) cp_async16(dst + k0, src + k0, true);
       fill.next();
     }
     cp_async_commit();
   };
-  for (int s = 0; s < ns; ++s) issue(s, i0 + s < i1);
+  for (int s = 0; s < NS; ++s) issue(s, s < items);
   pdl_wait();  // act comes from the kernel just before
   pdl_trigger();
   float tot = 0.0f;
-  Cursor at(i0, max(n_inner, 1));
+  Cursor at(0, max(nh, 1));
   int st = 0;
-  for (int item = i0; item < i1; ++item, at.next(), st = st + 1 == ns ? 0 : st + 1) {
-    wait_oldest<NS>();
+  for (int item = 0; item < items; ++item, at.next(), st = st + 1 == NS ? 0 : st + 1) {
+    cp_async_wait_group<NS - 1>();
     const uint16_t* wr = ring + st * I;
-    const int y = at.outer, h = direct ? u0 + at.inner : at.inner;
-    const int4 info = info_s[y];
-    if constexpr (DIRECT) {  // one pair (slot y), combined in slot order
-      float acc = 0.0f;
-      const uint16_t* ar = a.act + static_cast<int64_t>(y) * I;
+    const uint16_t* ar = a.act + static_cast<int64_t>(at.outer) * I;
+    float acc = 0.0f;
 #pragma unroll 4
-      for (int k0 = lane * 8; k0 < I; k0 += 256) {
-        float w8[8], a8[8];
-        unpack8(*reinterpret_cast<const uint4*>(wr + k0), w8);
-        unpack8(*reinterpret_cast<const uint4*>(ar + k0), a8);
+    for (int k0 = lane * 8; k0 < I; k0 += 256) {
+      float w8[8], a8[8];
+      unpack8(*reinterpret_cast<const uint4*>(wr + k0), w8);
+      unpack8(*reinterpret_cast<const uint4*>(ar + k0), a8);
 #pragma unroll
-        for (int c = 0; c < 8; ++c) acc = fmaf(w8[c], a8[c], acc);
-      }
-      const float d = warp_sum(acc);
-      if (lane == at.inner) tot = fmaf(w_s[y], d, tot);
+      for (int c = 0; c < 8; ++c) acc = fmaf(w8[c], a8[c], acc);
     }
-    for (int p0 = info.y; !DIRECT && p0 < info.z; p0 += kChunk) {
-      const int np = min(kChunk, info.z - p0);
-      float acc[kChunk] = {};
-#pragma unroll 4
-      for (int k0 = lane * 8; k0 < I; k0 += 256) {
-        float w8[8];
-        unpack8(*reinterpret_cast<const uint4*>(wr + k0), w8);
-#pragma unroll
-        for (int q = 0; q < kChunk; ++q) {
-          if (q < np) {
-            float a8[8];
-            unpack8(*reinterpret_cast<const uint4*>(a.act + static_cast<int64_t>(p0 + q) * I + k0),
-                    a8);
-#pragma unroll
-            for (int c = 0; c < 8; ++c) acc[q] = fmaf(w8[c], a8[c], acc[q]);
-          }
-        }
-      }
-      {
-#pragma unroll
-        for (int q = 0; q < kChunk; ++q) {
-          const float v = warp_sum(acc[q]);
-          if (lane == 0 && q < np) a.y[static_cast<int64_t>(p0 + q) * H + h] = v;
-        }
-      }
-    }
-    issue(st, item + ns < i1);
+    const float d = warp_sum(acc);
+    if (lane == at.inner) tot = fmaf(w_s[at.outer], d, tot);
+    issue(st, item + NS < items);
   }
-  if (DIRECT && lane < nh) {
+  if (lane < nh) {  // the combine's arithmetic: the routed sum rounded to out's dtype, plus add
     const int h = u0 + lane;
     float v = tot;
     if (a.add) v = (a.out_bf ? round_bf16(v) : v) + ldf(a.add, h, a.add_bf);
@@ -420,21 +288,15 @@ void launch_stream(Kernel kernel, std::atomic<uint64_t>& raised, const RingShape
 template <int NS>
 struct GateUpLaunch {
   static void run(const RingShape& rs, size_t smem, cudaStream_t s, const GateUpStream& a) {
-    static std::atomic<uint64_t> raised[2] = {0, 0};
-    if (a.ids != nullptr)
-      launch_stream(moe_gate_up_stream_kernel<NS, true>, raised[1], rs, smem, s, a);
-    else
-      launch_stream(moe_gate_up_stream_kernel<NS, false>, raised[0], rs, smem, s, a);
+    static std::atomic<uint64_t> raised{0};
+    launch_stream(moe_gate_up_stream_kernel<NS>, raised, rs, smem, s, a);
   }
 };
 template <int NS>
 struct DownLaunch {
   static void run(const RingShape& rs, size_t smem, cudaStream_t s, const DownStream& a) {
-    static std::atomic<uint64_t> raised[2] = {0, 0};
-    if (a.ids != nullptr)
-      launch_stream(moe_down_stream_kernel<NS, true>, raised[1], rs, smem, s, a);
-    else
-      launch_stream(moe_down_stream_kernel<NS, false>, raised[0], rs, smem, s, a);
+    static std::atomic<uint64_t> raised{0};
+    launch_stream(moe_down_stream_kernel<NS>, raised, rs, smem, s, a);
   }
 };
 
@@ -444,9 +306,9 @@ void set_moe_stream_enabled(bool on) {
   budget().on = on;
 }
 
-bool moe_stream_ok(int64_t H, int64_t I, int64_t slots, int64_t P) {
-  // The direct down kernel keeps one output per lane: at most 32 per warp, and
-  // the grid has at least two warps per SM.
+bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
+  // The down kernel keeps one output per lane: at most 32 per warp, and the
+  // grid has at least two warps per SM.
   static const int sms = [] {
     int dev = 0, n = 0;
     R1_CUDA_OK(cudaGetDevice(&dev));
@@ -454,60 +316,30 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t slots, int64_t P) {
     return n;
   }();
   return budget().on && H <= 32 * 2 * static_cast<int64_t>(sms) && H % 8 == 0 && I % 8 == 0 &&
-         H < 65536 && I < 65536 && slots <= kMaxSlots && P <= 4096 &&
+         H < 65536 && I < 65536 && K >= 1 && K <= kMaxSlots &&
          ring_shape(static_cast<size_t>(4 * H), budget().gate_up).warps > 0 &&
          ring_shape(static_cast<size_t>(2 * I), budget().down).warps > 0;
 }
 
-void launch_moe_gate_up_stream(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
-                               int64_t I, const int32_t* slot_info, int64_t nslots,
-                               const int32_t* sorted_pair, int64_t P, const int32_t* ids, int64_t K,
-                               uint16_t* act, cudaStream_t s) {
-  R1_CUDA_REQUIRE(moe_stream_ok(H, I, ids ? K : nslots, P), "moe stream: shape");
-  R1_CUDA_REQUIRE(ids == nullptr || (x_bf && reinterpret_cast<uintptr_t>(x) % 16 == 0),
-                  "moe stream: the direct form takes aligned BF16 activations");
+void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
+                               const int32_t* ids, int64_t K, uint16_t* act, cudaStream_t s) {
+  R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
+  R1_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0,
+                  "moe stream: x must be 16-byte aligned");
   const RingShape rs = ring_shape(static_cast<size_t>(4 * H), budget().gate_up);
-  const size_t smem = static_cast<size_t>(rs.warps) * rs.stages * 4 * H +
-                      (ids ? static_cast<size_t>(H) * 2 : static_cast<size_t>(P) * 4);
-  const GateUpStream a{x,
-                       x_bf,
-                       H,
-                       I,
-                       gate_up,
-                       reinterpret_cast<const int4*>(slot_info),
-                       static_cast<int>(nslots),
-                       sorted_pair,
-                       static_cast<int>(P),
-                       K,
-                       ids,
-                       act};
-  with_stages<GateUpLaunch>(rs.stages, rs, smem, s, a);
+  const size_t smem =
+      static_cast<size_t>(rs.warps) * rs.stages * 4 * H + static_cast<size_t>(H) * 2;
+  with_stages<GateUpLaunch>(rs.stages, rs, smem, s, GateUpStream{x, H, I, gate_up, ids, K, act});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
-                            const int32_t* slot_info, int64_t nslots, float* y, const int32_t* ids,
-                            const float* w, int64_t K, const void* add, bool add_bf, void* out,
-                            bool out_bf, cudaStream_t s) {
-  R1_CUDA_REQUIRE(moe_stream_ok(H, I, ids ? K : nslots, 0), "moe stream: shape");
-  R1_CUDA_REQUIRE(ids != nullptr ? (w != nullptr && out != nullptr) : y != nullptr,
-                  "moe stream: outputs");
+                            const int32_t* ids, const float* w, int64_t K, const void* add,
+                            bool add_bf, void* out, bool out_bf, cudaStream_t s) {
+  R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   const RingShape rs = ring_shape(static_cast<size_t>(2 * I), budget().down);
   const size_t smem = static_cast<size_t>(rs.warps) * rs.stages * 2 * I;
-  const DownStream a{act,
-                     down,
-                     H,
-                     I,
-                     reinterpret_cast<const int4*>(slot_info),
-                     static_cast<int>(nslots),
-                     y,
-                     ids,
-                     w,
-                     K,
-                     add,
-                     add_bf,
-                     out,
-                     out_bf};
-  with_stages<DownLaunch>(rs.stages, rs, smem, s, a);
+  with_stages<DownLaunch>(rs.stages, rs, smem, s,
+                          DownStream{act, down, H, I, ids, w, K, add, add_bf, out, out_bf});
 }
 
 }  // namespace r1::backend::cuda
