@@ -207,6 +207,12 @@ void CudaBackend::plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t d
   int64_t splits =
       blocks < 2 * sm_count_ ? std::min<int64_t>(chunks, (2 * sm_count_ + blocks - 1) / blocks) : 1;
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, mla_max_splits()));
+  // R1SERVE_CUDA_ATTN_SPLIT_STEPS=N: at least N key steps per split (side-by-side runs).
+  static const int64_t min_per = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_ATTN_SPLIT_STEPS");
+    return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{1};
+  }();
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, (chunks + min_per - 1) / min_per));
   const int64_t per = (chunks + splits - 1) / splits;
   splits = std::max<int64_t>(1, (chunks + per - 1) / per);
   a.splits = static_cast<int32_t>(splits);

@@ -69,6 +69,10 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   const int32_t* table = a.block_tables + static_cast<int64_t>(lo) * a.max_blocks;
   const int key_begin = split * a.keys_per_split;
   const int key_end = min(a.positions[t] + 1, key_begin + a.keys_per_split);
+  // Splits past the token's last key (a recorded step plans for the block
+  // table's capacity) have nothing to add: they leave at once, and the merge
+  // counts and reads only the `active` ones (their weights would be zero).
+  const int active = min(a.splits, (a.positions[t] + a.keys_per_split) / a.keys_per_split);
   // Keys from this position on are written in this step (by the kernels just
   // before); older cache rows, and the step's inputs (positions, block tables,
   // query_start, copied before its first kernel), may be read before pdl_wait.
@@ -113,6 +117,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   }
   pdl_wait();
   pdl_trigger();
+  if (split >= active) return;
 
   for (int idx = tid; idx < kHeads * (D / 8); idx += kThreads) {
     const int r = idx / (D / 8), c = idx % (D / 8);
@@ -210,7 +215,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 
   const int hg = h0 + g, hg8 = h0 + g + 8;
   const bool vg = g < nrows, vg8 = g + 8 < nrows;
-  if (a.splits == 1) {
+  if (active == 1) {  // one split with keys: nothing to merge
     const float l0 = l_s[g], l1 = l_s[g + 8];
     const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
@@ -248,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   __syncthreads();
   __shared__ int last;
   int32_t* counter = a.counters + static_cast<int64_t>(t) * gridDim.z + blockIdx.z;
-  if (tid == 0) last = atomicAdd(counter, 1) == a.splits - 1;
+  if (tid == 0) last = atomicAdd(counter, 1) == active - 1;
   __syncthreads();
   if (!last) return;
   if (tid == 0) *counter = 0;
@@ -258,7 +263,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   float* pl_s = pm_s + kMaxSplits * kHeads;     // [splits][16] partial sums
   {
     const int64_t stride = static_cast<int64_t>(a.T) * a.H;
-    for (int idx = tid; idx < a.splits * kHeads; idx += kThreads) {
+    for (int idx = tid; idx < active * kHeads; idx += kThreads) {
       const int z = idx / kHeads, r = idx % kHeads;
       const int64_t row = static_cast<int64_t>(t) * a.H + h0 + min(r, nrows - 1);
       const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.ws_ml + 2 * (z * stride + row)));
@@ -269,13 +274,13 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   __syncthreads();
   if (tid < kHeads) {
     float M = -INFINITY;
-    for (int z = 0; z < a.splits; ++z) M = fmaxf(M, pm_s[z * kHeads + tid]);
+    for (int z = 0; z < active; ++z) M = fmaxf(M, pm_s[z * kHeads + tid]);
     float Lsum = 0.0f;
-    for (int z = 0; z < a.splits; ++z) {
+    for (int z = 0; z < active; ++z) {
       const float m = pm_s[z * kHeads + tid];
       if (m != -INFINITY) Lsum += pl_s[z * kHeads + tid] * expf(m - M);
     }
-    for (int z = 0; z < a.splits; ++z) {
+    for (int z = 0; z < active; ++z) {
       const float m = pm_s[z * kHeads + tid];
       w_s[z * kHeads + tid] = (m == -INFINITY || Lsum <= 0.0f) ? 0.0f : expf(m - M) / Lsum;
     }
@@ -290,7 +295,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   float4 sum[kPer];
 #pragma unroll
   for (int k = 0; k < kPer; ++k) sum[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int z0 = 0; z0 < a.splits; z0 += kBatch) {
+  for (int z0 = 0; z0 < active; z0 += kBatch) {
     float4 v[kBatch][kPer];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b)
@@ -299,7 +304,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
         const int z = z0 + b;
         const int idx = tid + k * kThreads, r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
         v[b][k] =
-            z < a.splits && r < nrows
+            z < active && r < nrows
                 ? __ldcg(reinterpret_cast<const float4*>(
                       a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0 + r) * DV + c))
                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -307,7 +312,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int z = z0 + b;
-      if (z >= a.splits) continue;
+      if (z >= active) continue;
 #pragma unroll
       for (int k = 0; k < kPer; ++k) {
         const float wz = w_s[z * kHeads + (tid + k * kThreads) / (DV / 4)];
