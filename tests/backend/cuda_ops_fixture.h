@@ -69,6 +69,16 @@ class CudaOps : public ::testing::Test {
     }
     return {std::move(gc), std::move(cc)};
   }
+  // Random BF16 SwiGLU experts (E of them, H wide, I inner) as CPU and GPU weights.
+  std::pair<ExpertWeights, ExpertWeights> random_experts(int64_t E, int64_t H, int64_t I,
+                                                         float scale) {
+    ExpertWeights cw, gw;
+    cw.gate_up = random_bf16({E, 2 * I, H}, rng_, scale);
+    cw.down = random_bf16({E, H, I}, rng_, scale);
+    gw.gate_up = gpu().upload(cw.gate_up, DType::kBF16);
+    gw.down = gpu().upload(cw.down, DType::kBF16);
+    return {std::move(cw), std::move(gw)};
+  }
   std::mt19937 rng_{1234};
   inline static std::unique_ptr<Backend> gpu_, cpu_;
 };

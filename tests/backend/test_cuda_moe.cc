@@ -21,12 +21,7 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
   for (const MoeCase c :
        {MoeCase{16, 128, 64, 4}, MoeCase{8, 136, 72, 3}, MoeCase{8, 2048, 1408, 8}}) {
     const auto [E, H, I, K] = c;
-    Tensor gu = random_bf16({E, 2 * I, H}, rng_, 0.05f), down = random_bf16({E, H, I}, rng_, 0.05f);
-    ExpertWeights cw, gw;
-    cw.gate_up = gu;
-    cw.down = down;
-    gw.gate_up = gpu().upload(gu, DType::kBF16);
-    gw.down = gpu().upload(down, DType::kBF16);
+    const auto [cw, gw] = random_experts(E, H, I, 0.05f);
     RouterParams p;
     p.top_k = K;
     p.normalize = true;

@@ -368,12 +368,7 @@ TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
 
 TEST_F(CudaOps, MoeExpertsGemvAndGroupedPaths) {
   const int64_t E = 16, H = 128, I = 64, K = 4;
-  Tensor gu = random_bf16({E, 2 * I, H}, rng_, 0.1f), down = random_bf16({E, H, I}, rng_, 0.1f);
-  ExpertWeights cw, gw;
-  cw.gate_up = gu;
-  cw.down = down;
-  gw.gate_up = gpu().upload(gu, DType::kBF16);
-  gw.down = gpu().upload(down, DType::kBF16);
+  const auto [cw, gw] = random_experts(E, H, I, 0.1f);
   RouterParams p;
   p.top_k = K;
   p.n_group = 4;
