@@ -394,7 +394,7 @@ __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_p
     float acc = 0.0f;
     for (int64_t j = 0; j < K; ++j) {
       const int64_t pos = pos_of_pair ? pos_of_pair[t * K + j] : t * K + j;
-      acc = fmaf(w[t * K + j], ldf(y, pos * H + h, y_bf), acc);  // as moe_stream.cu's direct form
+      acc = fmaf(w[t * K + j], ldf(y, pos * H + h, y_bf), acc);  // as moe_stream.cu
     }
     // With `add`: out = sum rounded to out's dtype, plus add (what combine then add compute).
     if (add) acc = (out_bf ? round_bf16(acc) : acc) + ldf(add, idx, add_bf);
