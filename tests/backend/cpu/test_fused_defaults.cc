@@ -56,6 +56,17 @@ class FusedDefaults : public ::testing::TestWithParam<DType> {
  protected:
   std::unique_ptr<Backend> be_ = make_cpu_backend(2);
   std::mt19937 rng_{99};
+  // A random [N, K] projection in the parameter's dtype, with an F32 bias if asked.
+  Linear random_linear(int64_t N, int64_t K, bool bias) {
+    Linear w;
+    w.weight = random_weight(N, K, GetParam(), rng_, 0.1f);
+    if (bias) w.bias = random_f32({N}, rng_, 1.0f);
+    return w;
+  }
+  static std::string label(int64_t T, int64_t K, int64_t N, bool bias) {
+    return "T " + std::to_string(T) + " K " + std::to_string(K) + " N " + std::to_string(N) +
+           (bias ? " bias" : "");
+  }
 };
 
 TEST_P(FusedDefaults, LinearAddIsLinearThenAdd) {
@@ -63,11 +74,8 @@ TEST_P(FusedDefaults, LinearAddIsLinearThenAdd) {
   for (auto [T, K, N] :
        std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {4, 96, 130}, {7, 40, 9}}) {
     for (bool bias : {false, true}) {
-      const std::string what = "T " + std::to_string(T) + " K " + std::to_string(K) + " N " +
-                               std::to_string(N) + (bias ? " bias" : "");
-      Linear w;
-      w.weight = random_weight(N, K, GetParam(), rng_, 0.1f);
-      if (bias) w.bias = random_f32({N}, rng_, 1.0f);
+      const std::string what = label(T, K, N, bias);
+      const Linear w = random_linear(N, K, bias);
       Tensor x = random_f32({T, K}, rng_, 1.0f), r0 = random_f32({T, N}, rng_, 3.0f);
       // Plain ops.
       Tensor want_r = copy_of(r0), want_tmp = Tensor::zeros({T, N}, DType::kF32);
@@ -89,11 +97,8 @@ TEST_P(FusedDefaults, RmsNormLinearIsRmsNormThenLinear) {
   for (auto [T, K, N] :
        std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {3, 96, 130}, {6, 40, 9}}) {
     for (bool bias : {false, true}) {
-      const std::string what = "T " + std::to_string(T) + " K " + std::to_string(K) + " N " +
-                               std::to_string(N) + (bias ? " bias" : "");
-      Linear w;
-      w.weight = random_weight(N, K, GetParam(), rng_, 0.1f);
-      if (bias) w.bias = random_f32({N}, rng_, 1.0f);
+      const std::string what = label(T, K, N, bias);
+      const Linear w = random_linear(N, K, bias);
       Tensor x = random_f32({T, K}, rng_, 2.0f), nw = random_f32({K}, rng_, 1.0f);
       const float eps = 1e-6f;
       Tensor want_n = Tensor::zeros({T, K}, DType::kF32), want = Tensor::zeros({T, N}, DType::kF32);
