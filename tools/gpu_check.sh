@@ -14,12 +14,17 @@ if [[ "${1:-}" == "--bundle" ]]; then
   set -e
   cmake -S "$ROOT" -B "$ROOT/build-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release -DR1_CUDA=ON >/dev/null
   cmake --build "$ROOT/build-cuda" -j2 --target backend_test_cuda_ops backend_test_cuda_model \
-    backend_test_cuda_graphs bench_cuda r1serve
+    backend_test_cuda_graphs bench_cuda r1serve $(grep -q r1_kernel_trace "$ROOT/build-cuda/build.ninja" && echo r1_kernel_trace)
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   cp "$ROOT/build-cuda/tests/backend/backend_test_cuda_ops" "$ROOT/build-cuda/tests/backend/backend_test_cuda_model" \
      "$ROOT/build-cuda/tests/backend/backend_test_cuda_graphs" "$ROOT/build-cuda/bench_cuda" \
      "$ROOT/build-cuda/r1serve" "$BUNDLE/bin/"
   strip "$BUNDLE"/bin/* || true
+  # The kernel timeline library (TRACE below) and the CUPTI it needs.
+  if [[ -f "$ROOT/build-cuda/libr1_kernel_trace.so" ]]; then
+    cp "$ROOT/build-cuda/libr1_kernel_trace.so" "$BUNDLE/lib/"
+    ldd "$BUNDLE/lib/libr1_kernel_trace.so" | awk '/libcupti/ {print $3}' | xargs -r -I{} cp -L {} "$BUNDLE/lib/"
+  fi
   # Debian libraries absent on the GPU machine (CUDA's own libraries are there).
   for f in "$BUNDLE"/bin/*; do
     ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libprometheus|libboost|libssl|libcrypto' || true
@@ -72,6 +77,17 @@ if [[ "${GEMV_SWEEP:-0}" == 1 ]]; then
   echo "gemv sweep rc=$?" >> "$OUT/summary.txt"
 fi
 
+# The timeline of recorded batch-1 steps (CUPTI, bench/cuda/kernel_trace.cc):
+# what every kernel adds to the step's critical path.
+if [[ "${TRACE:-1}" == 1 && -f "$BUNDLE/lib/libr1_kernel_trace.so" ]]; then
+  for m in bench-r1-9b r1-distill-qwen-7b; do
+    R1_BENCH_BATCHES=1 R1_TRACE_CSV=/tmp/trace_$m.csv CUDA_INJECTION64_PATH="$BUNDLE/lib/libr1_kernel_trace.so" \
+      timeout 120 "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/$m" > "$OUT/trace_bench_$m.log" 2>&1
+    echo "trace $m rc=$?" >> "$OUT/summary.txt"
+    python3 "$ROOT/tools/trace_summary.py" /tmp/trace_$m.csv 20 40 > "$OUT/trace_$m.txt" 2>&1
+  done
+fi
+
 # Per-kernel GPU time of three eager batch-1 decode steps, from Nsight Compute.
 NCU_BIN="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
 if [[ "${NCU:-1}" == 1 && -n "$NCU_BIN" ]]; then
@@ -122,6 +138,9 @@ echo "==== ncu (bench-r1-9b, batch 1, eager, per step) ===="
 [[ -f "$OUT/ncu_summary.txt" ]] && head -150 "$OUT/ncu_summary.txt"
 echo "==== ncu (r1-distill-qwen-7b, batch 1, eager, per step) ===="
 [[ -f "$OUT/ncu_summary_7b.txt" ]] && head -70 "$OUT/ncu_summary_7b.txt"
+for f in "$OUT"/trace_bench-r1-9b.txt "$OUT"/trace_r1-distill-qwen-7b.txt; do
+  [[ -f "$f" ]] && { echo "==== timeline of recorded steps: $(basename "$f") ===="; head -60 "$f"; }
+done
 [[ -f "$OUT/gemv_sweep.log" ]] && { echo "==== GEMV plans ===="; cat "$OUT/gemv_sweep.log"; }
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
