@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "backend/cuda/common.cuh"
 
@@ -327,6 +329,34 @@ int64_t prefetch_max_bytes() {
 
 GemvPlan g_gemv_override{};  // split 0: use the heuristic
 
+// R1SERVE_CUDA_GEMV_PLANS="NxK=sSrRuU,..." (e.g. "3584x18944=s8r1u4"): the plan
+// of the GEMVs of those shapes, for side-by-side runs inside recorded steps
+// (N counts all heads' rows of a per-head product). Parsed once.
+struct ShapePlan {
+  int64_t N, K;
+  GemvPlan plan;
+};
+const std::vector<ShapePlan>& shape_plans() {
+  static const std::vector<ShapePlan> plans = [] {
+    std::vector<ShapePlan> v;
+    const char* e = std::getenv("R1SERVE_CUDA_GEMV_PLANS");
+    for (const char* p = e; p != nullptr && *p != '\0';) {
+      long long n = 0, k = 0;
+      int sp = 0, r = 0, u = 0, used = 0;
+      if (std::sscanf(p, "%lldx%lld=s%dr%du%d%n", &n, &k, &sp, &r, &u, &used) != 5) break;
+      GemvPlan g;
+      g.split = sp;
+      g.rows = r;
+      g.unroll = u;
+      v.push_back({n, k, g});
+      p += used;
+      if (*p == ',') ++p;
+    }
+    return v;
+  }();
+  return plans;
+}
+
 bool plan_valid(const GemvPlan& p, int64_t K, bool swiglu) {
   return (p.split == 1 || p.split == 2 || p.split == 4 || p.split == 8) &&
          (p.rows == 1 || p.rows == 2) && (p.unroll == 4 || p.unroll == 8) &&
@@ -399,6 +429,8 @@ template <int T>
 void launch_gemv_t(const GemvArgs& a, int sms, cudaStream_t s) {
   GemvPlan p = gemv_plan(a.N * a.H, a.K, a.swiglu, sms);
   if (g_gemv_override.split != 0 && plan_valid(g_gemv_override, a.K, a.swiglu)) p = g_gemv_override;
+  for (const ShapePlan& sp : shape_plans())
+    if (sp.N == a.N * a.H && sp.K == a.K && plan_valid(sp.plan, a.K, a.swiglu)) p = sp.plan;
   const bool prefetch = a.H * a.N * a.K * 2 * (a.swiglu ? 2 : 1) <= prefetch_max_bytes();
   const bool rope = a.fu.rope_positions != nullptr;  // two rows per warp, N / 2 units
   const int64_t outs_per_block = 8 / p.split * (a.swiglu || rope ? 1 : p.rows);
