@@ -345,7 +345,9 @@ TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
        std::vector<RouteCase>{{5, 16, 4, 4, 2, Scoring::kSigmoid, true, true},
                               {33, 64, 6, 1, 1, Scoring::kSoftmax, false, false},
                               {9, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
-                              {130, 256, 8, 8, 4, Scoring::kSigmoid, true, true}}) {
+                              {130, 256, 8, 8, 4, Scoring::kSigmoid, true, true},
+                              {3, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
+                              {4, 96, 6, 8, 2, Scoring::kSigmoid, true, false}}) {
     RouterParams p;
     p.scoring = rc.scoring;
     p.top_k = rc.K;
@@ -395,6 +397,27 @@ TEST_F(CudaOps, MoeExpertsGemvAndGroupedPaths) {
   }
 }
 
+// n decode sequences (one new token each) with contexts first, first + step, ...
+std::vector<std::pair<int, int>> decode_seqs(int n, int first, int step) {
+  std::vector<std::pair<int, int>> seqs;
+  for (int i = 0; i < n; ++i) seqs.emplace_back(first + i * step, 1);
+  return seqs;
+}
+
+// Decode attention's two merges of split blocks (each block a slice, when the
+// grid fits on the GPU at once; or the last block all of them) give the same
+// outputs bit for bit; returns them.
+template <typename Run>
+std::vector<float> both_merges(Backend& gpu, const std::string& what, Run run) {
+  std::vector<float> got[2];
+  for (int spread = 0; spread < 2; ++spread) {
+    cuda_set_attn_spread_merge(gpu, spread == 1);
+    got[spread] = run();
+  }
+  expect_same(got[1], got[0], "spread vs last-block merge " + what);
+  return got[1];
+}
+
 TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
   struct Case {
     int64_t heads, r, rope;
@@ -403,7 +426,10 @@ TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
   for (const Case& c : std::vector<Case>{{4, 128, 32, {{0, 37}, {5, 9}, {20, 1}}},
                                          {16, 512, 64, {{700, 1}}},
                                          {16, 512, 64, {{0, 70}, {130, 1}, {33, 17}, {1000, 1}}},
-                                         {128, 512, 64, {{300, 1}, {64, 3}}}}) {
+                                         {16, 512, 64, {{1000, 1}, {130, 1}, {5, 1}}},
+                                         {16, 512, 64, decode_seqs(20, 300, 37)},
+                                         {128, 512, 64, {{300, 1}, {64, 3}}},
+                                         {128, 512, 64, {{300, 1}, {64, 1}}}}) {
     const int bs = 16;
     Plan p = make_plan(c.seqs, bs, rng_);
     const int64_t W = c.r + c.rope;
@@ -412,10 +438,15 @@ TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
     Tensor q = random_bf16({T, c.heads * W}, rng_, 0.2f);
     Tensor go = galloc({T, c.heads * c.r}), co = calloc({T, c.heads * c.r});
     const float scale = 1.0f / std::sqrt(192.0f);
-    gpu().mla_attention(dev(q), gc.latent[0], p.step, c.heads, c.r, c.rope, scale, go);
+    const std::string what =
+        "mla_attention heads=" + std::to_string(c.heads) + " tokens=" + std::to_string(T);
+    const Tensor gq = dev(q);
+    const auto got = both_merges(gpu(), what, [&] {
+      gpu().mla_attention(gq, gc.latent[0], p.step, c.heads, c.r, c.rope, scale, go);
+      return fetch(gpu(), go);
+    });
     cpu().mla_attention(q, cc.latent[0], p.step, c.heads, c.r, c.rope, scale, co);
-    expect_close(fetch(gpu(), go), host_values(co), 1e-2,
-                 "mla_attention heads=" + std::to_string(c.heads));
+    expect_close(got, host_values(co), 1e-2, what);
   }
 }
 
@@ -479,6 +510,7 @@ TEST_F(CudaOps, GqaPagedAttention) {
   for (const Case& c : std::vector<Case>{{4, 2, 32, {{0, 29}, {7, 4}}},
                                          {28, 4, 128, {{0, 40}, {500, 1}, {3, 1}}},
                                          {32, 8, 128, {{2000, 1}}},
+                                         {28, 4, 128, decode_seqs(5, 600, 101)},
                                          {8, 8, 64, {{60, 20}}}}) {
     const int bs = 16;
     Plan p = make_plan(c.seqs, bs, rng_);
@@ -501,10 +533,15 @@ TEST_F(CudaOps, GqaPagedAttention) {
     Tensor q = random_bf16({T, c.nh * c.d}, rng_, 0.3f);
     Tensor go = galloc({T, c.nh * c.d}), co = calloc({T, c.nh * c.d});
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
-    gpu().paged_attention(dev(q), gc.k[0], gc.v[0], p.step, c.nh, c.nkv, c.d, scale, go);
+    const std::string what =
+        "paged_attention d=" + std::to_string(c.d) + " tokens=" + std::to_string(T);
+    const Tensor gq = dev(q);
+    const auto got = both_merges(gpu(), what, [&] {
+      gpu().paged_attention(gq, gc.k[0], gc.v[0], p.step, c.nh, c.nkv, c.d, scale, go);
+      return fetch(gpu(), go);
+    });
     cpu().paged_attention(q, cc.k[0], cc.v[0], p.step, c.nh, c.nkv, c.d, scale, co);
-    expect_close(fetch(gpu(), go), host_values(co), 1e-2,
-                 "paged_attention d=" + std::to_string(c.d));
+    expect_close(got, host_values(co), 1e-2, what);
   }
 }
 

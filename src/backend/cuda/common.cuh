@@ -89,6 +89,14 @@ __device__ __forceinline__ uint4 ld_stream(const uint16_t* p) {
   return r;
 }
 
+// A counter other blocks update, read with acquire order at GPU scope (the
+// writes they fenced before updating it are visible after this load).
+__device__ __forceinline__ int ld_acquire(const int32_t* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
 // Eight BF16 weights (16 bytes) to floats.
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};

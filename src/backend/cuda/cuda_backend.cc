@@ -62,6 +62,11 @@ void cuda_set_moe_stream(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_attn_spread_merge(Backend& be, bool on) {
+  cuda::set_attn_spread_merge(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 CudaGraphCounts cuda_graph_counts(Backend& be) {
   CudaGraphCounts r;
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) {

@@ -47,6 +47,10 @@ void cuda_set_gemv_plan(int split, int rows, int unroll);
 // shared memory (on by default unless R1SERVE_CUDA_MOE_STREAM=0) or computed by
 // the warp-per-row GEMVs (off). Drops the backend's recorded steps.
 void cuda_set_moe_stream(Backend& be, bool on);
+// Tests and benchmarks: a token's decode-attention split blocks each merge a
+// slice of its outputs (on by default unless R1SERVE_CUDA_ATTN_SPREAD_MERGE=0)
+// or the last of them merges all (off). Drops the backend's recorded steps.
+void cuda_set_attn_spread_merge(Backend& be, bool on);
 // Recorded-step counters: replays, captures, warm-ups, failed captures.
 struct CudaGraphCounts {
   int64_t replays = 0, captures = 0, warmups = 0, failures = 0;

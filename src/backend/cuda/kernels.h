@@ -250,12 +250,16 @@ struct MlaArgs {
   float* ws_acc;                   // [splits, T, H, kv_lora_rank]
   float* ws_ml;                    // [splits, T, H, 2]
   int32_t* counters;               // [T, head groups of 16], zero between launches
+  // Set by the launcher: every block of the grid fits on the GPU at once, so a
+  // token's split blocks can wait for each other and each merge a slice.
+  int32_t spread_merge;
   uint16_t* out;
   int64_t out_row;  // elements per token row of out (H * kv_lora_rank)
 };
 bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim);
 int mla_keys_per_step();
 int mla_max_splits();
+void set_attn_spread_merge(bool on);  // tests and benchmarks: off = the last split block merges
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 bool gqa_mma_supported(int64_t group, int64_t head_dim);
 void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);

@@ -5,10 +5,15 @@
 // range of keys: it streams 64 keys at a time through shared memory, computes
 // S = Q K^T (16 x 64), an online softmax, and O += P V with V read from the same
 // shared rows. When a token's keys are split across blocks (decode, few tokens),
-// partial (acc, max, sum) states go to a workspace and the last block of the
-// token to finish combines them. Bandwidth arithmetic: a decode step at context n reads n x D x 2
-// bytes of cache per layer and token; everything else stays in shared memory.
+// partial (acc, max, sum) states go to a workspace; when the whole grid is
+// resident at once the token's split blocks wait for each other and each merges
+// a slice of the outputs, otherwise the last block to finish merges them all.
+// Bandwidth arithmetic: a decode step at context n reads n x D x 2 bytes of
+// cache per layer and token; everything else stays in shared memory.
+#include <algorithm>
+#include <atomic>
 #include <cfloat>
+#include <cstdlib>
 
 #include "backend/cuda/common.cuh"
 
@@ -33,6 +38,38 @@ struct Smem {
   static constexpr size_t kSlots = kStats + 3 * kHeads * 4;
   static constexpr size_t kBytes = kSlots + kKeys * 8;
 };
+
+// The merge weights of the token's `active` splits for the block's 16 head
+// rows, into w_s [split][16] (pm_s, pl_s: scratch of the same shape): the
+// partial maxima and sums are loaded, then w = exp(m - M) / sum_z l_z exp(m_z - M)
+// in split order. Every thread of the block calls it; it ends synced.
+__device__ __forceinline__ void merge_weights(const MlaArgs& a, int t, int h0, int nrows,
+                                              int active, float* pm_s, float* pl_s, float* w_s) {
+  const int tid = threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(a.T) * a.H;
+  for (int idx = tid; idx < active * kHeads; idx += kThreads) {
+    const int z = idx / kHeads, r = idx % kHeads;
+    const int64_t row = static_cast<int64_t>(t) * a.H + h0 + min(r, nrows - 1);
+    const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.ws_ml + 2 * (z * stride + row)));
+    pm_s[idx] = ml.x;
+    pl_s[idx] = ml.y;
+  }
+  __syncthreads();
+  if (tid < kHeads) {
+    float M = -INFINITY;
+    for (int z = 0; z < active; ++z) M = fmaxf(M, pm_s[z * kHeads + tid]);
+    float Lsum = 0.0f;
+    for (int z = 0; z < active; ++z) {
+      const float m = pm_s[z * kHeads + tid];
+      if (m != -INFINITY) Lsum += pl_s[z * kHeads + tid] * expf(m - M);
+    }
+    for (int z = 0; z < active; ++z) {
+      const float m = pm_s[z * kHeads + tid];
+      w_s[z * kHeads + tid] = (m == -INFINITY || Lsum <= 0.0f) ? 0.0f : expf(m - M) / Lsum;
+    }
+  }
+  __syncthreads();
+}
 
 template <int DV, int D, bool SEPV>
 __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
@@ -247,50 +284,79 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     a.ws_ml[2 * (base + h0 + tid)] = m_s[tid];
     a.ws_ml[2 * (base + h0 + tid) + 1] = l_s[tid];
   }
-  // The last of the token's split blocks to finish merges them (in split order,
-  // so the result does not depend on which block that is) and resets the counter.
   __threadfence();
   __syncthreads();
-  __shared__ int last;
   int32_t* counter = a.counters + static_cast<int64_t>(t) * gridDim.z + blockIdx.z;
+  float* w_s = s_s;                             // [splits][16] merge weights
+  float* pm_s = reinterpret_cast<float*>(k_s);  // [splits][16] partial maxima
+  float* pl_s = pm_s + kMaxSplits * kHeads;     // [splits][16] partial sums
+  constexpr int kCols = DV / 4;                 // float4 per head row
+  if (a.spread_merge) {
+    // Every split block waits for the token's other active ones (they are all
+    // resident: the launcher checked that the grid fits, and each passed
+    // pdl_trigger), then merges its own slice of the nrows x DV outputs. The
+    // counter counts arrivals (active) and then departures; the last to leave
+    // zeroes it for the next launch.
+    if (tid == 0) {
+      atomicAdd(counter, 1);
+      while (ld_acquire(counter) < active) __nanosleep(32);
+    }
+    __syncthreads();
+    const int outs = nrows * kCols;
+    const int lo = split * outs / active, hi = (split + 1) * outs / active;
+    // This thread's first output: its partials are requested before the weights are known.
+    constexpr int kBatch = 16;
+    float4 v[kBatch];
+    auto load_partials = [&](int idx, int z0) {
+      const int r = idx / kCols, c = (idx % kCols) * 4;
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        v[b] = z0 + b < active
+                   ? __ldcg(reinterpret_cast<const float4*>(
+                         a.ws_acc + ((static_cast<int64_t>(z0 + b) * a.T + t) * a.H + h0 + r) * DV +
+                         c))
+                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    };
+    if (lo + tid < hi) load_partials(lo + tid, 0);
+    merge_weights(a, t, h0, nrows, active, pm_s, pl_s, w_s);
+    for (int idx = lo + tid; idx < hi; idx += kThreads) {
+      const int r = idx / kCols, c = (idx % kCols) * 4;
+      float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      for (int z0 = 0; z0 < active; z0 += kBatch) {
+        if (z0 > 0 || idx != lo + tid) load_partials(idx, z0);
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          if (z0 + b >= active) break;
+          const float wz = w_s[(z0 + b) * kHeads + r];
+          sum.x = fmaf(wz, v[b].x, sum.x);
+          sum.y = fmaf(wz, v[b].y, sum.y);
+          sum.z = fmaf(wz, v[b].z, sum.z);
+          sum.w = fmaf(wz, v[b].w, sum.w);
+        }
+      }
+      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
+                                                            static_cast<int64_t>(h0 + r) * DV + c);
+      o[0] = __floats2bfloat162_rn(sum.x, sum.y);
+      o[1] = __floats2bfloat162_rn(sum.z, sum.w);
+    }
+    if (tid == 0 && atomicAdd(counter, 1) == 2 * active - 1) *counter = 0;
+    return;
+  }
+  // Otherwise the last of the token's split blocks to finish merges them (in
+  // split order, so the result does not depend on which block that is) and
+  // resets the counter.
+  __shared__ int last;
   if (tid == 0) last = atomicAdd(counter, 1) == active - 1;
   __syncthreads();
   if (!last) return;
   if (tid == 0) *counter = 0;
   __threadfence();
-  float* w_s = s_s;                             // [splits][16] merge weights
-  float* pm_s = reinterpret_cast<float*>(k_s);  // [splits][16] partial maxima
-  float* pl_s = pm_s + kMaxSplits * kHeads;     // [splits][16] partial sums
-  {
-    const int64_t stride = static_cast<int64_t>(a.T) * a.H;
-    for (int idx = tid; idx < active * kHeads; idx += kThreads) {
-      const int z = idx / kHeads, r = idx % kHeads;
-      const int64_t row = static_cast<int64_t>(t) * a.H + h0 + min(r, nrows - 1);
-      const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.ws_ml + 2 * (z * stride + row)));
-      pm_s[idx] = ml.x;
-      pl_s[idx] = ml.y;
-    }
-  }
-  __syncthreads();
-  if (tid < kHeads) {
-    float M = -INFINITY;
-    for (int z = 0; z < active; ++z) M = fmaxf(M, pm_s[z * kHeads + tid]);
-    float Lsum = 0.0f;
-    for (int z = 0; z < active; ++z) {
-      const float m = pm_s[z * kHeads + tid];
-      if (m != -INFINITY) Lsum += pl_s[z * kHeads + tid] * expf(m - M);
-    }
-    for (int z = 0; z < active; ++z) {
-      const float m = pm_s[z * kHeads + tid];
-      w_s[z * kHeads + tid] = (m == -INFINITY || Lsum <= 0.0f) ? 0.0f : expf(m - M) / Lsum;
-    }
-  }
-  __syncthreads();
+  merge_weights(a, t, h0, nrows, active, pm_s, pl_s, w_s);
   // Each thread owns kPer float4 outputs. The loads of kBatch splits are issued
   // together (16 float4 in flight per thread), so the merge costs one L2 round
   // trip per kBatch splits, not per split; the sums still run in split order.
-  constexpr int kPer = kHeads * (DV / 4) / kThreads;
-  static_assert(kHeads * (DV / 4) % kThreads == 0, "merge tiling");
+  constexpr int kPer = kHeads * kCols / kThreads;
+  static_assert(kHeads * kCols % kThreads == 0, "merge tiling");
   constexpr int kBatch = kPer >= 16 ? 1 : 16 / kPer;
   float4 sum[kPer];
 #pragma unroll
@@ -302,7 +368,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 #pragma unroll
       for (int k = 0; k < kPer; ++k) {
         const int z = z0 + b;
-        const int idx = tid + k * kThreads, r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
+        const int idx = tid + k * kThreads, r = idx / kCols, c = (idx % kCols) * 4;
         v[b][k] =
             z < active && r < nrows
                 ? __ldcg(reinterpret_cast<const float4*>(
@@ -315,7 +381,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       if (z >= active) continue;
 #pragma unroll
       for (int k = 0; k < kPer; ++k) {
-        const float wz = w_s[z * kHeads + (tid + k * kThreads) / (DV / 4)];
+        const float wz = w_s[z * kHeads + (tid + k * kThreads) / kCols];
         sum[k].x = fmaf(wz, v[b][k].x, sum[k].x);
         sum[k].y = fmaf(wz, v[b][k].y, sum[k].y);
         sum[k].z = fmaf(wz, v[b][k].z, sum[k].z);
@@ -325,13 +391,25 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   }
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
-    const int idx = tid + k * kThreads, r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
+    const int idx = tid + k * kThreads, r = idx / kCols, c = (idx % kCols) * 4;
     if (r >= nrows) continue;
     __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
                                                           static_cast<int64_t>(h0 + r) * DV + c);
     o[0] = __floats2bfloat162_rn(sum[k].x, sum[k].y);
     o[1] = __floats2bfloat162_rn(sum[k].z, sum[k].w);
   }
+}
+
+// R1SERVE_CUDA_ATTN_SPREAD_MERGE=0: the last split block merges alone (side-by-side runs).
+std::atomic<int> g_spread_merge{-1};  // -1: from the environment
+bool spread_merge_enabled() {
+  int v = g_spread_merge.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("R1SERVE_CUDA_ATTN_SPREAD_MERGE");
+    v = e == nullptr || e[0] != '0' ? 1 : 0;
+    g_spread_merge.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
 }
 
 template <int DV, int D, bool SEPV>
@@ -346,7 +424,22 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
   }
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.splits),
                   static_cast<unsigned>((a.H + a.group_rows - 1) / a.group_rows));
-  pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, a);
+  // The split blocks of a token may wait for each other only when the whole
+  // grid is resident at once (blocks per SM at this kernel's shared memory x
+  // SMs, found on the first launch like the attribute above).
+  static int capacity = 0;
+  if (capacity == 0) {
+    int dev = 0, sms = 0, per_sm = 0;
+    R1_CUDA_OK(cudaGetDevice(&dev));
+    R1_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    R1_CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mla_mma_kernel<DV, D, SEPV>,
+                                                             kThreads, smem));
+    capacity = std::max(1, sms * per_sm);
+  }
+  MlaArgs b = a;
+  b.spread_merge = a.splits > 1 && spread_merge_enabled() &&
+                   static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
+  pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, b);
   R1_CUDA_LAUNCHED();
 }
 
@@ -360,6 +453,10 @@ void check_common(const MlaArgs& a) {
 }
 
 }  // namespace
+
+void set_attn_spread_merge(bool on) {
+  g_spread_merge.store(on ? 1 : 0, std::memory_order_relaxed);
+}
 
 bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim) {
   return (kv_lora_rank == 512 && rope_dim == 64) || (kv_lora_rank == 128 && rope_dim == 32) ||
