@@ -21,23 +21,38 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi);
 }
 
+// The router of T tokens, a warp each: scores (sigmoid or softmax), the
+// correction bias (selection only), the top `topk_group` of n_group groups
+// (scored by their best two, or best one without bias), the top K experts of
+// those, their weights renormalized and scaled. PER = ceil(E / 32) experts a
+// lane (e = lane + 32 k). Selection is by rank rather than K rounds of a warp
+// argmax: each lane counts the candidates better than its own (larger, ties to
+// the lower index), so ranks are unique and ids[rank] lists the experts in the
+// order repeated argmax would pick them -- with one warp per token, the serial
+// rounds were the kernel's whole cost (~10 us on an H200).
+template <int PER>
 __global__ void route_kernel(const float* logits, const float* bias, int T, int E, int K,
                              bool softmax, int n_group, int topk_group, bool normalize, float scale,
                              int32_t* ids, float* weights) {
-  pdl_wait();
-  pdl_trigger();
-  __shared__ float choice_s[kRouteWarps][kMaxExperts];
-  __shared__ float score_s[kRouteWarps][kMaxExperts];
+  __shared__ float choice_s[kRouteWarps][32 * PER];
   __shared__ float gscore_s[kRouteWarps][32];
   __shared__ float picked_s[kRouteWarps][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t = blockIdx.x * kRouteWarps + warp;
+  float bv[PER];  // the bias is a constant: read before pdl_wait
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int e = lane + 32 * k;
+    bv[k] = bias != nullptr && e < E ? bias[e] : 0.0f;
+  }
+  pdl_wait();
+  pdl_trigger();
   if (t >= T) return;
   const float* l = logits + static_cast<int64_t>(t) * E;
-  float sc[8];
+  float sc[PER];
   float mx = -FLT_MAX;
 #pragma unroll
-  for (int k = 0; k < 8; ++k) {
+  for (int k = 0; k < PER; ++k) {
     const int e = lane + 32 * k;
     sc[k] = e < E ? l[e] : -FLT_MAX;
     mx = fmaxf(mx, sc[k]);
@@ -46,31 +61,29 @@ __global__ void route_kernel(const float* logits, const float* bias, int T, int 
     mx = warp_max(mx);
     float sum = 0.0f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < PER; ++k) {
       const int e = lane + 32 * k;
       sc[k] = e < E ? expf(sc[k] - mx) : 0.0f;
       sum += sc[k];
     }
     sum = warp_sum(sum);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) sc[k] /= sum;
+    for (int k = 0; k < PER; ++k) sc[k] /= sum;
   } else {
 #pragma unroll
-    for (int k = 0; k < 8; ++k) sc[k] = 1.0f / (1.0f + expf(-sc[k]));
+    for (int k = 0; k < PER; ++k) sc[k] = 1.0f / (1.0f + expf(-sc[k]));
   }
-  float ch[8];
+  float ch[PER];
 #pragma unroll
-  for (int k = 0; k < 8; ++k) {
+  for (int k = 0; k < PER; ++k) {
     const int e = lane + 32 * k;
-    ch[k] = e < E ? sc[k] + (bias ? bias[e] : 0.0f) : -INFINITY;
-    if (e < E) {
-      choice_s[warp][e] = ch[k];
-      score_s[warp][e] = sc[k];
-    }
+    ch[k] = e < E ? sc[k] + bv[k] : -INFINITY;
+    choice_s[warp][e] = ch[k];
   }
   __syncwarp();
   if (topk_group < n_group) {
     const int per = E / n_group;
+    float gs = -INFINITY;
     if (lane < n_group) {
       float a = -INFINITY, b = -INFINITY;
       for (int i = 0; i < per; ++i) {
@@ -82,60 +95,52 @@ __global__ void route_kernel(const float* logits, const float* bias, int T, int 
           b = c;
         }
       }
-      gscore_s[warp][lane] = bias ? a + (per > 1 ? b : 0.0f) : a;
+      gs = bias ? a + (per > 1 ? b : 0.0f) : a;
+      gscore_s[warp][lane] = gs;
     }
     __syncwarp();
-    unsigned keep = 0;
-    if (lane == 0) {
-      for (int i = 0; i < topk_group; ++i) {
-        int best = -1;
-        for (int g = 0; g < n_group; ++g)
-          if (!(keep >> g & 1u) && (best < 0 || gscore_s[warp][g] > gscore_s[warp][best])) best = g;
-        keep |= 1u << best;
+    // Group g is kept when fewer than topk_group groups beat it.
+    int rank = 0;
+    for (int g = 0; g < n_group; ++g) {
+      const float o = gscore_s[warp][g];
+      rank += o > gs || (o == gs && g < lane);
+    }
+    const unsigned keep = __ballot_sync(0xffffffffu, lane < n_group && rank < topk_group);
+    __syncwarp();
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      const int e = lane + 32 * k;
+      if (e < E && !(keep >> (e / per) & 1u)) {
+        ch[k] = -INFINITY;
+        choice_s[warp][e] = -INFINITY;
       }
     }
-    keep = __shfl_sync(0xffffffffu, keep, 0);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int e = lane + 32 * k;
-      if (e < E && !(keep >> (e / per) & 1u)) ch[k] = -INFINITY;
-    }
+    __syncwarp();
   }
-  unsigned taken = 0;
-  for (int j = 0; j < K; ++j) {
-    float bv = 0.0f;
-    int bi = INT_MAX;
+  // Ranks among all E candidates (masked ones are -inf and rank after the rest).
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int e = lane + 32 * k;
-      if (e < E && !(taken >> k & 1u) && (bi == INT_MAX || better(ch[k], e, bv, bi))) {
-        bv = ch[k];
-        bi = e;
-      }
+  for (int k = 0; k < PER; ++k) {
+    const int e = lane + 32 * k;
+    if (e >= E) continue;
+    int rank = 0;
+    for (int o = 0; o < E; ++o) {
+      const float c = choice_s[warp][o];
+      rank += better(c, o, ch[k], e);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (oi != INT_MAX && (bi == INT_MAX || better(ov, oi, bv, bi))) {
-        bv = ov;
-        bi = oi;
-      }
-    }
-    if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
-    if (lane == 0) {
-      ids[static_cast<int64_t>(t) * K + j] = bi;
-      picked_s[warp][j] = score_s[warp][bi];
+    if (rank < K) {
+      ids[static_cast<int64_t>(t) * K + rank] = e;
+      picked_s[warp][rank] = sc[k];
     }
   }
   __syncwarp();
-  if (lane == 0) {
+  float norm = 1.0f;
+  if (lane == 0 && normalize) {
     float sum = 0.0f;
     for (int j = 0; j < K; ++j) sum += picked_s[warp][j];
-    const float norm = normalize ? 1.0f / (sum + 1e-20f) : 1.0f;
-    for (int j = 0; j < K; ++j)
-      weights[static_cast<int64_t>(t) * K + j] = picked_s[warp][j] * norm * scale;
+    norm = 1.0f / (sum + 1e-20f);
   }
+  norm = __shfl_sync(0xffffffffu, norm, 0);
+  if (lane < K) weights[static_cast<int64_t>(t) * K + lane] = picked_s[warp][lane] * norm * scale;
 }
 
 __global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, int32_t* active,
@@ -412,10 +417,11 @@ void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t
   R1_CUDA_REQUIRE(n_group >= 1 && n_group <= 32 && E % n_group == 0 && topk_group <= n_group,
                   "moe_route: groups");
   if (T == 0) return;
-  pdl_launch(route_kernel, static_cast<unsigned>((T + kRouteWarps - 1) / kRouteWarps),
-             32 * kRouteWarps, 0, s, logits, bias, static_cast<int>(T), static_cast<int>(E),
-             static_cast<int>(K), softmax, static_cast<int>(n_group), static_cast<int>(topk_group),
-             normalize, scale, ids, weights);
+  const unsigned blocks = static_cast<unsigned>((T + kRouteWarps - 1) / kRouteWarps);
+  auto* kernel = E <= 64 ? route_kernel<2> : route_kernel<8>;
+  pdl_launch(kernel, blocks, 32 * kRouteWarps, 0, s, logits, bias, static_cast<int>(T),
+             static_cast<int>(E), static_cast<int>(K), softmax, static_cast<int>(n_group),
+             static_cast<int>(topk_group), normalize, scale, ids, weights);
   R1_CUDA_LAUNCHED();
 }
 
