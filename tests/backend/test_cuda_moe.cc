@@ -1,7 +1,8 @@
 // The routed experts of one token streamed through shared memory
 // (moe_stream.cu: no sort, the combine in the down kernel) against the
 // warp-per-row GEMVs (moe.cu) bit for bit, and against the CPU backend within
-// BF16 rounding, with and without the shared experts' output added; several
+// BF16 rounding, with and without the shared experts' output added (and the
+// routing read before pdl_wait, a kernel after the route kernel); several
 // tokens (the GEMVs either way) against the CPU. Skips without a GPU.
 #include <string>
 #include <vector>
@@ -43,6 +44,14 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
         for (int streamed = 0; streamed < 2; ++streamed) {
           cuda_set_moe_stream(gpu(), streamed == 1);
           Tensor o = galloc({T, H});
+          // With the shared experts' output the routing is re-run and a kernel
+          // launched in between (as the model does), so the streamed gate/up
+          // kernel reads the routing before pdl_wait.
+          if (plus) {
+            gpu().moe_route(dev_f32(logits), Tensor(), p, ids, wts);
+            Tensor tmp = galloc({T, H});
+            gpu().add(gsh, gsh, tmp);
+          }
           if (plus)
             gpu().moe_experts_plus(gx, gw, ids, wts, gsh, o);
           else

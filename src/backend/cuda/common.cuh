@@ -37,6 +37,28 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
 #endif
 }
 
+// Host: the kernels pdl_launch has put on stream s from this thread (a stream
+// is fed by one thread). Callers compare two readings to know how many kernels
+// lie between a buffer's writer and a reader (the pdl_wait rule's "two launches
+// back"). Up to 8 streams a thread are told apart; readings of others are 0.
+inline uint64_t& pdl_launch_count(cudaStream_t s) {
+  struct Slot {
+    cudaStream_t stream;
+    uint64_t n;
+  };
+  thread_local Slot slots[8] = {};
+  thread_local int used = 0;
+  thread_local uint64_t untracked = 0;
+  for (int i = 0; i < used; ++i)
+    if (slots[i].stream == s) return slots[i].n;
+  if (used < 8) {
+    slots[used] = {s, 0};
+    return slots[used++].n;
+  }
+  untracked = 0;
+  return untracked;
+}
+
 // Launches `kernel` with programmatic stream serialization allowed (unless
 // turned off by set_pdl_enabled(false)); the kernel must follow the pdl_wait rule.
 template <typename... KArgs, typename... Args>
@@ -53,6 +75,7 @@ void pdl_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cu
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   R1_CUDA_OK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  ++pdl_launch_count(s);
 }
 
 __device__ __forceinline__ float ldf(const void* p, int64_t i, bool bf) {
@@ -80,12 +103,22 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// 16 bytes of weights that are read once: read-only path, not kept in L1.
+// An L2 policy for data read once (weights): its lines are evicted first, so a
+// step's streamed weights do not push out activations, the KV cache, or the
+// next kernel's prefetched weights. (Pure: the compiler may hoist it.)
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t pol;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+  return pol;
+}
+
+// 16 bytes of weights that are read once: read-only path, not kept in L1,
+// evicted first from L2.
 __device__ __forceinline__ uint4 ld_stream(const uint16_t* p) {
   uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
+               : "l"(p), "l"(evict_first_policy()));
   return r;
 }
 
@@ -122,6 +155,12 @@ __device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src,
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src),
                "r"(valid ? 16 : 0));
+}
+// cp_async16 of weights read once (evicted first from L2, as ld_stream).
+__device__ __forceinline__ void cp_async16_stream(void* smem_dst, const void* gmem_src) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst),
+               "l"(gmem_src), "l"(evict_first_policy()));
 }
 __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_all;\n" ::: "memory");

@@ -686,6 +686,8 @@ void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, con
   launch_moe_route(lg, bias.defined() ? bias.data<float>() : nullptr, T, E, K,
                    p.scoring == Scoring::kSoftmax, p.n_group, p.topk_group, p.normalize, p.scale,
                    ids.data<int32_t>(), weights.data<float>(), stream_);
+  route_ids_ = ids.raw();
+  route_launch_ = pdl_launches(stream_);
 }
 
 }  // namespace cuda

@@ -251,6 +251,10 @@ class CudaBackend final : public Backend {
   StepRecording* cur_ = nullptr;        // the recording this step uses, if any
   const BatchInfo* cur_src_ = nullptr;  // the batch it was given
   bool capturing_ = false, replayed_ = false, capture_broken_ = false, step_synced_ = false;
+  // The last routing's ids buffer and the stream's launch count just after it
+  // (the streamed experts may read ids before pdl_wait when a kernel came between).
+  const void* route_ids_ = nullptr;
+  uint64_t route_launch_ = 0;
   std::vector<Tensor> retired_;  // outgrown workspaces a recording may still use
   void* pinned_ = nullptr;       // host staging for a recording's inputs
   size_t pinned_bytes_ = 0;

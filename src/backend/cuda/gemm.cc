@@ -355,8 +355,9 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   if (gemv && T == 1 && is_bf16(x) && reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 &&
       moe_stream_ok(H, I, K)) {
     // One token: no sort; the down kernel combines and adds the shared experts' output.
+    const bool ids_early = ids.raw() == route_ids_ && pdl_launches(stream_) > route_launch_;
     launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
-                              ids.data<int32_t>(), K, act, stream_);
+                              ids.data<int32_t>(), K, ids_early, act, stream_);
     launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, ids.data<int32_t>(),
                            weights.data<float>(), K, add_p, add_bf, out.raw(), is_bf16(out),
                            stream_);

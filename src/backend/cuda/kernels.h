@@ -118,8 +118,13 @@ void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, 
 // (Wd_ids[j][h] . act[j]) (+ add[h]), the combine's arithmetic, instead of y.
 bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
+// ids_early: the kernel that wrote ids is at least two launches back on s (the
+// gate/up kernel then requests its first rows before pdl_wait).
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
-                               const int32_t* ids, int64_t K, uint16_t* act, cudaStream_t s);
+                               const int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
+                               cudaStream_t s);
+// Kernels launched through pdl_launch on s from this thread so far (common.cuh).
+uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, cudaStream_t s);

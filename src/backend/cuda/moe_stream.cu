@@ -31,6 +31,9 @@ struct GateUpStream {
   const int32_t* ids;  // the token's K experts
   int64_t K;
   uint16_t* act;  // [K, I]
+  // The route kernel is at least two launches back: ids may be read, and the
+  // first rows requested, before pdl_wait.
+  bool ids_early;
 };
 
 struct DownStream {
@@ -71,7 +74,10 @@ struct Cursor {
 };
 
 // Units (slot j, row r), j < K, r < I; a stage holds the gate row and the up row.
-template <int NS>
+// XV > 0 (H <= 256 XV): x is held in registers as floats, XV vectors of 8 a
+// lane (the same values in the same order, without a shared-memory load and an
+// unpack per vector: the warps are few, so their instruction count is the limit).
+template <int NS, int XV>
 __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ int32_t ids_s[kMaxSlots];
@@ -79,11 +85,11 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
   const int H = static_cast<int>(a.H), I = static_cast<int>(a.I), K = static_cast<int>(a.K);
   uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * NS * 2 * H;
   uint16_t* x_s = reinterpret_cast<uint16_t*>(dyn + static_cast<size_t>(nw) * NS * 4 * H);
-  pdl_wait();  // the routing and x come from the kernels just before
-  pdl_trigger();
+  if (!a.ids_early) {  // the routing may come from the kernel just before
+    pdl_wait();
+    pdl_trigger();
+  }
   for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
-  for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8)
-    *reinterpret_cast<uint4*>(x_s + k) = *reinterpret_cast<const uint4*>(a.x + k);
   __syncthreads();
   int u0 = 0, u1 = 0;
   warp_range(K * I, u0, u1);
@@ -94,14 +100,27 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
           a.gate_up + (static_cast<int64_t>(ids_s[fill.outer]) * 2 * I + fill.inner) * H;
       uint16_t* dst = ring + s * 2 * H;
       for (int k0 = lane * 8; k0 < H; k0 += 256) {
-        cp_async16(dst + k0, g + k0, true);
-        cp_async16(dst + H + k0, g + static_cast<int64_t>(I) * H + k0, true);
+        cp_async16_stream(dst + k0, g + k0);
+        cp_async16_stream(dst + H + k0, g + static_cast<int64_t>(I) * H + k0);
       }
       fill.next();
     }
     cp_async_commit();
   };
   for (int s = 0; s < NS; ++s) issue(s, u0 + s < u1);
+  if (a.ids_early) {  // x may come from the kernel just before
+    pdl_wait();
+    pdl_trigger();
+  }
+  for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8)
+    *reinterpret_cast<uint4*>(x_s + k) = *reinterpret_cast<const uint4*>(a.x + k);
+  __syncthreads();
+  float xr[XV > 0 ? XV : 1][8];
+#pragma unroll
+  for (int v = 0; v < XV; ++v) {
+    const int k0 = lane * 8 + 256 * v;
+    if (k0 < H) unpack8(*reinterpret_cast<const uint4*>(x_s + k0), xr[v]);
+  }
   Cursor at(u0, I);
   int st = 0;
   for (int u = u0; u < u1; ++u, at.next(), st = st + 1 == NS ? 0 : st + 1) {
@@ -109,8 +128,22 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
     const uint16_t* wg = ring + st * 2 * H;
     const uint16_t* wu = wg + H;
     float ag = 0.0f, au = 0.0f;
+#pragma unroll
+    for (int v = 0; v < XV; ++v) {
+      const int k0 = lane * 8 + 256 * v;
+      if (k0 < H) {
+        float g8[8], u8[8];
+        unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
+        unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+          ag = fmaf(g8[c], xr[v][c], ag);
+          au = fmaf(u8[c], xr[v][c], au);
+        }
+      }
+    }
 #pragma unroll 4
-    for (int k0 = lane * 8; k0 < H; k0 += 256) {
+    for (int k0 = lane * 8; XV == 0 && k0 < H; k0 += 256) {
       float g8[8], u8[8], x8[8];
       unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
       unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
@@ -157,7 +190,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
       const uint16_t* src =
           a.down + (static_cast<int64_t>(ids_s[fill.outer]) * H + u0 + fill.inner) * I;
       uint16_t* dst = ring + s * I;
-      for (int k0 = lane * 8; k0 < I; k0 += 256) cp_async16(dst + k0, src + k0, true);
+      for (int k0 = lane * 8; k0 < I; k0 += 256) cp_async16_stream(dst + k0, src + k0);
       fill.next();
     }
     cp_async_commit();
@@ -288,8 +321,13 @@ void launch_stream(Kernel kernel, std::atomic<uint64_t>& raised, const RingShape
 template <int NS>
 struct GateUpLaunch {
   static void run(const RingShape& rs, size_t smem, cudaStream_t s, const GateUpStream& a) {
-    static std::atomic<uint64_t> raised{0};
-    launch_stream(moe_gate_up_stream_kernel<NS>, raised, rs, smem, s, a);
+    if (a.H <= 256 * 8) {
+      static std::atomic<uint64_t> raised{0};
+      launch_stream(moe_gate_up_stream_kernel<NS, 8>, raised, rs, smem, s, a);
+    } else {
+      static std::atomic<uint64_t> raised{0};
+      launch_stream(moe_gate_up_stream_kernel<NS, 0>, raised, rs, smem, s, a);
+    }
   }
 };
 template <int NS>
@@ -301,6 +339,10 @@ struct DownLaunch {
 };
 
 }  // namespace
+
+uint64_t pdl_launches(cudaStream_t s) {
+  return pdl_launch_count(s);
+}
 
 void set_moe_stream_enabled(bool on) {
   budget().on = on;
@@ -322,14 +364,16 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 }
 
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
-                               const int32_t* ids, int64_t K, uint16_t* act, cudaStream_t s) {
+                               const int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
+                               cudaStream_t s) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   R1_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0,
                   "moe stream: x must be 16-byte aligned");
   const RingShape rs = ring_shape(static_cast<size_t>(4 * H), budget().gate_up);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * H + static_cast<size_t>(H) * 2;
-  with_stages<GateUpLaunch>(rs.stages, rs, smem, s, GateUpStream{x, H, I, gate_up, ids, K, act});
+  with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
+                            GateUpStream{x, H, I, gate_up, ids, K, act, ids_early});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
