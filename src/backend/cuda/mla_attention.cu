@@ -39,13 +39,31 @@ struct Smem {
   static constexpr size_t kBytes = kSlots + kKeys * 8;
 };
 
-// The merge weights of the token's `active` splits for the block's 16 head
-// rows, into w_s [split][16] (pm_s, pl_s: scratch of the same shape): the
-// partial maxima and sums are loaded, then w = exp(m - M) / sum_z l_z exp(m_z - M)
-// in split order. Every thread of the block calls it; it ends synced.
-__device__ __forceinline__ void merge_weights(const MlaArgs& a, int t, int h0, int nrows,
-                                              int active, float* pm_s, float* pl_s, float* w_s) {
+// Merges the token's `active` split partials of float4 outputs [lo, hi) of
+// the block's head rows (output i: row i / (DV / 4) from h0, columns 4 (i %
+// (DV / 4))): the weights w = exp(m - M) / sum_z l_z exp(m_z - M) of the 16
+// rows into w_s [split][16] (pm_s, pl_s: scratch of the same shape), then each
+// output's weighted sum in split order, written as BF16. A thread's first
+// output has its partials requested before the weights are computed, 16 splits
+// a round trip. Every thread of the block calls it.
+template <int DV>
+__device__ __forceinline__ void merge_outputs(const MlaArgs& a, int t, int h0, int active, int lo,
+                                              int hi, float* pm_s, float* pl_s, float* w_s) {
+  constexpr int kCols = DV / 4, kBatch = 16;
   const int tid = threadIdx.x;
+  float4 v[kBatch];
+  auto load_partials = [&](int idx, int z0) {
+    const int r = idx / kCols, c = (idx % kCols) * 4;
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b)
+      v[b] =
+          z0 + b < active
+              ? __ldcg(reinterpret_cast<const float4*>(
+                    a.ws_acc + ((static_cast<int64_t>(z0 + b) * a.T + t) * a.H + h0 + r) * DV + c))
+              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  };
+  if (lo + tid < hi) load_partials(lo + tid, 0);
+  const int nrows = min(a.group_rows, a.H - h0);
   const int64_t stride = static_cast<int64_t>(a.T) * a.H;
   for (int idx = tid; idx < active * kHeads; idx += kThreads) {
     const int z = idx / kHeads, r = idx % kHeads;
@@ -69,6 +87,26 @@ __device__ __forceinline__ void merge_weights(const MlaArgs& a, int t, int h0, i
     }
   }
   __syncthreads();
+  for (int idx = lo + tid; idx < hi; idx += kThreads) {
+    const int r = idx / kCols, c = (idx % kCols) * 4;
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int z0 = 0; z0 < active; z0 += kBatch) {
+      if (z0 > 0 || idx != lo + tid) load_partials(idx, z0);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        if (z0 + b >= active) break;
+        const float wz = w_s[(z0 + b) * kHeads + r];
+        sum.x = fmaf(wz, v[b].x, sum.x);
+        sum.y = fmaf(wz, v[b].y, sum.y);
+        sum.z = fmaf(wz, v[b].z, sum.z);
+        sum.w = fmaf(wz, v[b].w, sum.w);
+      }
+    }
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
+                                                          static_cast<int64_t>(h0 + r) * DV + c);
+    o[0] = __floats2bfloat162_rn(sum.x, sum.y);
+    o[1] = __floats2bfloat162_rn(sum.z, sum.w);
+  }
 }
 
 template <int DV, int D, bool SEPV>
@@ -290,114 +328,32 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   float* w_s = s_s;                             // [splits][16] merge weights
   float* pm_s = reinterpret_cast<float*>(k_s);  // [splits][16] partial maxima
   float* pl_s = pm_s + kMaxSplits * kHeads;     // [splits][16] partial sums
-  constexpr int kCols = DV / 4;                 // float4 per head row
+  const int outs = nrows * (DV / 4);            // float4 outputs of this block's heads
   if (a.spread_merge) {
     // Every split block waits for the token's other active ones (they are all
     // resident: the launcher checked that the grid fits, and each passed
-    // pdl_trigger), then merges its own slice of the nrows x DV outputs. The
-    // counter counts arrivals (active) and then departures; the last to leave
-    // zeroes it for the next launch.
+    // pdl_trigger), then merges its own slice of the outputs. The counter
+    // counts arrivals (active) and then departures; the last to leave zeroes
+    // it for the next launch.
     if (tid == 0) {
       atomicAdd(counter, 1);
       while (ld_acquire(counter) < active) __nanosleep(32);
     }
     __syncthreads();
-    const int outs = nrows * kCols;
-    const int lo = split * outs / active, hi = (split + 1) * outs / active;
-    // This thread's first output: its partials are requested before the weights are known.
-    constexpr int kBatch = 16;
-    float4 v[kBatch];
-    auto load_partials = [&](int idx, int z0) {
-      const int r = idx / kCols, c = (idx % kCols) * 4;
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-        v[b] = z0 + b < active
-                   ? __ldcg(reinterpret_cast<const float4*>(
-                         a.ws_acc + ((static_cast<int64_t>(z0 + b) * a.T + t) * a.H + h0 + r) * DV +
-                         c))
-                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    };
-    if (lo + tid < hi) load_partials(lo + tid, 0);
-    merge_weights(a, t, h0, nrows, active, pm_s, pl_s, w_s);
-    for (int idx = lo + tid; idx < hi; idx += kThreads) {
-      const int r = idx / kCols, c = (idx % kCols) * 4;
-      float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      for (int z0 = 0; z0 < active; z0 += kBatch) {
-        if (z0 > 0 || idx != lo + tid) load_partials(idx, z0);
-#pragma unroll
-        for (int b = 0; b < kBatch; ++b) {
-          if (z0 + b >= active) break;
-          const float wz = w_s[(z0 + b) * kHeads + r];
-          sum.x = fmaf(wz, v[b].x, sum.x);
-          sum.y = fmaf(wz, v[b].y, sum.y);
-          sum.z = fmaf(wz, v[b].z, sum.z);
-          sum.w = fmaf(wz, v[b].w, sum.w);
-        }
-      }
-      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
-                                                            static_cast<int64_t>(h0 + r) * DV + c);
-      o[0] = __floats2bfloat162_rn(sum.x, sum.y);
-      o[1] = __floats2bfloat162_rn(sum.z, sum.w);
-    }
+    merge_outputs<DV>(a, t, h0, active, split * outs / active, (split + 1) * outs / active, pm_s,
+                      pl_s, w_s);
     if (tid == 0 && atomicAdd(counter, 1) == 2 * active - 1) *counter = 0;
     return;
   }
-  // Otherwise the last of the token's split blocks to finish merges them (in
-  // split order, so the result does not depend on which block that is) and
-  // resets the counter.
+  // Otherwise the last of the token's split blocks to finish merges them all
+  // and resets the counter.
   __shared__ int last;
   if (tid == 0) last = atomicAdd(counter, 1) == active - 1;
   __syncthreads();
   if (!last) return;
   if (tid == 0) *counter = 0;
   __threadfence();
-  merge_weights(a, t, h0, nrows, active, pm_s, pl_s, w_s);
-  // Each thread owns kPer float4 outputs. The loads of kBatch splits are issued
-  // together (16 float4 in flight per thread), so the merge costs one L2 round
-  // trip per kBatch splits, not per split; the sums still run in split order.
-  constexpr int kPer = kHeads * kCols / kThreads;
-  static_assert(kHeads * kCols % kThreads == 0, "merge tiling");
-  constexpr int kBatch = kPer >= 16 ? 1 : 16 / kPer;
-  float4 sum[kPer];
-#pragma unroll
-  for (int k = 0; k < kPer; ++k) sum[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int z0 = 0; z0 < active; z0 += kBatch) {
-    float4 v[kBatch][kPer];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b)
-#pragma unroll
-      for (int k = 0; k < kPer; ++k) {
-        const int z = z0 + b;
-        const int idx = tid + k * kThreads, r = idx / kCols, c = (idx % kCols) * 4;
-        v[b][k] =
-            z < active && r < nrows
-                ? __ldcg(reinterpret_cast<const float4*>(
-                      a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0 + r) * DV + c))
-                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int z = z0 + b;
-      if (z >= active) continue;
-#pragma unroll
-      for (int k = 0; k < kPer; ++k) {
-        const float wz = w_s[z * kHeads + (tid + k * kThreads) / kCols];
-        sum[k].x = fmaf(wz, v[b][k].x, sum[k].x);
-        sum[k].y = fmaf(wz, v[b][k].y, sum[k].y);
-        sum[k].z = fmaf(wz, v[b][k].z, sum[k].z);
-        sum[k].w = fmaf(wz, v[b][k].w, sum[k].w);
-      }
-    }
-  }
-#pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int idx = tid + k * kThreads, r = idx / kCols, c = (idx % kCols) * 4;
-    if (r >= nrows) continue;
-    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
-                                                          static_cast<int64_t>(h0 + r) * DV + c);
-    o[0] = __floats2bfloat162_rn(sum[k].x, sum[k].y);
-    o[1] = __floats2bfloat162_rn(sum[k].z, sum[k].w);
-  }
+  merge_outputs<DV>(a, t, h0, active, 0, outs, pm_s, pl_s, w_s);
 }
 
 // R1SERVE_CUDA_ATTN_SPREAD_MERGE=0: the last split block merges alone (side-by-side runs).

@@ -74,10 +74,7 @@ struct Cursor {
 };
 
 // Units (slot j, row r), j < K, r < I; a stage holds the gate row and the up row.
-// XV > 0 (H <= 256 XV): x is held in registers as floats, XV vectors of 8 a
-// lane (the same values in the same order, without a shared-memory load and an
-// unpack per vector: the warps are few, so their instruction count is the limit).
-template <int NS, int XV>
+template <int NS>
 __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ int32_t ids_s[kMaxSlots];
@@ -115,12 +112,6 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
   for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8)
     *reinterpret_cast<uint4*>(x_s + k) = *reinterpret_cast<const uint4*>(a.x + k);
   __syncthreads();
-  float xr[XV > 0 ? XV : 1][8];
-#pragma unroll
-  for (int v = 0; v < XV; ++v) {
-    const int k0 = lane * 8 + 256 * v;
-    if (k0 < H) unpack8(*reinterpret_cast<const uint4*>(x_s + k0), xr[v]);
-  }
   Cursor at(u0, I);
   int st = 0;
   for (int u = u0; u < u1; ++u, at.next(), st = st + 1 == NS ? 0 : st + 1) {
@@ -128,22 +119,8 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
     const uint16_t* wg = ring + st * 2 * H;
     const uint16_t* wu = wg + H;
     float ag = 0.0f, au = 0.0f;
-#pragma unroll
-    for (int v = 0; v < XV; ++v) {
-      const int k0 = lane * 8 + 256 * v;
-      if (k0 < H) {
-        float g8[8], u8[8];
-        unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
-        unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
-#pragma unroll
-        for (int c = 0; c < 8; ++c) {
-          ag = fmaf(g8[c], xr[v][c], ag);
-          au = fmaf(u8[c], xr[v][c], au);
-        }
-      }
-    }
 #pragma unroll 4
-    for (int k0 = lane * 8; XV == 0 && k0 < H; k0 += 256) {
+    for (int k0 = lane * 8; k0 < H; k0 += 256) {
       float g8[8], u8[8], x8[8];
       unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
       unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
@@ -321,13 +298,8 @@ void launch_stream(Kernel kernel, std::atomic<uint64_t>& raised, const RingShape
 template <int NS>
 struct GateUpLaunch {
   static void run(const RingShape& rs, size_t smem, cudaStream_t s, const GateUpStream& a) {
-    if (a.H <= 256 * 8) {
-      static std::atomic<uint64_t> raised{0};
-      launch_stream(moe_gate_up_stream_kernel<NS, 8>, raised, rs, smem, s, a);
-    } else {
-      static std::atomic<uint64_t> raised{0};
-      launch_stream(moe_gate_up_stream_kernel<NS, 0>, raised, rs, smem, s, a);
-    }
+    static std::atomic<uint64_t> raised{0};
+    launch_stream(moe_gate_up_stream_kernel<NS>, raised, rs, smem, s, a);
   }
 };
 template <int NS>
