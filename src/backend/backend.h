@@ -283,6 +283,18 @@ class Backend {
     moe_experts(x, w, ids, weights, out);
     add(out, shared, out);
   }
+  // The residual add in the combine's epilogue: residual [T, H] += moe_experts(...)
+  // (+ shared, when defined), as moe_experts(_plus) into `tmp` followed by add
+  // compute. `tmp` [T, H] is scratch: the default writes it; a fused override may not.
+  virtual void moe_experts_add(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                               const Tensor& weights, const Tensor& shared, Tensor& residual,
+                               Tensor& tmp) {
+    if (shared.defined())
+      moe_experts_plus(x, w, ids, weights, shared, tmp);
+    else
+      moe_experts(x, w, ids, weights, tmp);
+    add(residual, tmp, residual);
+  }
 
   // ---- KV cache and attention ----
   // Writes row t of `src` [T, width] into slot slot_mapping[t] of `cache`

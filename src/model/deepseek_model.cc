@@ -140,8 +140,12 @@ class DeepseekModel final : public ModelBase {
   }
 
  protected:
+  // Each residual add is in the epilogue of the product that makes it (o_proj,
+  // the experts' combine), as in the dense model. The norms stay separate ops:
+  // in the products' prologues (q_a, kv_a, q_b, the router) they measured slower
+  // on an H200 at batch 1 (docs/performance.md, 2026-12-02 day 2).
   void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
-                     Tensor& delta, Scratch& s) override {
+                     Scratch& s) override {
     const auto& c = cfg_;
     const MlaLayer& L = layers_[static_cast<size_t>(l)];
     const int64_t T = x.dim(0), H = c.hidden_size, nh = c.num_heads, r = c.kv_lora_rank;
@@ -150,7 +154,7 @@ class DeepseekModel final : public ModelBase {
     auto& be = backend_;
 
     Tensor a = s.get("a", {T, H});
-    input_norm(x, delta, L.in_norm, a);  // x += delta; a = norm(x) [T, H]
+    be.rms_norm(x, L.in_norm, eps(), a);
 
     // Queries: q [T, nh * (dn + p)].
     Tensor q = s.get("q", {T, nh * qk});
@@ -186,30 +190,29 @@ class DeepseekModel final : public ModelBase {
       be.mla_attention(qa, cache.latent[static_cast<size_t>(l)], batch, nh, r, p, scale, olat);
       be.head_linear(olat, r, L.w_uv, o, dv);
     }
-    Tensor h = s.get("h", {T, H});
-    be.linear(o, L.o_proj, h);
+    Tensor h = s.get("h", {T, H});     // products before their add, for the unfused ops
+    be.linear_add(o, L.o_proj, x, h);  // x += o_proj(o)
 
     Tensor m = s.get("m", {T, H});
-    be.add_rms_norm(x, h, L.post_norm, eps(), m);  // x += attn; m = norm(x)
-
-    Tensor f = s.get("f", {T, H});
     if (L.moe) {
+      be.rms_norm(x, L.post_norm, eps(), m);
       Tensor logits = s.get("router_logits", {T, c.n_routed_experts}, DType::kF32);
       be.linear(m, L.router, logits);
       Tensor ids = s.get("topk_ids", {T, c.num_experts_per_tok}, DType::kI32);
       Tensor wts = s.get("topk_w", {T, c.num_experts_per_tok}, DType::kF32);
       be.moe_route(logits, L.router_bias, router_, ids, wts);
-      if (L.has_ffn_mlp) {  // shared experts first, added by the routed experts' combine
-        Tensor sh = s.get("shared", {T, H});
+      Tensor sh;  // the shared experts' output, added by the routed experts' combine
+      if (L.has_ffn_mlp) {
+        sh = s.get("shared", {T, H});
         mlp(L.gate_up, L.down, m, sh, s);
-        be.moe_experts_plus(m, L.experts, ids, wts, sh, f);
-      } else {
-        be.moe_experts(m, L.experts, ids, wts, f);
       }
+      be.moe_experts_add(m, L.experts, ids, wts, sh, x, h);  // x += experts(m) + shared
     } else {
-      mlp(L.gate_up, L.down, m, f, s);
+      const int64_t I = L.down.in_features();
+      Tensor gu = s.get("mlp_gate_up", {T, 2 * I}), act = s.get("mlp_act", {T, I});
+      be.rms_norm_linear_swiglu(x, L.post_norm, eps(), m, L.gate_up, gu, act);
+      be.linear_add(act, L.down, x, h);  // x += down(act)
     }
-    delta = f;  // added to x by the next layer's input norm
   }
 
  private:

@@ -62,9 +62,9 @@ class DenseModel final : public ModelBase {
   // Five ops: each norm is in the prologue of the product that consumes it, each
   // residual add in the epilogue of the product that feeds it, and q/k rope with
   // the cache writes in the q/k/v product's epilogue (one kernel each on the GPU
-  // at few tokens); `delta` stays undefined.
+  // at few tokens).
   void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
-                     Tensor& /*delta*/, Scratch& s) override {
+                     Scratch& s) override {
     const auto& c = cfg_;
     const DenseLayer& L = layers_[static_cast<size_t>(l)];
     const int64_t T = x.dim(0), H = c.hidden_size, d = c.head_dim;

@@ -45,13 +45,6 @@ int64_t ModelBase::common_decode_bytes() const {
          cfg_.hidden_size * static_cast<int64_t>(dtype_size(embed_.dtype()));
 }
 
-void ModelBase::input_norm(Tensor& x, const Tensor& delta, const Tensor& w, Tensor& out) {
-  if (delta.defined())
-    backend_.add_rms_norm(x, delta, w, eps(), out);
-  else
-    backend_.rms_norm(x, w, eps(), out);
-}
-
 void ModelBase::mlp(const backend::Linear& gate_up, const backend::Linear& down, const Tensor& x,
                     Tensor& out, Scratch& s) {
   const int64_t T = x.dim(0), I = down.in_features();
@@ -73,10 +66,7 @@ Tensor ModelBase::run_step(const backend::BatchInfo& batch, backend::KvCache& ca
   auto issue = [&] {
     Tensor x = scratch_.get("x", {T, H});  // residual stream [T, H]
     backend_.embedding(embed_, batch.token_ids, x);
-    Tensor delta;  // the last FFN output, folded into the next layer's input norm
-    for (int64_t l = 0; l < cfg_.num_layers; ++l)
-      layer_forward(l, batch, cache, x, delta, scratch_);
-    if (delta.defined()) backend_.add(x, delta, x);
+    for (int64_t l = 0; l < cfg_.num_layers; ++l) layer_forward(l, batch, cache, x, scratch_);
     if (n == 0) return;
     Tensor xs = scratch_.get("x_out", {n, H});
     backend_.gather_rows(x, batch.logits_indices, xs);

@@ -52,16 +52,11 @@ class ModelBase : public Model {
   // Issues (or replays) one step; returns the logits rows on the device
   // ([n, V] F32, n = batch.logits_indices.size(); undefined when n == 0).
   Tensor run_step(const backend::BatchInfo& batch, backend::KvCache& cache);
-  // Runs one layer on the residual stream x. `delta` is the previous layer's
-  // FFN output not yet added to x (undefined before the first layer): a layer
-  // that uses it (DeepSeek) adds it in its input norm and leaves its own FFN
-  // output there; one that adds its outputs itself (the dense model, through
-  // linear_add) leaves it undefined. run_step adds a last delta, if any, before
-  // the final norm.
+  // Runs one layer on the residual stream x: each of its sublayers adds its
+  // output into x itself (in the epilogue of the product that makes it, where
+  // the backend fuses that), and each norm is taken where its product reads it.
   virtual void layer_forward(int64_t layer, const backend::BatchInfo& batch,
-                             backend::KvCache& cache, Tensor& x, Tensor& delta, Scratch& s) = 0;
-  // out = rms_norm(x += delta) (just rms_norm(x) when delta is undefined).
-  void input_norm(Tensor& x, const Tensor& delta, const Tensor& w, Tensor& out);
+                             backend::KvCache& cache, Tensor& x, Scratch& s) = 0;
   void load_common(WeightLoader& w);
   // out = down(silu(gate(x)) * up(x))
   void mlp(const backend::Linear& gate_up, const backend::Linear& down, const Tensor& x,

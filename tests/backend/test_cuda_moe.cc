@@ -1,9 +1,10 @@
 // The routed experts of one token streamed through shared memory
-// (moe_stream.cu: no sort, the combine in the down kernel) against the
-// warp-per-row GEMVs (moe.cu) bit for bit, and against the CPU backend within
-// BF16 rounding, with and without the shared experts' output added (and the
-// routing read before pdl_wait, a kernel after the route kernel); several
-// tokens (the GEMVs either way) against the CPU. Skips without a GPU.
+// (moe_stream.cu: no sort, the combine in the down kernel) against the warp-per-row GEMVs (moe.cu)
+// bit for bit, and against the CPU backend within BF16 rounding, with and without the shared
+// experts' output added (and the routing read before pdl_wait, a kernel after
+// the route kernel); several tokens (the GEMVs either way) against the CPU; and
+// moe_experts_add against the plain ops. Skips without a GPU.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,49 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
       }
     }
   }
+  cuda_set_moe_stream(gpu(), true);
+}
+
+// moe_experts_add (the residual add in the streamed down kernel's epilogue at
+// one token; the two ops otherwise) against moe_experts(_plus) followed by add,
+// bit for bit, with and without the shared experts' output, streamed and not.
+TEST_F(CudaOps, MoeExpertsAddEqualsPlainOps) {
+  const int64_t E = 16, H = 256, I = 128, K = 4;
+  const auto [cw, gw] = random_experts(E, H, I, 0.05f);
+  RouterParams p;
+  p.top_k = K;
+  p.normalize = true;
+  p.scale = 2.5f;
+  for (int64_t T : {1, 3})
+    for (bool plus : {false, true})
+      for (bool streamed : {true, false}) {
+        const std::string what = " T=" + std::to_string(T) + (plus ? " plus shared" : "") +
+                                 (streamed ? " streamed" : " warp GEMVs");
+        cuda_set_moe_stream(gpu(), streamed);
+        Tensor x = random_bf16({T, H}, rng_), logits = random_bf16({T, E}, rng_),
+               sh = random_bf16({T, H}, rng_), r = random_bf16({T, H}, rng_, 0.5f);
+        Tensor ids = galloc({T, K}, DType::kI32), wts = galloc({T, K}, DType::kF32);
+        gpu().moe_route(dev_f32(logits), Tensor(), p, ids, wts);
+        Tensor gx = dev(x), gsh = plus ? dev(sh) : Tensor();
+        Tensor o = galloc({T, H}), pr = dev(r);
+        if (plus)
+          gpu().moe_experts_plus(gx, gw, ids, wts, gsh, o);
+        else
+          gpu().moe_experts(gx, gw, ids, wts, o);
+        gpu().add(pr, o, pr);
+        Tensor fr = dev(r), tmp = galloc({T, H});
+        gpu().moe_experts_add(gx, gw, ids, wts, gsh, fr, tmp);
+        const std::vector<float> got = fetch(gpu(), fr);
+        expect_same(got, fetch(gpu(), pr), "moe_experts_add vs plain ops" + what);
+        Tensor cids = calloc({T, K}, DType::kI32), cwts = calloc({T, K});
+        gpu().to_host(ids, cids.raw());
+        gpu().to_host(wts, cwts.raw());
+        Tensor cr = Tensor::empty({T, H}, DType::kF32), ct = calloc({T, H});
+        const std::vector<float> rv = host_values(r);
+        std::copy(rv.begin(), rv.end(), cr.data<float>());
+        cpu().moe_experts_add(x, cw, cids, cwts, plus ? sh : Tensor(), cr, ct);
+        expect_close(got, host_values(cr), 3e-2, "moe_experts_add vs CPU" + what);
+      }
   cuda_set_moe_stream(gpu(), true);
 }
 

@@ -154,6 +154,9 @@ class CudaBackend final : public Backend {
                    const Tensor& weights, Tensor& out) override;
   void moe_experts_plus(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                         const Tensor& weights, const Tensor& shared, Tensor& out) override;
+  void moe_experts_add(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                       const Tensor& weights, const Tensor& shared, Tensor& residual,
+                       Tensor& tmp) override;
   void cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                        const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
@@ -264,8 +267,12 @@ class CudaBackend final : public Backend {
   void* cublas_ws_ = nullptr;
   void destroy_recordings();
   // moe_experts with the combine adding `addend` (may be null) to the routed sum.
-  void moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
-                        const Tensor& weights, const Tensor* addend, Tensor& out);
+  // With `residual`, the one-token streamed form adds that into it (out is then
+  // scratch it does not write) and returns true; otherwise it returns false
+  // having done nothing.
+  bool moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                        const Tensor& weights, const Tensor* addend, Tensor& out,
+                        Tensor* residual = nullptr);
   // Side streams (each with its own cuBLAS handle and workspace) for the
   // per-expert GEMMs of large steps, so several experts' tiles share the SMs.
   static constexpr int kSideStreams = 4;

@@ -314,8 +314,25 @@ void CudaBackend::moe_experts_plus(const Tensor& x, const ExpertWeights& w, cons
   moe_experts_into(x, w, ids, weights, &shared, out);
 }
 
-void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
-                                   const Tensor& weights, const Tensor* addend, Tensor& out) {
+void CudaBackend::moe_experts_add(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                                  const Tensor& weights, const Tensor& shared, Tensor& residual,
+                                  Tensor& tmp) {
+  // The add in the streamed down kernel's epilogue (one token); otherwise the two ops.
+  const bool float_res = is_bf16(residual) || residual.dtype() == DType::kF32;
+  if (float_res && residual.shape() == tmp.shape() &&
+      (is_bf16(tmp) || tmp.dtype() == DType::kF32) &&
+      (!shared.defined() ||
+       (shared.shape() == tmp.shape() && (is_bf16(shared) || shared.dtype() == DType::kF32)))) {
+    OpTimer timer(*this, "moe_experts_add");
+    if (moe_experts_into(x, w, ids, weights, shared.defined() ? &shared : nullptr, tmp, &residual))
+      return;
+  }
+  Backend::moe_experts_add(x, w, ids, weights, shared, residual, tmp);
+}
+
+bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
+                                   const Tensor& weights, const Tensor* addend, Tensor& out,
+                                   Tensor* residual) {
   const void* add_p = addend ? addend->raw() : nullptr;
   const bool add_bf = addend ? is_bf16(*addend) : false;
   const int64_t T = x.dim(0), H = x.dim(1), K = ids.dim(1), E = w.num_experts(), I = w.inter_size();
@@ -330,7 +347,11 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
         "CUDA moe_experts: int8 experts with row scales are CPU-only; load BF16 or FP8 weights "
         "for --device cuda"));
   const int64_t P = T * K;
-  if (T == 0) return;
+  const bool gemv = P <= gemv_max_pairs() && H % 8 == 0 && I % 8 == 0;
+  const bool streamed = gemv && T == 1 && is_bf16(x) &&
+                        reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && moe_stream_ok(H, I, K);
+  if (residual != nullptr && !streamed) return false;
+  if (T == 0) return true;
   if (f32_act_ && !is_bf16(x)) {
     // Validation mode: every pair in F32 (act not rounded), combined in top-k order like the CPU.
     float* act = static_cast<float*>(workspace(5, static_cast<size_t>(P * I) * 4));
@@ -339,7 +360,7 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
                    ids.data<int32_t>(), P, K, act, y, stream_);
     launch_moe_combine(y, false, nullptr, weights.data<float>(), T, K, H, add_p, add_bf, out.raw(),
                        is_bf16(out), stream_);
-    return;
+    return true;
   }
   // Workspace: slot_info [E][4] (first: 16-byte aligned), offsets [E+1], active [E+1],
   // sorted_pair [P], pos_of_pair [P].
@@ -351,17 +372,17 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   int32_t* sorted_pair = active + E + 1;
   int32_t* pos_of_pair = sorted_pair + P;
   uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
-  const bool gemv = P <= gemv_max_pairs() && H % 8 == 0 && I % 8 == 0;
-  if (gemv && T == 1 && is_bf16(x) && reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 &&
-      moe_stream_ok(H, I, K)) {
-    // One token: no sort; the down kernel combines and adds the shared experts' output.
+  if (streamed) {
+    // One token: no sort; the down kernel combines, adds the shared experts' output
+    // and, with a residual, adds the sum into it.
     const bool ids_early = ids.raw() == route_ids_ && pdl_launches(stream_) > route_launch_;
     launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
                               ids.data<int32_t>(), K, ids_early, act, stream_);
     launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, ids.data<int32_t>(),
                            weights.data<float>(), K, add_p, add_bf, out.raw(), is_bf16(out),
-                           stream_);
-    return;
+                           residual ? residual->raw() : nullptr,
+                           residual ? is_bf16(*residual) : false, stream_);
+    return true;
   }
   launch_moe_sort(ids.data<int32_t>(), P, E, offsets, active, slot_info, sorted_pair, pos_of_pair,
                   stream_);
@@ -379,7 +400,7 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
     step_synced_ = true;
     if (capturing_) {
       capture_broken_ = true;
-      return;
+      return true;
     }
     std::vector<int32_t> off(static_cast<size_t>(E + 1));
     R1_CUDA_OK(
@@ -465,6 +486,7 @@ void CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   OpTimer t(*this, "moe/combine");
   launch_moe_combine(y, y_bf, pos_of_pair, weights.data<float>(), T, K, H, add_p, add_bf, out.raw(),
                      is_bf16(out), stream_);
+  return true;
 }
 
 }  // namespace r1::backend::cuda

@@ -115,7 +115,9 @@ void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, 
 // bit), streamed: a block per SM, each warp a contiguous range of weight rows
 // kept in flight by cp.async copies into shared memory. No sort: slot j is the
 // token's expert ids[j] (act row j); the down kernel writes out[h] = sum_j w[j] *
-// (Wd_ids[j][h] . act[j]) (+ add[h]), the combine's arithmetic, instead of y.
+// (Wd_ids[j][h] . act[j]) (+ add[h]), the combine's arithmetic, instead of y;
+// with res (BF16 or F32 [H]), res[h] += that value rounded to out's dtype
+// (what out followed by add_kernel computes) and out is not written.
 bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
 // ids_early: the kernel that wrote ids is at least two launches back on s (the
@@ -127,7 +129,8 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
-                            bool add_bf, void* out, bool out_bf, cudaStream_t s);
+                            bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
+                            cudaStream_t s);
 // out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).

@@ -48,6 +48,10 @@ struct DownStream {
   bool add_bf;
   void* out;
   bool out_bf;
+  // With res: res[h] += out[h] instead (out's value rounded to out's dtype
+  // first, as add_kernel adds a written out); out is not written.
+  void* res;
+  bool res_bf;
 };
 
 // This warp's share [first, last) of `units` work units, in order.
@@ -199,7 +203,10 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     const int h = u0 + lane;
     float v = tot;
     if (a.add) v = (a.out_bf ? round_bf16(v) : v) + ldf(a.add, h, a.add_bf);
-    stf(a.out, h, a.out_bf, v);
+    if (a.res != nullptr)
+      stf(a.res, h, a.res_bf, ldf(a.res, h, a.res_bf) + (a.out_bf ? round_bf16(v) : v));
+    else
+      stf(a.out, h, a.out_bf, v);
   }
 }
 
@@ -350,12 +357,14 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
-                            bool add_bf, void* out, bool out_bf, cudaStream_t s) {
+                            bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
+                            cudaStream_t s) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   const RingShape rs = ring_shape(static_cast<size_t>(2 * I), budget().down);
   const size_t smem = static_cast<size_t>(rs.warps) * rs.stages * 2 * I;
-  with_stages<DownLaunch>(rs.stages, rs, smem, s,
-                          DownStream{act, down, H, I, ids, w, K, add, add_bf, out, out_bf});
+  with_stages<DownLaunch>(
+      rs.stages, rs, smem, s,
+      DownStream{act, down, H, I, ids, w, K, add, add_bf, out, out_bf, res, res_bf});
 }
 
 }  // namespace r1::backend::cuda

@@ -11,9 +11,9 @@ namespace r1::backend::cuda {
 namespace {
 
 // A warp per output (b, t, n): out = x[b, t, :K] . W[b, n, :K].
-__global__ void ref_gemm_kernel(const void* x, bool x_bf, int64_t ldx, int64_t x_bstride, const uint16_t* w,
-                                int64_t w_bstride, int64_t N, int64_t K, void* out, bool out_bf, int64_t ldo,
-                                int64_t o_bstride) {
+__global__ void ref_gemm_kernel(const void* x, bool x_bf, int64_t ldx, int64_t x_bstride,
+                                const uint16_t* w, int64_t w_bstride, int64_t N, int64_t K,
+                                void* out, bool out_bf, int64_t ldo, int64_t o_bstride) {
   const int lane = threadIdx.x & 31;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (n >= N) return;
@@ -27,8 +27,8 @@ __global__ void ref_gemm_kernel(const void* x, bool x_bf, int64_t ldx, int64_t x
 }
 
 // act[p, i] = silu(Wg_e[i] . x[p / K]) * (Wu_e[i] . x[p / K]), e = ids[p]; a warp per (p, i).
-__global__ void ref_moe_gate_up_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up, int64_t I,
-                                       const int32_t* ids, int64_t K, float* act) {
+__global__ void ref_moe_gate_up_kernel(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
+                                       int64_t I, const int32_t* ids, int64_t K, float* act) {
   const int lane = threadIdx.x & 31;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (i >= I) return;
@@ -77,7 +77,8 @@ __global__ void ref_attention_kernel(RefAttnArgs a) {
   const int64_t koff = static_cast<int64_t>(kvh) * a.k_head_off;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   for (int j = warp; j < nkeys; j += nwarps) {
-    const int64_t slot = static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
+    const int64_t slot =
+        static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
     float d = 0.0f;
     for (int c = lane; c < a.dk; c += 32)
       d = fmaf(ldf(a.q, qo + c, a.q_bf), ldf(a.k, slot * a.k_row + koff + c, a.kv_bf), d);
@@ -105,11 +106,13 @@ __global__ void ref_attention_kernel(RefAttnArgs a) {
   l = 0.0f;
   for (int w = 0; w < nwarps; ++w) l += red[w];
   const float inv = 1.0f / l;
-  const int64_t oo = static_cast<int64_t>(t) * a.out_row + static_cast<int64_t>(h) * a.out_head_stride;
+  const int64_t oo =
+      static_cast<int64_t>(t) * a.out_row + static_cast<int64_t>(h) * a.out_head_stride;
   for (int c = threadIdx.x; c < a.dv; c += blockDim.x) {
     float acc = 0.0f;
     for (int j = 0; j < nkeys; ++j) {
-      const int64_t slot = static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
+      const int64_t slot =
+          static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
       acc = fmaf(sc[j], ldf(a.v, slot * a.v_row + koff + c, a.kv_bf), acc);
     }
     stf(a.out, oo + c, a.out_bf, acc * inv);
@@ -119,24 +122,27 @@ __global__ void ref_attention_kernel(RefAttnArgs a) {
 }  // namespace
 
 void launch_ref_gemm(const void* x, bool x_bf, int64_t ldx, int64_t x_bstride, const uint16_t* w,
-                     int64_t w_bstride, int64_t N, int64_t K, int64_t T, int64_t batches, void* out, bool out_bf,
-                     int64_t ldo, int64_t o_bstride, cudaStream_t s) {
+                     int64_t w_bstride, int64_t N, int64_t K, int64_t T, int64_t batches, void* out,
+                     bool out_bf, int64_t ldo, int64_t o_bstride, cudaStream_t s) {
   if (T == 0 || N == 0 || batches == 0) return;
   R1_CUDA_REQUIRE(T < 65536 && batches < 65536, "ref gemm: at most 65535 rows and batches");
-  dim3 grid(static_cast<unsigned>((N + 7) / 8), static_cast<unsigned>(T), static_cast<unsigned>(batches));
-  ref_gemm_kernel<<<grid, 256, 0, s>>>(x, x_bf, ldx, x_bstride, w, w_bstride, N, K, out, out_bf, ldo, o_bstride);
+  dim3 grid(static_cast<unsigned>((N + 7) / 8), static_cast<unsigned>(T),
+            static_cast<unsigned>(batches));
+  ref_gemm_kernel<<<grid, 256, 0, s>>>(x, x_bf, ldx, x_bstride, w, w_bstride, N, K, out, out_bf,
+                                       ldo, o_bstride);
   R1_CUDA_LAUNCHED();
 }
 
-void launch_ref_moe(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up, const uint16_t* down, int64_t I,
-                    const int32_t* ids, int64_t P, int64_t K, float* act, float* y, cudaStream_t s) {
+void launch_ref_moe(const void* x, bool x_bf, int64_t H, const uint16_t* gate_up,
+                    const uint16_t* down, int64_t I, const int32_t* ids, int64_t P, int64_t K,
+                    float* act, float* y, cudaStream_t s) {
   if (P == 0) return;
   R1_CUDA_REQUIRE(P < 65536, "ref moe: at most 65535 pairs");
-  ref_moe_gate_up_kernel<<<dim3(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(P)), 256, 0, s>>>(
-      x, x_bf, H, gate_up, I, ids, K, act);
+  ref_moe_gate_up_kernel<<<dim3(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(P)), 256,
+                           0, s>>>(x, x_bf, H, gate_up, I, ids, K, act);
   R1_CUDA_LAUNCHED();
-  ref_moe_down_kernel<<<dim3(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(P)), 256, 0, s>>>(
-      act, down, H, I, ids, y);
+  ref_moe_down_kernel<<<dim3(static_cast<unsigned>((H + 7) / 8), static_cast<unsigned>(P)), 256, 0,
+                        s>>>(act, down, H, I, ids, y);
   R1_CUDA_LAUNCHED();
 }
 
@@ -147,10 +153,12 @@ void launch_ref_attention(const RefAttnArgs& a, cudaStream_t s) {
   R1_CUDA_REQUIRE(a.T < (1 << 30) && a.num_heads < 65536, "validation attention: sizes");
   static bool configured = false;
   if (!configured) {
-    R1_CUDA_OK(cudaFuncSetAttribute(ref_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    R1_CUDA_OK(cudaFuncSetAttribute(ref_attention_kernel,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     configured = true;
   }
-  ref_attention_kernel<<<dim3(static_cast<unsigned>(a.T), static_cast<unsigned>(a.num_heads)), 256, smem, s>>>(a);
+  ref_attention_kernel<<<dim3(static_cast<unsigned>(a.T), static_cast<unsigned>(a.num_heads)), 256,
+                         smem, s>>>(a);
   R1_CUDA_LAUNCHED();
 }
 
