@@ -156,19 +156,22 @@ class DeepseekModel final : public ModelBase {
     Tensor a = s.get("a", {T, H});
     be.rms_norm(x, L.in_norm, eps(), a);
 
-    // Queries: q [T, nh * (dn + p)].
+    // Queries q [T, nh * (dn + p)] and the new tokens' latents kv [T, r + p]
+    // (kv_a second, right after the first product of a: on the GPU it then
+    // overlaps that product, see CudaBackend::early_input).
     Tensor q = s.get("q", {T, nh * qk});
+    Tensor kv = s.get("kv", {T, r + p});
     if (c.q_lora_rank > 0) {
       Tensor cq = s.get("cq", {T, c.q_lora_rank});
       be.linear(a, L.q_a, cq);
+      be.linear(a, L.kv_a, kv);
       be.rms_norm(cq, L.q_a_norm, kLatentNormEps, cq);
       be.linear(cq, L.q_b, q);
     } else {
       be.linear(a, L.q_proj, q);
+      be.linear(a, L.kv_a, kv);
     }
     // Latent of the new tokens: [T, r + p] = [RMSNorm(c_kv) | rope(k_pe)].
-    Tensor kv = s.get("kv", {T, r + p});
-    be.linear(a, L.kv_a, kv);
     Tensor latent = s.get("latent", {T, r + p});
     be.mla_latent_write(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent,
                         cache.latent[static_cast<size_t>(l)]);
@@ -182,7 +185,8 @@ class DeepseekModel final : public ModelBase {
       be.mla_decompressed_attention(q, cache.latent[static_cast<size_t>(l)], L.kv_b, batch, dims,
                                     scale, o);
     } else {
-      // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)].
+      // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)] (q_b two
+      // launches back: on the GPU the product overlaps the latent write).
       Tensor qa = s.get("q_abs", {T, nh * (r + p)});
       be.head_linear(q, qk, L.w_uk_t, qa, r + p);
       be.rope_copy(q, qk, dn, qa, r + p, r, nh, batch.positions, rope_);
@@ -202,6 +206,8 @@ class DeepseekModel final : public ModelBase {
       Tensor wts = s.get("topk_w", {T, c.num_experts_per_tok}, DType::kF32);
       be.moe_route(logits, L.router_bias, router_, ids, wts);
       Tensor sh;  // the shared experts' output, added by the routed experts' combine
+      // (its first product reads m with two kernels in between: on the GPU it
+      // overlaps the route kernel)
       if (L.has_ffn_mlp) {
         sh = s.get("shared", {T, H});
         mlp(L.gate_up, L.down, m, sh, s);

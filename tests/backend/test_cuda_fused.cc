@@ -167,6 +167,37 @@ TEST_F(CudaFused, FusedGemvFormsEveryPlan) {
   cuda_set_gemv_plan(0, 1, 4);
 }
 
+// A GEMV reading an rms_norm's output with a kernel in between computes before
+// pdl_wait (GemvFusion::x_early; only its stores wait): the same products as
+// right after the norm, bit for bit, for linear (with a bias) and linear_swiglu,
+// while the kernel in between writes a buffer of its own.
+TEST_F(CudaFused, EarlyInputGemvEqualsPlain) {
+  for (const FusedCase& c : std::vector<FusedCase>{{1, 2048, 576}, {3, 1024, 130}, {4, 520, 9}}) {
+    const auto [T, K, N] = c;
+    Tensor x = random_bf16({T, K}, rng_), nw = random_bf16({K}, rng_),
+           w = random_bf16({2 * N, K}, rng_, 0.05f), bv = random_bf16({2 * N}, rng_),
+           y = random_bf16({T, 4096}, rng_);
+    const auto [gl, cl] = both_linear(w, bv);
+    Linear gu;
+    gu.weight = gl.weight;
+    Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32), gy = dev(y);
+    Tensor n1 = galloc({T, K}), n2 = galloc({T, K}), ytmp = galloc({T, 4096});
+    Tensor p_lin = galloc({T, 2 * N}), p_sw = galloc({T, N}), e_lin = galloc({T, 2 * N}),
+           e_sw = galloc({T, N}), scratch = galloc({T, 2 * N});
+    gpu().rms_norm(gx, gnw, 1e-6f, n1);  // plain: each product right after the norm
+    gpu().linear(n1, gl, p_lin);
+    gpu().rms_norm(gx, gnw, 1e-6f, n1);
+    gpu().linear_swiglu(n1, gu, scratch, p_sw);
+    gpu().rms_norm(gx, gnw, 1e-6f, n2);  // early: a kernel in between
+    gpu().add(gy, gy, ytmp);
+    gpu().linear(n2, gl, e_lin);
+    gpu().linear_swiglu(n2, gu, scratch, e_sw);
+    const std::string what = name(c);
+    expect_same(fetch(gpu(), e_lin), fetch(gpu(), p_lin), "early linear" + what);
+    expect_same(fetch(gpu(), e_sw), fetch(gpu(), p_sw), "early linear_swiglu" + what);
+  }
+}
+
 // linear_add whose input is the residual itself must not race: the plain ops.
 TEST_F(CudaFused, LinearAddOntoItsOwnInput) {
   const int64_t T = 2, H = 256;

@@ -510,6 +510,7 @@ TEST_F(CudaOps, GqaPagedAttention) {
   for (const Case& c : std::vector<Case>{{4, 2, 32, {{0, 29}, {7, 4}}},
                                          {28, 4, 128, {{0, 40}, {500, 1}, {3, 1}}},
                                          {32, 8, 128, {{2000, 1}}},
+                                         {28, 4, 128, {{1000, 1}}},  // 16 splits
                                          {28, 4, 128, decode_seqs(5, 600, 101)},
                                          {8, 8, 64, {{60, 20}}}}) {
     const int bs = 16;

@@ -520,6 +520,30 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& 
            x.describe(), w.describe(), out.describe());
   launch_rms_norm(x.raw(), is_bf16(x), x.row_size(), nullptr, false, 0, w.data<float>(), w.numel(),
                   eps, x.dim(0), out.raw(), is_bf16(out), out.row_size(), stream_);
+  note_write(out);
+}
+
+void CudaBackend::note_write(const Tensor& out) {
+  const uint64_t n = pdl_launches(stream_);
+  for (RecentWrite& r : recent_)
+    if (r.p == out.raw()) {
+      r.after = n;
+      return;
+    }
+  recent_[static_cast<size_t>(recent_next_)] = {out.raw(), n};
+  recent_next_ = (recent_next_ + 1) % static_cast<int>(recent_.size());
+}
+
+// R1SERVE_CUDA_EARLY_INPUT=0: every GEMV waits for the kernel before it (side-by-side runs).
+bool CudaBackend::early_input(const Tensor& x) const {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_EARLY_INPUT");
+    return e == nullptr || e[0] != '0';
+  }();
+  if (!on) return false;
+  for (const RecentWrite& r : recent_)
+    if (r.p == x.raw()) return pdl_launches(stream_) > r.after;
+  return false;
 }
 
 void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,

@@ -258,6 +258,18 @@ class CudaBackend final : public Backend {
   // (the streamed experts may read ids before pdl_wait when a kernel came between).
   const void* route_ids_ = nullptr;
   uint64_t route_launch_ = 0;
+  // The last outputs of rms_norm and the GEMV-path products (linear,
+  // linear_swiglu, head_linear) with the stream's launch count just after each
+  // was written; cleared at every step's start. A GEMV whose input is one of
+  // them with a kernel in between reads it before pdl_wait (GemvFusion::x_early).
+  struct RecentWrite {
+    const void* p = nullptr;
+    uint64_t after = 0;
+  };
+  std::array<RecentWrite, 4> recent_{};
+  int recent_next_ = 0;
+  void note_write(const Tensor& out);
+  bool early_input(const Tensor& x) const;
   std::vector<Tensor> retired_;  // outgrown workspaces a recording may still use
   void* pinned_ = nullptr;       // host staging for a recording's inputs
   size_t pinned_bytes_ = 0;

@@ -98,14 +98,18 @@ void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
   Tensor xb = as_bf16(x, 3);
   if (M <= kGemvMaxTokens && K % 8 == 0) {
     // The bias is added in the GEMV's epilogue.
-    launch_dense_gemv(xb.raw(), true, K, w.weight.data<uint16_t>(), N, K, M,
-                      w.bias.defined() ? w.bias.data<float>() : nullptr, false, out.raw(),
-                      is_bf16(out), N, stream_);
+    GemvFusion f;
+    f.x_early = early_input(xb);
+    launch_dense_gemv_fused(xb.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
+                            w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, out.raw(),
+                            is_bf16(out), N, stream_);
+    note_write(out);
     return;
   }
   gemm(xb, K, w.weight.raw(), N, K, out, N);
   if (w.bias.defined())
     launch_add_bias(out.raw(), is_bf16(out), w.bias.data<float>(), M, N, stream_);
+  note_write(out);
 }
 
 void CudaBackend::linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& gu, Tensor& out) {
@@ -121,8 +125,11 @@ void CudaBackend::linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& 
   R1_CHECK(out.dim(0) == M && out.row_size() == I, "linear_swiglu out {} for [{}, {}]",
            out.describe(), M, I);
   Tensor xb = as_bf16(x, 3);
-  launch_dense_gemv(xb.raw(), true, K, gate_up.weight.data<uint16_t>(), I, K, M, nullptr, true,
-                    out.raw(), true, I, stream_);
+  GemvFusion f;
+  f.x_early = early_input(xb);
+  launch_dense_gemv_fused(xb.data<uint16_t>(), K, gate_up.weight.data<uint16_t>(), I, K, M, nullptr,
+                          true, f, out.raw(), true, I, stream_);
+  note_write(out);
 }
 
 namespace {
@@ -288,7 +295,9 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
   if (T <= kGemvMaxTokens && K % 8 == 0 && x_head_stride % 8 == 0) {
     // Few tokens: one GEMV launch over all heads (weights read once, 16-byte loads).
     launch_head_gemv(xb.data<uint16_t>(), x.row_size(), x_head_stride, w.data<uint16_t>(), H, N, K,
-                     T, out.raw(), is_bf16(out), out.row_size(), out_head_stride, stream_);
+                     T, early_input(xb), out.raw(), is_bf16(out), out.row_size(), out_head_stride,
+                     stream_);
+    note_write(out);
     return;
   }
   const float alpha = 1.0f, beta = 0.0f;
@@ -298,6 +307,7 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
       CUDA_R_16BF, static_cast<int>(x.row_size()), x_head_stride, &beta, out.raw(), cuda_type(out),
       static_cast<int>(out.row_size()), out_head_stride, static_cast<int>(H), CUBLAS_COMPUTE_32F,
       CUBLAS_GEMM_DEFAULT));
+  note_write(out);
 }
 
 void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids,

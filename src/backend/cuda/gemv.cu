@@ -204,7 +204,8 @@ __device__ __forceinline__ void put_rope(const GemvFusion& fu, void* q, int t, i
 // up row N + n, and out[t, n] = silu(g) * u. NORM: the block first normalizes
 // x's rows with fu.norm_w into dynamic shared memory (T x K BF16) and reads x
 // from there; fu.residual: the products are added to it (put_out) instead of
-// written to out. Both touch x and the residual only after pdl_wait.
+// written to out. Both touch x and the residual only after pdl_wait;
+// fu.x_early: x is read before it (only the stores wait).
 template <int T, int R, int U, bool SWIGLU, bool NORM>
 __global__ void __launch_bounds__(256)
     dense_gemv_kernel(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
@@ -241,7 +242,7 @@ __global__ void __launch_bounds__(256)
         prefetch_l2(wr[r] + k_begin, static_cast<uint32_t>(klen * 2));
   }
   if constexpr (NORM) prefetch_norm_weights(fu.norm_w, static_cast<int>(K));
-  pdl_wait();
+  if (!fu.x_early) pdl_wait();
   pdl_trigger();
   if constexpr (NORM)  // every thread of the block; ends synced
     norm_rows<T>(x, ldx, fu.norm_w, static_cast<int>(K), fu.eps,
@@ -260,7 +261,8 @@ __global__ void __launch_bounds__(256)
         fma_rows<T, R, U>(acc, wv, x, ldx, kb, k_end);
     }
   }
-  if (S == 1) {  // no partial sums to combine
+  if (fu.x_early) pdl_wait();  // the stores (out may be the kernel before's)
+  if (S == 1) {                // no partial sums to combine
     if (n0 >= N) return;
 #pragma unroll
     for (int t = 0; t < T; ++t) {
@@ -523,6 +525,8 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
   R1_CUDA_REQUIRE(!(swiglu && bias), "dense gemv: no bias with SwiGLU");
   R1_CUDA_REQUIRE(!(swiglu && fusion.residual), "dense gemv: no residual add with SwiGLU");
   R1_CUDA_REQUIRE(fusion.residual != nullptr || out != nullptr, "dense gemv: no output");
+  R1_CUDA_REQUIRE(!fusion.x_early || (fusion.norm_w == nullptr && fusion.residual == nullptr),
+                  "dense gemv: an early input takes no norm prologue or residual");
   R1_CUDA_REQUIRE(fusion.norm_w == nullptr || dense_gemv_norm_ok(K, x, ldx, fusion.norm_w),
                   "dense gemv: the norm prologue needs K % 8 == 0, K <= 8192, aligned x and w");
   R1_CUDA_REQUIRE(
@@ -536,13 +540,15 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
 }
 
 void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
-                      int64_t H, int64_t N, int64_t K, int64_t T, void* out, bool out_bf,
-                      int64_t ldo, int64_t out_head_stride, cudaStream_t s) {
+                      int64_t H, int64_t N, int64_t K, int64_t T, bool x_early, void* out,
+                      bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s) {
   R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0 && x_head_stride % 8 == 0,
                   "head gemv: K and the strides must be multiples of 8");
   if (T == 0 || N == 0 || H == 0) return;
+  GemvFusion f;
+  f.x_early = x_early;
   launch_gemv_chunks(GemvArgs{x, ldx, w, N, K, nullptr, false, out, out_bf, ldo, H,
-                              HeadStrides{x_head_stride, N * K, out_head_stride}, GemvFusion{}},
+                              HeadStrides{x_head_stride, N * K, out_head_stride}, f},
                      T, s);
 }
 

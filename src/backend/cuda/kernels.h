@@ -176,6 +176,10 @@ struct GemvFusion {
   int32_t rope_nh = 0, rope_nkv = 0, rope_d = 0;
   void* k_cache = nullptr;
   void* v_cache = nullptr;
+  // x was written at least two launches back (pdl_wait rule), so the whole
+  // product is computed before pdl_wait, overlapping the kernel just before;
+  // only the stores wait. Not with the norm prologue or a residual.
+  bool x_early = false;
 };
 // Whether the normalizing prologue serves x [*, K] (ld ldx) with norm weights
 // norm_w: K % 8 == 0, K <= 8192 (launch_rms_norm's one-pass kernel; up to
@@ -187,9 +191,10 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
                              cudaStream_t s);
 // Per-head products for few tokens (BF16 x): out[t, h * out_head_stride + n] =
 // x[t, h * x_head_stride ...K] . W[h, n] for W [H, N, K], t < T.
+// x_early as in GemvFusion.
 void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
-                      int64_t H, int64_t N, int64_t K, int64_t T, void* out, bool out_bf,
-                      int64_t ldo, int64_t out_head_stride, cudaStream_t s);
+                      int64_t H, int64_t N, int64_t K, int64_t T, bool x_early, void* out,
+                      bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s);
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s);

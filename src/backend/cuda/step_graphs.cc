@@ -65,6 +65,7 @@ bool CudaBackend::begin_step(const BatchInfo& b, const KvCache& cache, const Ten
   cur_ = nullptr;
   cur_src_ = nullptr;
   capturing_ = replayed_ = capture_broken_ = step_synced_ = false;
+  recent_ = {};  // no early inputs across steps
   if (!graphs_ || profiling_ || !recordable(b)) return false;
 
   const int32_t B = b.num_seqs();
