@@ -169,8 +169,8 @@ TEST_F(CudaFused, FusedGemvFormsEveryPlan) {
 
 // A GEMV reading an rms_norm's output with a kernel in between computes before
 // pdl_wait (GemvFusion::x_early; only its stores wait): the same products as
-// right after the norm, bit for bit, for linear (with a bias) and linear_swiglu,
-// while the kernel in between writes a buffer of its own.
+// right after the norm, bit for bit, for linear (with a bias), linear_swiglu and
+// an rms_norm of a product, while the kernel in between writes a buffer of its own.
 TEST_F(CudaFused, EarlyInputGemvEqualsPlain) {
   for (const FusedCase& c : std::vector<FusedCase>{{1, 2048, 576}, {3, 1024, 130}, {4, 520, 9}}) {
     const auto [T, K, N] = c;
@@ -192,9 +192,16 @@ TEST_F(CudaFused, EarlyInputGemvEqualsPlain) {
     gpu().add(gy, gy, ytmp);
     gpu().linear(n2, gl, e_lin);
     gpu().linear_swiglu(n2, gu, scratch, e_sw);
+    // rms_norm of a product, right after it and with a kernel in between (early).
+    Tensor nw2 = gpu().upload(random_bf16({2 * N}, rng_), DType::kF32);
+    Tensor pn = galloc({T, 2 * N}), en = galloc({T, 2 * N});
+    gpu().rms_norm(p_lin, nw2, 1e-6f, pn);
+    gpu().add(gy, gy, ytmp);
+    gpu().rms_norm(e_lin, nw2, 1e-6f, en);
     const std::string what = name(c);
     expect_same(fetch(gpu(), e_lin), fetch(gpu(), p_lin), "early linear" + what);
     expect_same(fetch(gpu(), e_sw), fetch(gpu(), p_sw), "early linear_swiglu" + what);
+    expect_same(fetch(gpu(), en), fetch(gpu(), pn), "early rms_norm" + what);
   }
 }
 

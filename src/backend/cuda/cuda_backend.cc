@@ -519,7 +519,7 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& 
   R1_CHECK(w.dtype() == DType::kF32 && x.dim(0) == out.dim(0), "rms_norm x {} w {} out {}",
            x.describe(), w.describe(), out.describe());
   launch_rms_norm(x.raw(), is_bf16(x), x.row_size(), nullptr, false, 0, w.data<float>(), w.numel(),
-                  eps, x.dim(0), out.raw(), is_bf16(out), out.row_size(), stream_);
+                  eps, x.dim(0), out.raw(), is_bf16(out), out.row_size(), stream_, early_input(x));
   note_write(out);
 }
 
@@ -624,7 +624,7 @@ void CudaBackend::rope_copy(const Tensor& src, int64_t src_stride, int64_t src_o
                    is_bf16(dst), dst.row_size(), dst_stride, dst_offset, dev_ints(positions),
                    src.dim(0), dev_floats(rope.inv_freq),
                    static_cast<int64_t>(rope.inv_freq.size()), rope.attention_factor,
-                   rope.interleaved, num_heads, stream_);
+                   rope.interleaved, num_heads, stream_, early_input(src));
 }
 
 void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps,
@@ -647,7 +647,7 @@ void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps,
   DevBatch& d = dev_batch(batch);
   launch_mla_latent(kv.data<uint16_t>(), kv.dim(0), width, w.data<float>(), r, eps, d.positions,
                     d.slot_mapping, dev_floats(rope.inv_freq), rope.attention_factor,
-                    cache.data<uint16_t>(), stream_);
+                    cache.data<uint16_t>(), stream_, early_input(kv));
 }
 
 void CudaBackend::qkv_rope_cache_write(const Tensor& qkv, int64_t nh, int64_t nkv, int64_t d,

@@ -58,8 +58,8 @@ __global__ void rms_norm_kernel(void* x, bool x_bf, int64_t ldx, const void* add
 template <int NV>
 __global__ void __launch_bounds__(256)
     rms_norm_vec_kernel(uint16_t* x, int64_t ldx, const uint16_t* add, int64_t ld_add,
-                        const float* w, int n, float eps, uint16_t* out, int64_t ldo) {
-  pdl_wait();
+                        const float* w, int n, float eps, uint16_t* out, int64_t ldo, bool early) {
+  if (!early) pdl_wait();  // early (no add): x is read before it, only the stores wait
   pdl_trigger();
   const int64_t r = blockIdx.x;
   __shared__ float partial[8];
@@ -101,6 +101,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
   for (int k = 0; k < 8; ++k) tot += partial[k];
   const float inv = 1.0f / sqrtf(tot / static_cast<float>(n) + eps);
+  if (early) pdl_wait();
 #pragma unroll
   for (int u = 0; u < NV; ++u) {
     const int i = (u * 256 + threadIdx.x) * 8;
@@ -308,7 +309,7 @@ void launch_embedding(const void* table, bool table_bf, int64_t vocab, const int
 
 void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_bf, int64_t ld_add,
                      const float* w, int64_t n, float eps, int64_t rows, void* out, bool out_bf,
-                     int64_t ldo, cudaStream_t s) {
+                     int64_t ldo, cudaStream_t s, bool x_early) {
   R1_CUDA_REQUIRE(n > 0 && n <= ldx && n <= ldo && w, "rms_norm: bad widths");
   if (rows == 0) return;
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
@@ -321,12 +322,16 @@ void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_
     auto* op = static_cast<uint16_t*>(out);
     const int ni = static_cast<int>(n);
     const unsigned grid = static_cast<unsigned>(rows);
+    const bool early = x_early && add == nullptr;
     if (n <= 2048)
-      pdl_launch(rms_norm_vec_kernel<1>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+      pdl_launch(rms_norm_vec_kernel<1>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo,
+                 early);
     else if (n <= 4096)
-      pdl_launch(rms_norm_vec_kernel<2>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+      pdl_launch(rms_norm_vec_kernel<2>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo,
+                 early);
     else
-      pdl_launch(rms_norm_vec_kernel<4>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo);
+      pdl_launch(rms_norm_vec_kernel<4>, grid, 256, 0, s, xp, ldx, ap, ld_add, w, ni, eps, op, ldo,
+                 early);
     R1_CUDA_LAUNCHED();
     return;
   }

@@ -33,9 +33,11 @@ void set_pdl_enabled(bool on);
 void launch_embedding(const void* table, bool table_bf, int64_t vocab, const int32_t* ids,
                       int64_t T, int64_t H, void* out, bool out_bf, cudaStream_t s);
 // out = x / rms(x[:n]) * w over rows; with `add`, x += add first (x written back).
+// x_early (no add): x was written at least two launches back, so the one-pass
+// kernel reads it before pdl_wait and only its stores wait (as GemvFusion's).
 void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_bf, int64_t ld_add,
                      const float* w, int64_t n, float eps, int64_t rows, void* out, bool out_bf,
-                     int64_t ldo, cudaStream_t s);
+                     int64_t ldo, cudaStream_t s, bool x_early = false);
 // ids[i] = index of the first maximum of row i of x [n, V] F32.
 void launch_argmax_rows(const float* x, int64_t n, int64_t V, int32_t* ids, cudaStream_t s);
 void launch_gather_rows(const void* src, const int32_t* rows, int64_t n, int64_t row_bytes,
@@ -66,12 +68,13 @@ void launch_rope_copy(const void* src, bool src_bf, int64_t src_row, int64_t src
                       int64_t src_off, void* dst, bool dst_bf, int64_t dst_row, int64_t dst_stride,
                       int64_t dst_off, const int32_t* positions, int64_t T, const float* inv_freq,
                       int64_t half, float attention_factor, bool interleaved, int64_t heads,
-                      cudaStream_t s);
+                      cudaStream_t s, bool x_early = false);
 // cache[slots[t]] = [rms_norm(kv[t, :r]) * w | rope(kv[t, r:])] (BF16; interleaved pairs).
+// x_early: src / kv read before pdl_wait, as launch_rms_norm's.
 void launch_mla_latent(const uint16_t* kv, int64_t T, int64_t width, const float* w, int64_t r,
                        float eps, const int32_t* positions, const int32_t* slots,
                        const float* inv_freq, float attention_factor, uint16_t* cache,
-                       cudaStream_t s);
+                       cudaStream_t s, bool x_early = false);
 
 // From qkv [T, (nh + 2 nkv) * d] (one dtype for all buffers): q [T, nh * d] =
 // NeoX rope of the q heads; rope of the k heads and the v heads written to

@@ -34,8 +34,9 @@ __global__ void rope_copy_kernel(const void* src, bool src_bf, int64_t src_row, 
                                  int64_t src_off, void* dst, bool dst_bf, int64_t dst_row,
                                  int64_t dst_stride, int64_t dst_off, const int32_t* positions,
                                  const float* inv_freq, int64_t half, float factor,
-                                 bool interleaved, int64_t heads, int64_t T) {
-  pdl_wait();
+                                 bool interleaved, int64_t heads, int64_t T, bool early) {
+  bool waited = !early;  // early: src is read before pdl_wait, only the stores wait
+  if (!early) pdl_wait();
   pdl_trigger();
   const int64_t n = T * heads * half;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
@@ -55,9 +56,14 @@ __global__ void rope_copy_kernel(const void* src, bool src_bf, int64_t src_row, 
       x0 = __bfloat162float(__float2bfloat16_rn(x0));
       x1 = __bfloat162float(__float2bfloat16_rn(x1));
     }
+    if (!waited) {
+      pdl_wait();
+      waited = true;
+    }
     stf(dst, db + ja, dst_bf, x0 * cs - x1 * sn);
     stf(dst, db + jb, dst_bf, x1 * cs + x0 * sn);
   }
+  if (!waited) pdl_wait();
 }
 
 // One block per token: MLA's cache row [rms_norm(kv[:r]) * w | rope(kv[r:])]
@@ -65,8 +71,8 @@ __global__ void rope_copy_kernel(const void* src, bool src_bf, int64_t src_row, 
 __global__ void __launch_bounds__(256)
     mla_latent_kernel(const uint16_t* kv, int64_t width, const float* w, int64_t r, float eps,
                       const int32_t* positions, const int32_t* slots, const float* inv_freq,
-                      float factor, uint16_t* cache) {
-  pdl_wait();
+                      float factor, uint16_t* cache, bool early) {
+  if (!early) pdl_wait();  // early: kv is read before it, only the stores wait
   pdl_trigger();
   const int64_t t = blockIdx.x;
   const uint16_t* x = kv + t * width;
@@ -84,6 +90,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
   for (int k = 0; k < 8; ++k) tot += partial[k];
   const float inv = 1.0f / sqrtf(tot / static_cast<float>(r) + eps);
+  if (early) pdl_wait();
   for (int64_t i = threadIdx.x; i < r; i += blockDim.x)
     reinterpret_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(bf2f(x[i]) * inv * w[i]);
   const int64_t half = (width - r) / 2;
@@ -143,7 +150,7 @@ void launch_rope_copy(const void* src, bool src_bf, int64_t src_row, int64_t src
                       int64_t src_off, void* dst, bool dst_bf, int64_t dst_row, int64_t dst_stride,
                       int64_t dst_off, const int32_t* positions, int64_t T, const float* inv_freq,
                       int64_t half, float attention_factor, bool interleaved, int64_t heads,
-                      cudaStream_t s) {
+                      cudaStream_t s, bool x_early) {
   R1_CUDA_REQUIRE((heads - 1) * src_stride + src_off + 2 * half <= src_row &&
                       (heads - 1) * dst_stride + dst_off + 2 * half <= dst_row,
                   "rope_copy: rotary window past the row");
@@ -151,18 +158,18 @@ void launch_rope_copy(const void* src, bool src_bf, int64_t src_row, int64_t src
   if (n == 0) return;
   pdl_launch(rope_copy_kernel, grid_for(n, 256), 256, 0, s, src, src_bf, src_row, src_stride,
              src_off, dst, dst_bf, dst_row, dst_stride, dst_off, positions, inv_freq, half,
-             attention_factor, interleaved, heads, T);
+             attention_factor, interleaved, heads, T, x_early);
   R1_CUDA_LAUNCHED();
 }
 
 void launch_mla_latent(const uint16_t* kv, int64_t T, int64_t width, const float* w, int64_t r,
                        float eps, const int32_t* positions, const int32_t* slots,
                        const float* inv_freq, float attention_factor, uint16_t* cache,
-                       cudaStream_t s) {
+                       cudaStream_t s, bool x_early) {
   R1_CUDA_REQUIRE(r > 0 && r < width && (width - r) % 2 == 0, "mla_latent: widths");
   if (T == 0) return;
   pdl_launch(mla_latent_kernel, static_cast<unsigned>(T), 256, 0, s, kv, width, w, r, eps,
-             positions, slots, inv_freq, attention_factor, cache);
+             positions, slots, inv_freq, attention_factor, cache, x_early);
   R1_CUDA_LAUNCHED();
 }
 
