@@ -534,7 +534,7 @@ void CudaBackend::note_write(const Tensor& out) {
   recent_next_ = (recent_next_ + 1) % static_cast<int>(recent_.size());
 }
 
-// R1SERVE_CUDA_EARLY_INPUT=0: every GEMV waits for the kernel before it (side-by-side runs).
+// R1SERVE_CUDA_EARLY_INPUT=0: every kernel waits for the one before it (side-by-side runs).
 bool CudaBackend::early_input(const Tensor& x) const {
   static const bool on = [] {
     const char* e = std::getenv("R1SERVE_CUDA_EARLY_INPUT");

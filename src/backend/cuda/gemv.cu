@@ -503,14 +503,6 @@ void set_gemv_override(const GemvPlan& plan) {
   g_gemv_override = plan;
 }
 
-void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N,
-                       int64_t K, int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
-                       int64_t ldo, cudaStream_t s) {
-  R1_CUDA_REQUIRE(x_bf, "dense gemv: BF16 activations");
-  launch_dense_gemv_fused(static_cast<const uint16_t*>(x), ldx, w, N, K, T, bias, swiglu,
-                          GemvFusion{}, out, out_bf, ldo, s);
-}
-
 bool dense_gemv_norm_ok(int64_t K, const void* x, int64_t ldx, const float* norm_w) {
   return K > 0 && K % 8 == 0 && K <= kNormMaxK && ldx % 8 == 0 &&
          reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;

@@ -134,7 +134,7 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
                             cudaStream_t s);
-// out[t, n] (ld ldo) = x[t] (F32 or BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
+// The dense GEMV: out[t, n] (ld ldo) = x[t] (BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).
 // How a dense GEMV covers W: `split` warps share a row (1, 2, 4, 8), `rows`
@@ -150,9 +150,6 @@ struct HeadStrides {
 };
 // Benchmarks: every dense GEMV uses `plan` where it is valid (split 0: gemv_plan).
 void set_gemv_override(const GemvPlan& plan);
-void launch_dense_gemv(const void* x, bool x_bf, int64_t ldx, const uint16_t* w, int64_t N,
-                       int64_t K, int64_t T, const float* bias, bool swiglu, void* out, bool out_bf,
-                       int64_t ldo, cudaStream_t s);
 // The dense GEMV's fused prologue and epilogue (BF16 x). norm_w (F32 [K]) set:
 // each block first normalizes the T rows of x (x / rms(x) * norm_w over K,
 // rounded to BF16 with launch_rms_norm's arithmetic, so bit for bit what it
