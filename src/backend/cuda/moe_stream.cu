@@ -2,15 +2,15 @@
 // memory: every warp owns a contiguous range of the token's expert weight rows
 // and keeps NS of them (2, 4 or 8) in flight as cp.async copies into a ring of
 // shared-memory stages, each lane copying and later reading only its own
-// 16-byte columns (so a stage needs no barrier, just a commit group). One or
-// two blocks per SM (the grid is persistent), so no block pays the expert
-// lookup or the ramp more than once, and a warp's next rows arrive while it
-// computes. There is no sort: slot j is the token's j-th expert. The products
-// are those of moe.cu's warp-per-row GEMVs bit for bit (each lane visits the
-// same columns in the same order), and the down kernel also does the weighted
-// combine (and adds the shared experts' output) with the combine's arithmetic.
-// (A form for several tokens, with the sort's slot table, measured slower than
-// moe.cu's GEMVs at batch 2 and 8, so it was not kept; see docs/performance.md.)
+// 16-byte columns (so a stage needs no barrier, just a commit group); a
+// gate/up stage holds a part (half at H = 2048) of a unit's two rows, so 16
+// warps share the ring. One or two blocks per SM (the grid is persistent), so no block pays the
+// expert lookup or the ramp more than once, and a warp's next rows arrive while it computes. There
+// is no sort: slot j is the token's j-th expert. The products are those of moe.cu's warp-per-row
+// GEMVs bit for bit (each lane visits the same columns in the same order), and the down kernel also
+// does the weighted combine (and adds the shared experts' output) with the combine's arithmetic. (A
+// form for several tokens, with the sort's slot table, measured slower than moe.cu's GEMVs at batch
+// 2 and 8, so it was not kept; see docs/performance.md.)
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -27,6 +27,8 @@ constexpr int kMaxSlots = 256;
 struct GateUpStream {
   const uint16_t* x;  // [H] BF16, 16-byte aligned
   int64_t H, I;
+  int32_t
+      parts;  // stages a unit: C = H / parts columns of its gate and up rows each (C % 256 == 0)
   const uint16_t* gate_up;
   const int32_t* ids;  // the token's K experts
   int64_t K;
@@ -77,15 +79,20 @@ struct Cursor {
   }
 };
 
-// Units (slot j, row r), j < K, r < I; a stage holds the gate row and the up row.
+// Units (slot j, row r), j < K, r < I; a unit's P stages each hold C = H / P
+// columns of its gate row and of its up row (part p: columns p C .. p C + C - 1,
+// so with C % 256 == 0 each lane still visits its columns in the same order).
+// Smaller stages let more warps share the same ring (16 warps of 4 KB stages
+// instead of 8 of 8 KB at H = 2048).
 template <int NS>
-__global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream a) {
+__global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ int32_t ids_s[kMaxSlots];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
   const int H = static_cast<int>(a.H), I = static_cast<int>(a.I), K = static_cast<int>(a.K);
-  uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * NS * 2 * H;
-  uint16_t* x_s = reinterpret_cast<uint16_t*>(dyn + static_cast<size_t>(nw) * NS * 4 * H);
+  const int P = a.parts, C = H / P;
+  uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * NS * 2 * C;
+  uint16_t* x_s = reinterpret_cast<uint16_t*>(dyn + static_cast<size_t>(nw) * NS * 4 * C);
   if (!a.ids_early) {  // the routing may come from the kernel just before
     pdl_wait();
     pdl_trigger();
@@ -94,21 +101,27 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
   __syncthreads();
   int u0 = 0, u1 = 0;
   warp_range(K * I, u0, u1);
-  Cursor fill(u0, I);  // the next unit to request
+  const int items = (u1 - u0) * P;  // stages this warp consumes
+  Cursor fill(u0, I);               // the next unit to request, and its part
+  int fill_part = 0;
   auto issue = [&](int s, bool any) {
     if (any) {
-      const uint16_t* g =
-          a.gate_up + (static_cast<int64_t>(ids_s[fill.outer]) * 2 * I + fill.inner) * H;
-      uint16_t* dst = ring + s * 2 * H;
-      for (int k0 = lane * 8; k0 < H; k0 += 256) {
+      const uint16_t* g = a.gate_up +
+                          (static_cast<int64_t>(ids_s[fill.outer]) * 2 * I + fill.inner) * H +
+                          fill_part * C;
+      uint16_t* dst = ring + s * 2 * C;
+      for (int k0 = lane * 8; k0 < C; k0 += 256) {
         cp_async16_stream(dst + k0, g + k0);
-        cp_async16_stream(dst + H + k0, g + static_cast<int64_t>(I) * H + k0);
+        cp_async16_stream(dst + C + k0, g + static_cast<int64_t>(I) * H + k0);
       }
-      fill.next();
+      if (++fill_part == P) {
+        fill_part = 0;
+        fill.next();
+      }
     }
     cp_async_commit();
   };
-  for (int s = 0; s < NS; ++s) issue(s, u0 + s < u1);
+  for (int s = 0; s < NS; ++s) issue(s, s < items);
   if (a.ids_early) {  // x may come from the kernel just before
     pdl_wait();
     pdl_trigger();
@@ -117,29 +130,35 @@ __global__ void __launch_bounds__(256, 1) moe_gate_up_stream_kernel(GateUpStream
     *reinterpret_cast<uint4*>(x_s + k) = *reinterpret_cast<const uint4*>(a.x + k);
   __syncthreads();
   Cursor at(u0, I);
-  int st = 0;
-  for (int u = u0; u < u1; ++u, at.next(), st = st + 1 == NS ? 0 : st + 1) {
+  int st = 0, part = 0;
+  float ag = 0.0f, au = 0.0f;
+  for (int item = 0; item < items; ++item, st = st + 1 == NS ? 0 : st + 1) {
     cp_async_wait_group<NS - 1>();  // this lane's copies of the oldest stage
-    const uint16_t* wg = ring + st * 2 * H;
-    const uint16_t* wu = wg + H;
-    float ag = 0.0f, au = 0.0f;
+    const uint16_t* wg = ring + st * 2 * C;
+    const uint16_t* wu = wg + C;
+    const uint16_t* xp = x_s + part * C;
 #pragma unroll 4
-    for (int k0 = lane * 8; k0 < H; k0 += 256) {
+    for (int k0 = lane * 8; k0 < C; k0 += 256) {
       float g8[8], u8[8], x8[8];
       unpack8(*reinterpret_cast<const uint4*>(wg + k0), g8);
       unpack8(*reinterpret_cast<const uint4*>(wu + k0), u8);
-      unpack8(*reinterpret_cast<const uint4*>(x_s + k0), x8);
+      unpack8(*reinterpret_cast<const uint4*>(xp + k0), x8);
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
         ag = fmaf(g8[c], x8[c], ag);
         au = fmaf(u8[c], x8[c], au);
       }
     }
-    const float g = warp_sum(ag), v = warp_sum(au);
-    if (lane == 0)
-      reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(at.outer) * I + at.inner] =
-          __float2bfloat16_rn(g / (1.0f + expf(-g)) * v);
-    issue(st, u + NS < u1);  // the lane has read its columns of this stage
+    if (++part == P) {
+      const float g = warp_sum(ag), v = warp_sum(au);
+      if (lane == 0)
+        reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(at.outer) * I + at.inner] =
+            __float2bfloat16_rn(g / (1.0f + expf(-g)) * v);
+      part = 0;
+      ag = au = 0.0f;
+      at.next();
+    }
+    issue(st, item + NS < items);  // the lane has read its columns of this stage
   }
 }
 
@@ -216,6 +235,9 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
 struct StreamBudget {
   bool on = true;
   size_t gate_up = 128 << 10, down = 96 << 10;
+  // R1SERVE_CUDA_MOE_GU_PARTS=1/2/4: stages a gate/up unit (where H allows);
+  // R1SERVE_CUDA_MOE_GU_WARPS=16/8/4: at most that many warps a block.
+  int gu_parts = 2, gu_warps = 16;
 };
 StreamBudget& budget() {
   static StreamBudget b = [] {
@@ -229,18 +251,28 @@ StreamBudget& budget() {
         r.on = false;
       }
     }
+    if (const char* e = std::getenv("R1SERVE_CUDA_MOE_GU_PARTS")) {
+      const int p = std::atoi(e);
+      if (p == 1 || p == 2 || p == 4) r.gu_parts = p;
+    }
+    if (const char* e = std::getenv("R1SERVE_CUDA_MOE_GU_WARPS")) {
+      const int w = std::atoi(e);
+      if (w == 16 || w == 8 || w == 4) r.gu_warps = w;
+    }
     return r;
   }();
   return b;
 }
 
 // Warps per block and stages per warp for rows of `stage_bytes` in `budget`
-// bytes: 8 warps if two stages each fit, else 4, else 2; warps == 0: no fit.
+// bytes: the most warps (up to max_warps: 16, 8, 4, 2) whose two stages each
+// fit; warps == 0: no fit.
 struct RingShape {
   int warps = 0, stages = 0;
 };
-RingShape ring_shape(size_t stage_bytes, size_t bytes) {
-  for (int w : {8, 4, 2}) {
+RingShape ring_shape(size_t stage_bytes, size_t bytes, int max_warps = 8) {
+  for (int w : {16, 8, 4, 2}) {
+    if (w > max_warps) continue;
     const size_t fit = bytes / (static_cast<size_t>(w) * stage_bytes);
     if (fit >= 2) return {w, fit >= 8 ? 8 : fit >= 4 ? 4 : 2};  // the kernels' NS
   }
@@ -348,11 +380,14 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   R1_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0,
                   "moe stream: x must be 16-byte aligned");
-  const RingShape rs = ring_shape(static_cast<size_t>(4 * H), budget().gate_up);
+  int parts = budget().gu_parts;
+  while (parts > 1 && H % (256 * parts) != 0) parts /= 2;
+  const int64_t C = H / parts;
+  const RingShape rs = ring_shape(static_cast<size_t>(4 * C), budget().gate_up, budget().gu_warps);
   const size_t smem =
-      static_cast<size_t>(rs.warps) * rs.stages * 4 * H + static_cast<size_t>(H) * 2;
+      static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
   with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
-                            GateUpStream{x, H, I, gate_up, ids, K, act, ids_early});
+                            GateUpStream{x, H, I, parts, gate_up, ids, K, act, ids_early});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
