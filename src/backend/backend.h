@@ -194,6 +194,13 @@ class Backend {
     cache_write(latent, batch, cache);
   }
 
+  // Two products of one input: out1 = x w1^T, out2 = x w2^T (linear, twice;
+  // a backend may do both in one pass over x).
+  virtual void linear_pair(const Tensor& x, const Linear& w1, Tensor& out1, const Linear& w2,
+                           Tensor& out2) {
+    linear(x, w1, out1);
+    linear(x, w2, out2);
+  }
   // SwiGLU MLP input: out [T, I] = silu(g) * u where [g | u] = x gate_up^T
   // ([T, 2I], gate columns first, each rounded to the activation dtype). `gu`
   // [T, 2I] is scratch: the default writes it; a fused override may not.

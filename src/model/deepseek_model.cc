@@ -157,14 +157,12 @@ class DeepseekModel final : public ModelBase {
     be.rms_norm(x, L.in_norm, eps(), a);
 
     // Queries q [T, nh * (dn + p)] and the new tokens' latents kv [T, r + p]
-    // (kv_a second, right after the first product of a: on the GPU it then
-    // overlaps that product, see CudaBackend::early_input).
+    // (q_a and kv_a both read a: one GEMV launch on the GPU).
     Tensor q = s.get("q", {T, nh * qk});
     Tensor kv = s.get("kv", {T, r + p});
     if (c.q_lora_rank > 0) {
       Tensor cq = s.get("cq", {T, c.q_lora_rank});
-      be.linear(a, L.q_a, cq);
-      be.linear(a, L.kv_a, kv);
+      be.linear_pair(a, L.q_a, cq, L.kv_a, kv);
       be.rms_norm(cq, L.q_a_norm, kLatentNormEps, cq);
       be.linear(cq, L.q_b, q);
     } else {

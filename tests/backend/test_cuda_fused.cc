@@ -205,6 +205,53 @@ TEST_F(CudaFused, EarlyInputGemvEqualsPlain) {
   }
 }
 
+// Two products of one input in one launch: bit for bit the GPU's linear of the
+// stacked matrix [w1; w2] split in two, and the CPU's two linears within BF16
+// rounding; T >= 5 takes two plain linears. Shapes: DeepSeek's q_a and kv_a
+// (768 and 576 rows of 2048), small odd ones.
+TEST_F(CudaFused, LinearPairEqualsStackedLinear) {
+  struct Case {
+    int64_t T, K, N1, N2;
+  };
+  for (const Case& c : std::vector<Case>{{1, 2048, 768, 576},
+                                         {3, 2048, 768, 576},
+                                         {4, 64, 24, 40},
+                                         {2, 136, 8, 3},
+                                         {6, 256, 40, 24}}) {
+    const std::string what = " T=" + std::to_string(c.T) + " K=" + std::to_string(c.K) +
+                             " N=" + std::to_string(c.N1) + "+" + std::to_string(c.N2);
+    Tensor x = random_bf16({c.T, c.K}, rng_), w1 = random_bf16({c.N1, c.K}, rng_, 0.05f),
+           w2 = random_bf16({c.N2, c.K}, rng_, 0.05f);
+    Tensor ws = Tensor::empty({c.N1 + c.N2, c.K}, w1.dtype());
+    std::memcpy(ws.raw(), w1.raw(), w1.nbytes());
+    std::memcpy(static_cast<char*>(ws.raw()) + w1.nbytes(), w2.raw(), w2.nbytes());
+    const auto [g1, c1] = both_linear(w1);
+    const auto [g2, c2] = both_linear(w2);
+    const auto [gs, cs] = both_linear(ws);
+    const Tensor gx = dev(x);
+    Tensor o1 = galloc({c.T, c.N1}), o2 = galloc({c.T, c.N2}), os = galloc({c.T, c.N1 + c.N2});
+    gpu().linear_pair(gx, g1, o1, g2, o2);
+    gpu().linear(gx, gs, os);
+    const std::vector<float> got1 = fetch(gpu(), o1), got2 = fetch(gpu(), o2),
+                             stacked = fetch(gpu(), os);
+    std::vector<float> want1, want2;
+    for (int64_t t = 0; t < c.T; ++t) {
+      const auto row = stacked.begin() + t * (c.N1 + c.N2);
+      want1.insert(want1.end(), row, row + c.N1);
+      want2.insert(want2.end(), row + c.N1, row + c.N1 + c.N2);
+    }
+    if (c.T <= 4) {  // the pair's GEMV plan is the stacked matrix's
+      expect_same(got1, want1, "linear_pair first" + what);
+      expect_same(got2, want2, "linear_pair second" + what);
+    }
+    Tensor co1 = calloc({c.T, c.N1}), co2 = calloc({c.T, c.N2});
+    cpu().linear(x, c1, co1);
+    cpu().linear(x, c2, co2);
+    expect_close(got1, host_values(co1), 1e-2, "linear_pair first vs CPU" + what);
+    expect_close(got2, host_values(co2), 1e-2, "linear_pair second vs CPU" + what);
+  }
+}
+
 // linear_add whose input is the residual itself must not race: the plain ops.
 TEST_F(CudaFused, LinearAddOntoItsOwnInput) {
   const int64_t T = 2, H = 256;

@@ -121,6 +121,8 @@ class CudaBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
   void linear(const Tensor& x, const Linear& w, Tensor& out) override;
+  void linear_pair(const Tensor& x, const Linear& w1, Tensor& out1, const Linear& w2,
+                   Tensor& out2) override;
   void linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& gu, Tensor& out) override;
   void linear_add(const Tensor& x, const Linear& w, Tensor& residual, Tensor& tmp) override;
   void rms_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,

@@ -112,6 +112,47 @@ void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
   note_write(out);
 }
 
+namespace {
+// R1SERVE_CUDA_LINEAR_PAIR=0: the two products are launched one by one (side-by-side runs).
+bool linear_pair_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_LINEAR_PAIR");
+    return e == nullptr || e[0] != '0';
+  }();
+  return on;
+}
+}  // namespace
+
+// Few-token steps: both products in one GEMV launch (one kernel fewer on the
+// chain; its plan is that of the N1 + N2 rows); otherwise linear twice.
+void CudaBackend::linear_pair(const Tensor& x, const Linear& w1, Tensor& out1, const Linear& w2,
+                              Tensor& out2) {
+  const int64_t M = x.dim(0), K = x.row_size(), N1 = w1.out_features(), N2 = w2.out_features();
+  auto plain = [](const Linear& w) {
+    return !w.bias.defined() && !w.scale.defined() && is_bf16(w.weight);
+  };
+  if (!linear_pair_enabled() || f32_act_ || M > kGemvMaxTokens || K % 8 != 0 || !plain(w1) ||
+      !plain(w2) || w1.in_features() != K || w2.in_features() != K ||
+      is_bf16(out1) != is_bf16(out2)) {
+    Backend::linear_pair(x, w1, out1, w2, out2);
+    return;
+  }
+  OpTimer timer(*this, "linear");
+  R1_CHECK(out1.dim(0) == M && out1.row_size() == N1 && out2.dim(0) == M && out2.row_size() == N2,
+           "linear_pair outs {} {} for [{}, {} + {}]", out1.describe(), out2.describe(), M, N1, N2);
+  Tensor xb = as_bf16(x, 3);
+  GemvFusion f;
+  f.x_early = early_input(xb);
+  f.w2 = w2.weight.data<uint16_t>();
+  f.n_first = N1;
+  f.out2 = out2.raw();
+  f.ldo2 = N2;
+  launch_dense_gemv_fused(xb.data<uint16_t>(), K, w1.weight.data<uint16_t>(), N1 + N2, K, M,
+                          nullptr, false, f, out1.raw(), is_bf16(out1), N1, stream_);
+  note_write(out1);
+  note_write(out2);
+}
+
 void CudaBackend::linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& gu, Tensor& out) {
   const int64_t M = x.dim(0), K = x.row_size(), I = gate_up.out_features() / 2;
   // One GEMV that writes silu(g) * u for the few-token steps; otherwise the plain ops.

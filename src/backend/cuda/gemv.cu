@@ -162,6 +162,8 @@ __device__ __forceinline__ void put_out(const GemvFusion& fu, void* out, bool ou
     if (fu.round_bf) v = round_bf16(v);
     const int64_t i = t * fu.ldr + n;
     stf(fu.residual, i, fu.residual_bf, ldf(fu.residual, i, fu.residual_bf) + v);
+  } else if (fu.w2 != nullptr && n >= fu.n_first) {
+    stf(fu.out2, t * fu.ldo2 + n - fu.n_first, out_bf, v);
   } else {
     stf(out, t * ldo + n, out_bf, v);
   }
@@ -230,8 +232,12 @@ __global__ void __launch_bounds__(256)
   const int64_t klen = K / S, k_begin = part * klen, k_end = k_begin + klen;
   const uint16_t* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r)
-    wr[r] = SWIGLU ? w + (min(n0, N - 1) + r * N) * K : w + min(n0 + r * apart, N - 1) * K;
+  for (int r = 0; r < R; ++r) {
+    const int64_t nr = min(n0 + r * apart, N - 1);
+    wr[r] = SWIGLU                                 ? w + (min(n0, N - 1) + r * N) * K
+            : fu.w2 != nullptr && nr >= fu.n_first ? fu.w2 + (nr - fu.n_first) * K
+                                                   : w + nr * K;
+  }
   uint4 wv[U][R];
   const int64_t kb0 = k_begin + lane * 8;
   load_rows<R, U>(wv, wr, kb0, k_end);
@@ -517,6 +523,11 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
   R1_CUDA_REQUIRE(!(swiglu && bias), "dense gemv: no bias with SwiGLU");
   R1_CUDA_REQUIRE(!(swiglu && fusion.residual), "dense gemv: no residual add with SwiGLU");
   R1_CUDA_REQUIRE(fusion.residual != nullptr || out != nullptr, "dense gemv: no output");
+  R1_CUDA_REQUIRE(
+      fusion.w2 == nullptr || (!swiglu && !bias && fusion.norm_w == nullptr &&
+                               fusion.residual == nullptr && fusion.rope_positions == nullptr &&
+                               fusion.out2 != nullptr && fusion.n_first > 0 && fusion.n_first < N),
+      "dense gemv: a second matrix only with plain products");
   R1_CUDA_REQUIRE(!fusion.x_early || (fusion.norm_w == nullptr && fusion.residual == nullptr),
                   "dense gemv: an early input takes no norm prologue or residual");
   R1_CUDA_REQUIRE(fusion.norm_w == nullptr || dense_gemv_norm_ok(K, x, ldx, fusion.norm_w),

@@ -180,6 +180,13 @@ struct GemvFusion {
   // product is computed before pdl_wait, overlapping the kernel just before;
   // only the stores wait. Not with the norm prologue or a residual.
   bool x_early = false;
+  // A second product of the same x in the same launch (plain products: no
+  // bias, norm, residual, rope or SwiGLU): rows n >= n_first are w2's rows
+  // n - n_first, written to out2 [T, N - n_first] (ld ldo2) instead of out.
+  const uint16_t* w2 = nullptr;
+  int64_t n_first = 0;
+  void* out2 = nullptr;
+  int64_t ldo2 = 0;
 };
 // Whether the normalizing prologue serves x [*, K] (ld ldx) with norm weights
 // norm_w: K % 8 == 0, K <= 8192 (launch_rms_norm's one-pass kernel; up to
