@@ -312,6 +312,8 @@ void bench_model(const std::string& dir, double bw_tbps, double gemm_tf, bool fu
         if (s >= 4) t.push_back(ms_since(t1));
       }
       if (quick) return;
+      if (B == 1 && graphs && mode.pdl && !mode.logits)
+        std::printf("%s", backend::cuda_attention_stamps().c_str());
       const double ms = median(t);
       const double tps = B * 1000.0 / ms;
       const double roof = bw_tbps * 1e12 / step_bytes(B, ctx) * B;

@@ -318,6 +318,24 @@ class Backend {
   virtual void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
                              int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale,
                              Tensor& out) = 0;
+  // The absorbed form's step in one op, its inputs included: the new tokens'
+  // latents from kv into `cache` (mla_latent_write; `latent` is scratch), the
+  // rotary part of the query qa [T, H, r + p] from q (rope_copy of the p values
+  // at q[t, h * q_stride + q_offset ...] into qa's last p columns of each head),
+  // then mla_attention over the cache. A backend may make the latents and the
+  // rotation inside its attention kernel (qa's rotary columns and `latent` are
+  // then left alone).
+  virtual void mla_absorbed_attention(const Tensor& kv, const Tensor& kv_norm, float eps,
+                                      const RopeParams& rope, const BatchInfo& batch,
+                                      Tensor& latent, Tensor& cache, const Tensor& q,
+                                      int64_t q_stride, int64_t q_offset, Tensor& qa,
+                                      int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+                                      float scale, Tensor& out) {
+    mla_latent_write(kv, kv_norm, eps, rope, batch, latent, cache);
+    rope_copy(q, q_stride, q_offset, qa, kv_lora_rank + rope_dim, kv_lora_rank, num_heads,
+              batch.positions, rope);
+    mla_attention(qa, cache, batch, num_heads, kv_lora_rank, rope_dim, scale, out);
+  }
   // MLA over decompressed keys and values, the prefill form: each sequence's
   // context latents (cache rows 0 .. its last query's position) are expanded
   // by kv_b [heads * (dn + dv), r] into per-head keys [k_nope | k_pe] (k_pe, the

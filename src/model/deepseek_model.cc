@@ -171,25 +171,24 @@ class DeepseekModel final : public ModelBase {
     }
     // Latent of the new tokens: [T, r + p] = [RMSNorm(c_kv) | rope(k_pe)].
     Tensor latent = s.get("latent", {T, r + p});
-    be.mla_latent_write(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent,
-                        cache.latent[static_cast<size_t>(l)]);
-
+    Tensor& lcache = cache.latent[static_cast<size_t>(l)];
     Tensor o = s.get("o", {T, nh * dv});
     const backend::MlaDims dims{nh, r, dn, p, dv};
     const float scale = static_cast<float>(c.attention_scale());
     if (L.kv_b.weight.defined() && be.prefers_decompressed_mla(batch, dims)) {
       // Prefill: keys and values decompressed from the latents; q_pe rotated in place.
+      be.mla_latent_write(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent, lcache);
       be.rope(q, batch.positions, rope_, nh, qk, dn);
-      be.mla_decompressed_attention(q, cache.latent[static_cast<size_t>(l)], L.kv_b, batch, dims,
-                                    scale, o);
+      be.mla_decompressed_attention(q, lcache, L.kv_b, batch, dims, scale, o);
     } else {
-      // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)] (q_b two
-      // launches back: on the GPU the product overlaps the latent write).
+      // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)]; the latent
+      // write and the rotation go with the attention (on the GPU, at decode,
+      // inside its kernel, which reads q and kv written two or more launches back).
       Tensor qa = s.get("q_abs", {T, nh * (r + p)});
       be.head_linear(q, qk, L.w_uk_t, qa, r + p);
-      be.rope_copy(q, qk, dn, qa, r + p, r, nh, batch.positions, rope_);
       Tensor olat = s.get("o_lat", {T, nh * r});  // [T, nh, r]
-      be.mla_attention(qa, cache.latent[static_cast<size_t>(l)], batch, nh, r, p, scale, olat);
+      be.mla_absorbed_attention(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent, lcache, q,
+                                qk, dn, qa, nh, r, p, scale, olat);
       be.head_linear(olat, r, L.w_uv, o, dv);
     }
     Tensor h = s.get("h", {T, H});     // products before their add, for the unfused ops

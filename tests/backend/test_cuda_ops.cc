@@ -450,6 +450,78 @@ TEST_F(CudaOps, MlaAttentionPrefillChunkedAndDecode) {
   }
 }
 
+// The absorbed step with its inputs (latent write, the query's rotation,
+// attention): at decode the GPU makes the latents and the rotation inside the
+// attention kernel; that equals its plain kernels bit for bit (outputs and the
+// cache rows written; with the own key taken by a spare split block -- the
+// plan then keeps one -- the outputs to rounding) and the CPU's plain ops to
+// BF16 rounding. Cases cover one
+// and many splits, the own key in a split's first and later key steps, the
+// first token of a sequence, 128 heads (8 head groups), the narrow widths and a
+// step that is not decode (the plain ops on both).
+TEST_F(CudaOps, MlaAbsorbedAttentionMakesItsInputs) {
+  struct Case {
+    int64_t heads, r, rope;
+    std::vector<std::pair<int, int>> seqs;  // (cached, new)
+  };
+  for (const Case& c : std::vector<Case>{{16, 512, 64, {{700, 1}}},
+                                         {16, 512, 64, {{1000, 1}, {130, 1}, {0, 1}}},
+                                         {16, 512, 64, decode_seqs(20, 300, 37)},
+                                         {128, 512, 64, {{300, 1}, {64, 1}}},
+                                         {4, 128, 32, {{20, 1}, {100, 1}}},
+                                         {16, 512, 64, {{5, 9}, {20, 1}}}}) {
+    const int bs = 16;
+    Plan p = make_plan(c.seqs, bs, rng_);
+    const int64_t W = c.r + c.rope, T = p.step.num_tokens(), dn = 128, qk = dn + c.rope;
+    RopeParams rp;
+    rp.interleaved = true;
+    rp.attention_factor = 1.1f;
+    for (int64_t i = 0; i < c.rope / 2; ++i)
+      rp.inv_freq.push_back(
+          std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(c.rope)));
+    Tensor kv = random_bf16({T, W}, rng_, 2.0f), nw = random_bf16({c.r}, rng_);
+    Tensor q = random_bf16({T, c.heads * qk}, rng_, 0.5f);
+    Tensor qa = random_bf16({T, c.heads * W}, rng_, 0.2f);
+    const float scale = 1.0f / std::sqrt(192.0f);
+    const std::string what =
+        "mla_absorbed_attention heads=" + std::to_string(c.heads) + " tokens=" + std::to_string(T);
+    const Tensor gkv = dev(kv), gq = dev(q), gnw = gpu().upload(nw, DType::kF32);
+    KvCache cc = mla_caches(p, c.r, c.rope, bs).second;
+    // 0: plain kernels; 1: made in the kernel by the split holding the own key;
+    // 2: by a spare split block (the own key as a partial state of its own).
+    std::vector<float> out[3], rows[3];
+    for (int fused = 0; fused < 3; ++fused) {  // each on a copy of the same cache
+      cuda_set_mla_fused_inputs(gpu(), fused >= 1);
+      cuda_set_attn_fresh_helper(gpu(), fused == 2);
+      Tensor gcache = dev(cc.latent[0]);
+      Tensor gqa = dev(qa), gl = galloc({T, W}), go = galloc({T, c.heads * c.r});
+      gpu().mla_absorbed_attention(gkv, gnw, 1e-6f, rp, p.step, gl, gcache, gq, qk, dn, gqa,
+                                   c.heads, c.r, c.rope, scale, go);
+      out[fused] = fetch(gpu(), go);
+      const std::vector<float> cache = fetch(gpu(), gcache);
+      for (int32_t slot : p.step.slot_mapping)
+        rows[fused].insert(rows[fused].end(), cache.begin() + slot * W,
+                           cache.begin() + (slot + 1) * W);
+    }
+    cuda_set_mla_fused_inputs(gpu(), true);
+    cuda_set_attn_fresh_helper(gpu(), false);  // the default
+    expect_same(out[1], out[0], "fused vs plain kernels " + what);
+    expect_same(rows[1], rows[0], "fused vs plain kernels, cache rows " + what);
+    // The helper's score sums in another order: equal to a few BF16 roundings.
+    expect_close(out[2], out[0], 5e-3, "fused with the helper vs plain kernels " + what);
+    expect_same(rows[2], rows[0], "fused with the helper vs plain kernels, cache rows " + what);
+    Tensor cl = calloc({T, W}), co = calloc({T, c.heads * c.r});
+    cpu().mla_absorbed_attention(kv, nw, 1e-6f, rp, p.step, cl, cc.latent[0], q, qk, dn, qa,
+                                 c.heads, c.r, c.rope, scale, co);
+    expect_close(out[2], host_values(co), 1e-2, what);
+    std::vector<float> want;
+    const std::vector<float> cache = host_values(cc.latent[0]);
+    for (int32_t slot : p.step.slot_mapping)
+      want.insert(want.end(), cache.begin() + slot * W, cache.begin() + (slot + 1) * W);
+    expect_close(rows[2], want, 1e-2, "cache rows " + what);
+  }
+}
+
 // The prefill form (keys and values decompressed from the latents, the
 // flash-attention kernel over 64-token query tiles) against the CPU's, with
 // cached context, several sequences, tiles that end mid-chunk and BF16 kv_b.

@@ -3,6 +3,7 @@
 // split plan and workspaces; the CUDA-core tile kernel (attention.cu) for other
 // shapes; the exact F32 kernel in the validation mode.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -189,6 +190,7 @@ MlaArgs CudaBackend::mma_args(const Tensor& q, const Tensor& k_cache, const Tens
   a.num_seqs = batch.num_seqs();
   a.positions = d.positions;
   a.T = batch.num_tokens();
+  a.one_token_seqs = batch.num_seqs() == batch.num_tokens() ? 1 : 0;
   a.H = static_cast<int32_t>(num_heads);
   a.scale = scale;
   a.out = out.data<uint16_t>();
@@ -198,10 +200,13 @@ MlaArgs CudaBackend::mma_args(const Tensor& q, const Tensor& k_cache, const Tens
 
 // Splits a token's keys across blocks when tokens x head groups cannot fill the GPU
 // (decode). A recorded step plans for the block table's capacity.
-void CudaBackend::plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv) {
+void CudaBackend::plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv, bool spare) {
   const int64_t step = mla_keys_per_step();
+  // spare: one key step more, so a split block is left for the own-key helper
+  // in eager and recorded steps alike (the same splits, so the same bits).
   const int64_t keys =
-      d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1;
+      (d.fixed ? int64_t{d.host.max_blocks_per_seq} * a.block_size : d.max_position + 1) +
+      (spare ? step : 0);
   const int64_t chunks = (keys + step - 1) / step;
   const int64_t blocks = int64_t{a.T} * groups;
   int64_t splits =
@@ -244,6 +249,70 @@ void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, con
   }
   attention(q, width, latent_cache, latent_cache, 0, batch, num_heads, 1, width, kv_lora_rank,
             scale, out, kv_lora_rank);
+}
+
+// R1SERVE_CUDA_MLA_FUSED_INPUTS=0: the latent write and the query's rotation
+// stay kernels of their own (side-by-side runs).
+std::atomic<int> g_mla_fused_inputs{-1};
+void set_mla_fused_inputs(bool on) {
+  g_mla_fused_inputs.store(on ? 1 : 0, std::memory_order_relaxed);
+}
+namespace {
+bool mla_fused_inputs_enabled() {
+  int v = g_mla_fused_inputs.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("R1SERVE_CUDA_MLA_FUSED_INPUTS");
+    v = e == nullptr || e[0] != '0' ? 1 : 0;
+    g_mla_fused_inputs.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+}  // namespace
+
+// Decode (one new token a sequence): the attention kernel makes each token's
+// latent row and the query's rotary columns itself (both read before its
+// pdl_wait when written two or more launches back), two kernels fewer a layer.
+void CudaBackend::mla_absorbed_attention(const Tensor& kv, const Tensor& kv_norm, float eps,
+                                         const RopeParams& rope, const BatchInfo& batch,
+                                         Tensor& latent, Tensor& cache, const Tensor& q,
+                                         int64_t q_stride, int64_t q_offset, Tensor& qa,
+                                         int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+                                         float scale, Tensor& out) {
+  const int64_t width = kv_lora_rank + rope_dim, T = batch.num_tokens();
+  const bool fuse =
+      mla_fused_inputs_enabled() && !f32_act_ && T > 0 && batch.num_seqs() == T && is_bf16(kv) &&
+      is_bf16(q) && is_bf16(qa) && is_bf16(out) && is_bf16(cache) &&
+      kv_norm.dtype() == DType::kF32 && kv_norm.numel() == kv_lora_rank &&
+      mla_mma_supported(kv_lora_rank, rope_dim) && rope.interleaved && rope.rot_dim() == rope_dim &&
+      kv.row_size() == width && kv.dim(0) == T && q.dim(0) == T &&
+      (num_heads - 1) * q_stride + q_offset + rope_dim <= q.row_size() && cache.dim(2) == width &&
+      qa.row_size() == num_heads * width && out.row_size() == num_heads * kv_lora_rank;
+  if (!fuse) {
+    Backend::mla_absorbed_attention(kv, kv_norm, eps, rope, batch, latent, cache, q, q_stride,
+                                    q_offset, qa, num_heads, kv_lora_rank, rope_dim, scale, out);
+    return;
+  }
+  OpTimer timer(*this, "mla_attention");
+  const int64_t slots = cache.dim(0) * cache.dim(1);
+  for (int32_t s : batch.slot_mapping)
+    R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
+  if (cur_ != nullptr) cur_->num_slots = slots;
+  MlaArgs a = mma_args(qa, cache, cache, batch, num_heads, 16, 0, scale, out);
+  DevBatch& d = dev_batch(batch);
+  plan_splits(a, d, (num_heads + 15) / 16, kv_lora_rank, attn_fresh_helper_enabled());
+  a.rope_q = q.data<uint16_t>() + q_offset;
+  a.rope_q_row = q.row_size();
+  a.rope_q_stride = q_stride;
+  a.latent_kv = kv.data<uint16_t>();
+  a.latent_kv_row = kv.row_size();
+  a.latent_w = kv_norm.data<float>();
+  a.latent_eps = eps;
+  a.slots = d.slot_mapping;
+  a.inv_freq = dev_floats(rope.inv_freq);
+  a.rope_factor = rope.attention_factor;
+  a.rope_q_early = early_input(q) ? 1 : 0;
+  a.latent_kv_early = early_input(kv) ? 1 : 0;
+  launch_mla_attention(a, kv_lora_rank, rope_dim, stream_);
 }
 
 // ---- MLA prefill over decompressed keys and values ----

@@ -204,6 +204,55 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// The sum of v over a block of 256 threads (8 warps): each warp's sum, then
+// the 8 warp sums added in order through `partial` (8 floats of shared
+// memory). Every thread calls it and gets the total; it syncs once.
+__device__ __forceinline__ float block_sum_256(float v, float* partial) {
+  v = warp_sum(v);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float tot = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) tot += partial[k];
+  return tot;
+}
+
+// MLA's latent row [rms_norm(x[:r]) * w | rope(x[r:width])] (interleaved
+// pairs, YaRN's factor folded into cos/sin), shared by the latent write and the
+// attention kernel that makes its token's row itself, so both agree bit for
+// bit. Block-wide with 256 threads. latent_inv_rms: every thread calls it (it
+// syncs through `partial`, 8 floats of shared memory); thread i sums x[i],
+// x[i + 256], ... in order, then the 8 warp sums are added in order.
+__device__ __forceinline__ float latent_inv_rms(const uint16_t* x, int64_t r, float eps,
+                                                float* partial) {
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < r; i += blockDim.x) {
+    const float v = bf2f(x[i]);
+    ss = fmaf(v, v, ss);
+  }
+  const float tot = block_sum_256(ss, partial);
+  return 1.0f / sqrtf(tot / static_cast<float>(r) + eps);
+}
+// This thread's values of the row into out (global or shared memory).
+__device__ __forceinline__ void latent_store(const uint16_t* x, int64_t width, int64_t r, float inv,
+                                             const float* w, int32_t pos, const float* inv_freq,
+                                             float factor, uint16_t* out) {
+  __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out);
+  for (int64_t i = threadIdx.x; i < r; i += blockDim.x)
+    o[i] = __float2bfloat16_rn(bf2f(x[i]) * inv * w[i]);
+  const int64_t half = (width - r) / 2;
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = static_cast<float>(pos) * inv_freq[i];
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    cs *= factor;
+    sn *= factor;
+    const float x0 = bf2f(x[r + 2 * i]), x1 = bf2f(x[r + 2 * i + 1]);
+    o[r + 2 * i] = __float2bfloat16_rn(x0 * cs - x1 * sn);
+    o[r + 2 * i + 1] = __float2bfloat16_rn(x1 * cs + x0 * sn);
+  }
+}
+
 inline unsigned grid_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 1 ? 1 : (b > 1048576 ? 1048576 : b));

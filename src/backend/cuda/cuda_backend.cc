@@ -67,6 +67,20 @@ void cuda_set_attn_spread_merge(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_mla_fused_inputs(Backend& be, bool on) {
+  cuda::set_mla_fused_inputs(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
+void cuda_set_attn_fresh_helper(Backend& be, bool on) {
+  cuda::set_attn_fresh_helper(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
+std::string cuda_attention_stamps() {
+  return cuda::mla_attention_stamps();
+}
+
 CudaGraphCounts cuda_graph_counts(Backend& be) {
   CudaGraphCounts r;
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) {

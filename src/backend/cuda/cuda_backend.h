@@ -51,6 +51,18 @@ void cuda_set_moe_stream(Backend& be, bool on);
 // slice of its outputs (on by default unless R1SERVE_CUDA_ATTN_SPREAD_MERGE=0)
 // or the last of them merges all (off). Drops the backend's recorded steps.
 void cuda_set_attn_spread_merge(Backend& be, bool on);
+// Tests and benchmarks: decode steps of absorbed MLA make the new tokens' latent
+// rows and the query's rotary columns inside the attention kernel (on by
+// default unless R1SERVE_CUDA_MLA_FUSED_INPUTS=0) or in kernels of their own
+// (off). Drops the backend's recorded steps.
+void cuda_set_mla_fused_inputs(Backend& be, bool on);
+// Tests and benchmarks: with those latents made in the kernel, a spare split
+// block takes each token's own key as a partial state of its own (on; off by
+// default unless R1SERVE_CUDA_ATTN_FRESH_HELPER=1) or the split holding it does.
+void cuda_set_attn_fresh_helper(Backend& be, bool on);
+// Benchmarks: with R1SERVE_CUDA_ATTN_STAMPS=1, the checkpoint times of the
+// last decode-attention launch's blocks (one token, one head group), else "".
+std::string cuda_attention_stamps();
 // Recorded-step counters: replays, captures, warm-ups, failed captures.
 struct CudaGraphCounts {
   int64_t replays = 0, captures = 0, warmups = 0, failures = 0;

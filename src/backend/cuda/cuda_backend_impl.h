@@ -166,6 +166,11 @@ class CudaBackend final : public Backend {
   void mla_attention(const Tensor& q, const Tensor& latent_cache, const BatchInfo& batch,
                      int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim, float scale,
                      Tensor& out) override;
+  void mla_absorbed_attention(const Tensor& kv, const Tensor& kv_norm, float eps,
+                              const RopeParams& rope, const BatchInfo& batch, Tensor& latent,
+                              Tensor& cache, const Tensor& q, int64_t q_stride, int64_t q_offset,
+                              Tensor& qa, int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+                              float scale, Tensor& out) override;
   void mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache, const Linear& kv_b,
                                   const BatchInfo& batch, const MlaDims& d, float scale,
                                   Tensor& out) override;
@@ -213,7 +218,7 @@ class CudaBackend final : public Backend {
   MlaArgs mma_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                    const BatchInfo& batch, int64_t num_heads, int32_t group_rows, int64_t kv_off,
                    float scale, Tensor& out);
-  void plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv);
+  void plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv, bool spare = false);
   const MlaContextPlan& mla_context(DevBatch& d, int64_t block_size);
   void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out,
             int64_t ldo);

@@ -94,12 +94,7 @@ __global__ void __launch_bounds__(256)
       }
     }
   }
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  float tot = 0.0f;
-#pragma unroll
-  for (int k = 0; k < 8; ++k) tot += partial[k];
+  const float tot = block_sum_256(ss, partial);
   const float inv = 1.0f / sqrtf(tot / static_cast<float>(n) + eps);
   if (early) pdl_wait();
 #pragma unroll

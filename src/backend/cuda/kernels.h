@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <cuda_runtime_api.h>
 
@@ -269,16 +270,50 @@ struct MlaArgs {
   int32_t splits, keys_per_split;  // keys_per_split: a multiple of mla_keys_per_step()
   float* ws_acc;                   // [splits, T, H, kv_lora_rank]
   float* ws_ml;                    // [splits, T, H, 2]
-  int32_t* counters;               // [T, head groups of 16], zero between launches
+  int32_t* counters;               // [T, head groups of 16], no arrivals between launches
   // Set by the launcher: every block of the grid fits on the GPU at once, so a
   // token's split blocks can wait for each other and each merge a slice.
   int32_t spread_merge;
   uint16_t* out;
   int64_t out_row;  // elements per token row of out (H * kv_lora_rank)
+  // MLA decode with its inputs made here (one new token per sequence; null: off).
+  // rope_q: the query's last D - DV columns are rope(rope_q[t * rope_q_row +
+  // h * rope_q_stride ...]) (rope_copy's arithmetic), not q's, which then only
+  // needs its first DV columns per head.
+  const uint16_t* rope_q;
+  int64_t rope_q_row, rope_q_stride;
+  // latent_kv: the token's own key is its latent row made from latent_kv[t]
+  // (mla_latent_write's arithmetic) by the block whose keys hold it, which also
+  // writes it to cache slot slots[t].
+  const uint16_t* latent_kv;
+  int64_t latent_kv_row;
+  const float* latent_w;
+  float latent_eps;
+  const int32_t* slots;
+  const float* inv_freq;  // [(D - DV) / 2], both
+  float rope_factor;
+  // rope_q / latent_kv may be read before pdl_wait (written two or more launches back).
+  int32_t rope_q_early, latent_kv_early;
+  // Set by the launcher: the partial states are published by one gpu-scope
+  // acq_rel fence of thread 0 after a barrier instead of every thread's
+  // sequentially consistent __threadfence (R1SERVE_CUDA_ATTN_LIGHT_FENCE=0: the latter).
+  int32_t light_fence;
+  // Set by the launcher (with spread_merge): a spare split block takes the
+  // token's own key when the kernel makes its latent (R1SERVE_CUDA_ATTN_FRESH_HELPER=1: on).
+  int32_t fresh_helper;
+  int32_t one_token_seqs;  // every sequence has one token: token t is sequence t's
+  int32_t stamps;          // set by the launcher: R1SERVE_CUDA_ATTN_STAMPS=1 (mla_attention_stamps)
 };
+// R1SERVE_CUDA_ATTN_STAMPS=1: every attention launch's blocks of token 0, head
+// group 0 record %globaltimer at their checkpoints; the last launch's, as a
+// table (ns from the earliest start), or "" when off.
+std::string mla_attention_stamps();
 bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim);
 int mla_keys_per_step();
 int mla_max_splits();
+void set_attn_fresh_helper(bool on);  // tests and benchmarks: off = the own key's split makes it
+bool attn_fresh_helper_enabled();
+void set_mla_fused_inputs(bool on);  // attention_ops.cc; off = latent and rope kernels of their own
 void set_attn_spread_merge(bool on);  // tests and benchmarks: off = the last split block merges
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 bool gqa_mma_supported(int64_t group, int64_t head_dim);

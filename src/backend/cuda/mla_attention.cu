@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cstdlib>
+#include <string>
 
 #include "backend/cuda/common.cuh"
 
@@ -24,6 +25,16 @@ constexpr int kKeys = 64;          // keys per shared-memory step
 constexpr int kHeads = 16;         // query rows per block (one mma M tile)
 constexpr int kThreads = 256;      // 8 warps
 constexpr int kMaxSplits = kKeys;  // the merge weights reuse the 16 x 64 score buffer
+
+// Checkpoints of MlaArgs::stamps: start, before pdl_wait, after it, first keys
+// in shared memory, keys done, partial state written, all splits arrived, end.
+constexpr int kStamps = 8;
+__device__ unsigned long long g_stamps[kMaxSplits][kStamps];
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 
 template <int DV, int D, bool SEPV>
 struct Smem {
@@ -36,7 +47,8 @@ struct Smem {
   static constexpr size_t kP = kS + size_t{kHeads} * kKeys * 4;
   static constexpr size_t kStats = kP + size_t{kHeads} * kLdp * 2;
   static constexpr size_t kSlots = kStats + 3 * kHeads * 4;
-  static constexpr size_t kBytes = kSlots + kKeys * 8;
+  static constexpr size_t kFresh = kSlots + kKeys * 8;  // the token's own latent row (MLA)
+  static constexpr size_t kBytes = kFresh + size_t{D} * 2 + 8 * 4;
 };
 
 // Merges the token's `active` split partials of float4 outputs [lo, hi) of
@@ -73,17 +85,31 @@ __device__ __forceinline__ void merge_outputs(const MlaArgs& a, int t, int h0, i
     pl_s[idx] = ml.y;
   }
   __syncthreads();
-  if (tid < kHeads) {
-    float M = -INFINITY;
-    for (int z = 0; z < active; ++z) M = fmaxf(M, pm_s[z * kHeads + tid]);
-    float Lsum = 0.0f;
-    for (int z = 0; z < active; ++z) {
-      const float m = pm_s[z * kHeads + tid];
-      if (m != -INFINITY) Lsum += pl_s[z * kHeads + tid] * expf(m - M);
-    }
-    for (int z = 0; z < active; ++z) {
-      const float m = pm_s[z * kHeads + tid];
-      w_s[z * kHeads + tid] = (m == -INFINITY || Lsum <= 0.0f) ? 0.0f : expf(m - M) / Lsum;
+  {  // warp w: the weights of rows 2w and 2w + 1, its lanes over the splits (z, z + 32)
+    static_assert(kThreads / 32 * 2 == kHeads && kMaxSplits <= 64, "merge weights layout");
+    const int lane = tid & 31;
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int r = 2 * (tid >> 5) + rr;
+      float m[2], e[2];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int z = lane + 32 * k;
+        m[k] = z < active ? pm_s[z * kHeads + r] : -INFINITY;
+      }
+      const float M = warp_max(fmaxf(m[0], m[1]));
+      float part = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        e[k] = m[k] == -INFINITY ? 0.0f : expf(m[k] - M);
+        if (m[k] != -INFINITY) part += pl_s[(lane + 32 * k) * kHeads + r] * e[k];
+      }
+      const float Lsum = warp_sum(part);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int z = lane + 32 * k;
+        if (z < active) w_s[z * kHeads + r] = Lsum <= 0.0f ? 0.0f : e[k] / Lsum;
+      }
     }
   }
   __syncthreads();
@@ -125,6 +151,8 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   float* l_s = m_s + kHeads;
   float* c_s = l_s + kHeads;
   int64_t* slot_s = reinterpret_cast<int64_t*>(smem + L::kSlots);
+  uint16_t* fresh_s = reinterpret_cast<uint16_t*>(smem + L::kFresh);
+  float* red_s = reinterpret_cast<float*>(smem + L::kFresh + size_t{D} * 2);
 
   // Block z takes query heads h0 .. h0 + nrows - 1 (MLA: 16 of all heads; GQA: the
   // G heads of KV head z, whose keys start z * kv_off into each cache row).
@@ -132,26 +160,96 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   const int nrows = min(a.group_rows, a.H - h0);
   const int64_t koff = static_cast<int64_t>(blockIdx.z) * a.kv_off;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
-  // The token's sequence: the last s with query_start[s] <= t.
-  int lo = 0, hi = a.num_seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (a.query_start[mid] <= t)
-      lo = mid;
-    else
-      hi = mid - 1;
+  const bool stamping = a.stamps != 0 && t == 0 && blockIdx.z == 0 && tid == 0;
+  auto stamp = [&](int i) {
+    if (stamping) g_stamps[split][i] = global_ns();
+  };
+  if (stamping)
+    for (int i = 1; i < kStamps; ++i) g_stamps[split][i] = 0;
+  stamp(0);
+  // Inputs written two or more launches back start moving into L1 at once
+  // (the latent's kv row, the query's rotary columns; read below).
+  if (!SEPV && a.latent_kv != nullptr && a.latent_kv_early && tid < D / 64)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(a.latent_kv + t * a.latent_kv_row + tid * 64));
+  if (!SEPV && a.rope_q != nullptr && a.rope_q_early && tid < 2 * nrows)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(
+        a.rope_q + t * a.rope_q_row + (h0 + tid / 2) * a.rope_q_stride + (tid % 2) * (D - DV - 1)));
+  // and the constants they use (the latent's norm weights, the rotary frequencies)
+  if (!SEPV && a.latent_kv != nullptr && tid >= 64 && tid < 64 + DV / 32)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(a.latent_w + (tid - 64) * 32));
+  if (!SEPV && (a.latent_kv != nullptr || a.rope_q != nullptr) && tid == 96)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(a.inv_freq));
+  // The token's sequence: itself when every sequence has one token (decode),
+  // else the last s with query_start[s] <= t.
+  int lo = 0;
+  if (a.one_token_seqs) {
+    lo = t;
+  } else {
+    int hi = a.num_seqs - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (a.query_start[mid] <= t)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
   }
   const int32_t* table = a.block_tables + static_cast<int64_t>(lo) * a.max_blocks;
   const int key_begin = split * a.keys_per_split;
-  const int key_end = min(a.positions[t] + 1, key_begin + a.keys_per_split);
+  // The block-table entries of the first key step, requested together with the
+  // position (one round trip for both; entries past the keys are not used).
+  int32_t first_block = 0;
+  if (tid < kKeys && (key_begin + tid) / a.block_size < a.max_blocks)
+    first_block = table[(key_begin + tid) / a.block_size];
+  const int pos_t = a.positions[t];
   // Splits past the token's last key (a recorded step plans for the block
   // table's capacity) have nothing to add: they leave at once, and the merge
   // counts and reads only the `active` ones (their weights would be zero).
-  const int active = min(a.splits, (a.positions[t] + a.keys_per_split) / a.keys_per_split);
+  const int active = min(a.splits, (pos_t + a.keys_per_split) / a.keys_per_split);
+  // With the token's own latent made here and a split block to spare, that
+  // block (split == active, the helper) takes the own key alone as one more
+  // partial state, so making the latent runs beside the other splits' keys
+  // instead of before one of them; the others stop one key short.
+  const bool helper =
+      !SEPV && a.latent_kv != nullptr && a.fresh_helper && a.one_token_seqs && active < a.splits;
+  const int parts = active + (helper ? 1 : 0);  // partial states merged
+  const bool is_helper = helper && split == active;
+  const int key_end = min(pos_t + (helper ? 0 : 1), key_begin + a.keys_per_split);
   // Keys from this position on are written in this step (by the kernels just
   // before); older cache rows, and the step's inputs (positions, block tables,
   // query_start, copied before its first kernel), may be read before pdl_wait.
-  const int fresh_from = a.positions[a.query_start[lo]];
+  const int fresh_from = a.one_token_seqs ? pos_t : a.positions[a.query_start[lo]];
+  // Inputs made here (decode, one token a sequence: the only fresh key is the
+  // token's own, at fresh_from): the block whose keys hold it makes its latent
+  // row in fresh_s; the rotary columns of the query come from rope_q.
+  const bool own_key = !SEPV && a.latent_kv != nullptr &&
+                       (helper ? is_helper : fresh_from >= key_begin && fresh_from < key_end);
+  auto make_latent = [&] {  // every thread; ends synced
+    const uint16_t* x = a.latent_kv + t * a.latent_kv_row;
+    const float inv = latent_inv_rms(x, DV, a.latent_eps, red_s);
+    latent_store(x, D, DV, inv, a.latent_w, fresh_from, a.inv_freq, a.rope_factor, fresh_s);
+    __syncthreads();
+  };
+  auto rope_query = [&] {  // rope_copy's arithmetic; rows past nrows get zeros
+    constexpr int kPairs = (D - DV) / 2, kHalf = kPairs > 0 ? kPairs : 1;  // GQA: none
+    const float pos = static_cast<float>(a.positions[t]);
+    for (int idx = tid; idx < kHeads * kPairs; idx += kThreads) {
+      const int r = idx / kHalf, i = idx % kHalf;
+      float v0 = 0.0f, v1 = 0.0f;
+      if (r < nrows) {
+        const uint16_t* src = a.rope_q + t * a.rope_q_row + (h0 + r) * a.rope_q_stride;
+        float sn, cs;
+        sincosf(pos * a.inv_freq[i], &sn, &cs);
+        cs *= a.rope_factor;
+        sn *= a.rope_factor;
+        const float x0 = bf2f(src[2 * i]), x1 = bf2f(src[2 * i + 1]);
+        v0 = x0 * cs - x1 * sn;
+        v1 = x1 * cs + x0 * sn;
+      }
+      *reinterpret_cast<__nv_bfloat162*>(q_s + r * kLd + DV + 2 * i) =
+          __floats2bfloat162_rn(v0, v1);
+    }
+  };
 
   // The slots of keys j0 .. j0 + 63, then their rows: which = 0 the rows that
   // existed before this step (and the zero rows past the end), 1 the fresh
@@ -159,9 +257,9 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   auto find_slots = [&](int j0) {
     if (tid < kKeys) {
       const int key = j0 + tid;
-      slot_s[tid] = key < key_end ? static_cast<int64_t>(table[key / a.block_size]) * a.block_size +
-                                        key % a.block_size
-                                  : -1;
+      const int32_t blk = j0 == key_begin ? first_block : table[key / a.block_size];
+      slot_s[tid] =
+          key < key_end ? static_cast<int64_t>(blk) * a.block_size + key % a.block_size : -1;
     }
   };
   auto load_rows = [&](int j0, int which) {
@@ -169,6 +267,12 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       const int j = idx / (D / 8), c = idx % (D / 8);
       const int64_t slot = slot_s[j];
       const bool fresh = slot >= 0 && j0 + j >= fresh_from;
+      if (own_key && j0 + j == fresh_from) {  // made in fresh_s (already synced)
+        if (which != 0)
+          *reinterpret_cast<uint4*>(k_s + j * kLd + c * 8) =
+              *reinterpret_cast<const uint4*>(fresh_s + c * 8);
+        continue;
+      }
       if (which == 2 || (which == 1) == fresh)
         cp_async16(k_s + j * kLd + c * 8, a.cache + (slot < 0 ? 0 : slot) * a.k_row + koff + c * 8,
                    slot >= 0);
@@ -190,12 +294,24 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     __syncthreads();
     load_rows(key_begin, 0);
   }
+  const bool rope_here = !SEPV && a.rope_q != nullptr;
+  if (own_key && a.latent_kv_early) make_latent();
+  if (rope_here && a.rope_q_early && split < parts) rope_query();
+  stamp(1);
   pdl_wait();
   pdl_trigger();
-  if (split >= active) return;
+  stamp(2);
+  if (split >= parts) return;
+  if (own_key && !a.latent_kv_early) make_latent();
+  if (rope_here && !a.rope_q_early) rope_query();
+  if (own_key && blockIdx.z == 0)  // the cache row, for the steps after this one
+    for (int c = tid; c < D / 8; c += kThreads)
+      *reinterpret_cast<uint4*>(const_cast<uint16_t*>(a.cache) + int64_t{a.slots[t]} * a.k_row +
+                                c * 8) = *reinterpret_cast<const uint4*>(fresh_s + c * 8);
 
-  for (int idx = tid; idx < kHeads * (D / 8); idx += kThreads) {
-    const int r = idx / (D / 8), c = idx % (D / 8);
+  const int qcols = rope_here ? DV : D;  // columns of q read from a.q
+  for (int idx = tid; idx < kHeads * (qcols / 8); idx += kThreads) {
+    const int r = idx / (qcols / 8), c = idx % (qcols / 8);
     const bool valid = r < nrows;
     cp_async16(q_s + r * kLd + c * 8,
                a.q + t * a.q_row + static_cast<int64_t>(valid ? h0 + r : h0) * D + c * 8, valid);
@@ -220,15 +336,27 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     }
     cp_async_wait_all();
     __syncthreads();
-    {  // S = Q K^T: warp w takes keys 8w .. 8w + 7 for all 16 heads.
-      float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (j0 == key_begin) stamp(3);
+    {  // S = Q K^T: warp w takes keys 8w .. 8w + 7 for all 16 heads. Q's fragments
+      // by ldmatrix; two accumulators (even and odd k steps) halve the MMA chain.
+      float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}, t4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       const uint16_t* kr = k_s + (warp * 8 + g) * kLd;
-#pragma unroll 4
-      for (int k0 = 0; k0 < D; k0 += 16) {
-        mma_bf16(s4, ld32(q_s + g * kLd + k0 + 2 * tg), ld32(q_s + (g + 8) * kLd + k0 + 2 * tg),
-                 ld32(q_s + g * kLd + k0 + 8 + 2 * tg), ld32(q_s + (g + 8) * kLd + k0 + 8 + 2 * tg),
-                 ld32(kr + k0 + 2 * tg), ld32(kr + k0 + 8 + 2 * tg));
+      // Lane l addresses row l % 8 (+ 8 for matrices 1 and 3), columns + 8 for 2 and 3.
+      const uint16_t* qa = q_s + ((lane & 7) + ((lane >> 3) & 1) * 8) * kLd + (lane >> 4) * 8;
+#pragma unroll 2
+      for (int k0 = 0; k0 < D; k0 += 32) {
+        uint32_t af[4];
+        ldmatrix_x4(af, qa + k0);
+        mma_bf16(s4, af[0], af[1], af[2], af[3], ld32(kr + k0 + 2 * tg),
+                 ld32(kr + k0 + 8 + 2 * tg));
+        if (k0 + 16 < D) {  // D % 32 == 16 (80, 160): the last step has no odd half
+          ldmatrix_x4(af, qa + k0 + 16);
+          mma_bf16(t4, af[0], af[1], af[2], af[3], ld32(kr + k0 + 16 + 2 * tg),
+                   ld32(kr + k0 + 24 + 2 * tg));
+        }
       }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s4[i] += t4[i];
       const int kc = warp * 8 + 2 * tg, key = j0 + kc;
       s_s[g * kKeys + kc] = key < key_end ? s4[0] * a.scale : -INFINITY;
       s_s[g * kKeys + kc + 1] = key + 1 < key_end ? s4[1] * a.scale : -INFINITY;
@@ -266,31 +394,46 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
         acc[n][2] *= cg8;
         acc[n][3] *= cg8;
       }
+      const uint16_t* pa = p_s + ((lane & 7) + ((lane >> 3) & 1) * 8) * kLdp + (lane >> 4) * 8;
 #pragma unroll
       for (int k0 = 0; k0 < kKeys; k0 += 16) {
-        const uint32_t a0 = ld32(p_s + g * kLdp + k0 + 2 * tg),
-                       a1 = ld32(p_s + (g + 8) * kLdp + k0 + 2 * tg);
-        const uint32_t a2 = ld32(p_s + g * kLdp + k0 + 8 + 2 * tg),
-                       a3 = ld32(p_s + (g + 8) * kLdp + k0 + 8 + 2 * tg);
-        const uint16_t* v0 = v_s + (k0 + 2 * tg) * kLd;
+        uint32_t af[4];
+        ldmatrix_x4(af, pa + k0);
+        if constexpr (kTiles % 2 == 0) {
+          // V's fragments of two n-tiles by one transposing ldmatrix: lane l
+          // addresses key k0 + l % 8 (+ 8 for matrices 1 and 3) of n-tile n
+          // (+ 1 for matrices 2 and 3).
+          const uint16_t* vb =
+              v_s + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + col0 + (lane >> 4) * 8;
 #pragma unroll
-        for (int n = 0; n < kTiles; ++n) {
-          const int c = col0 + n * 8 + g;
-          const uint32_t b0 =
-              static_cast<uint32_t>(v0[c]) | (static_cast<uint32_t>(v0[kLd + c]) << 16);
-          const uint32_t b1 = static_cast<uint32_t>(v0[8 * kLd + c]) |
-                              (static_cast<uint32_t>(v0[9 * kLd + c]) << 16);
-          mma_bf16(acc[n], a0, a1, a2, a3, b0, b1);
+          for (int n = 0; n < kTiles; n += 2) {
+            uint32_t bf[4];
+            ldmatrix_x4_trans(bf, vb + n * 8);
+            mma_bf16(acc[n], af[0], af[1], af[2], af[3], bf[0], bf[1]);
+            mma_bf16(acc[n + 1], af[0], af[1], af[2], af[3], bf[2], bf[3]);
+          }
+        } else {
+          const uint16_t* v0 = v_s + (k0 + 2 * tg) * kLd;
+#pragma unroll
+          for (int n = 0; n < kTiles; ++n) {
+            const int c = col0 + n * 8 + g;
+            const uint32_t b0 =
+                static_cast<uint32_t>(v0[c]) | (static_cast<uint32_t>(v0[kLd + c]) << 16);
+            const uint32_t b1 = static_cast<uint32_t>(v0[8 * kLd + c]) |
+                                (static_cast<uint32_t>(v0[9 * kLd + c]) << 16);
+            mma_bf16(acc[n], af[0], af[1], af[2], af[3], b0, b1);
+          }
         }
       }
     }
   }
   cp_async_wait_all();
   __syncthreads();
+  stamp(4);
 
   const int hg = h0 + g, hg8 = h0 + g + 8;
   const bool vg = g < nrows, vg8 = g + 8 < nrows;
-  if (active == 1) {  // one split with keys: nothing to merge
+  if (parts == 1) {  // one split with keys: nothing to merge
     const float l0 = l_s[g], l1 = l_s[g + 8];
     const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
@@ -308,22 +451,58 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     return;
   }
   const int64_t base = (static_cast<int64_t>(split) * a.T + t) * a.H;
+  if (is_helper) {
+    // One key: score s = q . key * scale, so m = s, P = exp(0) = 1, l = 1, and
+    // the partial output is the key's value columns for every head.
 #pragma unroll
-  for (int n = 0; n < kTiles; ++n) {
-    const int c = col0 + n * 8 + 2 * tg;
-    if (vg)
-      *reinterpret_cast<float2*>(a.ws_acc + (base + hg) * DV + c) =
-          make_float2(acc[n][0], acc[n][1]);
-    if (vg8)
-      *reinterpret_cast<float2*>(a.ws_acc + (base + hg8) * DV + c) =
-          make_float2(acc[n][2], acc[n][3]);
+    for (int rr = 0; rr < 2; ++rr) {
+      const int r = 2 * warp + rr;
+      float dot = 0.0f;
+      for (int k = 2 * lane; k < D; k += 64) {
+        const float2 qv =
+            __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(q_s + r * kLd + k));
+        const float2 kv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(fresh_s + k));
+        dot = fmaf(qv.x, kv.x, dot);
+        dot = fmaf(qv.y, kv.y, dot);
+      }
+      dot = warp_sum(dot);
+      if (lane == 0) {
+        m_s[r] = dot * a.scale;
+        l_s[r] = 1.0f;
+      }
+    }
+    for (int idx = tid; idx < nrows * (DV / 4); idx += kThreads) {
+      const int r = idx / (DV / 4), c = (idx % (DV / 4)) * 4;
+      const float2 v01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(fresh_s + c));
+      const float2 v23 =
+          __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(fresh_s + c + 2));
+      *reinterpret_cast<float4*>(a.ws_acc + (base + h0 + r) * DV + c) =
+          make_float4(v01.x, v01.y, v23.x, v23.y);
+    }
+    __syncthreads();  // m_s, l_s
+  } else {
+#pragma unroll
+    for (int n = 0; n < kTiles; ++n) {
+      const int c = col0 + n * 8 + 2 * tg;
+      if (vg)
+        *reinterpret_cast<float2*>(a.ws_acc + (base + hg) * DV + c) =
+            make_float2(acc[n][0], acc[n][1]);
+      if (vg8)
+        *reinterpret_cast<float2*>(a.ws_acc + (base + hg8) * DV + c) =
+            make_float2(acc[n][2], acc[n][3]);
+    }
   }
   if (tid < nrows) {
     a.ws_ml[2 * (base + h0 + tid)] = m_s[tid];
     a.ws_ml[2 * (base + h0 + tid) + 1] = l_s[tid];
   }
-  __threadfence();
-  __syncthreads();
+  if (a.light_fence) {  // the barrier orders the block's stores before thread 0's fence
+    __syncthreads();
+    if (tid == 0) asm volatile("fence.acq_rel.gpu;" ::: "memory");
+  } else {
+    __threadfence();
+    __syncthreads();
+  }
   int32_t* counter = a.counters + static_cast<int64_t>(t) * gridDim.z + blockIdx.z;
   float* w_s = s_s;                             // [splits][16] merge weights
   float* pm_s = reinterpret_cast<float*>(k_s);  // [splits][16] partial maxima
@@ -335,26 +514,56 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     // pdl_trigger), then merges its own slice of the outputs. The counter
     // counts arrivals (active) and then departures; the last to leave zeroes
     // it for the next launch.
+    // The counter holds a generation (bits 16..30) and the arrivals of the
+    // current one (bits 0..15): the last to arrive starts the next generation
+    // with no arrivals, which releases the others (no departure count).
+    stamp(5);
     if (tid == 0) {
-      atomicAdd(counter, 1);
-      while (ld_acquire(counter) < active) __nanosleep(32);
+      int old;
+      asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], 1;"
+                   : "=r"(old)
+                   : "l"(counter)
+                   : "memory");
+      if ((old & 0xffff) == parts - 1) {
+        const int next = (((old >> 16) + 1) & 0x7fff) << 16;
+        asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(counter), "r"(next) : "memory");
+      } else {
+        while ((ld_acquire(counter) >> 16) == (old >> 16)) __nanosleep(32);
+      }
     }
     __syncthreads();
-    merge_outputs<DV>(a, t, h0, active, split * outs / active, (split + 1) * outs / active, pm_s,
-                      pl_s, w_s);
-    if (tid == 0 && atomicAdd(counter, 1) == 2 * active - 1) *counter = 0;
+    stamp(6);
+    merge_outputs<DV>(a, t, h0, parts, split * outs / parts, (split + 1) * outs / parts, pm_s, pl_s,
+                      w_s);
+    stamp(7);
     return;
   }
   // Otherwise the last of the token's split blocks to finish merges them all
   // and resets the counter.
   __shared__ int last;
-  if (tid == 0) last = atomicAdd(counter, 1) == active - 1;
+  if (tid == 0) last = (atomicAdd(counter, 1) & 0xffff) == active - 1;
   __syncthreads();
   if (!last) return;
   if (tid == 0) *counter = 0;
   __threadfence();
   merge_outputs<DV>(a, t, h0, active, 0, outs, pm_s, pl_s, w_s);
 }
+
+// R1SERVE_CUDA_ATTN_FRESH_HELPER=1: a spare split block takes the token's own
+// key (off by default until its tests have run on a GPU: measured +1.8 % on
+// the 9B at batch 1, docs/performance.md, day 3 run 5).
+std::atomic<int> g_fresh_helper{-1};  // -1: from the environment
+}  // namespace
+bool attn_fresh_helper_enabled() {
+  int v = g_fresh_helper.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("R1SERVE_CUDA_ATTN_FRESH_HELPER");
+    v = e != nullptr && e[0] == '1' ? 1 : 0;
+    g_fresh_helper.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+namespace {
 
 // R1SERVE_CUDA_ATTN_SPREAD_MERGE=0: the last split block merges alone (side-by-side runs).
 std::atomic<int> g_spread_merge{-1};  // -1: from the environment
@@ -393,8 +602,19 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
     capacity = std::max(1, sms * per_sm);
   }
   MlaArgs b = a;
+  static const bool stamps = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_ATTN_STAMPS");
+    return e != nullptr && e[0] == '1';
+  }();
+  b.stamps = stamps ? 1 : 0;
+  static const bool light_fence = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_ATTN_LIGHT_FENCE");
+    return e == nullptr || e[0] != '0';
+  }();
+  b.light_fence = light_fence ? 1 : 0;
   b.spread_merge = a.splits > 1 && spread_merge_enabled() &&
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
+  b.fresh_helper = b.spread_merge && attn_fresh_helper_enabled() ? 1 : 0;
   pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, b);
   R1_CUDA_LAUNCHED();
 }
@@ -409,6 +629,32 @@ void check_common(const MlaArgs& a) {
 }
 
 }  // namespace
+
+std::string mla_attention_stamps() {
+  const char* e = std::getenv("R1SERVE_CUDA_ATTN_STAMPS");
+  if (e == nullptr || e[0] != '1') return "";
+  unsigned long long st[kMaxSplits][kStamps];
+  R1_CUDA_OK(cudaDeviceSynchronize());
+  R1_CUDA_OK(cudaMemcpyFromSymbol(st, g_stamps, sizeof(st)));
+  unsigned long long t0 = ~0ull;
+  for (auto& row : st)
+    if (row[0] != 0) t0 = std::min(t0, row[0]);
+  std::string out =
+      "attention stamps (ns from the first block's start; split: start, pre-wait, waited, keys "
+      "in, keys done, partials out, all arrived, end)\n";
+  for (int z = 0; z < kMaxSplits; ++z) {
+    if (st[z][0] == 0) continue;
+    out += "  split " + std::to_string(z) + ":";
+    for (int i = 0; i < kStamps; ++i)
+      out += " " + (st[z][i] == 0 ? std::string("-") : std::to_string(st[z][i] - t0));
+    out += "\n";
+  }
+  return out;
+}
+
+void set_attn_fresh_helper(bool on) {
+  g_fresh_helper.store(on ? 1 : 0, std::memory_order_relaxed);
+}
 
 void set_attn_spread_merge(bool on) {
   g_spread_merge.store(on ? 1 : 0, std::memory_order_relaxed);

@@ -78,32 +78,9 @@ __global__ void __launch_bounds__(256)
   const uint16_t* x = kv + t * width;
   uint16_t* out = cache + static_cast<int64_t>(slots[t]) * width;
   __shared__ float partial[8];
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < r; i += blockDim.x) {
-    const float v = bf2f(x[i]);
-    ss = fmaf(v, v, ss);
-  }
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  float tot = 0.0f;
-#pragma unroll
-  for (int k = 0; k < 8; ++k) tot += partial[k];
-  const float inv = 1.0f / sqrtf(tot / static_cast<float>(r) + eps);
+  const float inv = latent_inv_rms(x, r, eps, partial);
   if (early) pdl_wait();
-  for (int64_t i = threadIdx.x; i < r; i += blockDim.x)
-    reinterpret_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(bf2f(x[i]) * inv * w[i]);
-  const int64_t half = (width - r) / 2;
-  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    const float angle = static_cast<float>(positions[t]) * inv_freq[i];
-    float sn, cs;
-    sincosf(angle, &sn, &cs);
-    cs *= factor;
-    sn *= factor;
-    const float x0 = bf2f(x[r + 2 * i]), x1 = bf2f(x[r + 2 * i + 1]);
-    reinterpret_cast<__nv_bfloat16*>(out)[r + 2 * i] = __float2bfloat16_rn(x0 * cs - x1 * sn);
-    reinterpret_cast<__nv_bfloat16*>(out)[r + 2 * i + 1] = __float2bfloat16_rn(x1 * cs + x0 * sn);
-  }
+  latent_store(x, width, r, inv, w, positions[t], inv_freq, factor, out);
 }
 
 // GQA inputs in one pass: thread (t, head, i) rotates the NeoX pair (i, i + d/2)
