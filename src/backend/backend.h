@@ -225,6 +225,17 @@ class Backend {
     rms_norm(x, norm_w, eps, normed);
     linear(normed, w, out);
   }
+  // The same feeding linear_pair: out1 = rms_norm(x) w1^T, out2 = rms_norm(x) w2^T.
+  virtual void rms_norm_linear_pair(const Tensor& x, const Tensor& norm_w, float eps,
+                                    Tensor& normed, const Linear& w1, Tensor& out1,
+                                    const Linear& w2, Tensor& out2) {
+    rms_norm(x, norm_w, eps, normed);
+    linear_pair(normed, w1, out1, w2, out2);
+  }
+  // Whether the rms_norm_* ops fold the norm into their products (no normed
+  // rows written) for steps of `num_tokens` tokens, so that a norm read by
+  // several products costs less redone by each than written once by rms_norm.
+  virtual bool folds_norms(int64_t num_tokens) const { return false; }
   // The same feeding linear_swiglu: out [T, I] = swiglu(rms_norm(x) gate_up^T).
   virtual void rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_w, float eps,
                                       Tensor& normed, const Linear& gate_up, Tensor& gu,
@@ -301,6 +312,16 @@ class Backend {
     else
       moe_experts(x, w, ids, weights, tmp);
     add(residual, tmp, residual);
+  }
+  // The same with the experts reading rms_norm(x, norm_w) (x may be residual:
+  // the norm is taken before the add). `normed` [T, H] is scratch: the default
+  // writes it; a fused override may not.
+  virtual void rms_norm_moe_experts_add(const Tensor& x, const Tensor& norm_w, float eps,
+                                        Tensor& normed, const ExpertWeights& w, const Tensor& ids,
+                                        const Tensor& weights, const Tensor& shared,
+                                        Tensor& residual, Tensor& tmp) {
+    rms_norm(x, norm_w, eps, normed);
+    moe_experts_add(normed, w, ids, weights, shared, residual, tmp);
   }
 
   // ---- KV cache and attention ----

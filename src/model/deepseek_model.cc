@@ -141,9 +141,11 @@ class DeepseekModel final : public ModelBase {
 
  protected:
   // Each residual add is in the epilogue of the product that makes it (o_proj,
-  // the experts' combine), as in the dense model. The norms stay separate ops:
-  // in the products' prologues (q_a, kv_a, q_b, the router) they measured slower
-  // on an H200 at batch 1 (docs/performance.md, 2026-12-02 day 2).
+  // the experts' combine), as in the dense model. Each norm goes with the
+  // products that read it (rms_norm_*): a backend that folds norms into its
+  // products (the GPU at few tokens) then writes no normed rows, and the
+  // post-attention norm, read by the router, the shared and the routed experts,
+  // is folded into all three; otherwise it is written once.
   void layer_forward(int64_t l, const backend::BatchInfo& batch, backend::KvCache& cache, Tensor& x,
                      Scratch& s) override {
     const auto& c = cfg_;
@@ -153,21 +155,19 @@ class DeepseekModel final : public ModelBase {
     const int64_t qk = c.qk_head_dim();
     auto& be = backend_;
 
-    Tensor a = s.get("a", {T, H});
-    be.rms_norm(x, L.in_norm, eps(), a);
+    Tensor a = s.get("a", {T, H});  // the normed rows, for the unfolded ops
 
     // Queries q [T, nh * (dn + p)] and the new tokens' latents kv [T, r + p]
-    // (q_a and kv_a both read a: one GEMV launch on the GPU).
+    // (q_a and kv_a, or q_proj and kv_a, both read the normed x: one GEMV
+    // launch on the GPU).
     Tensor q = s.get("q", {T, nh * qk});
     Tensor kv = s.get("kv", {T, r + p});
     if (c.q_lora_rank > 0) {
-      Tensor cq = s.get("cq", {T, c.q_lora_rank});
-      be.linear_pair(a, L.q_a, cq, L.kv_a, kv);
-      be.rms_norm(cq, L.q_a_norm, kLatentNormEps, cq);
-      be.linear(cq, L.q_b, q);
+      Tensor cq = s.get("cq", {T, c.q_lora_rank}), cqn = s.get("cq_normed", {T, c.q_lora_rank});
+      be.rms_norm_linear_pair(x, L.in_norm, eps(), a, L.q_a, cq, L.kv_a, kv);
+      be.rms_norm_linear(cq, L.q_a_norm, kLatentNormEps, cqn, L.q_b, q);
     } else {
-      be.linear(a, L.q_proj, q);
-      be.linear(a, L.kv_a, kv);
+      be.rms_norm_linear_pair(x, L.in_norm, eps(), a, L.q_proj, q, L.kv_a, kv);
     }
     // Latent of the new tokens: [T, r + p] = [RMSNorm(c_kv) | rope(k_pe)].
     Tensor latent = s.get("latent", {T, r + p});
@@ -196,20 +196,36 @@ class DeepseekModel final : public ModelBase {
 
     Tensor m = s.get("m", {T, H});
     if (L.moe) {
-      be.rms_norm(x, L.post_norm, eps(), m);
+      const bool fold = be.folds_norms(T);
       Tensor logits = s.get("router_logits", {T, c.n_routed_experts}, DType::kF32);
-      be.linear(m, L.router, logits);
       Tensor ids = s.get("topk_ids", {T, c.num_experts_per_tok}, DType::kI32);
       Tensor wts = s.get("topk_w", {T, c.num_experts_per_tok}, DType::kF32);
+      if (fold) {
+        be.rms_norm_linear(x, L.post_norm, eps(), m, L.router, logits);
+      } else {
+        be.rms_norm(x, L.post_norm, eps(), m);
+        be.linear(m, L.router, logits);
+      }
       be.moe_route(logits, L.router_bias, router_, ids, wts);
       Tensor sh;  // the shared experts' output, added by the routed experts' combine
-      // (its first product reads m with two kernels in between: on the GPU it
-      // overlaps the route kernel)
+      // (its first product reads x or m with two kernels in between: on the GPU
+      // it overlaps the route kernel)
       if (L.has_ffn_mlp) {
         sh = s.get("shared", {T, H});
-        mlp(L.gate_up, L.down, m, sh, s);
+        if (fold) {
+          const int64_t I = L.down.in_features();
+          Tensor gu = s.get("mlp_gate_up", {T, 2 * I}), act = s.get("mlp_act", {T, I});
+          be.rms_norm_linear_swiglu(x, L.post_norm, eps(), m, L.gate_up, gu, act);
+          be.linear(act, L.down, sh);
+        } else {
+          mlp(L.gate_up, L.down, m, sh, s);
+        }
       }
-      be.moe_experts_add(m, L.experts, ids, wts, sh, x, h);  // x += experts(m) + shared
+      // x += experts(m) + shared
+      if (fold)
+        be.rms_norm_moe_experts_add(x, L.post_norm, eps(), m, L.experts, ids, wts, sh, x, h);
+      else
+        be.moe_experts_add(m, L.experts, ids, wts, sh, x, h);
     } else {
       const int64_t I = L.down.in_features();
       Tensor gu = s.get("mlp_gate_up", {T, 2 * I}), act = s.get("mlp_act", {T, I});

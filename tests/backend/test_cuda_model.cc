@@ -99,6 +99,10 @@ class RecordingBackend final : public Backend {
   void moe_route(const Tensor& logits, const Tensor& bias, const backend::RouterParams& p,
                  Tensor& ids, Tensor& weights) override {
     in_->moe_route(logits, bias, p, ids, weights);
+    record(logits, bias, p, ids, weights);
+  }
+  void record(const Tensor& logits, const Tensor& bias, const backend::RouterParams& p, Tensor& ids,
+              Tensor& weights) {
     Route r;
     r.T = logits.dim(0);
     r.E = logits.dim(1);
@@ -141,6 +145,76 @@ class RecordingBackend final : public Backend {
   }
   bool mla_decompressed_available(const backend::MlaDims& d) const override {
     return in_->mla_decompressed_available(d);
+  }
+  // The fused forms go to the inner backend too, so the GPU's fused kernels
+  // (the folded norms, the streamed experts, the attention that makes its
+  // inputs) are what the model runs here; only the routing is intercepted.
+  void rope_copy(const Tensor& src, int64_t ss, int64_t so, Tensor& dst, int64_t ds, int64_t dof,
+                 int64_t nh, const std::vector<int32_t>& pos,
+                 const backend::RopeParams& r) override {
+    in_->rope_copy(src, ss, so, dst, ds, dof, nh, pos, r);
+  }
+  void mla_latent_write(const Tensor& kv, const Tensor& w, float eps, const backend::RopeParams& r,
+                        const backend::BatchInfo& b, Tensor& latent, Tensor& cache) override {
+    in_->mla_latent_write(kv, w, eps, r, b, latent, cache);
+  }
+  void linear_pair(const Tensor& x, const backend::Linear& w1, Tensor& o1,
+                   const backend::Linear& w2, Tensor& o2) override {
+    in_->linear_pair(x, w1, o1, w2, o2);
+  }
+  void linear_swiglu(const Tensor& x, const backend::Linear& gu, Tensor& g, Tensor& out) override {
+    in_->linear_swiglu(x, gu, g, out);
+  }
+  void linear_add(const Tensor& x, const backend::Linear& w, Tensor& res, Tensor& tmp) override {
+    in_->linear_add(x, w, res, tmp);
+  }
+  void rms_norm_linear(const Tensor& x, const Tensor& nw, float eps, Tensor& n,
+                       const backend::Linear& w, Tensor& out) override {
+    in_->rms_norm_linear(x, nw, eps, n, w, out);
+  }
+  void rms_norm_linear_pair(const Tensor& x, const Tensor& nw, float eps, Tensor& n,
+                            const backend::Linear& w1, Tensor& o1, const backend::Linear& w2,
+                            Tensor& o2) override {
+    in_->rms_norm_linear_pair(x, nw, eps, n, w1, o1, w2, o2);
+  }
+  bool folds_norms(int64_t t) const override { return in_->folds_norms(t); }
+  void rms_norm_linear_swiglu(const Tensor& x, const Tensor& nw, float eps, Tensor& n,
+                              const backend::Linear& gu, Tensor& g, Tensor& out) override {
+    in_->rms_norm_linear_swiglu(x, nw, eps, n, gu, g, out);
+  }
+  void rms_norm_qkv_rope_cache_write(const Tensor& x, const Tensor& nw, float eps, Tensor& n,
+                                     const backend::Linear& w, Tensor& qkv, int64_t nh, int64_t nkv,
+                                     int64_t d, const backend::RopeParams& r,
+                                     const backend::BatchInfo& b, Tensor& q, Tensor& k, Tensor& v,
+                                     Tensor& kc, Tensor& vc) override {
+    in_->rms_norm_qkv_rope_cache_write(x, nw, eps, n, w, qkv, nh, nkv, d, r, b, q, k, v, kc, vc);
+  }
+  void qkv_rope_cache_write(const Tensor& qkv, int64_t nh, int64_t nkv, int64_t d,
+                            const backend::RopeParams& r, const backend::BatchInfo& b, Tensor& q,
+                            Tensor& k, Tensor& v, Tensor& kc, Tensor& vc) override {
+    in_->qkv_rope_cache_write(qkv, nh, nkv, d, r, b, q, k, v, kc, vc);
+  }
+  void moe_experts_plus(const Tensor& x, const backend::ExpertWeights& w, const Tensor& ids,
+                        const Tensor& wt, const Tensor& sh, Tensor& out) override {
+    in_->moe_experts_plus(x, w, ids, wt, sh, out);
+  }
+  void moe_experts_add(const Tensor& x, const backend::ExpertWeights& w, const Tensor& ids,
+                       const Tensor& wt, const Tensor& sh, Tensor& res, Tensor& tmp) override {
+    in_->moe_experts_add(x, w, ids, wt, sh, res, tmp);
+  }
+  void rms_norm_moe_experts_add(const Tensor& x, const Tensor& nw, float eps, Tensor& n,
+                                const backend::ExpertWeights& w, const Tensor& ids,
+                                const Tensor& wt, const Tensor& sh, Tensor& res,
+                                Tensor& tmp) override {
+    in_->rms_norm_moe_experts_add(x, nw, eps, n, w, ids, wt, sh, res, tmp);
+  }
+  void mla_absorbed_attention(const Tensor& kv, const Tensor& kvn, float eps,
+                              const backend::RopeParams& r, const backend::BatchInfo& b,
+                              Tensor& latent, Tensor& cache, const Tensor& q, int64_t qs,
+                              int64_t qo, Tensor& qa, int64_t nh, int64_t rank, int64_t rd,
+                              float scale, Tensor& out) override {
+    in_->mla_absorbed_attention(kv, kvn, eps, r, b, latent, cache, q, qs, qo, qa, nh, rank, rd,
+                                scale, out);
   }
   bool prefers_decompressed_mla(const backend::BatchInfo& b,
                                 const backend::MlaDims& d) const override {
@@ -477,6 +551,40 @@ TEST_P(CudaModel, GreedyContinuationsMatchTransformers) {
     EXPECT_EQ(got, expected) << name << " greedy " << idx;
     ++idx;
   }
+}
+
+// Decode steps of one token in the BF16 serving mode (the GEMV paths at few
+// tokens: folded norms, the streamed experts, the attention that makes its
+// inputs) against the CPU's token-by-token steps, with the CPU's routing
+// forced onto the GPU in the MoE models: 0.1 x std and 95 % argmax agreement,
+// the serving mode's criterion above; and the GPU router's choices against the
+// CPU router on the same logits.
+TEST_P(CudaModel, Bf16DecodeStepsCloseToCpu) {
+  const std::string name = GetParam();
+  auto ref = read_json(kModels + name + "/reference.json");
+  Loaded g = load(name, 2), c = load(name, 0);
+  ASSERT_TRUE(g.model && c.model);
+  const int64_t V = g.model->config().vocab_size;
+  std::vector<int32_t> tokens = ref["sequences"][1].get<std::vector<int32_t>>();
+  const auto n = static_cast<int64_t>(tokens.size());
+  auto steps = [&](Model& m) {
+    SingleSequence seq(m, n);
+    std::vector<float> all;
+    for (int32_t t : tokens) {
+      const auto lg = seq.append({t}, true);
+      all.insert(all.end(), lg.begin(), lg.end());
+    }
+    return all;
+  };
+  c.rec->reset();
+  const std::vector<float> cpu = steps(*c.model);
+  const std::vector<Route> cpu_routes = c.rec->routes;
+  g.rec->reset(cpu_routes.empty() ? nullptr : &cpu_routes);
+  const std::vector<float> gpu = steps(*g.model);
+  expect_logits_close(gpu, cpu, V, name + " bf16 decode steps vs CPU", 0.1, 0.95);
+  // The GPU's own choices (recorded before the CPU's were forced), from its own
+  // logits (at one token, the fused router kernel's), against the CPU router.
+  if (!cpu_routes.empty()) expect_router_matches_cpu_router(g.rec->routes, name + " decode steps");
 }
 
 // Chunks of 7 tokens over a shuffled block table against one prefill: in the

@@ -2,8 +2,10 @@
 // (moe_stream.cu: no sort, the combine in the down kernel) against the warp-per-row GEMVs (moe.cu)
 // bit for bit, and against the CPU backend within BF16 rounding, with and without the shared
 // experts' output added (and the routing read before pdl_wait, a kernel after
-// the route kernel); several tokens (the GEMVs either way) against the CPU; and
-// moe_experts_add against the plain ops. Skips without a GPU.
+// the route kernel); several tokens (the GEMVs either way) against the CPU;
+// moe_experts_add against the plain ops; and rms_norm_moe_experts_add (the norm
+// folded into the streamed gate/up kernel) against rms_norm followed by
+// moe_experts_add. Skips without a GPU.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -112,6 +114,52 @@ TEST_F(CudaOps, MoeExpertsAddEqualsPlainOps) {
         cpu().moe_experts_add(x, cw, cids, cwts, plus ? sh : Tensor(), cr, ct);
         expect_close(got, host_values(cr), 3e-2, "moe_experts_add vs CPU" + what);
       }
+  cuda_set_moe_stream(gpu(), true);
+}
+
+// rms_norm_moe_experts_add onto its own input (the model's x += experts(norm(x))
+// + shared): at one token, streamed, the norm folded into the gate/up kernel,
+// against rms_norm + moe_experts_add within the rounding of the normed row the
+// fold skips; otherwise (several tokens, or the warp GEMVs) those two ops bit
+// for bit; and the CPU's defaults within BF16 rounding.
+TEST_F(CudaOps, MoeFoldedNormEqualsPlainOps) {
+  for (const MoeCase c : {MoeCase{16, 256, 128, 4}, MoeCase{8, 2048, 1408, 8}}) {
+    const auto [E, H, I, K] = c;
+    const auto [cw, gw] = random_experts(E, H, I, 0.05f);
+    RouterParams p;
+    p.top_k = K;
+    p.normalize = true;
+    p.scale = 2.5f;
+    for (int64_t T : {1, 3})
+      for (bool streamed : {true, false}) {
+        const std::string what = " H=" + std::to_string(H) + " T=" + std::to_string(T) +
+                                 (streamed ? " streamed" : " warp GEMVs");
+        cuda_set_moe_stream(gpu(), streamed);
+        Tensor x = random_bf16({T, H}, rng_, 3.0f), nw = random_bf16({H}, rng_, 2.0f),
+               logits = random_bf16({T, E}, rng_), sh = random_bf16({T, H}, rng_);
+        const Tensor gnw = gpu().upload(nw, DType::kF32);
+        Tensor ids = galloc({T, K}, DType::kI32), wts = galloc({T, K}, DType::kF32);
+        gpu().moe_route(dev_f32(logits), Tensor(), p, ids, wts);
+        Tensor gsh = dev(sh), pr = dev(x), pn = galloc({T, H}), pt = galloc({T, H});
+        gpu().rms_norm(pr, gnw, 1e-6f, pn);
+        gpu().moe_experts_add(pn, gw, ids, wts, gsh, pr, pt);
+        Tensor fr = dev(x), fn = galloc({T, H}), ft = galloc({T, H});
+        gpu().rms_norm_moe_experts_add(fr, gnw, 1e-6f, fn, gw, ids, wts, gsh, fr, ft);
+        const std::vector<float> got = fetch(gpu(), fr), plain = fetch(gpu(), pr);
+        if (T == 1 && streamed)
+          expect_close(got, plain, 1e-2, "folded norm vs rms_norm + moe_experts_add" + what);
+        else
+          expect_same(got, plain, "rms_norm_moe_experts_add vs plain ops" + what);
+        Tensor cids = calloc({T, K}, DType::kI32), cwts = calloc({T, K});
+        gpu().to_host(ids, cids.raw());
+        gpu().to_host(wts, cwts.raw());
+        Tensor cr = Tensor::empty({T, H}, DType::kF32), cn = calloc({T, H}), ct = calloc({T, H});
+        const std::vector<float> xv = host_values(x);
+        std::copy(xv.begin(), xv.end(), cr.data<float>());
+        cpu().rms_norm_moe_experts_add(cr, nw, 1e-6f, cn, cw, cids, cwts, sh, cr, ct);
+        expect_close(got, host_values(cr), 3e-2, "rms_norm_moe_experts_add vs CPU" + what);
+      }
+  }
   cuda_set_moe_stream(gpu(), true);
 }
 

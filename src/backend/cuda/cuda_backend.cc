@@ -77,6 +77,11 @@ void cuda_set_attn_fresh_helper(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_norm_fold(Backend& be, int64_t max_bytes) {
+  cuda::set_norm_fold_max_bytes(max_bytes);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 std::string cuda_attention_stamps() {
   return cuda::mla_attention_stamps();
 }
@@ -532,8 +537,10 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& 
   OpTimer timer(*this, "rms_norm");
   R1_CHECK(w.dtype() == DType::kF32 && x.dim(0) == out.dim(0), "rms_norm x {} w {} out {}",
            x.describe(), w.describe(), out.describe());
+  const bool early = early_input(x);
   launch_rms_norm(x.raw(), is_bf16(x), x.row_size(), nullptr, false, 0, w.data<float>(), w.numel(),
-                  eps, x.dim(0), out.raw(), is_bf16(out), out.row_size(), stream_, early_input(x));
+                  eps, x.dim(0), out.raw(), is_bf16(out), out.row_size(), stream_, early);
+  note_early(early);
   note_write(out);
 }
 
@@ -556,8 +563,21 @@ bool CudaBackend::early_input(const Tensor& x) const {
   }();
   if (!on) return false;
   for (const RecentWrite& r : recent_)
-    if (r.p == x.raw()) return pdl_launches(stream_) > r.after;
+    if (r.p == x.raw()) return settled_since(r.after);
   return false;
+}
+
+void CudaBackend::note_early(bool early) {
+  if (!early) return;
+  const uint64_t n = pdl_launches(stream_);
+  early_run_ = early_end_ + 1 == n ? early_run_ + 1 : 1;
+  early_end_ = n;
+}
+
+bool CudaBackend::settled_since(uint64_t after) const {
+  const uint64_t n = pdl_launches(stream_);
+  const uint64_t early_tail = early_end_ == n ? early_run_ : 0;  // the last launches, all early
+  return n > after + early_tail;
 }
 
 void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
@@ -634,11 +654,13 @@ void CudaBackend::rope_copy(const Tensor& src, int64_t src_stride, int64_t src_o
   R1_CHECK(static_cast<int64_t>(positions.size()) == src.dim(0) && src.dim(0) == dst.dim(0),
            "rope_copy: {} positions for src {} dst {}", positions.size(), src.describe(),
            dst.describe());
+  const bool early = early_input(src);
   launch_rope_copy(src.raw(), is_bf16(src), src.row_size(), src_stride, src_offset, dst.raw(),
                    is_bf16(dst), dst.row_size(), dst_stride, dst_offset, dev_ints(positions),
                    src.dim(0), dev_floats(rope.inv_freq),
                    static_cast<int64_t>(rope.inv_freq.size()), rope.attention_factor,
-                   rope.interleaved, num_heads, stream_, early_input(src));
+                   rope.interleaved, num_heads, stream_, early);
+  note_early(early);
 }
 
 void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps,
@@ -659,9 +681,11 @@ void CudaBackend::mla_latent_write(const Tensor& kv, const Tensor& w, float eps,
     R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
   if (cur_ != nullptr) cur_->num_slots = slots;
   DevBatch& d = dev_batch(batch);
+  const bool early = early_input(kv);
   launch_mla_latent(kv.data<uint16_t>(), kv.dim(0), width, w.data<float>(), r, eps, d.positions,
                     d.slot_mapping, dev_floats(rope.inv_freq), rope.attention_factor,
-                    cache.data<uint16_t>(), stream_, early_input(kv));
+                    cache.data<uint16_t>(), stream_, early);
+  note_early(early);
 }
 
 void CudaBackend::qkv_rope_cache_write(const Tensor& qkv, int64_t nh, int64_t nkv, int64_t d,

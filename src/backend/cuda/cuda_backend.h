@@ -57,9 +57,14 @@ void cuda_set_attn_spread_merge(Backend& be, bool on);
 // (off). Drops the backend's recorded steps.
 void cuda_set_mla_fused_inputs(Backend& be, bool on);
 // Tests and benchmarks: with those latents made in the kernel, a spare split
-// block takes each token's own key as a partial state of its own (on; off by
-// default unless R1SERVE_CUDA_ATTN_FRESH_HELPER=1) or the split holding it does.
+// block takes each token's own key as a partial state of its own (on: the
+// default; R1SERVE_CUDA_ATTN_FRESH_HELPER=0 turns it off) or the split holding it does.
 void cuda_set_attn_fresh_helper(Backend& be, bool on);
+// Tests and benchmarks: a GEMV with an RMSNorm of its input folds the norm
+// into its products when it reads at most `max_bytes` of weights (else the
+// normalizing prologue); negative: the default (R1SERVE_CUDA_NORM_FOLD_MB, 16).
+// Drops the backend's recorded steps.
+void cuda_set_norm_fold(Backend& be, int64_t max_bytes);
 // Benchmarks: with R1SERVE_CUDA_ATTN_STAMPS=1, the checkpoint times of the
 // last decode-attention launch's blocks (one token, one head group), else "".
 std::string cuda_attention_stamps();

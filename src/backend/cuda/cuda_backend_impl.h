@@ -129,6 +129,10 @@ class CudaBackend final : public Backend {
                        const Linear& w, Tensor& out) override;
   void rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
                               const Linear& gate_up, Tensor& gu, Tensor& out) override;
+  void rms_norm_linear_pair(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
+                            const Linear& w1, Tensor& out1, const Linear& w2,
+                            Tensor& out2) override;
+  bool folds_norms(int64_t num_tokens) const override;
   void head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
                    int64_t out_head_stride) override;
   void copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,
@@ -159,6 +163,9 @@ class CudaBackend final : public Backend {
   void moe_experts_add(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                        const Tensor& weights, const Tensor& shared, Tensor& residual,
                        Tensor& tmp) override;
+  void rms_norm_moe_experts_add(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
+                                const ExpertWeights& w, const Tensor& ids, const Tensor& weights,
+                                const Tensor& shared, Tensor& residual, Tensor& tmp) override;
   void cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                        const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
@@ -266,7 +273,8 @@ class CudaBackend final : public Backend {
   const void* route_ids_ = nullptr;
   uint64_t route_launch_ = 0;
   // The last outputs of rms_norm and the GEMV-path products (linear,
-  // linear_swiglu, head_linear) with the stream's launch count just after each
+  // linear_swiglu, head_linear, and the residuals of linear_add and the
+  // streamed experts) with the stream's launch count just after each
   // was written; cleared at every step's start. A GEMV whose input is one of
   // them with a kernel in between reads it before pdl_wait (GemvFusion::x_early).
   struct RecentWrite {
@@ -277,6 +285,17 @@ class CudaBackend final : public Backend {
   int recent_next_ = 0;
   void note_write(const Tensor& out);
   bool early_input(const Tensor& x) const;
+  // A kernel that reads its input before pdl_wait also lets the next kernel
+  // launch before that wait (pdl_trigger comes first), so the kernel after it
+  // may start before the one before it is done: data two launches back is
+  // complete only if some launch in between triggered after its wait. The
+  // backend notes such early launches (note_early after each launch that may
+  // be one) and settled_since(after) tells whether a launch after count
+  // `after` is one that triggered after its wait.
+  void note_early(bool early);
+  bool settled_since(uint64_t after) const;
+  uint64_t early_end_ = 0;       // the launch count after the last early launch
+  uint64_t early_run_ = 0;       // consecutive early launches ending there
   std::vector<Tensor> retired_;  // outgrown workspaces a recording may still use
   void* pinned_ = nullptr;       // host staging for a recording's inputs
   size_t pinned_bytes_ = 0;
@@ -288,10 +307,12 @@ class CudaBackend final : public Backend {
   // moe_experts with the combine adding `addend` (may be null) to the routed sum.
   // With `residual`, the one-token streamed form adds that into it (out is then
   // scratch it does not write) and returns true; otherwise it returns false
-  // having done nothing.
+  // having done nothing. norm_w set (with residual): the experts read
+  // RMSNorm(x) with norm_w and eps, folded into the streamed gate/up products.
   bool moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                         const Tensor& weights, const Tensor* addend, Tensor& out,
-                        Tensor* residual = nullptr);
+                        Tensor* residual = nullptr, const float* norm_w = nullptr,
+                        float eps = 0.0f);
   // Side streams (each with its own cuBLAS handle and workspace) for the
   // per-expert GEMMs of large steps, so several experts' tiles share the SMs.
   static constexpr int kSideStreams = 4;

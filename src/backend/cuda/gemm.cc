@@ -3,6 +3,7 @@
 // kernels that read only the selected experts at small batches; one grouped
 // cuBLAS GEMM per projection for larger ones).
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -103,6 +104,7 @@ void CudaBackend::linear(const Tensor& x, const Linear& w, Tensor& out) {
     launch_dense_gemv_fused(xb.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
                             w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, out.raw(),
                             is_bf16(out), N, stream_);
+    note_early(f.x_early);
     note_write(out);
     return;
   }
@@ -149,6 +151,7 @@ void CudaBackend::linear_pair(const Tensor& x, const Linear& w1, Tensor& out1, c
   f.ldo2 = N2;
   launch_dense_gemv_fused(xb.data<uint16_t>(), K, w1.weight.data<uint16_t>(), N1 + N2, K, M,
                           nullptr, false, f, out1.raw(), is_bf16(out1), N1, stream_);
+  note_early(f.x_early);
   note_write(out1);
   note_write(out2);
 }
@@ -170,6 +173,7 @@ void CudaBackend::linear_swiglu(const Tensor& x, const Linear& gate_up, Tensor& 
   f.x_early = early_input(xb);
   launch_dense_gemv_fused(xb.data<uint16_t>(), K, gate_up.weight.data<uint16_t>(), I, K, M, nullptr,
                           true, f, out.raw(), true, I, stream_);
+  note_early(f.x_early);
   note_write(out);
 }
 
@@ -181,9 +185,7 @@ bool overlaps(const Tensor& a, const Tensor& b) {
 }
 
 // Whether rms_norm(x, norm_w) -> normed followed by a GEMV over K = x's rows can
-// be one GEMV that normalizes in its prologue and still equal the plain ops bit
-// for bit: BF16 x and normed (the plain rms_norm then takes its one-pass BF16
-// kernel, whose arithmetic the prologue repeats), few tokens, K <= 8192.
+// be one GEMV with the norm in it: BF16 x, few tokens, no validation mode.
 // R1SERVE_CUDA_NORM_IN_GEMV=0 keeps the norm a kernel of its own (side-by-side runs).
 bool norm_in_gemv() {
   static const bool on = [] {
@@ -193,6 +195,24 @@ bool norm_in_gemv() {
   return on;
 }
 
+// How the norm goes into a GEMV reading `bytes` of weights: folded into the
+// products (no latency before them; what the DeepSeek layer's small
+// projections want) up to R1SERVE_CUDA_NORM_FOLD_MB (default 16, the L2
+// prefetch limit), the prologue above it (where the folded norm's extra work
+// per weight costs more than the prologue's round trip: the 7B's q/k/v and
+// gate/up GEMVs, 2 % slower folded, docs/performance.md day 4) or where the
+// rows are too long for it.
+std::atomic<int64_t> g_fold_max{-1};  // bytes; -1: from the environment
+bool fold_norm(int64_t bytes, int64_t K) {
+  int64_t limit = g_fold_max.load(std::memory_order_relaxed);
+  if (limit < 0) {
+    const char* e = std::getenv("R1SERVE_CUDA_NORM_FOLD_MB");
+    limit = (e != nullptr ? std::atoll(e) : int64_t{16}) << 20;
+    g_fold_max.store(limit, std::memory_order_relaxed);
+  }
+  return bytes <= limit || K > 8192;
+}
+
 bool norm_fusable(bool f32_act, const Tensor& x, const Tensor& norm_w, const Tensor& normed,
                   const Linear& w) {
   const int64_t M = x.dim(0), K = x.row_size();
@@ -200,7 +220,18 @@ bool norm_fusable(bool f32_act, const Tensor& x, const Tensor& norm_w, const Ten
          normed.defined() && is_bf16(normed) && normed.dim(0) == M && normed.row_size() == K &&
          reinterpret_cast<uintptr_t>(normed.raw()) % 16 == 0 && norm_w.dtype() == DType::kF32 &&
          norm_w.numel() == K && !w.scale.defined() && is_bf16(w.weight) && w.in_features() == K &&
-         dense_gemv_norm_ok(K, x.raw(), K, norm_w.data<float>());
+         dense_gemv_norm_ok(K, x.raw(), K, norm_w.data<float>(),
+                            fold_norm(static_cast<int64_t>(w.weight.nbytes()), K));
+}
+
+// The fusion of a norm into a GEMV over `bytes` of weights reading x.
+GemvFusion norm_fusion(const Tensor& norm_w, float eps, int64_t bytes, int64_t K, bool x_early) {
+  GemvFusion f;
+  f.norm_w = norm_w.data<float>();
+  f.eps = eps;
+  f.norm_fold = fold_norm(bytes, K);
+  f.x_early = x_early && f.norm_fold;  // the prologue reads x after pdl_wait
+  return f;
 }
 
 }  // namespace
@@ -229,6 +260,8 @@ void CudaBackend::linear_add(const Tensor& x, const Linear& w, Tensor& residual,
   launch_dense_gemv_fused(xb.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
                           w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, nullptr,
                           true, N, stream_);
+  note_early(f.x_early);
+  note_write(residual);
 }
 
 void CudaBackend::rms_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
@@ -243,12 +276,49 @@ void CudaBackend::rms_norm_linear(const Tensor& x, const Tensor& norm_w, float e
            out.describe(), M, N);
   R1_CHECK(!w.bias.defined() || (w.bias.dtype() == DType::kF32 && w.bias.numel() == N),
            "rms_norm_linear bias {}", w.bias.describe());
-  GemvFusion f;
-  f.norm_w = norm_w.data<float>();
-  f.eps = eps;
+  GemvFusion f =
+      norm_fusion(norm_w, eps, static_cast<int64_t>(w.weight.nbytes()), K, early_input(x));
   launch_dense_gemv_fused(x.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
                           w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, out.raw(),
                           is_bf16(out), N, stream_);
+  note_early(f.x_early);
+  note_write(out);
+}
+
+void CudaBackend::rms_norm_linear_pair(const Tensor& x, const Tensor& norm_w, float eps,
+                                       Tensor& normed, const Linear& w1, Tensor& out1,
+                                       const Linear& w2, Tensor& out2) {
+  const int64_t M = x.dim(0), K = x.row_size(), N1 = w1.out_features(), N2 = w2.out_features();
+  if (!linear_pair_enabled() || !norm_fusable(f32_act_, x, norm_w, normed, w1) ||
+      !norm_fusable(f32_act_, x, norm_w, normed, w2) || w1.bias.defined() || w2.bias.defined() ||
+      is_bf16(out1) != is_bf16(out2)) {
+    Backend::rms_norm_linear_pair(x, norm_w, eps, normed, w1, out1, w2, out2);
+    return;
+  }
+  OpTimer timer(*this, "rms_norm_linear");
+  R1_CHECK(out1.dim(0) == M && out1.row_size() == N1 && out2.dim(0) == M && out2.row_size() == N2,
+           "rms_norm_linear_pair outs {} {} for [{}, {} + {}]", out1.describe(), out2.describe(), M,
+           N1, N2);
+  GemvFusion f =
+      norm_fusion(norm_w, eps, static_cast<int64_t>(w1.weight.nbytes() + w2.weight.nbytes()), K,
+                  early_input(x));
+  f.w2 = w2.weight.data<uint16_t>();
+  f.n_first = N1;
+  f.out2 = out2.raw();
+  f.ldo2 = N2;
+  launch_dense_gemv_fused(x.data<uint16_t>(), K, w1.weight.data<uint16_t>(), N1 + N2, K, M, nullptr,
+                          false, f, out1.raw(), is_bf16(out1), N1, stream_);
+  note_early(f.x_early);
+  note_write(out1);
+  note_write(out2);
+}
+
+void set_norm_fold_max_bytes(int64_t bytes) {
+  g_fold_max.store(bytes, std::memory_order_relaxed);
+}
+
+bool CudaBackend::folds_norms(int64_t num_tokens) const {
+  return norm_in_gemv() && !f32_act_ && num_tokens > 0 && num_tokens <= kGemvMaxTokens;
 }
 
 void CudaBackend::rms_norm_qkv_rope_cache_write(const Tensor& x, const Tensor& norm_w, float eps,
@@ -280,9 +350,7 @@ void CudaBackend::rms_norm_qkv_rope_cache_write(const Tensor& x, const Tensor& n
     R1_CHECK(sl >= 0 && sl < slots, "slot {} outside cache of {} slots", sl, slots);
   if (cur_ != nullptr) cur_->num_slots = slots;
   DevBatch& db = dev_batch(batch);
-  GemvFusion f;
-  f.norm_w = norm_w.data<float>();
-  f.eps = eps;
+  GemvFusion f = norm_fusion(norm_w, eps, static_cast<int64_t>(w_qkv.weight.nbytes()), K, false);
   f.rope_positions = db.positions;
   f.rope_slots = db.slot_mapping;
   f.inv_freq = dev_floats(rope.inv_freq);
@@ -310,11 +378,12 @@ void CudaBackend::rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_w, 
   const int64_t M = x.dim(0), K = x.row_size(), I = gate_up.out_features() / 2;
   R1_CHECK(out.dim(0) == M && out.row_size() == I, "rms_norm_linear_swiglu out {} for [{}, {}]",
            out.describe(), M, I);
-  GemvFusion f;
-  f.norm_w = norm_w.data<float>();
-  f.eps = eps;
+  GemvFusion f =
+      norm_fusion(norm_w, eps, static_cast<int64_t>(gate_up.weight.nbytes()), K, early_input(x));
   launch_dense_gemv_fused(x.data<uint16_t>(), K, gate_up.weight.data<uint16_t>(), I, K, M, nullptr,
                           true, f, out.raw(), true, I, stream_);
+  note_early(f.x_early);
+  note_write(out);
 }
 
 void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
@@ -335,9 +404,10 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
   const Tensor xb = as_bf16(x, 3);
   if (T <= kGemvMaxTokens && K % 8 == 0 && x_head_stride % 8 == 0) {
     // Few tokens: one GEMV launch over all heads (weights read once, 16-byte loads).
+    const bool early = early_input(xb);
     launch_head_gemv(xb.data<uint16_t>(), x.row_size(), x_head_stride, w.data<uint16_t>(), H, N, K,
-                     T, early_input(xb), out.raw(), is_bf16(out), out.row_size(), out_head_stride,
-                     stream_);
+                     T, early, out.raw(), is_bf16(out), out.row_size(), out_head_stride, stream_);
+    note_early(early);
     note_write(out);
     return;
   }
@@ -381,9 +451,29 @@ void CudaBackend::moe_experts_add(const Tensor& x, const ExpertWeights& w, const
   Backend::moe_experts_add(x, w, ids, weights, shared, residual, tmp);
 }
 
+void CudaBackend::rms_norm_moe_experts_add(const Tensor& x, const Tensor& norm_w, float eps,
+                                           Tensor& normed, const ExpertWeights& w,
+                                           const Tensor& ids, const Tensor& weights,
+                                           const Tensor& shared, Tensor& residual, Tensor& tmp) {
+  // The norm folded into the streamed gate/up kernel (one token); otherwise the two ops.
+  const bool float_res = is_bf16(residual) || residual.dtype() == DType::kF32;
+  if (norm_in_gemv() && !f32_act_ && is_bf16(x) && norm_w.dtype() == DType::kF32 &&
+      norm_w.numel() == x.row_size() && reinterpret_cast<uintptr_t>(norm_w.raw()) % 16 == 0 &&
+      float_res && residual.shape() == tmp.shape() &&
+      (is_bf16(tmp) || tmp.dtype() == DType::kF32) &&
+      (!shared.defined() ||
+       (shared.shape() == tmp.shape() && (is_bf16(shared) || shared.dtype() == DType::kF32)))) {
+    OpTimer timer(*this, "moe_experts_add");
+    if (moe_experts_into(x, w, ids, weights, shared.defined() ? &shared : nullptr, tmp, &residual,
+                         norm_w.data<float>(), eps))
+      return;
+  }
+  Backend::rms_norm_moe_experts_add(x, norm_w, eps, normed, w, ids, weights, shared, residual, tmp);
+}
+
 bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                                    const Tensor& weights, const Tensor* addend, Tensor& out,
-                                   Tensor* residual) {
+                                   Tensor* residual, const float* norm_w, float eps) {
   const void* add_p = addend ? addend->raw() : nullptr;
   const bool add_bf = addend ? is_bf16(*addend) : false;
   const int64_t T = x.dim(0), H = x.dim(1), K = ids.dim(1), E = w.num_experts(), I = w.inter_size();
@@ -426,13 +516,14 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   if (streamed) {
     // One token: no sort; the down kernel combines, adds the shared experts' output
     // and, with a residual, adds the sum into it.
-    const bool ids_early = ids.raw() == route_ids_ && pdl_launches(stream_) > route_launch_;
+    const bool ids_early = ids.raw() == route_ids_ && settled_since(route_launch_);
     launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
-                              ids.data<int32_t>(), K, ids_early, act, stream_);
+                              ids.data<int32_t>(), K, ids_early, act, stream_, norm_w, eps);
     launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, ids.data<int32_t>(),
                            weights.data<float>(), K, add_p, add_bf, out.raw(), is_bf16(out),
                            residual ? residual->raw() : nullptr,
                            residual ? is_bf16(*residual) : false, stream_);
+    if (residual != nullptr) note_write(*residual);
     return true;
   }
   launch_moe_sort(ids.data<int32_t>(), P, E, offsets, active, slot_info, sorted_pair, pos_of_pair,

@@ -1,8 +1,8 @@
 // Dense GEMVs for steps of a few tokens (BF16 weights read once with 16-byte
 // loads, F32 accumulation): plain products with an optional bias, the SwiGLU
 // form (gate and up row of one output per warp), per-head products over a grid
-// of heads, the fused forms (RMSNorm of x in the prologue, the residual add in
-// the epilogue), and the launch plan (warps per row, rows per warp, unroll)
+// of heads, the fused forms (RMSNorm of x folded into the products, the residual
+// add in the epilogue), and the launch plan (warps per row, rows per warp, unroll)
 // chosen from a measured sweep. Every kernel follows the pdl_wait rule and
 // issues its first weight loads before waiting.
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/common.cuh"
@@ -36,19 +37,35 @@ __device__ __forceinline__ void load_rows(uint4 (&wv)[U][R], const uint16_t* con
     }
 }
 
-// acc[r][t] += wv[u][r] . x[t, kb + 256 u ...] (x BF16) for the stretch loaded from kb.
-template <int T, int R, int U>
-__device__ __forceinline__ void fma_rows(float (&acc)[R][T], const uint4 (&wv)[U][R],
-                                         const uint16_t* x, int64_t ldx, int64_t kb,
-                                         int64_t k_end) {
+// acc[r][t] += wv[u][r] . x[t, kb + 256 u ...] (x BF16) for the stretch loaded
+// from kb. NORM: x is first multiplied by the norm weights nw (F32) and ss[t]
+// gathers the squares of x (the rms of x scales the sums at the end).
+template <int T, int R, int U, bool NORM>
+__device__ __forceinline__ void fma_rows(float (&acc)[R][T], float (&ss)[T],
+                                         const uint4 (&wv)[U][R], const uint16_t* x, int64_t ldx,
+                                         const float* nw, int64_t kb, int64_t k_end) {
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int64_t k0 = kb + 256 * u;
     if (k0 < k_end) {
+      float n8[8];
+      if constexpr (NORM) {
+        const float4 a = *reinterpret_cast<const float4*>(nw + k0),
+                     b = *reinterpret_cast<const float4*>(nw + k0 + 4);
+        n8[0] = a.x, n8[1] = a.y, n8[2] = a.z, n8[3] = a.w;
+        n8[4] = b.x, n8[5] = b.y, n8[6] = b.z, n8[7] = b.w;
+      }
 #pragma unroll
       for (int t = 0; t < T; ++t) {
         float x8[8];
         unpack8(*reinterpret_cast<const uint4*>(x + t * ldx + k0), x8);
+        if constexpr (NORM) {
+#pragma unroll
+          for (int c = 0; c < 8; ++c) {
+            ss[t] = fmaf(x8[c], x8[c], ss[t]);
+            x8[c] *= n8[c];
+          }
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           float w8[8];
@@ -203,25 +220,31 @@ __device__ __forceinline__ void put_rope(const GemvFusion& fu, void* q, int t, i
 // (and, with `prefetch`, the warp's rows start moving into L2) before pdl_wait,
 // while the previous kernel may still run. out[t, n] = W[n] . x[t] (+ bias[n]);
 // SWIGLU: W is [2N, K] (gate rows, then up rows), R = 2 covers gate row n and
-// up row N + n, and out[t, n] = silu(g) * u. NORM: the block first normalizes
-// x's rows with fu.norm_w into dynamic shared memory (T x K BF16) and reads x
-// from there; fu.residual: the products are added to it (put_out) instead of
-// written to out. Both touch x and the residual only after pdl_wait;
-// fu.x_early: x is read before it (only the stores wait).
-template <int T, int R, int U, bool SWIGLU, bool NORM>
+// up row N + n, and out[t, n] = silu(g) * u. The product may be that of
+// RMSNorm(x) with fu.norm_w: NM == 1 (the prologue), the block first
+// normalizes x's rows into dynamic shared memory (T x K BF16, bit for bit what
+// rms_norm writes) and reads x from there; NM == 2 (folded), each warp multiplies its columns of x
+// by the norm weights as it reads them and sums their squares beside the
+// products; the sums of squares combine like the partial products, and the
+// sums are scaled by 1 / rms(x[t]) before the bias and the epilogue (no
+// normed copy of x, no extra barrier; x is never rounded after the norm).
+// fu.residual: the products are added to it (put_out) instead of written to
+// out, after pdl_wait; fu.x_early: x is read before pdl_wait (only the stores wait).
+template <int T, int R, int U, bool SWIGLU, int NM>
 __global__ void __launch_bounds__(256)
     dense_gemv_kernel(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N, int64_t K,
                       int S, const float* bias, bool prefetch, void* out, bool out_bf, int64_t ldo,
                       HeadStrides hs, GemvFusion fu) {
   static_assert(!SWIGLU || R == 2, "SwiGLU pairs two rows");
-  extern __shared__ uint4 gemv_dyn_smem[];  // NORM: the normed rows of x, [T, K] BF16
+  constexpr bool PRO = NM == 1, NORM = NM == 2;  // the prologue, the folded norm
+  extern __shared__ uint4 gemv_dyn_smem[];       // PRO: the normed rows of x, [T, K] BF16
   // Per-head products: grid row blockIdx.y is head h (x, W and out advance by their head strides).
   x += blockIdx.y * hs.x;
   w += blockIdx.y * hs.w;
   out = static_cast<char*>(out) + blockIdx.y * hs.out * (out_bf ? 2 : 4);
   // Rows of a warp: n0 + r (plain), n0 + r N (SwiGLU), n0 + r d/2 (rope: n0 = h d + i).
   const bool rope = R == 2 && !SWIGLU && fu.rope_positions != nullptr;
-  __shared__ float red[8][R][T];
+  __shared__ float red[8][R + (NORM ? 1 : 0)][T];  // NORM: row R holds the sums of squares
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t unit =
       static_cast<int64_t>(blockIdx.x) * (8 / S) + warp / S;  // output (group) of this warp
@@ -247,42 +270,48 @@ __global__ void __launch_bounds__(256)
       if (lane == r && (SWIGLU || n0 + r * apart < N))
         prefetch_l2(wr[r] + k_begin, static_cast<uint32_t>(klen * 2));
   }
-  if constexpr (NORM) prefetch_norm_weights(fu.norm_w, static_cast<int>(K));
+  if constexpr (PRO) prefetch_norm_weights(fu.norm_w, static_cast<int>(K));
   if (!fu.x_early) pdl_wait();
   pdl_trigger();
-  if constexpr (NORM)  // every thread of the block; ends synced
+  if constexpr (PRO)  // every thread of the block; ends synced
     norm_rows<T>(x, ldx, fu.norm_w, static_cast<int>(K), fu.eps,
                  reinterpret_cast<uint16_t*>(gemv_dyn_smem));
-  float acc[R][T];
+  float acc[R][T], ss[T];
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+  for (int t = 0; t < T; ++t) {
+    ss[t] = 0.0f;
 #pragma unroll
-    for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
+    for (int r = 0; r < R; ++r) acc[r][t] = 0.0f;
+  }
   if (n0 < N) {
     for (int64_t kb = kb0; kb < k_end; kb += 256 * U) {
       if (kb != kb0) load_rows<R, U>(wv, wr, kb, k_end);
-      if constexpr (NORM)
-        fma_rows<T, R, U>(acc, wv, reinterpret_cast<const uint16_t*>(gemv_dyn_smem), K, kb, k_end);
+      if constexpr (PRO)
+        fma_rows<T, R, U, false>(acc, ss, wv, reinterpret_cast<const uint16_t*>(gemv_dyn_smem), K,
+                                 nullptr, kb, k_end);
       else
-        fma_rows<T, R, U>(acc, wv, x, ldx, kb, k_end);
+        fma_rows<T, R, U, NORM>(acc, ss, wv, x, ldx, fu.norm_w, kb, k_end);
     }
   }
+  // The norm's scale of token t from its sum of squares over all K columns.
+  auto inv_rms = [&](float sum) { return 1.0f / sqrtf(sum / static_cast<float>(K) + fu.eps); };
   if (fu.x_early) pdl_wait();  // the stores (out may be the kernel before's)
   if (S == 1) {                // no partial sums to combine
     if (n0 >= N) return;
 #pragma unroll
     for (int t = 0; t < T; ++t) {
+      const float sc = NORM ? inv_rms(warp_sum(ss[t])) : 1.0f;
       if constexpr (SWIGLU) {
-        const float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
+        const float g = warp_sum(acc[0][t]) * sc, u = warp_sum(acc[1][t]) * sc;
         if (lane == 0) stf(out, t * ldo + n0, out_bf, swiglu_of(g, u, out_bf));
       } else if (rope) {
-        const float v0 = warp_sum(acc[0][t]), v1 = warp_sum(acc[R - 1][t]);
+        const float v0 = warp_sum(acc[0][t]) * sc, v1 = warp_sum(acc[R - 1][t]) * sc;
         if (lane == 0)
           put_rope(fu, out, t, n0, bias ? v0 + bias[n0] : v0, bias ? v1 + bias[n0 + half] : v1);
       } else {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-          const float v = warp_sum(acc[r][t]);
+          const float v = warp_sum(acc[r][t]) * sc;
           if (lane == 0 && n0 + r < N)
             put_out(fu, out, out_bf, ldo, t, n0 + r, bias ? v + bias[n0 + r] : v);
         }
@@ -291,12 +320,17 @@ __global__ void __launch_bounds__(256)
     return;
   }
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+  for (int t = 0; t < T; ++t) {
 #pragma unroll
-    for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) {
       const float v = warp_sum(acc[r][t]);
       if (lane == 0) red[warp][r][t] = v;
     }
+    if constexpr (NORM) {
+      const float v = warp_sum(ss[t]);
+      if (lane == 0) red[warp][R][t] = v;
+    }
+  }
   __syncthreads();
   if (part == 0 && lane == 0 && n0 < N) {
 #pragma unroll
@@ -306,6 +340,13 @@ __global__ void __launch_bounds__(256)
       for (int r = 0; r < R; ++r) {
         v[r] = 0.0f;
         for (int p = 0; p < S; ++p) v[r] += red[warp + p][r][t];
+      }
+      if constexpr (NORM) {
+        float sum = 0.0f;
+        for (int p = 0; p < S; ++p) sum += red[warp + p][R][t];
+        const float sc = inv_rms(sum);
+#pragma unroll
+        for (int r = 0; r < R; ++r) v[r] *= sc;
       }
       if constexpr (SWIGLU) {
         stf(out, t * ldo + n0, out_bf, swiglu_of(v[0], v[R - 1], out_bf));
@@ -387,13 +428,13 @@ struct GemvArgs {
   GemvFusion fu;
 };
 
-template <int T, int R, int U, bool SW, bool NORM>
+template <int T, int R, int U, bool SW, int NM>
 void launch_one(const GemvArgs& a, int split, bool prefetch, dim3 grid, cudaStream_t s) {
   void (*kernel)(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int, const float*,
                  bool, void*, bool, int64_t, HeadStrides, GemvFusion) =
-      dense_gemv_kernel<T, R, U, SW, NORM>;
+      dense_gemv_kernel<T, R, U, SW, NM>;
   size_t smem = 0;
-  if constexpr (NORM) {
+  if constexpr (NM == 1) {
     // The normed rows live in dynamic shared memory; above the default 48 KB
     // the kernel must be allowed more, once per device (done before any graph
     // capture: the first step of a shape runs eagerly).
@@ -416,18 +457,20 @@ void launch_one(const GemvArgs& a, int split, bool prefetch, dim3 grid, cudaStre
 
 template <int T, int R, bool SW>
 void launch_plan_u(const GemvArgs& a, const GemvPlan& p, bool prefetch, dim3 grid, cudaStream_t s) {
-  const bool norm = a.fu.norm_w != nullptr;
-  if (p.unroll == 8) {
-    if (norm)
-      launch_one<T, R, 8, SW, true>(a, p.split, prefetch, grid, s);
+  const int nm = a.fu.norm_w == nullptr ? 0 : a.fu.norm_fold ? 2 : 1;
+  auto go = [&](auto u) {
+    constexpr int U = decltype(u)::value;
+    if (nm == 2)
+      launch_one<T, R, U, SW, 2>(a, p.split, prefetch, grid, s);
+    else if (nm == 1)
+      launch_one<T, R, U, SW, 1>(a, p.split, prefetch, grid, s);
     else
-      launch_one<T, R, 8, SW, false>(a, p.split, prefetch, grid, s);
-  } else {
-    if (norm)
-      launch_one<T, R, 4, SW, true>(a, p.split, prefetch, grid, s);
-    else
-      launch_one<T, R, 4, SW, false>(a, p.split, prefetch, grid, s);
-  }
+      launch_one<T, R, U, SW, 0>(a, p.split, prefetch, grid, s);
+  };
+  if (p.unroll == 8)
+    go(std::integral_constant<int, 8>{});
+  else
+    go(std::integral_constant<int, 4>{});
 }
 
 // H > 1: H independent products (per-head), blocks planned for all H x N rows.
@@ -509,8 +552,8 @@ void set_gemv_override(const GemvPlan& plan) {
   g_gemv_override = plan;
 }
 
-bool dense_gemv_norm_ok(int64_t K, const void* x, int64_t ldx, const float* norm_w) {
-  return K > 0 && K % 8 == 0 && K <= kNormMaxK && ldx % 8 == 0 &&
+bool dense_gemv_norm_ok(int64_t K, const void* x, int64_t ldx, const float* norm_w, bool fold) {
+  return K > 0 && K % 8 == 0 && (fold || K <= kNormMaxK) && ldx % 8 == 0 &&
          reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;
 }
 
@@ -524,14 +567,16 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
   R1_CUDA_REQUIRE(!(swiglu && fusion.residual), "dense gemv: no residual add with SwiGLU");
   R1_CUDA_REQUIRE(fusion.residual != nullptr || out != nullptr, "dense gemv: no output");
   R1_CUDA_REQUIRE(
-      fusion.w2 == nullptr || (!swiglu && !bias && fusion.norm_w == nullptr &&
-                               fusion.residual == nullptr && fusion.rope_positions == nullptr &&
-                               fusion.out2 != nullptr && fusion.n_first > 0 && fusion.n_first < N),
-      "dense gemv: a second matrix only with plain products");
-  R1_CUDA_REQUIRE(!fusion.x_early || (fusion.norm_w == nullptr && fusion.residual == nullptr),
-                  "dense gemv: an early input takes no norm prologue or residual");
-  R1_CUDA_REQUIRE(fusion.norm_w == nullptr || dense_gemv_norm_ok(K, x, ldx, fusion.norm_w),
-                  "dense gemv: the norm prologue needs K % 8 == 0, K <= 8192, aligned x and w");
+      fusion.w2 == nullptr ||
+          (!swiglu && !bias && fusion.residual == nullptr && fusion.rope_positions == nullptr &&
+           fusion.out2 != nullptr && fusion.n_first > 0 && fusion.n_first < N),
+      "dense gemv: a second matrix only with plain (or normed) products");
+  R1_CUDA_REQUIRE(!fusion.x_early || (fusion.residual == nullptr &&
+                                      (fusion.norm_w == nullptr || fusion.norm_fold)),
+                  "dense gemv: an early input takes no residual or norm prologue");
+  R1_CUDA_REQUIRE(
+      fusion.norm_w == nullptr || dense_gemv_norm_ok(K, x, ldx, fusion.norm_w, fusion.norm_fold),
+      "dense gemv: the norm needs K % 8 == 0 (the prologue K <= 8192), aligned x and weights");
   R1_CUDA_REQUIRE(
       fusion.rope_positions == nullptr ||
           (!swiglu && fusion.residual == nullptr && out_bf && fusion.rope_d > 0 &&

@@ -125,10 +125,12 @@ void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, 
 bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
 // ids_early: the kernel that wrote ids is at least two launches back on s (the
-// gate/up kernel then requests its first rows before pdl_wait).
+// gate/up kernel then requests its first rows before pdl_wait). norm_w (F32 [H])
+// set: x is the raw row and the products are those of RMSNorm(x) with norm_w
+// and eps, folded in as the dense GEMV's are (GemvFusion::norm_w).
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                const int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
-                               cudaStream_t s);
+                               cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
@@ -151,10 +153,15 @@ struct HeadStrides {
 };
 // Benchmarks: every dense GEMV uses `plan` where it is valid (split 0: gemv_plan).
 void set_gemv_override(const GemvPlan& plan);
-// The dense GEMV's fused prologue and epilogue (BF16 x). norm_w (F32 [K]) set:
-// each block first normalizes the T rows of x (x / rms(x) * norm_w over K,
-// rounded to BF16 with launch_rms_norm's arithmetic, so bit for bit what it
-// writes) into shared memory and multiplies those (needs dense_gemv_norm_ok).
+// The dense GEMV's fused forms (BF16 x). norm_w (F32 [K]) set: the products
+// are those of RMSNorm(x) with norm_w and eps (x / rms(x) * norm_w over K).
+// norm_fold: folded in, x times norm_w enters the sums, which are scaled by
+// 1 / rms(x) at the end (the normed rows are never rounded to BF16, so the
+// result differs from launch_rms_norm followed by a GEMV by that rounding; no
+// extra latency, but more work per weight); otherwise a prologue: each block
+// first normalizes the T rows of x into shared memory with launch_rms_norm's
+// arithmetic (bit for bit what it writes) and multiplies those (one x round
+// trip and two reductions before the products). Needs dense_gemv_norm_ok.
 // residual set (not with SwiGLU): out is not written; residual[t, n] (ld ldr,
 // BF16 or F32) += the product (+ bias), the product first rounded to BF16 when
 // round_bf (what a BF16 out followed by launch_add computes). x must not overlap
@@ -162,6 +169,7 @@ void set_gemv_override(const GemvPlan& plan);
 struct GemvFusion {
   const float* norm_w = nullptr;
   float eps = 0.0f;
+  bool norm_fold = true;
   void* residual = nullptr;
   bool residual_bf = true;
   int64_t ldr = 0;
@@ -179,20 +187,24 @@ struct GemvFusion {
   void* v_cache = nullptr;
   // x was written at least two launches back (pdl_wait rule), so the whole
   // product is computed before pdl_wait, overlapping the kernel just before;
-  // only the stores wait. Not with the norm prologue or a residual.
+  // only the stores wait. Not with a residual or the norm prologue.
   bool x_early = false;
-  // A second product of the same x in the same launch (plain products: no
-  // bias, norm, residual, rope or SwiGLU): rows n >= n_first are w2's rows
+  // A second product of the same x in the same launch (plain or normed
+  // products: no bias, residual, rope or SwiGLU): rows n >= n_first are w2's rows
   // n - n_first, written to out2 [T, N - n_first] (ld ldo2) instead of out.
   const uint16_t* w2 = nullptr;
   int64_t n_first = 0;
   void* out2 = nullptr;
   int64_t ldo2 = 0;
 };
-// Whether the normalizing prologue serves x [*, K] (ld ldx) with norm weights
-// norm_w: K % 8 == 0, K <= 8192 (launch_rms_norm's one-pass kernel; up to
-// 64 KB of shared memory at 4 tokens), 16-byte aligned rows and weights.
-bool dense_gemv_norm_ok(int64_t K, const void* x, int64_t ldx, const float* norm_w);
+// Whether the norm (folded, or the prologue) serves x [*, K] (ld ldx) with norm
+// weights norm_w: K % 8 == 0, 16-byte aligned rows and weights; the prologue
+// also K <= 8192 (launch_rms_norm's one-pass kernel; up to 64 KB of shared
+// memory at 4 tokens).
+bool dense_gemv_norm_ok(int64_t K, const void* x, int64_t ldx, const float* norm_w, bool fold);
+// Tests and benchmarks: GEMVs over at most this many bytes of weights fold
+// their norm, larger ones take the prologue (gemm.cc; -1: the default).
+void set_norm_fold_max_bytes(int64_t bytes);
 void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t N,
                              int64_t K, int64_t T, const float* bias, bool swiglu,
                              const GemvFusion& fusion, void* out, bool out_bf, int64_t ldo,
@@ -299,7 +311,7 @@ struct MlaArgs {
   // sequentially consistent __threadfence (R1SERVE_CUDA_ATTN_LIGHT_FENCE=0: the latter).
   int32_t light_fence;
   // Set by the launcher (with spread_merge): a spare split block takes the
-  // token's own key when the kernel makes its latent (R1SERVE_CUDA_ATTN_FRESH_HELPER=1: on).
+  // token's own key when the kernel makes its latent (on unless R1SERVE_CUDA_ATTN_FRESH_HELPER=0).
   int32_t fresh_helper;
   int32_t one_token_seqs;  // every sequence has one token: token t is sequence t's
   int32_t stamps;          // set by the launcher: R1SERVE_CUDA_ATTN_STAMPS=1 (mla_attention_stamps)

@@ -549,16 +549,16 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   merge_outputs<DV>(a, t, h0, active, 0, outs, pm_s, pl_s, w_s);
 }
 
-// R1SERVE_CUDA_ATTN_FRESH_HELPER=1: a spare split block takes the token's own
-// key (off by default until its tests have run on a GPU: measured +1.8 % on
-// the 9B at batch 1, docs/performance.md, day 3 run 5).
+// A spare split block takes the token's own key (measured +1.8 % on the 9B at
+// batch 1, docs/performance.md, day 3 run 5); R1SERVE_CUDA_ATTN_FRESH_HELPER=0
+// leaves it to the split holding that key (side-by-side runs).
 std::atomic<int> g_fresh_helper{-1};  // -1: from the environment
 }  // namespace
 bool attn_fresh_helper_enabled() {
   int v = g_fresh_helper.load(std::memory_order_relaxed);
   if (v < 0) {
     const char* e = std::getenv("R1SERVE_CUDA_ATTN_FRESH_HELPER");
-    v = e != nullptr && e[0] == '1' ? 1 : 0;
+    v = e != nullptr && e[0] == '0' ? 0 : 1;
     g_fresh_helper.store(v, std::memory_order_relaxed);
   }
   return v == 1;

@@ -36,6 +36,11 @@ struct GateUpStream {
   // The route kernel is at least two launches back: ids may be read, and the
   // first rows requested, before pdl_wait.
   bool ids_early;
+  // Set: x is the raw row and the products are those of RMSNorm(x) with these
+  // weights (x * norm_w rounded to BF16 in shared memory, the sums scaled by
+  // 1 / rms(x): the dense GEMV's folded norm).
+  const float* norm_w;
+  float eps;
 };
 
 struct DownStream {
@@ -126,9 +131,40 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     pdl_wait();
     pdl_trigger();
   }
-  for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8)
-    *reinterpret_cast<uint4*>(x_s + k) = *reinterpret_cast<const uint4*>(a.x + k);
+  __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
+  float ss = 0.0f;
+  for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8) {
+    uint4 v = *reinterpret_cast<const uint4*>(a.x + k);
+    if (a.norm_w != nullptr) {
+      float x8[8];
+      unpack8(v, x8);
+      const float4 n0 = *reinterpret_cast<const float4*>(a.norm_w + k),
+                   n1 = *reinterpret_cast<const float4*>(a.norm_w + k + 4);
+      const float n8[8] = {n0.x, n0.y, n0.z, n0.w, n1.x, n1.y, n1.z, n1.w};
+      uint32_t o[4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        ss = fmaf(x8[2 * c], x8[2 * c], ss);
+        ss = fmaf(x8[2 * c + 1], x8[2 * c + 1], ss);
+        const __nv_bfloat162 b =
+            __floats2bfloat162_rn(x8[2 * c] * n8[2 * c], x8[2 * c + 1] * n8[2 * c + 1]);
+        o[c] = *reinterpret_cast<const uint32_t*>(&b);
+      }
+      v = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    *reinterpret_cast<uint4*>(x_s + k) = v;
+  }
+  if (a.norm_w != nullptr) {
+    ss = warp_sum(ss);
+    if (lane == 0) ss_s[warp] = ss;
+  }
   __syncthreads();
+  float sc = 1.0f;  // 1 / rms(x) with the norm
+  if (a.norm_w != nullptr) {
+    float tot = 0.0f;
+    for (int i = 0; i < nw; ++i) tot += ss_s[i];
+    sc = 1.0f / sqrtf(tot / static_cast<float>(H) + a.eps);
+  }
   Cursor at(u0, I);
   int st = 0, part = 0;
   float ag = 0.0f, au = 0.0f;
@@ -150,7 +186,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       }
     }
     if (++part == P) {
-      const float g = warp_sum(ag), v = warp_sum(au);
+      const float g = warp_sum(ag) * sc, v = warp_sum(au) * sc;
       if (lane == 0)
         reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(at.outer) * I + at.inner] =
             __float2bfloat16_rn(g / (1.0f + expf(-g)) * v);
@@ -376,18 +412,20 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                const int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
-                               cudaStream_t s) {
+                               cudaStream_t s, const float* norm_w, float eps) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
-  R1_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0,
-                  "moe stream: x must be 16-byte aligned");
+  R1_CUDA_REQUIRE(
+      reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0,
+      "moe stream: x and the norm weights must be 16-byte aligned");
   int parts = budget().gu_parts;
   while (parts > 1 && H % (256 * parts) != 0) parts /= 2;
   const int64_t C = H / parts;
   const RingShape rs = ring_shape(static_cast<size_t>(4 * C), budget().gate_up, budget().gu_warps);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
-  with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
-                            GateUpStream{x, H, I, parts, gate_up, ids, K, act, ids_early});
+  with_stages<GateUpLaunch>(
+      rs.stages, rs, smem, s,
+      GateUpStream{x, H, I, parts, gate_up, ids, K, act, ids_early, norm_w, eps});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
