@@ -146,9 +146,13 @@ TEST_F(CudaOps, LinearEveryGemvPlan) {
   }
 }
 
+// Rows of up to 4095 values take one block; longer ones are split into chunks
+// (float4 loads when V % 4 == 0, scalar otherwise) merged by the last block of
+// the row: the ties below straddle chunk boundaries, the second call checks the
+// counters were reset, and 300 rows grow the partials' buffer.
 TEST_F(CudaOps, ArgmaxRowsTakesTheFirstMaximum) {
-  for (int64_t V : {int64_t{7}, int64_t{1000}, int64_t{129280}}) {
-    const int64_t n = 6;
+  for (int64_t V : {int64_t{7}, int64_t{1000}, int64_t{129280}, int64_t{152064}, int64_t{152067}}) {
+    const int64_t n = V == 152067 ? 300 : 6;
     Tensor x = random_bf16({n, V}, rng_);
     float* p = x.data<float>();
     // Row 1: a tie of the maximum, the later one must lose; row 2: all equal; row 3: -inf mostly.
@@ -157,16 +161,25 @@ TEST_F(CudaOps, ArgmaxRowsTakesTheFirstMaximum) {
     for (int64_t v = 0; v < V; ++v) p[2 * V + v] = 0.25f;
     for (int64_t v = 0; v < V; ++v) p[3 * V + v] = -INFINITY;
     p[3 * V + V / 2] = -1.0f;
+    // Row 4: the maximum at both ends of the row and in the middle (chunk boundaries).
+    p[4 * V + V - 1] = 60.0f;
+    p[4 * V + V / 2] = 60.0f;
+    p[4 * V + V / 2 + 1] = 60.0f;
     Tensor gi = galloc({n}, DType::kI32), ci = calloc({n}, DType::kI32);
-    gpu().argmax_rows(dev_f32(x), gi);
+    Tensor xd = dev_f32(x);
     cpu().argmax_rows(x, ci);
-    std::vector<int32_t> got(static_cast<size_t>(n));
-    gpu().to_host(gi, got.data());
-    for (int64_t i = 0; i < n; ++i)
-      EXPECT_EQ(got[static_cast<size_t>(i)], ci.data<int32_t>()[i]) << "V=" << V << " row " << i;
-    EXPECT_EQ(got[1], V / 3);
-    EXPECT_EQ(got[2], 0);
-    EXPECT_EQ(got[3], V / 2);
+    for (int call = 0; call < 2; ++call) {
+      gpu().argmax_rows(xd, gi);
+      std::vector<int32_t> got(static_cast<size_t>(n));
+      gpu().to_host(gi, got.data());
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_EQ(got[static_cast<size_t>(i)], ci.data<int32_t>()[i])
+            << "V=" << V << " row " << i << " call " << call;
+      EXPECT_EQ(got[1], V / 3);
+      EXPECT_EQ(got[2], 0);
+      EXPECT_EQ(got[3], V / 2);
+      EXPECT_EQ(got[4], V / 2);
+    }
   }
 }
 

@@ -213,6 +213,10 @@ class CudaBackend final : public Backend {
   // At least n int32 counters, zero between kernel launches (kernels reset what they use).
   int32_t* zeroed_counters(size_t n);
   Tensor counters_;
+  // argmax_rows' chunk partials and per-row counters (zeroed when made; the
+  // kernel resets them), sized for the most rows seen.
+  Tensor argmax_ws_;
+  int64_t argmax_rows_cap_ = 0;
   // Device copy of a small host vector; cached by content (a few entries).
   const int32_t* dev_ints(const std::vector<int32_t>& v);
   const float* dev_floats(const std::vector<float>& v);

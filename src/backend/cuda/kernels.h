@@ -40,7 +40,12 @@ void launch_rms_norm(void* x, bool x_bf, int64_t ldx, const void* add, bool add_
                      const float* w, int64_t n, float eps, int64_t rows, void* out, bool out_bf,
                      int64_t ldo, cudaStream_t s, bool x_early = false);
 // ids[i] = index of the first maximum of row i of x [n, V] F32.
-void launch_argmax_rows(const float* x, int64_t n, int64_t V, int32_t* ids, cudaStream_t s);
+// Chunks a row of V values is split into by launch_argmax_rows (partials
+// [n, chunks] of float and int32, counters [n] zeroed once; nullptr part_v: one
+// block a row).
+int argmax_chunks(int64_t V);
+void launch_argmax_rows(const float* x, int64_t n, int64_t V, int32_t* ids, float* part_v,
+                        int32_t* part_i, int32_t* counters, cudaStream_t s);
 void launch_gather_rows(const void* src, const int32_t* rows, int64_t n, int64_t row_bytes,
                         void* out, cudaStream_t s);
 void launch_add(const void* a, bool a_bf, const void* b, bool b_bf, void* out, bool out_bf,
