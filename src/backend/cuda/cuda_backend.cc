@@ -607,12 +607,14 @@ void CudaBackend::argmax_rows(const Tensor& x, Tensor& ids) {
   OpTimer timer(*this, "argmax_rows");
   R1_CHECK(x.dtype() == DType::kF32 && ids.dtype() == DType::kI32 && ids.numel() == x.dim(0),
            "argmax_rows x {} ids {}", x.describe(), ids.describe());
-  const int64_t n = x.dim(0), V = x.row_size(), G = argmax_chunks(V);
-  // Layout: values [cap, G] F32 | indices [cap, G] I32 | counters [cap] I32.
+  const int64_t n = x.dim(0), V = x.row_size();
+  // Layout: counters [cap] I32 (first: they stay zero between launches whatever
+  // the chunking) | values [cap, 64] F32 | indices [cap, 64] I32 (at most 64 chunks).
+  constexpr int64_t kMaxChunks = 64;
   if (n > argmax_rows_cap_ && !capturing_) {
     const int64_t cap = std::max<int64_t>(n, 256);
     if (!recordings_.empty() && argmax_ws_.defined()) retired_.push_back(argmax_ws_);
-    argmax_ws_ = alloc({cap * (2 * G + 1)}, DType::kI32);
+    argmax_ws_ = alloc({cap * (2 * kMaxChunks + 1)}, DType::kI32);
     R1_CUDA_OK(cudaMemsetAsync(argmax_ws_.raw(), 0, argmax_ws_.nbytes(), stream_));
     argmax_rows_cap_ = cap;
   }
@@ -622,12 +624,12 @@ void CudaBackend::argmax_rows(const Tensor& x, Tensor& ids) {
     const char* e = std::getenv("R1SERVE_CUDA_ARGMAX_CHUNKS");
     return e == nullptr || e[0] != '0';
   }();
-  const bool chunked = chunks_on && n <= argmax_rows_cap_;
+  const bool chunked = chunks_on && n <= argmax_rows_cap_ && argmax_chunks(V) <= kMaxChunks;
   int32_t* base = chunked ? argmax_ws_.data<int32_t>() : nullptr;
   const int64_t cap = argmax_rows_cap_;
   launch_argmax_rows(x.data<float>(), n, V, ids.data<int32_t>(),
-                     chunked ? reinterpret_cast<float*>(base) : nullptr,
-                     chunked ? base + cap * G : nullptr, chunked ? base + 2 * cap * G : nullptr,
+                     chunked ? reinterpret_cast<float*>(base + cap) : nullptr,
+                     chunked ? base + cap + cap * kMaxChunks : nullptr, chunked ? base : nullptr,
                      stream_);
 }
 
