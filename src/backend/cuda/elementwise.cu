@@ -226,6 +226,26 @@ __global__ void convert_kernel(const void* src, bool src_bf, void* dst, bool dst
     stf(dst, i, dst_bf, ldf(src, i, src_bf));
 }
 
+// (bv, bi) takes (ov, oi) when that is the better candidate of a first maximum:
+// larger, or equal at a lower index; index V is "none".
+__device__ __forceinline__ void first_max_merge(float& bv, int64_t& bi, float ov, int64_t oi,
+                                                int64_t V) {
+  if (oi != V && (bi == V || ov > bv || (ov == bv && oi < bi))) {
+    bv = ov;
+    bi = oi;
+  }
+}
+
+// Every lane's (bv, bi) becomes the warp's first maximum.
+__device__ __forceinline__ void warp_first_max(float& bv, int64_t& bi, int64_t V) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    first_max_merge(bv, bi, ov, oi, V);
+  }
+}
+
 // One block per row: the first maximum (value, then lowest index), as std::max_element.
 __global__ void __launch_bounds__(1024)
     argmax_rows_kernel(const float* x, int64_t V, int32_t* ids) {
@@ -241,15 +261,7 @@ __global__ void __launch_bounds__(1024)
       bi = i;
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (oi != V && (bi == V || ov > bv || (ov == bv && oi < bi))) {
-      bv = ov;
-      bi = oi;
-    }
-  }
+  warp_first_max(bv, bi, V);
   __shared__ float sv[32];
   __shared__ int64_t si[32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -262,15 +274,7 @@ __global__ void __launch_bounds__(1024)
     const int nw = blockDim.x >> 5;
     bv = lane < nw ? sv[lane] : -INFINITY;
     bi = lane < nw ? si[lane] : V;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (oi != V && (bi == V || ov > bv || (ov == bv && oi < bi))) {
-        bv = ov;
-        bi = oi;
-      }
-    }
+    warp_first_max(bv, bi, V);
     if (lane == 0) ids[blockIdx.x] = static_cast<int32_t>(bi == V ? 0 : bi);
   }
 }
@@ -309,18 +313,8 @@ __global__ void __launch_bounds__(256)
   } else {
     for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) see(__ldcg(r + i), i);
   }
-  auto merge = [&](float ov, int64_t oi) {
-    if (oi != V && (bi == V || ov > bv || (ov == bv && oi < bi))) {
-      bv = ov;
-      bi = oi;
-    }
-  };
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    merge(ov, oi);
-  }
+  auto merge = [&](float ov, int64_t oi) { first_max_merge(bv, bi, ov, oi, V); };
+  warp_first_max(bv, bi, V);
   __shared__ float sv[8];
   __shared__ int64_t si[8];
   __shared__ bool last;
