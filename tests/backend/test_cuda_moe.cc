@@ -19,6 +19,15 @@ struct MoeCase {
   int64_t E, H, I, K;
 };
 
+// Sigmoid top-K routing, renormalized and scaled by 2.5 (DeepSeek-V3's form, no groups).
+RouterParams topk_normalized(int64_t K) {
+  RouterParams p;
+  p.top_k = K;
+  p.normalize = true;
+  p.scale = 2.5f;
+  return p;
+}
+
 TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
   // Tiny, odd widths (H, I not multiples of 256: lanes past the row's end), and
   // the bench-r1-9b widths (8 of its 64 experts, all of them chosen).
@@ -26,10 +35,7 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
        {MoeCase{16, 128, 64, 4}, MoeCase{8, 136, 72, 3}, MoeCase{8, 2048, 1408, 8}}) {
     const auto [E, H, I, K] = c;
     const auto [cw, gw] = random_experts(E, H, I, 0.05f);
-    RouterParams p;
-    p.top_k = K;
-    p.normalize = true;
-    p.scale = 2.5f;
+    const RouterParams p = topk_normalized(K);
     for (int64_t T : {1, 2, 3, 8}) {
       const std::string what = " E=" + std::to_string(E) + " H=" + std::to_string(H) +
                                " I=" + std::to_string(I) + " T=" + std::to_string(T);
@@ -80,10 +86,7 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
 TEST_F(CudaOps, MoeExpertsAddEqualsPlainOps) {
   const int64_t E = 16, H = 256, I = 128, K = 4;
   const auto [cw, gw] = random_experts(E, H, I, 0.05f);
-  RouterParams p;
-  p.top_k = K;
-  p.normalize = true;
-  p.scale = 2.5f;
+  const RouterParams p = topk_normalized(K);
   for (int64_t T : {1, 3})
     for (bool plus : {false, true})
       for (bool streamed : {true, false}) {
@@ -126,10 +129,7 @@ TEST_F(CudaOps, MoeFoldedNormEqualsPlainOps) {
   for (const MoeCase c : {MoeCase{16, 256, 128, 4}, MoeCase{8, 2048, 1408, 8}}) {
     const auto [E, H, I, K] = c;
     const auto [cw, gw] = random_experts(E, H, I, 0.05f);
-    RouterParams p;
-    p.top_k = K;
-    p.normalize = true;
-    p.scale = 2.5f;
+    const RouterParams p = topk_normalized(K);
     for (int64_t T : {1, 3})
       for (bool streamed : {true, false}) {
         const std::string what = " H=" + std::to_string(H) + " T=" + std::to_string(T) +
