@@ -5,7 +5,8 @@
 // the route kernel); several tokens (the GEMVs either way) against the CPU;
 // moe_experts_add against the plain ops; and rms_norm_moe_experts_add (the norm
 // folded into the streamed gate/up kernel) against rms_norm followed by
-// moe_experts_add. Skips without a GPU.
+// moe_experts_add; larger batches on the tensor cores (moe_mma.cu) against the
+// grouped cuBLAS GEMMs and the CPU. Skips without a GPU.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -161,6 +162,55 @@ TEST_F(CudaOps, MoeFoldedNormEqualsPlainOps) {
       }
   }
   cuda_set_moe_stream(gpu(), true);
+}
+
+// Batches past the expert GEMVs: the tensor-core kernels (moe_mma.cu, driven by
+// the sort's slot_info on the device) against the grouped cuBLAS GEMMs and the
+// CPU. Odd widths (partial 64-column stages, partial 64-row tiles), the
+// bench-r1-9b widths, both token widths of a pass (32 and 64), an expert that
+// every token picks (several passes over its weights), and F32 inputs (gathered
+// to BF16 first).
+TEST_F(CudaOps, MoeMmaEqualsGroupedGemmAndCpu) {
+  struct MmaCase {
+    int64_t E, H, I, K, T;
+    bool skew, f32_in;
+  };
+  for (const MmaCase c :
+       {MmaCase{16, 136, 72, 4, 17, false, false}, MmaCase{16, 136, 72, 4, 200, false, false},
+        MmaCase{16, 256, 128, 4, 100, true, false}, MmaCase{16, 256, 128, 4, 40, false, true},
+        MmaCase{64, 2048, 1408, 8, 9, false, false}, MmaCase{64, 2048, 1408, 8, 130, false, false},
+        MmaCase{64, 2048, 1408, 8, 300, true, false}}) {
+    const std::string what = " E=" + std::to_string(c.E) + " H=" + std::to_string(c.H) +
+                             " I=" + std::to_string(c.I) + " T=" + std::to_string(c.T) +
+                             (c.skew ? " skewed" : "") + (c.f32_in ? " f32 x" : "");
+    const auto [cw, gw] = random_experts(c.E, c.H, c.I, 0.05f);
+    Tensor x = random_bf16({c.T, c.H}, rng_);
+    Tensor cids = calloc({c.T, c.K}, DType::kI32), cwts = calloc({c.T, c.K});
+    std::uniform_real_distribution<float> wd(0.1f, 1.0f);
+    for (int64_t t = 0; t < c.T; ++t) {
+      // Distinct experts a token; skewed: expert 3 in every token.
+      const int64_t first = c.skew ? 3 : (t * 7) % c.E, stride = 1 + t % 3;
+      for (int64_t j = 0; j < c.K; ++j) {
+        cids.data<int32_t>()[t * c.K + j] = static_cast<int32_t>((first + j * stride) % c.E);
+        cwts.data<float>()[t * c.K + j] = wd(rng_);
+      }
+    }
+    Tensor ids = dev_i32(cids), wts = dev_f32(cwts);
+    Tensor gx = c.f32_in ? dev_f32(x) : dev(x);
+    std::vector<float> got[2];
+    for (int mma = 0; mma < 2; ++mma) {
+      cuda_set_moe_mma(gpu(), mma == 1);
+      Tensor o = galloc({c.T, c.H});
+      gpu().moe_experts(gx, gw, ids, wts, o);
+      got[mma] = fetch(gpu(), o);
+    }
+    cuda_set_moe_mma(gpu(), true);
+    // cuBLAS rounds gate/up and y to BF16 where the kernels keep F32: BF16 rounding apart.
+    expect_close(got[1], got[0], 1e-2, "moe mma vs grouped cuBLAS" + what);
+    Tensor co = calloc({c.T, c.H});
+    cpu().moe_experts(x, cw, cids, cwts, co);
+    expect_close(got[1], host_values(co), 1.5e-2, "moe mma vs CPU" + what);
+  }
 }
 
 }  // namespace

@@ -62,6 +62,11 @@ void cuda_set_moe_stream(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_moe_mma(Backend& be, bool on) {
+  cuda::set_moe_mma_enabled(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 void cuda_set_attn_spread_merge(Backend& be, bool on) {
   cuda::set_attn_spread_merge(on);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
@@ -86,6 +91,10 @@ std::string cuda_attention_stamps() {
   return cuda::mla_attention_stamps();
 }
 
+void cuda_set_max_recordings(Backend& be, size_t n) {
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->set_max_recordings(n);
+}
+
 CudaGraphCounts cuda_graph_counts(Backend& be) {
   CudaGraphCounts r;
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) {
@@ -94,6 +103,7 @@ CudaGraphCounts cuda_graph_counts(Backend& be) {
     r.captures = s.captures;
     r.warmups = s.warmups;
     r.failures = s.failures;
+    r.evictions = s.evictions;
   }
   return r;
 }

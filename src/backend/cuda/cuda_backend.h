@@ -47,6 +47,9 @@ void cuda_set_gemv_plan(int split, int rows, int unroll);
 // shared memory (on by default unless R1SERVE_CUDA_MOE_STREAM=0) or computed by
 // the warp-per-row GEMVs (off). Drops the backend's recorded steps.
 void cuda_set_moe_stream(Backend& be, bool on);
+// Decode batches past the expert GEMVs: tensor-core kernels driven from the device (on), or
+// the grouped cuBLAS GEMMs after a host sync (off). Drops the backend's recordings.
+void cuda_set_moe_mma(Backend& be, bool on);
 // Tests and benchmarks: a token's decode-attention split blocks each merge a
 // slice of its outputs (on by default unless R1SERVE_CUDA_ATTN_SPREAD_MERGE=0)
 // or the last of them merges all (off). Drops the backend's recorded steps.
@@ -68,10 +71,13 @@ void cuda_set_norm_fold(Backend& be, int64_t max_bytes);
 // Benchmarks: with R1SERVE_CUDA_ATTN_STAMPS=1, the checkpoint times of the
 // last decode-attention launch's blocks (one token, one head group), else "".
 std::string cuda_attention_stamps();
-// Recorded-step counters: replays, captures, warm-ups, failed captures.
+// Recorded-step counters: replays, captures, warm-ups, failed captures, shapes dropped
+// to make room (least recently used first).
 struct CudaGraphCounts {
-  int64_t replays = 0, captures = 0, warmups = 0, failures = 0;
+  int64_t replays = 0, captures = 0, warmups = 0, failures = 0, evictions = 0;
 };
 CudaGraphCounts cuda_graph_counts(Backend& be);
+// Tests: at most n recorded step shapes (default 96). Drops the backend's recordings.
+void cuda_set_max_recordings(Backend& be, size_t n);
 
 }  // namespace r1::backend

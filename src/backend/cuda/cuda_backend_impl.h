@@ -4,6 +4,7 @@
 // and reused by every layer of a step. Internal header (includes CUDA's C API).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -79,6 +80,7 @@ struct StepRecording {
   int32_t* logits_rows = nullptr;      // [B]
   int64_t vocab = -1, num_slots = -1;  // seen by embedding / cache_write, checked at replay
   int warmups = 0;                     // eager runs on the fixed buffers so far
+  uint64_t last_used = 0;              // the backend's step count when last used (for eviction)
   bool failed = false;                 // not capturable (a host sync, or capture failed)
   cudaGraphExec_t exec = nullptr;
 };
@@ -197,9 +199,14 @@ class CudaBackend final : public Backend {
   }
   // Recorded steps replayed, captured and run eagerly (warm-ups) so far.
   struct GraphStats {
-    int64_t replays = 0, captures = 0, warmups = 0, failures = 0;
+    int64_t replays = 0, captures = 0, warmups = 0, failures = 0, evictions = 0;
   };
   GraphStats graph_stats() const { return graph_stats_; }
+  // At most this many recorded shapes (default 96); past it the least recently used is dropped.
+  void set_max_recordings(size_t n) {
+    drop_recordings();
+    max_recordings_ = std::max<size_t>(n, 1);
+  }
   // Per-op GPU time since the last report (R1SERVE_CUDA_PROFILE set), then clears.
   std::string profile_report();
   // Turning profiling on holds the stream for 50 ms, so the next step is queued
@@ -269,7 +276,9 @@ class CudaBackend final : public Backend {
   bool graphs_ = true;
   // Keyed by (sequences, table capacity, cache address, cache blocks x block size, output address).
   std::map<std::array<int64_t, 5>, std::unique_ptr<StepRecording>> recordings_;
-  StepRecording* cur_ = nullptr;        // the recording this step uses, if any
+  StepRecording* cur_ = nullptr;  // the recording this step uses, if any
+  uint64_t steps_begun_ = 0;      // begin_step calls that found a recordable batch
+  size_t max_recordings_ = 96;
   const BatchInfo* cur_src_ = nullptr;  // the batch it was given
   bool capturing_ = false, replayed_ = false, capture_broken_ = false, step_synced_ = false;
   // The last routing's ids buffer and the stream's launch count just after it

@@ -531,7 +531,20 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   // y: F32 from the GEMVs, BF16 from the grouped GEMM (cuBLAS groups BF16 x BF16 -> BF16 only).
   void* y = workspace(6, static_cast<size_t>(P * H) * 4);
   bool y_bf = false;
-  if (gemv) {
+  if (!gemv && moe_mma_ok(H, I, P, E)) {
+    // Tensor cores, driven by slot_info on the device: no host sync, recordable.
+    const bool direct = is_bf16(x) && reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0;
+    const uint16_t* xin = direct ? x.data<uint16_t>() : nullptr;
+    if (!direct) {
+      uint16_t* xg = static_cast<uint16_t*>(workspace(7, static_cast<size_t>(P * H) * 2));
+      launch_moe_gather(x.raw(), is_bf16(x), H, sorted_pair, P, K, xg, stream_);
+      xin = xg;
+    }
+    OpTimer t(*this, "moe/mma");
+    launch_moe_mma(xin, direct ? sorted_pair : nullptr, K, H, w.gate_up.data<uint16_t>(),
+                   w.down.data<uint16_t>(), E, I, slot_info, P, act, static_cast<float*>(y),
+                   stream_);
+  } else if (gemv) {
     launch_moe_gate_up_gemv(x.raw(), is_bf16(x), H, w.gate_up.data<uint16_t>(), E, I, slot_info,
                             sorted_pair, P, K, act, stream_);
     launch_moe_down_gemv(act, w.down.data<uint16_t>(), E, H, I, slot_info, P,

@@ -119,6 +119,19 @@ void launch_moe_gate_up_gemv(const void* x, bool x_bf, int64_t H, const uint16_t
                              cudaStream_t s);
 void launch_moe_down_gemv(const uint16_t* act, const uint16_t* down, int64_t E, int64_t H,
                           int64_t I, const int32_t* slot_info, int64_t P, float* y, cudaStream_t s);
+// ---- moe_mma.cu ----
+// Larger batches: the same two products on the tensor cores, a block per 128
+// weight rows of an active expert (grid rows from slot_info, so nothing comes
+// back to the host and the step can be recorded). act (BF16 [P][I]) and y (F32
+// [P][H]) by sorted position, as the GEMVs write them. x: BF16 [T][H] rows read
+// through sorted_pair (row sorted_pair[q] / K), or already gathered by sorted
+// position when sorted_pair is null.
+constexpr int64_t kMoeMmaMaxPairsPerExpert = 64;
+bool moe_mma_ok(int64_t H, int64_t I, int64_t P, int64_t E);
+void set_moe_mma_enabled(bool on);  // tests and benchmarks: off = the grouped cuBLAS GEMMs
+void launch_moe_mma(const uint16_t* x, const int32_t* sorted_pair, int64_t K, int64_t H,
+                    const uint16_t* gate_up, const uint16_t* down, int64_t E, int64_t I,
+                    const int32_t* slot_info, int64_t P, uint16_t* act, float* y, cudaStream_t s);
 // ---- moe_stream.cu ----
 // One token's routed experts (the same products as the two GEMVs above, bit for
 // bit), streamed: a block per SM, each warp a contiguous range of weight rows

@@ -6,7 +6,9 @@
 // ops need), the second is captured and then replayed for every later step of
 // that shape. Attention is planned for the block table's capacity (a power of
 // two of blocks), so one recording serves every context length up to it.
-// Steps that need a host sync (the grouped MoE GEMM) are never recorded.
+// Steps that need a host sync (the grouped cuBLAS MoE GEMM of prefill-sized
+// batches) are never recorded. At most 96 shapes are kept; a new one past that
+// drops the least recently used.
 #include <algorithm>
 #include <cstring>
 
@@ -17,7 +19,6 @@ namespace r1::backend::cuda {
 namespace {
 
 constexpr int32_t kMaxRecordedSeqs = 256;
-constexpr size_t kMaxRecordings = 96;
 constexpr int32_t kMinTableBlocks = 8;
 
 int32_t table_capacity(int32_t blocks) {
@@ -79,10 +80,21 @@ bool CudaBackend::begin_step(const BatchInfo& b, const KvCache& cache, const Ten
                                    reinterpret_cast<int64_t>(out.raw())};
   auto it = recordings_.find(key);
   if (it == recordings_.end()) {
-    if (recordings_.size() >= kMaxRecordings) return false;
+    // Full: drop the least recently used shape (a server whose batch sizes drift keeps
+    // recording the current ones). Its graph and fixed buffers go once the stream is idle.
+    if (recordings_.size() >= max_recordings_) {
+      auto lru = std::min_element(
+          recordings_.begin(), recordings_.end(),
+          [](const auto& a, const auto& b) { return a.second->last_used < b.second->last_used; });
+      synchronize();
+      if (lru->second->exec) cudaGraphExecDestroy(lru->second->exec);
+      recordings_.erase(lru);
+      ++graph_stats_.evictions;
+    }
     it = recordings_.emplace(key, std::make_unique<StepRecording>()).first;
   }
   StepRecording& r = *it->second;
+  r.last_used = ++steps_begun_;
   if (r.failed) return false;
   if (r.exec) {
     // Replay skips the ops' own checks: repeat the ones that guard memory.
