@@ -229,14 +229,15 @@ void launch_moe_mma(const uint16_t* x, const int32_t* sorted_pair, int64_t K, in
   if (P == 0) return;
   const auto* info = reinterpret_cast<const int4*>(slot_info);
   const unsigned slots = static_cast<unsigned>(std::min(P, E));
-  // 32 tokens a pass when the average active expert has at most that many (a
-  // decode batch up to ~256 sequences with 64 experts), else 64.
+  // 32 tokens a pass while the average active expert has at most 24 (so few
+  // need a second pass over their weights: a decode batch up to ~190 sequences
+  // with 64 experts and top-8), else 64.
   // R1SERVE_CUDA_MOE_MMA_TOKENS=32|64 forces one (side-by-side runs).
   static const int forced = [] {
     const char* e = std::getenv("R1SERVE_CUDA_MOE_MMA_TOKENS");
     return e != nullptr ? std::atoi(e) : 0;
   }();
-  const bool wide = forced == 64 || (forced != 32 && P > 32 * static_cast<int64_t>(slots));
+  const bool wide = forced == 64 || (forced != 32 && P > 24 * static_cast<int64_t>(slots));
   const dim3 gu_grid(static_cast<unsigned>((I + kRows / 2 - 1) / (kRows / 2)), slots);
   const dim3 d_grid(static_cast<unsigned>((H + kRows - 1) / kRows), slots);
   const int topk = static_cast<int>(K);
