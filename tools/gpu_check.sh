@@ -64,7 +64,7 @@ run_gtest() {  # name binary timeout
   printf '%-28s rc=%-3s passed=%-4s failed=%-3s skipped=%s\n' "$1" "$rc" "${passed:-0}" "$failed" "${skipped:-0}" >> "$OUT/summary.txt"
 }
 : > "$OUT/summary.txt"
-run_gtest cuda_ops backend_test_cuda_ops "${OPS_TIMEOUT:-60}"
+run_gtest cuda_ops backend_test_cuda_ops "${OPS_TIMEOUT:-120}"
 run_gtest cuda_model backend_test_cuda_model "${MODEL_TIMEOUT:-150}"
 run_gtest cuda_graphs backend_test_cuda_graphs "${GRAPHS_TIMEOUT:-90}"
 timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" \
