@@ -7,8 +7,9 @@
 // 64-column stages (cp.async, four stages) while mma.sync m16n8k16 multiplies
 // them by the expert's tokens (up to 8 * NT a pass, gathered straight from x
 // through sorted_pair). Weights are the A operand (rows = outputs), tokens the
-// B operand, so a batch's few tokens per expert waste at most 7 columns of a
-// tile. Each weight byte is read once per pass of 8 * NT tokens.
+// B operand in 8-column tiles taken in pairs, so a batch's few tokens per expert
+// cost at most 15 padding columns a pass, not a 64-row tile. Each weight byte
+// is read once per pass of 8 * NT tokens.
 #include <algorithm>
 #include <cstdlib>
 
