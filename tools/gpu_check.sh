@@ -151,3 +151,12 @@ cat "$OUT/device.txt"
 echo "==== summary ===="
 cat "$OUT/summary.txt"
 sed -n '/^model /,$p' "$OUT/bench.log"
+
+# The device tool brings back at most 8 files from $OUT: past that, the logs go
+# back as one archive (logs.tgz; the separate files are removed).
+n_files=$(find "$OUT" -maxdepth 1 -type f | wc -l)
+if (( n_files > 8 )); then
+  (cd "$OUT" && find . -maxdepth 1 -type f ! -name logs.tgz -printf '%P\n' | tar czf logs.tgz -T - &&
+    find . -maxdepth 1 -type f ! -name logs.tgz -delete)
+  echo "logs: $OUT/logs.tgz ($n_files files)"
+fi
