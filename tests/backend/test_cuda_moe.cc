@@ -172,8 +172,8 @@ TEST_F(CudaOps, MoeFoldedNormEqualsPlainOps) {
 // the sort's slot_info on the device) against the grouped cuBLAS GEMMs and the
 // CPU. Odd widths (partial 64-column stages, partial 64-row tiles), the
 // bench-r1-9b widths, both token widths of a pass (32 and 64), an expert that
-// every token picks (several passes over its weights), and F32 inputs (gathered
-// to BF16 first).
+// every token picks (several passes over its weights, at either width), and F32
+// inputs (gathered to BF16 first).
 TEST_F(CudaOps, MoeMmaEqualsGroupedGemmAndCpu) {
   struct MmaCase {
     int64_t E, H, I, K, T;
@@ -182,8 +182,9 @@ TEST_F(CudaOps, MoeMmaEqualsGroupedGemmAndCpu) {
   std::map<std::array<int64_t, 3>, std::pair<ExpertWeights, ExpertWeights>> experts;
   for (const MmaCase c :
        {MmaCase{16, 136, 72, 4, 17, false, false}, MmaCase{16, 136, 72, 4, 200, false, false},
-        MmaCase{16, 256, 128, 4, 100, true, false}, MmaCase{16, 256, 128, 4, 40, false, true},
-        MmaCase{16, 2048, 1408, 8, 9, false, false}, MmaCase{16, 2048, 1408, 8, 60, false, false},
+        MmaCase{16, 256, 128, 4, 100, true, false}, MmaCase{16, 256, 128, 4, 60, true, false},
+        MmaCase{16, 256, 128, 4, 40, false, true}, MmaCase{16, 2048, 1408, 8, 9, false, false},
+        MmaCase{16, 2048, 1408, 8, 60, false, false},
         MmaCase{16, 2048, 1408, 8, 120, true, false}}) {
     const std::string what = " E=" + std::to_string(c.E) + " H=" + std::to_string(c.H) +
                              " I=" + std::to_string(c.I) + " T=" + std::to_string(c.T) +
