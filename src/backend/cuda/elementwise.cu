@@ -142,6 +142,52 @@ __global__ void add_kernel(const void* a, bool a_bf, const void* b, bool b_bf, v
     stf(out, i, out_bf, ldf(a, i, a_bf) + ldf(b, i, b_bf));
 }
 
+// Four values of a BF16 or F32 array (8- or 16-byte aligned) to floats and back.
+template <bool BF>
+__device__ __forceinline__ void ld4(const void* p, int64_t i, float* f) {
+  if constexpr (BF) {
+    const uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i);
+    f[0] = __uint_as_float(u.x << 16);
+    f[1] = __uint_as_float(u.x & 0xffff0000u);
+    f[2] = __uint_as_float(u.y << 16);
+    f[3] = __uint_as_float(u.y & 0xffff0000u);
+  } else {
+    const float4 v = *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+    f[0] = v.x;
+    f[1] = v.y;
+    f[2] = v.z;
+    f[3] = v.w;
+  }
+}
+template <bool BF>
+__device__ __forceinline__ void st4(void* p, int64_t i, const float* f) {
+  if constexpr (BF) {
+    const __nv_bfloat162 a = __floats2bfloat162_rn(f[0], f[1]),
+                         b = __floats2bfloat162_rn(f[2], f[3]);
+    uint2 u;
+    u.x = *reinterpret_cast<const uint32_t*>(&a);
+    u.y = *reinterpret_cast<const uint32_t*>(&b);
+    *reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i) = u;
+  } else {
+    *reinterpret_cast<float4*>(static_cast<float*>(p) + i) = make_float4(f[0], f[1], f[2], f[3]);
+  }
+}
+// add_kernel four values a thread (n % 4 == 0, aligned operands): the same sums and roundings.
+template <bool ABF, bool BBF, bool OBF>
+__global__ void add_vec_kernel(const void* a, const void* b, void* out, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = 4 * (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x); i < n;
+       i += 4 * static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float x[4], y[4];
+    ld4<ABF>(a, i, x);
+    ld4<BBF>(b, i, y);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) x[c] += y[c];
+    st4<OBF>(out, i, x);
+  }
+}
+
 __global__ void silu_mul_kernel(const void* gu, bool gu_bf, int64_t rows, int64_t inter, void* out,
                                 bool out_bf) {
   pdl_wait();
@@ -433,6 +479,21 @@ void launch_gather_rows(const void* src, const int32_t* rows, int64_t n, int64_t
 void launch_add(const void* a, bool a_bf, const void* b, bool b_bf, void* out, bool out_bf,
                 int64_t n, cudaStream_t s) {
   if (n == 0) return;
+  auto aligned = [](const void* p, bool bf) {
+    return reinterpret_cast<uintptr_t>(p) % (bf ? 8 : 16) == 0;
+  };
+  if (n % 4 == 0 && aligned(a, a_bf) && aligned(b, b_bf) && aligned(out, out_bf)) {
+    using K = void (*)(const void*, const void*, void*, int64_t);
+    static constexpr K kernels[8] = {
+        add_vec_kernel<false, false, false>, add_vec_kernel<false, false, true>,
+        add_vec_kernel<false, true, false>,  add_vec_kernel<false, true, true>,
+        add_vec_kernel<true, false, false>,  add_vec_kernel<true, false, true>,
+        add_vec_kernel<true, true, false>,   add_vec_kernel<true, true, true>};
+    pdl_launch(kernels[(a_bf ? 4 : 0) + (b_bf ? 2 : 0) + (out_bf ? 1 : 0)], grid_for(n / 4, 256),
+               256, 0, s, a, b, out, n);
+    R1_CUDA_LAUNCHED();
+    return;
+  }
   pdl_launch(add_kernel, grid_for(n, 256), 256, 0, s, a, a_bf, b, b_bf, out, out_bf, n);
   R1_CUDA_LAUNCHED();
 }

@@ -55,6 +55,15 @@ int64_t gemv_max_pairs() {
   }();
   return limit;
 }
+// R1SERVE_CUDA_COMBINE_RESIDUAL=0: the MoE residual add stays a kernel of its own on the
+// non-streamed paths (side-by-side runs).
+bool combine_residual_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_COMBINE_RESIDUAL");
+    return e == nullptr || e[0] != '0';
+  }();
+  return on;
+}
 // Dense products of up to this many rows use the GEMV kernel (weights read once, 16-byte loads).
 constexpr int64_t kGemvMaxTokens = 4;
 
@@ -491,7 +500,11 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   const bool gemv = P <= gemv_max_pairs() && H % 8 == 0 && I % 8 == 0;
   const bool streamed = gemv && T == 1 && is_bf16(x) &&
                         reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && moe_stream_ok(H, I, K);
-  if (residual != nullptr && !streamed) return false;
+  // The residual is added in the combine's epilogue, except where only the streamed kernels
+  // fold the norm in and in the validation mode's F32 path: the plain ops there.
+  if (residual != nullptr && !streamed &&
+      (norm_w != nullptr || (f32_act_ && !is_bf16(x)) || !combine_residual_enabled()))
+    return false;
   if (T == 0) return true;
   if (f32_act_ && !is_bf16(x)) {
     // Validation mode: every pair in F32 (act not rounded), combined in top-k order like the CPU.
@@ -640,7 +653,9 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   }
   OpTimer t(*this, "moe/combine");
   launch_moe_combine(y, y_bf, pos_of_pair, weights.data<float>(), T, K, H, add_p, add_bf, out.raw(),
-                     is_bf16(out), stream_);
+                     is_bf16(out), stream_, residual ? residual->raw() : nullptr,
+                     residual ? is_bf16(*residual) : false);
+  if (residual != nullptr) note_write(*residual);
   return true;
 }
 

@@ -237,10 +237,12 @@ void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, con
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s);
 // out[t] = sum_j w[t, j] * y[pos_of_pair[t*K + j]], j in order (pos_of_pair null: y by pair);
-// with `add` [T, H], that sum rounded to out's dtype plus add[t].
+// with `add` [T, H], that sum rounded to out's dtype plus add[t]. With res ([T, H]):
+// res[t] += that value rounded to out's dtype (what out followed by add_kernel
+// computes) and out is not written.
 void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
                         int64_t T, int64_t K, int64_t H, const void* add, bool add_bf, void* out,
-                        bool out_bf, cudaStream_t s);
+                        bool out_bf, cudaStream_t s, void* res = nullptr, bool res_bf = false);
 
 // ---- attention.cu ----
 // One tile = up to 16 query rows (token, head) of one sequence that share a KV head.

@@ -360,7 +360,7 @@ __global__ void gather_vec_kernel(const uint16_t* x, int64_t H, const int32_t* s
 // BF16 y and out, 8 columns per thread; the same additions in the same order as combine_kernel.
 __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair, const float* w,
                                    int64_t T, int64_t K, int64_t H, const uint16_t* add,
-                                   uint16_t* out) {
+                                   uint16_t* out, uint16_t* res) {
   pdl_wait();
   pdl_trigger();
   const int64_t n = T * (H / 8);
@@ -382,6 +382,12 @@ __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair
 #pragma unroll
       for (int c = 0; c < 8; ++c) acc[c] = round_bf16(acc[c]) + a8[c];
     }
+    if (res) {  // res += out's value (BF16), as add_kernel adds a written out
+      float r8[8];
+      unpack8(*reinterpret_cast<const uint4*>(res + t * H + h), r8);
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[c] = r8[c] + round_bf16(acc[c]);
+    }
     uint4 o;
     uint32_t* ow = reinterpret_cast<uint32_t*>(&o);
 #pragma unroll
@@ -389,13 +395,13 @@ __global__ void combine_vec_kernel(const uint16_t* y, const int32_t* pos_of_pair
       const __nv_bfloat162 b = __floats2bfloat162_rn(acc[2 * c], acc[2 * c + 1]);
       ow[c] = *reinterpret_cast<const uint32_t*>(&b);
     }
-    *reinterpret_cast<uint4*>(out + t * H + h) = o;
+    *reinterpret_cast<uint4*>((res ? res : out) + t * H + h) = o;
   }
 }
 
 __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
                                int64_t T, int64_t K, int64_t H, const void* add, bool add_bf,
-                               void* out, bool out_bf) {
+                               void* out, bool out_bf, void* res, bool res_bf) {
   pdl_wait();
   pdl_trigger();
   const int64_t n = T * H;
@@ -409,7 +415,10 @@ __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_p
     }
     // With `add`: out = sum rounded to out's dtype, plus add (what combine then add compute).
     if (add) acc = (out_bf ? round_bf16(acc) : acc) + ldf(add, idx, add_bf);
-    stf(out, idx, out_bf, acc);
+    if (res)  // res += out's value, as add_kernel adds a written out
+      stf(res, idx, res_bf, ldf(res, idx, res_bf) + (out_bf ? round_bf16(acc) : acc));
+    else
+      stf(out, idx, out_bf, acc);
   }
 }
 
@@ -486,17 +495,19 @@ void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorte
 
 void launch_moe_combine(const void* y, bool y_bf, const int32_t* pos_of_pair, const float* w,
                         int64_t T, int64_t K, int64_t H, const void* add, bool add_bf, void* out,
-                        bool out_bf, cudaStream_t s) {
+                        bool out_bf, cudaStream_t s, void* res, bool res_bf) {
   if (T * H == 0) return;
   if (y_bf && out_bf && H % 8 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
-      (add == nullptr || (add_bf && reinterpret_cast<uintptr_t>(add) % 16 == 0)))
+      (add == nullptr || (add_bf && reinterpret_cast<uintptr_t>(add) % 16 == 0)) &&
+      (res == nullptr || (res_bf && reinterpret_cast<uintptr_t>(res) % 16 == 0)))
     pdl_launch(combine_vec_kernel, grid_for(T * H / 8, 256), 256, 0, s,
                static_cast<const uint16_t*>(y), pos_of_pair, w, T, K, H,
-               static_cast<const uint16_t*>(add), static_cast<uint16_t*>(out));
+               static_cast<const uint16_t*>(add), static_cast<uint16_t*>(out),
+               static_cast<uint16_t*>(res));
   else
     pdl_launch(combine_kernel, grid_for(T * H, 256), 256, 0, s, y, y_bf, pos_of_pair, w, T, K, H,
-               add, add_bf, out, out_bf);
+               add, add_bf, out, out_bf, res, res_bf);
   R1_CUDA_LAUNCHED();
 }
 
