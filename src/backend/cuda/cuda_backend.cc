@@ -67,6 +67,11 @@ void cuda_set_moe_mma(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_skinny_gemm(Backend& be, bool on) {
+  cuda::set_skinny_gemm_enabled(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 void cuda_set_attn_spread_merge(Backend& be, bool on) {
   cuda::set_attn_spread_merge(on);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();

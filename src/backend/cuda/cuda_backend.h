@@ -50,6 +50,9 @@ void cuda_set_moe_stream(Backend& be, bool on);
 // Decode batches past the expert GEMVs: tensor-core kernels driven from the device (on), or
 // the grouped cuBLAS GEMMs after a host sync (off). Drops the backend's recordings.
 void cuda_set_moe_mma(Backend& be, bool on);
+// Dense products of 5-128 rows (decode batches): the split-K tensor-core kernel (on by
+// default unless R1SERVE_CUDA_SKINNY_GEMM=0) or cuBLAS (off). Drops the backend's recordings.
+void cuda_set_skinny_gemm(Backend& be, bool on);
 // Tests and benchmarks: a token's decode-attention split blocks each merge a
 // slice of its outputs (on by default unless R1SERVE_CUDA_ATTN_SPREAD_MERGE=0)
 // or the last of them merges all (off). Drops the backend's recorded steps.

@@ -240,6 +240,10 @@ class CudaBackend final : public Backend {
   const MlaContextPlan& mla_context(DevBatch& d, int64_t block_size);
   void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out,
             int64_t ldo);
+  // The split-K tensor-core kernel for decode batches (skinny_gemm.cu) where it
+  // applies; false: the caller uses cuBLAS.
+  bool skinny_gemm(const Tensor& x, int64_t ldx, int64_t x_hs, const void* w, int64_t w_hs,
+                   int64_t heads, int64_t N, int64_t K, Tensor& out, int64_t ldo, int64_t o_hs);
 
   // A BF16 copy of x (in workspace `slot`) when x is F32.
   Tensor as_bf16(const Tensor& x, int slot);

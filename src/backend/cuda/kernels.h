@@ -132,6 +132,22 @@ void set_moe_mma_enabled(bool on);  // tests and benchmarks: off = the grouped c
 void launch_moe_mma(const uint16_t* x, const int32_t* sorted_pair, int64_t K, int64_t H,
                     const uint16_t* gate_up, const uint16_t* down, int64_t E, int64_t I,
                     const int32_t* slot_info, int64_t P, uint16_t* act, float* y, cudaStream_t s);
+// ---- skinny_gemm.cu ----
+// Dense products of decode batches (out[m, n] = x[m, :] . w[n, :], M of 5-32
+// rows) on the tensor cores, split over K (the splits of a tile are one
+// cluster) so that more SMs stream weights; per head with heads > 1 (x + h x_hs,
+// w + h w_hs, out + h o_hs).
+struct SkinnyPlan {
+  int64_t nt = 4;  // tokens a block: 8 * nt
+  int64_t tok_tiles = 1, row_tiles = 1, splits = 1, kc = 0;
+};
+bool skinny_gemm_enabled();             // on unless R1SERVE_CUDA_SKINNY_GEMM=0
+void set_skinny_gemm_enabled(bool on);  // tests and benchmarks: off = cuBLAS
+SkinnyPlan plan_skinny_gemm(int64_t M, int64_t N, int64_t K, int64_t heads, int sm_count);
+void launch_skinny_gemm(const SkinnyPlan& p, const uint16_t* x, int64_t ldx, int64_t x_hs,
+                        const uint16_t* w, int64_t w_hs, int64_t heads, int64_t M, int64_t N,
+                        int64_t K, void* out, bool out_bf, int64_t ldo, int64_t o_hs,
+                        cudaStream_t s);
 // ---- moe_stream.cu ----
 // One token's routed experts (the same products as the two GEMVs above, bit for
 // bit), streamed: a block per SM, each warp a contiguous range of weight rows

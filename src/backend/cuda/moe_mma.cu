@@ -24,10 +24,9 @@ constexpr int kRows = 32 * kWarps;  // weight rows a block (two m16 tiles a warp
 constexpr int kBK = 64;             // columns a stage (8 chunks of 16 bytes a row)
 constexpr int kStages = 4;
 
-// Element offset of chunk c (16 bytes) of row r in a [rows][64] BF16 tile;
-// the XOR swizzle puts the 8 rows an ldmatrix reads in 8 different bank groups.
+static_assert(kBK == 64, "swz64 tiles are 64 columns wide");
 __device__ __forceinline__ int swz(int r, int c) {
-  return r * kBK + ((c ^ (r & 7)) << 3);
+  return swz64(r, c);
 }
 
 template <int NT>
