@@ -31,6 +31,36 @@ class SkinnyOn {
 
 }  // namespace
 
+// The launch plan (host code: runs without a GPU). Splits cover K exactly once,
+// in 64-column stages, at most 8 (a portable cluster) and at least two stages
+// each; products with enough output tiles to fill the GPU are not split (the
+// backend leaves those to cuBLAS).
+TEST(SkinnyPlan, SplitsCoverKWhereTilesAreFew) {
+  for (int64_t M : {5, 8, 16, 17, 32})
+    for (auto [N, K] : std::vector<std::array<int64_t, 2>>{
+             {64, 2048}, {576, 2048}, {3072, 768}, {2048, 1408}, {4500, 1416}, {129280, 2048}}) {
+      const cuda::SkinnyPlan p = cuda::plan_skinny_gemm(M, N, K, 1, 132);
+      EXPECT_EQ(p.nt, M <= 16 ? 2 : 4);
+      EXPECT_EQ(p.tok_tiles, 1);
+      EXPECT_EQ(p.row_tiles, (N + 127) / 128);
+      EXPECT_GE(p.splits, 1);
+      EXPECT_LE(p.splits, 8);
+      EXPECT_EQ(p.kc % 64, 0);
+      EXPECT_GE(p.splits * p.kc, K);
+      EXPECT_LT((p.splits - 1) * p.kc, K);
+      if (p.splits > 1) EXPECT_GE(p.kc, 128);
+      if (p.row_tiles >= 264) EXPECT_EQ(p.splits, 1) << N;
+    }
+  // o_proj at batch 32 on 132 SMs: 16 row tiles, 8 splits of 256 columns.
+  const cuda::SkinnyPlan o = cuda::plan_skinny_gemm(32, 2048, 2048, 1, 132);
+  EXPECT_EQ(o.splits, 8);
+  EXPECT_EQ(o.kc, 256);
+  // W_UV (16 heads of 128 x 512) at batch 8: 4 splits of 128 columns.
+  const cuda::SkinnyPlan uv = cuda::plan_skinny_gemm(8, 128, 512, 16, 132);
+  EXPECT_EQ(uv.splits, 4);
+  EXPECT_EQ(uv.kc, 128);
+}
+
 TEST_F(CudaOps, SkinnyGemmEqualsCublasAndCpu) {
   SkinnyOn sw(gpu());
   // (T, K, N): q_a/kv_a, q_b, o_proj-like, a router (N = 64), a ragged split
