@@ -59,23 +59,35 @@ inline uint64_t& pdl_launch_count(cudaStream_t s) {
   return untracked;
 }
 
-// Launches `kernel` with programmatic stream serialization allowed (unless
-// turned off by set_pdl_enabled(false)); the kernel must follow the pdl_wait rule.
+// pdl_launch with the grid's y dimension in thread-block clusters of `cluster_y`
+// blocks (1: no cluster attribute).
 template <typename... KArgs, typename... Args>
-void pdl_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                Args&&... args) {
+void pdl_launch_cluster(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                        cudaStream_t s, unsigned cluster_y, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = 1;
+  attr[1].val.clusterDim.y = cluster_y;
+  attr[1].val.clusterDim.z = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = cluster_y > 1 ? 2 : 1;
   R1_CUDA_OK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
   ++pdl_launch_count(s);
+}
+
+// Launches `kernel` with programmatic stream serialization allowed (unless
+// turned off by set_pdl_enabled(false)); the kernel must follow the pdl_wait rule.
+template <typename... KArgs, typename... Args>
+void pdl_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args&&... args) {
+  pdl_launch_cluster(kernel, grid, block, smem, s, 1, std::forward<Args>(args)...);
 }
 
 __device__ __forceinline__ float ldf(const void* p, int64_t i, bool bf) {
@@ -162,29 +174,6 @@ __device__ __forceinline__ void cp_async16_stream(void* smem_dst, const void* gm
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst),
                "l"(gmem_src), "l"(evict_first_policy()));
 }
-// pdl_launch with the grid's y dimension in thread-block clusters of `cluster_y`
-// blocks (1: no cluster attribute).
-template <typename... KArgs, typename... Args>
-void pdl_launch_cluster(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
-                        cudaStream_t s, unsigned cluster_y, Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = 1;
-  attr[1].val.clusterDim.y = cluster_y;
-  attr[1].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = cluster_y > 1 ? 2 : 1;
-  R1_CUDA_OK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
-  ++pdl_launch_count(s);
-}
-
 // Element offset of 16-byte chunk c of row r in a [rows][64] BF16 shared-memory
 // tile; the XOR swizzle puts the 8 rows an ldmatrix reads in 8 different bank
 // groups (moe_mma.cu, skinny_gemm.cu).
