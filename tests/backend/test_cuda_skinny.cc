@@ -48,8 +48,12 @@ TEST(SkinnyPlan, SplitsCoverKWhereTilesAreFew) {
       EXPECT_EQ(p.kc % 64, 0);
       EXPECT_GE(p.splits * p.kc, K);
       EXPECT_LT((p.splits - 1) * p.kc, K);
-      if (p.splits > 1) EXPECT_GE(p.kc, 128);
-      if (p.row_tiles >= 264) EXPECT_EQ(p.splits, 1) << N;
+      if (p.splits > 1) {
+        EXPECT_GE(p.kc, 128);
+      }
+      if (p.row_tiles >= 264) {
+        EXPECT_EQ(p.splits, 1) << N;
+      }
     }
   // o_proj at batch 32 on 132 SMs: 16 row tiles, 8 splits of 256 columns.
   const cuda::SkinnyPlan o = cuda::plan_skinny_gemm(32, 2048, 2048, 1, 132);
@@ -74,8 +78,9 @@ TEST_F(CudaOps, SkinnyGemmEqualsCublasAndCpu) {
                                                             {24, 2048, 1344},
                                                             {20, 4096, 1000}}) {
     // Each shape takes the kernel (the plan splits K), not cuBLAS twice.
-    ASSERT_GE(cuda::plan_skinny_gemm(T, N, K, 1, sm_count()).splits, 2)
-        << T << " " << K << " " << N;
+    const cuda::SkinnyPlan plan = cuda::plan_skinny_gemm(T, N, K, 1, sm_count());
+    ASSERT_GE(plan.splits, 2) << T << " " << K << " " << N;
+    ASSERT_TRUE(cuda::skinny_plan_fits(plan)) << plan.splits << " blocks a cluster";
     Tensor x = random_bf16({T, K}, rng_), w = random_bf16({N, K}, rng_, 0.05f);
     Linear gl, cl;
     gl.weight = gpu().upload(w, DType::kBF16);

@@ -88,7 +88,7 @@ bool CudaBackend::skinny_gemm(const Tensor& x, int64_t ldx, int64_t x_hs, const 
   // splits K): cuBLAS streams the large ones (lm_head, the dense MLP) faster
   // (session 2, run D: lm_head 213 vs 197 us at batch 32).
   const SkinnyPlan p = plan_skinny_gemm(M, N, K, heads, sm_count_);
-  if (p.splits < 2) return false;
+  if (p.splits < 2 || !skinny_plan_fits(p)) return false;
   launch_skinny_gemm(p, x.data<uint16_t>(), ldx, x_hs, static_cast<const uint16_t*>(w), w_hs, heads,
                      M, N, K, out.raw(), is_bf16(out), ldo, o_hs, stream_);
   return true;

@@ -144,6 +144,8 @@ struct SkinnyPlan {
 bool skinny_gemm_enabled();             // on unless R1SERVE_CUDA_SKINNY_GEMM=0
 void set_skinny_gemm_enabled(bool on);  // tests and benchmarks: off = cuBLAS
 SkinnyPlan plan_skinny_gemm(int64_t M, int64_t N, int64_t K, int64_t heads, int sm_count);
+// Whether the plan's cluster of splits can be placed on this GPU (else: cuBLAS).
+bool skinny_plan_fits(const SkinnyPlan& p);
 void launch_skinny_gemm(const SkinnyPlan& p, const uint16_t* x, int64_t ldx, int64_t x_hs,
                         const uint16_t* w, int64_t w_hs, int64_t heads, int64_t M, int64_t N,
                         int64_t K, void* out, bool out_bf, int64_t ldo, int64_t o_hs,

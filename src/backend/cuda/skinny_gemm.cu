@@ -220,19 +220,59 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(SkinnyArgs a) {
 }
 
 template <int NT>
-void launch(const SkinnyArgs& a, int heads, cudaStream_t s) {
-  constexpr size_t smem = kStages * stage_elems<NT>() * sizeof(uint16_t);
-  static_assert(smem >= sizeof(float) * 8 * NT * kRows, "the partials fit in the stages");
+constexpr size_t kernel_smem() {
+  return kStages * stage_elems<NT>() * sizeof(uint16_t);
+}
+
+// Sets the kernel's shared-memory limit once (before its first launch or query).
+template <int NT>
+void prepare() {
+  static_assert(kernel_smem<NT>() >= sizeof(float) * 8 * NT * kRows,
+                "the partials fit in the stages");
   static const bool attr = [] {
     R1_CUDA_OK(cudaFuncSetAttribute(skinny_gemm_kernel<NT>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
+                                    static_cast<int>(kernel_smem<NT>())));
     return true;
   }();
   (void)attr;
+}
+
+// Whether a cluster of `splits` blocks can be placed on this GPU at all (a small
+// MIG slice may not hold one), asked once per size; a refusal is an answer.
+template <int NT>
+bool cluster_fits(int splits) {
+  static std::atomic<int> fits[kMaxSplits + 1] = {};  // 0 unknown, 1 yes, -1 no
+  int v = fits[splits].load(std::memory_order_relaxed);
+  if (v == 0) {
+    prepare<NT>();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(1, static_cast<unsigned>(splits), 1);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kernel_smem<NT>();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = static_cast<unsigned>(splits);
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, skinny_gemm_kernel<NT>, &cfg) != cudaSuccess)
+      clusters = 0;
+    (void)cudaGetLastError();
+    v = clusters >= 1 ? 1 : -1;
+    fits[splits].store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+template <int NT>
+void launch(const SkinnyArgs& a, int heads, cudaStream_t s) {
+  prepare<NT>();
   const dim3 grid(static_cast<unsigned>(a.row_tiles), static_cast<unsigned>(a.splits),
                   static_cast<unsigned>(a.tok_tiles * heads));
-  pdl_launch_cluster(skinny_gemm_kernel<NT>, grid, kThreads, smem, s,
+  pdl_launch_cluster(skinny_gemm_kernel<NT>, grid, kThreads, kernel_smem<NT>(), s,
                      static_cast<unsigned>(a.splits), a);
   R1_CUDA_LAUNCHED();
 }
@@ -273,6 +313,13 @@ SkinnyPlan plan_skinny_gemm(int64_t M, int64_t N, int64_t K, int64_t heads, int 
   p.kc = (chunks + splits - 1) / splits * kBK;
   p.splits = (K + p.kc - 1) / p.kc;
   return p;
+}
+
+bool skinny_plan_fits(const SkinnyPlan& p) {
+  if (p.splits < 2) return true;
+  if (p.splits > kMaxSplits) return false;
+  const int n = static_cast<int>(p.splits);
+  return p.nt == 2 ? cluster_fits<2>(n) : cluster_fits<4>(n);
 }
 
 void launch_skinny_gemm(const SkinnyPlan& p, const uint16_t* x, int64_t ldx, int64_t x_hs,
