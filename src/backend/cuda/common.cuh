@@ -217,6 +217,34 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16
                : "r"(a));
 }
 // Two floats as BF16 in one register (lo in the low half).
+// One 64-column stage of a block's weight tile (A: this warp's rows a0r.. and
+// a1r.., 16 each, swz64 layout) times its tokens (B: `pairs` pairs of n8 tiles
+// of xs, swz64 layout) into acc[tile][n8][4] (mma.sync m16n8k16, F32
+// accumulate). moe_mma.cu and skinny_gemm.cu.
+template <int NT>
+__device__ __forceinline__ void mma_stage64(const uint16_t* st, const uint16_t* xs, int a0r,
+                                            int a1r, int lane, int pairs, float (&acc)[2][NT][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 64 / 16; ++kk) {
+    uint32_t fa0[4], fa1[4];
+    const int lr = lane & 15, lc = 2 * kk + (lane >> 4);
+    ldmatrix_x4(fa0, st + swz64(a0r + lr, lc));
+    ldmatrix_x4(fa1, st + swz64(a1r + lr, lc));
+#pragma unroll
+    for (int jp = 0; jp < NT / 2; ++jp) {
+      if (jp < pairs) {
+        uint32_t fb[4];
+        const int tr = 16 * jp + (lane & 7) + ((lane >> 4) << 3);
+        const int tc = 2 * kk + ((lane >> 3) & 1);
+        ldmatrix_x4(fb, xs + swz64(tr, tc));
+        mma_bf16(acc[0][2 * jp], fa0[0], fa0[1], fa0[2], fa0[3], fb[0], fb[1]);
+        mma_bf16(acc[0][2 * jp + 1], fa0[0], fa0[1], fa0[2], fa0[3], fb[2], fb[3]);
+        mma_bf16(acc[1][2 * jp], fa1[0], fa1[1], fa1[2], fa1[3], fb[0], fb[1]);
+        mma_bf16(acc[1][2 * jp + 1], fa1[0], fa1[1], fa1[2], fa1[3], fb[2], fb[3]);
+      }
+    }
+  }
+}
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);

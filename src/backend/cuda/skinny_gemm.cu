@@ -134,26 +134,7 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(SkinnyArgs a) {
     cp_async_commit();
     const uint16_t* st = stage(kt);
     const uint16_t* xs = st + kRows * kBK;
-#pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) {
-      uint32_t fa0[4], fa1[4];
-      const int lr = lane & 15, lc = 2 * kk + (lane >> 4);
-      ldmatrix_x4(fa0, st + swz64(a0r + lr, lc));
-      ldmatrix_x4(fa1, st + swz64(a1r + lr, lc));
-#pragma unroll
-      for (int jp = 0; jp < NT / 2; ++jp) {
-        if (jp < pairs) {
-          uint32_t fb[4];
-          const int tr = 16 * jp + (lane & 7) + ((lane >> 4) << 3);
-          const int tc = 2 * kk + ((lane >> 3) & 1);
-          ldmatrix_x4(fb, xs + swz64(tr, tc));
-          mma_bf16(acc[0][2 * jp], fa0[0], fa0[1], fa0[2], fa0[3], fb[0], fb[1]);
-          mma_bf16(acc[0][2 * jp + 1], fa0[0], fa0[1], fa0[2], fa0[3], fb[2], fb[3]);
-          mma_bf16(acc[1][2 * jp], fa1[0], fa1[1], fa1[2], fa1[3], fb[0], fb[1]);
-          mma_bf16(acc[1][2 * jp + 1], fa1[0], fa1[1], fa1[2], fa1[3], fb[2], fb[3]);
-        }
-      }
-    }
+    mma_stage64<NT>(st, xs, a0r, a1r, lane, pairs, acc);
   }
   cp_async_wait_all();
 
