@@ -2,7 +2,8 @@
 // (moe_stream.cu: no sort, the combine in the down kernel) against the warp-per-row GEMVs (moe.cu)
 // bit for bit, and against the CPU backend within BF16 rounding, with and without the shared
 // experts' output added (and the routing read before pdl_wait, a kernel after
-// the route kernel); several tokens (the GEMVs either way) against the CPU;
+// the route kernel); the routing done by the streamed kernels themselves
+// against the route kernel; several tokens (the GEMVs either way) against the CPU;
 // moe_experts_add against the plain ops; and rms_norm_moe_experts_add (the norm
 // folded into the streamed gate/up kernel) against rms_norm followed by
 // moe_experts_add; larger batches on the tensor cores (moe_mma.cu) against the
@@ -81,6 +82,64 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
     }
   }
   cuda_set_moe_stream(gpu(), true);
+}
+
+// A one-token step's routing done by the streamed kernels themselves (the
+// route op held back until they run) against the route kernel: the experts'
+// sum bit for bit, and the route op's outputs (written by the gate/up kernel)
+// equal; DeepSeek's grouped, biased routing over 64 experts (two a lane) and
+// 256 (eight a lane); logits uploaded (routed after pdl_wait) or made by a
+// product two launches back (routed before it); and the route op read on its
+// own (to_host launches the held-back route kernel).
+TEST_F(CudaOps, MoeInlineRouteEqualsRouteKernel) {
+  for (const int64_t E : {64, 256}) {
+    const int64_t H = 256, I = 128, K = 8;
+    const auto [cw, gw] = random_experts(E, H, I, 0.05f);
+    RouterParams p = topk_normalized(K);
+    p.n_group = 8;
+    p.topk_group = 4;
+    const Tensor bias = gpu().upload(random_bf16({E}, rng_, 0.1f), DType::kF32);
+    Linear router;
+    router.weight = dev(random_bf16({E, H}, rng_, 0.2f));
+    for (bool made : {false, true}) {
+      const std::string what = " E=" + std::to_string(E) + (made ? " logits made two back" : "");
+      Tensor x = random_bf16({1, H}, rng_), sh = random_bf16({1, H}, rng_);
+      Tensor gx = dev(x), gsh = dev(sh);
+      Tensor uploaded = dev_f32(random_bf16({1, E}, rng_, 2.0f));
+      std::vector<float> got[2], wts_got[2];
+      std::vector<int32_t> ids_got[2];
+      for (int inl = 0; inl < 2; ++inl) {
+        cuda_set_moe_inline_route(gpu(), inl == 1);
+        Tensor logits = uploaded;
+        if (made) {  // the model's order: router product, a kernel, then the experts
+          logits = galloc({1, E}, DType::kF32);
+          gpu().linear(gx, router, logits);
+        }
+        Tensor ids = galloc({1, K}, DType::kI32), wts = galloc({1, K}, DType::kF32);
+        gpu().moe_route(logits, bias, p, ids, wts);
+        Tensor tmp = galloc({1, H});
+        gpu().add(gsh, gsh, tmp);
+        Tensor o = galloc({1, H});
+        gpu().moe_experts_plus(gx, gw, ids, wts, gsh, o);
+        got[inl] = fetch(gpu(), o);
+        ids_got[inl].resize(static_cast<size_t>(K));
+        gpu().to_host(ids, ids_got[inl].data());
+        wts_got[inl] = fetch(gpu(), wts);
+      }
+      expect_same(got[1], got[0], "inline route vs route kernel" + what);
+      EXPECT_EQ(ids_got[1], ids_got[0]) << what;
+      expect_same(wts_got[1], wts_got[0], "route weights" + what);
+      // The route op alone: held back, then launched by to_host.
+      Tensor ids = galloc({1, K}, DType::kI32), wts = galloc({1, K}, DType::kF32);
+      gpu().moe_route(uploaded, bias, p, ids, wts);
+      std::vector<int32_t> alone(static_cast<size_t>(K));
+      gpu().to_host(ids, alone.data());
+      if (!made) {
+        EXPECT_EQ(alone, ids_got[0]) << "route op read on its own" << what;
+      }
+    }
+  }
+  cuda_set_moe_inline_route(gpu(), true);
 }
 
 // moe_experts_add (the residual add in the streamed down kernel's epilogue at

@@ -310,10 +310,16 @@ TEST_F(CudaOps, QkvRopeCacheWriteEqualsPlainOps) {
 }
 
 TEST_F(CudaOps, HeadLinear) {
-  // T <= 4: the per-head GEMV (MLA's absorbed shapes at decode); T = 13: cuBLAS.
+  // T <= 4: the per-head GEMV (MLA's absorbed shapes at decode; rows of K <= 256
+  // by the short-row kernel, 1-4 rows a lane, blocks that cross heads); T = 13: cuBLAS.
   for (auto [T, H, N, K, xs, os] :
        std::vector<std::array<int64_t, 6>>{{1, 4, 32, 32, 64, 48},
                                            {2, 16, 512, 128, 192, 576},
+                                           {1, 16, 512, 128, 192, 576},
+                                           {4, 16, 512, 128, 192, 576},
+                                           {3, 3, 40, 128, 136, 48},
+                                           {1, 2, 100, 256, 264, 104},
+                                           {2, 5, 24, 8, 16, 24},
                                            {1, 16, 128, 512, 512, 128},
                                            {13, 16, 512, 128, 192, 576}}) {
     Tensor x = random_bf16({T, H * xs}, rng_), w = random_bf16({H, N, K}, rng_, 0.1f);
@@ -360,7 +366,10 @@ TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
                               {9, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
                               {130, 256, 8, 8, 4, Scoring::kSigmoid, true, true},
                               {3, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
-                              {4, 96, 6, 8, 2, Scoring::kSigmoid, true, false}}) {
+                              {4, 96, 6, 8, 2, Scoring::kSigmoid, true, false},
+                              // one token: the route op held back, then run by to_host
+                              {1, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
+                              {1, 256, 8, 8, 4, Scoring::kSigmoid, true, true}}) {
     RouterParams p;
     p.scoring = rc.scoring;
     p.top_k = rc.K;

@@ -87,6 +87,11 @@ void cuda_set_attn_fresh_helper(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_moe_inline_route(Backend& be, bool on) {
+  cuda::set_moe_inline_route(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 void cuda_set_norm_fold(Backend& be, int64_t max_bytes) {
   cuda::set_norm_fold_max_bytes(max_bytes);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
@@ -331,6 +336,7 @@ Tensor CudaBackend::alloc(const Shape& shape, DType dtype) {
 }
 
 void CudaBackend::synchronize() {
+  flush_route();
   R1_CUDA_OK(cudaStreamSynchronize(stream_));
 }
 
@@ -378,6 +384,7 @@ Tensor CudaBackend::upload_stacked(const std::vector<Tensor>& parts, DType dtype
 
 void CudaBackend::to_host(const Tensor& src, void* dst) {
   R1_CHECK(src.device() == Device::kCuda, "to_host of {}", src.describe());
+  flush_route();
   const size_t n = src.nbytes();
   if (n < (size_t{1} << 16) || n > (size_t{64} << 20)) {
     R1_CUDA_OK(cudaMemcpyAsync(dst, src.raw(), n, cudaMemcpyDeviceToHost, stream_));
@@ -764,30 +771,6 @@ void CudaBackend::cache_write(const Tensor& src, const BatchInfo& batch, Tensor&
   DevBatch& d = dev_batch(batch);
   launch_cache_write(src.raw(), is_bf16(src), src.dim(0), width, d.slot_mapping, slots, cache.raw(),
                      is_bf16(cache), stream_);
-}
-
-// ---- MoE routing ----
-
-void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p,
-                            Tensor& ids, Tensor& weights) {
-  OpTimer timer(*this, "moe_route");
-  const int64_t T = router_logits.dim(0), E = router_logits.dim(1), K = p.top_k;
-  R1_CHECK(ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32 && ids.dim(0) == T &&
-               ids.dim(1) == K && weights.dim(0) == T && weights.dim(1) == K,
-           "moe_route outputs {} {}", ids.describe(), weights.describe());
-  const float* lg = router_logits.data<float>();
-  if (router_logits.dtype() != DType::kF32) {
-    float* tmp = static_cast<float*>(workspace(0, static_cast<size_t>(T * E) * 4));
-    launch_convert(router_logits.raw(), is_bf16(router_logits), tmp, false, T * E, stream_);
-    lg = tmp;
-  }
-  R1_CHECK(!bias.defined() || (bias.dtype() == DType::kF32 && bias.numel() == E), "router bias {}",
-           bias.describe());
-  launch_moe_route(lg, bias.defined() ? bias.data<float>() : nullptr, T, E, K,
-                   p.scoring == Scoring::kSoftmax, p.n_group, p.topk_group, p.normalize, p.scale,
-                   ids.data<int32_t>(), weights.data<float>(), stream_);
-  route_ids_ = ids.raw();
-  route_launch_ = pdl_launches(stream_);
 }
 
 }  // namespace cuda

@@ -66,6 +66,11 @@ void cuda_set_mla_fused_inputs(Backend& be, bool on);
 // block takes each token's own key as a partial state of its own (on: the
 // default; R1SERVE_CUDA_ATTN_FRESH_HELPER=0 turns it off) or the split holding it does.
 void cuda_set_attn_fresh_helper(Backend& be, bool on);
+// Tests and benchmarks: a one-token step's routing is done by the streamed
+// expert kernels themselves (on by default unless R1SERVE_CUDA_MOE_INLINE_ROUTE=0;
+// the route op's outputs are still written) or by the route kernel (off).
+// Drops the backend's recorded steps.
+void cuda_set_moe_inline_route(Backend& be, bool on);
 // Tests and benchmarks: a GEMV with an RMSNorm of its input folds the norm
 // into its products when it reads at most `max_bytes` of weights (else the
 // normalizing prologue); negative: the default (R1SERVE_CUDA_NORM_FOLD_MB, 16).

@@ -289,6 +289,20 @@ class CudaBackend final : public Backend {
   // (the streamed experts may read ids before pdl_wait when a kernel came between).
   const void* route_ids_ = nullptr;
   uint64_t route_launch_ = 0;
+  // A one-token routing held back for the streamed experts, which route the
+  // token themselves from the logits (one kernel fewer a MoE layer;
+  // R1SERVE_CUDA_MOE_INLINE_ROUTE=0 always runs the route kernel).
+  // flush_route() launches the route kernel for it when anything else may
+  // read its outputs: other expert paths, to_host, synchronize, end_step.
+  struct PendingRoute {
+    RouteArgs args;
+    Tensor logits;
+    int32_t* ids = nullptr;
+    float* weights = nullptr;
+    bool on = false;
+  };
+  PendingRoute pending_route_;
+  void flush_route();
   // The last outputs of rms_norm and the GEMV-path products (linear,
   // linear_swiglu, head_linear, and the residuals of linear_add and the
   // streamed experts) with the stream's launch count just after each

@@ -440,9 +440,14 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
   if (T <= kGemvMaxTokens && K % 8 == 0 && x_head_stride % 8 == 0) {
     // Few tokens: one GEMV launch over all heads (weights read once, 16-byte loads).
     const bool early = early_input(xb);
+    // The next kernel (after W_UK: the decode attention, with a long preamble)
+    // may launch before this one's wait.
+    const int tf_mode = head_gemv_trigger_first_mode();
+    const bool tf = !early && T <= kGemvMaxTokens && (tf_mode == 1 || (tf_mode == 2 && N > K));
     launch_head_gemv(xb.data<uint16_t>(), x.row_size(), x_head_stride, w.data<uint16_t>(), H, N, K,
-                     T, early, out.raw(), is_bf16(out), out.row_size(), out_head_stride, stream_);
-    note_early(early);
+                     T, early, out.raw(), is_bf16(out), out.row_size(), out_head_stride, stream_,
+                     tf);
+    note_early(early || tf);
     note_write(out);
     return;
   }
@@ -459,6 +464,54 @@ void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tens
       static_cast<int>(out.row_size()), out_head_stride, static_cast<int>(H), CUBLAS_COMPUTE_32F,
       CUBLAS_GEMM_DEFAULT));
   note_write(out);
+}
+
+// ---- MoE routing and experts ----
+
+void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p,
+                            Tensor& ids, Tensor& weights) {
+  OpTimer timer(*this, "moe_route");
+  const int64_t T = router_logits.dim(0), E = router_logits.dim(1), K = p.top_k;
+  R1_CHECK(ids.dtype() == DType::kI32 && weights.dtype() == DType::kF32 && ids.dim(0) == T &&
+               ids.dim(1) == K && weights.dim(0) == T && weights.dim(1) == K,
+           "moe_route outputs {} {}", ids.describe(), weights.describe());
+  flush_route();  // one nobody consumed
+  const float* lg = router_logits.data<float>();
+  if (router_logits.dtype() != DType::kF32) {
+    float* tmp = static_cast<float*>(workspace(0, static_cast<size_t>(T * E) * 4));
+    launch_convert(router_logits.raw(), is_bf16(router_logits), tmp, false, T * E, stream_);
+    lg = tmp;
+  }
+  R1_CHECK(!bias.defined() || (bias.dtype() == DType::kF32 && bias.numel() == E), "router bias {}",
+           bias.describe());
+  RouteArgs r;
+  r.logits = lg;
+  r.bias = bias.defined() ? bias.data<float>() : nullptr;
+  r.E = static_cast<int>(E);
+  r.K = static_cast<int>(K);
+  r.n_group = static_cast<int>(p.n_group);
+  r.topk_group = static_cast<int>(p.topk_group);
+  r.softmax = p.scoring == Scoring::kSoftmax;
+  r.normalize = p.normalize;
+  r.scale = p.scale;
+  check_route_args(r);
+  if (T == 1 && router_logits.dtype() == DType::kF32 && moe_inline_route_enabled()) {
+    pending_route_ =
+        PendingRoute{r, router_logits, ids.data<int32_t>(), weights.data<float>(), true};
+    return;
+  }
+  launch_moe_route(r, T, ids.data<int32_t>(), weights.data<float>(), stream_);
+  route_ids_ = ids.raw();
+  route_launch_ = pdl_launches(stream_);
+}
+
+void CudaBackend::flush_route() {
+  if (!pending_route_.on) return;
+  pending_route_.on = false;
+  launch_moe_route(pending_route_.args, 1, pending_route_.ids, pending_route_.weights, stream_);
+  route_ids_ = pending_route_.ids;
+  route_launch_ = pdl_launches(stream_);
+  pending_route_.logits = Tensor();
 }
 
 void CudaBackend::moe_experts(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
@@ -531,6 +584,10 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   const bool gemv = P <= gemv_max_pairs() && H % 8 == 0 && I % 8 == 0;
   const bool streamed = gemv && T == 1 && is_bf16(x) &&
                         reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && moe_stream_ok(H, I, K);
+  // The held-back routing of this token goes to the streamed kernels; anything else reads ids.
+  const bool inline_route = streamed && pending_route_.on && pending_route_.ids == ids.raw() &&
+                            pending_route_.weights == weights.raw();
+  if (!inline_route) flush_route();
   // The residual is added in the combine's epilogue, except where only the streamed kernels
   // fold the norm in and in the validation mode's F32 path: the plain ops there.
   if (residual != nullptr && !streamed &&
@@ -560,13 +617,24 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   if (streamed) {
     // One token: no sort; the down kernel combines, adds the shared experts' output
     // and, with a residual, adds the sum into it.
-    const bool ids_early = ids.raw() == route_ids_ && settled_since(route_launch_);
+    // With the routing held back, the kernels route the token themselves
+    // (before pdl_wait once the router's logits are two launches back).
+    const RouteArgs route = pending_route_.args;
+    const bool ids_early = inline_route ? early_input(pending_route_.logits)
+                                        : ids.raw() == route_ids_ && settled_since(route_launch_);
     launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
-                              ids.data<int32_t>(), K, ids_early, act, stream_, norm_w, eps);
+                              ids.data<int32_t>(), K, ids_early, act, stream_, norm_w, eps,
+                              inline_route ? &route : nullptr, weights.data<float>());
+    const bool route_early = inline_route && early_input(pending_route_.logits);
+    if (inline_route) {
+      pending_route_.on = false;
+      pending_route_.logits = Tensor();
+    }
     launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, ids.data<int32_t>(),
                            weights.data<float>(), K, add_p, add_bf, out.raw(), is_bf16(out),
                            residual ? residual->raw() : nullptr,
-                           residual ? is_bf16(*residual) : false, stream_);
+                           residual ? is_bf16(*residual) : false, stream_,
+                           inline_route ? &route : nullptr, route_early);
     if (residual != nullptr) note_write(*residual);
     return true;
   }

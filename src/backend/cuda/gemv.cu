@@ -271,7 +271,10 @@ __global__ void __launch_bounds__(256)
         prefetch_l2(wr[r] + k_begin, static_cast<uint32_t>(klen * 2));
   }
   if constexpr (PRO) prefetch_norm_weights(fu.norm_w, static_cast<int>(K));
-  if (!fu.x_early) pdl_wait();
+  if (!fu.x_early) {
+    if (fu.trigger_first) pdl_trigger();
+    pdl_wait();
+  }
   pdl_trigger();
   if constexpr (PRO)  // every thread of the block; ends synced
     norm_rows<T>(x, ldx, fu.norm_w, static_cast<int>(K), fu.eps,
@@ -361,6 +364,76 @@ __global__ void __launch_bounds__(256)
       }
     }
   }
+}
+
+// Per-head products with short rows (K = 8 .. 256, a power of two: W_UK of the
+// absorbed MLA query, K = qk_nope_head_dim), all heads' rows one [H N, K]
+// matrix: a row takes K / 8 lanes (16 at K = 128), so a warp covers 256 / K
+// rows a load and each lane keeps L rows' 16 bytes in flight; a block of 8
+// warps covers 8 L 256 / K rows (64 at K = 128, L = 4: 128 blocks for the 9B's
+// 16 x 512 rows instead of the plain GEMV's 1024 half-idle ones, so the next
+// kernel finds room on the SMs). The row's lanes sum by shuffles in a fixed
+// order (independent of T). x_early and trigger_first as in GemvFusion.
+template <int T, int L>
+__global__ void __launch_bounds__(256)
+    head_gemv_short_kernel(const uint16_t* x, int64_t ldx, int64_t xhs, const uint16_t* w,
+                           int64_t N, int K, int64_t rows, void* out, bool out_bf, int64_t ldo,
+                           int64_t ohs, bool x_early, bool trigger_first) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int lpr = K / 8, rpw = 32 / lpr;  // lanes a row, rows a warp's load
+  const int sub = lane / lpr, c = lane % lpr;
+  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * 8 + warp) * L * rpw + sub;
+  uint4 wv[L];
+#pragma unroll
+  for (int l = 0; l < L; ++l) {
+    const int64_t g = r0 + l * rpw;
+    wv[l] = g < rows ? ld_stream(w + g * K + c * 8) : make_uint4(0, 0, 0, 0);
+  }
+  if (!x_early) {
+    if (trigger_first) pdl_trigger();
+    pdl_wait();
+  }
+  pdl_trigger();
+  float acc[L][T];
+#pragma unroll
+  for (int l = 0; l < L; ++l) {
+    const int64_t g = min(r0 + l * rpw, rows - 1);
+    const int64_t h = g / N;
+    float w8[8];
+    unpack8(wv[l], w8);
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      float x8[8];
+      unpack8(*reinterpret_cast<const uint4*>(x + t * ldx + h * xhs + c * 8), x8);
+      float a = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) a = fmaf(w8[i], x8[i], a);
+      acc[l][t] = a;
+    }
+  }
+#pragma unroll
+  for (int l = 0; l < L; ++l)
+#pragma unroll
+    for (int t = 0; t < T; ++t)
+      for (int o = lpr / 2; o > 0; o >>= 1) acc[l][t] += __shfl_xor_sync(0xffffffffu, acc[l][t], o);
+  if (x_early) pdl_wait();  // the stores (out may be the kernel before's)
+  if (c != 0) return;
+#pragma unroll
+  for (int l = 0; l < L; ++l) {
+    const int64_t g = r0 + l * rpw;
+    if (g >= rows) continue;
+    const int64_t h = g / N, n = g % N;
+#pragma unroll
+    for (int t = 0; t < T; ++t) stf(out, t * ldo + h * ohs + n, out_bf, acc[l][t]);
+  }
+}
+
+bool head_gemv_short_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_HEAD_GEMV_SHORT");
+    return e == nullptr || e[0] != '0';
+  }();
+  return on;
 }
 
 // Matrices up to 16 MB are pulled into L2 whole before pdl_wait, while the
@@ -587,14 +660,62 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
       GemvArgs{x, ldx, w, N, K, bias, swiglu, out, out_bf, ldo, 1, HeadStrides{}, fusion}, T, s);
 }
 
+int head_gemv_trigger_first_mode() {
+  static const int mode = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_TRIGGER_FIRST");
+    return e != nullptr && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : 2;
+  }();
+  return mode;
+}
+
 void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
                       int64_t H, int64_t N, int64_t K, int64_t T, bool x_early, void* out,
-                      bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s) {
+                      bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s,
+                      bool trigger_first) {
   R1_CUDA_REQUIRE(K % 8 == 0 && ldx % 8 == 0 && x_head_stride % 8 == 0,
                   "head gemv: K and the strides must be multiples of 8");
+  R1_CUDA_REQUIRE(!trigger_first || T <= kGemvTokens, "head gemv: trigger first in one launch");
   if (T == 0 || N == 0 || H == 0) return;
+  if (T <= kGemvTokens && K >= 8 && K <= 256 && (K & (K - 1)) == 0 && head_gemv_short_enabled()) {
+    const int64_t rows = H * N, rpw = 256 / K;
+    // Rows in flight a lane: 4, or fewer while that leaves SMs without a block.
+    int L = 4;
+    while (L > 1 && (rows + 8 * L * rpw - 1) / (8 * L * rpw) < sm_count()) L /= 2;
+    const unsigned blocks = static_cast<unsigned>((rows + 8 * L * rpw - 1) / (8 * L * rpw));
+    auto go = [&](auto tc, auto lc) {
+      constexpr int TT = decltype(tc)::value, LL = decltype(lc)::value;
+      pdl_launch(head_gemv_short_kernel<TT, LL>, blocks, 256, 0, s, x, ldx, x_head_stride, w, N,
+                 static_cast<int>(K), rows, out, out_bf, ldo, out_head_stride, x_early,
+                 trigger_first);
+    };
+    auto with_l = [&](auto tc) {
+      if (L == 4)
+        go(tc, std::integral_constant<int, 4>{});
+      else if (L == 2)
+        go(tc, std::integral_constant<int, 2>{});
+      else
+        go(tc, std::integral_constant<int, 1>{});
+    };
+    switch (T) {
+      case 1:
+        with_l(std::integral_constant<int, 1>{});
+        break;
+      case 2:
+        with_l(std::integral_constant<int, 2>{});
+        break;
+      case 3:
+        with_l(std::integral_constant<int, 3>{});
+        break;
+      default:
+        with_l(std::integral_constant<int, 4>{});
+        break;
+    }
+    R1_CUDA_LAUNCHED();
+    return;
+  }
   GemvFusion f;
   f.x_early = x_early;
+  f.trigger_first = trigger_first;
   launch_gemv_chunks(GemvArgs{x, ldx, w, N, K, nullptr, false, out, out_bf, ldo, H,
                               HeadStrides{x_head_stride, N * K, out_head_stride}, f},
                      T, s);

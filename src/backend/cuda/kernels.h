@@ -100,9 +100,19 @@ void launch_fill_random(void* dst, bool bf, int64_t n, uint64_t state, float sca
 void launch_hold(int64_t ns, cudaStream_t s);
 
 // ---- moe.cu ----
-void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t E, int64_t K,
-                      bool softmax, int64_t n_group, int64_t topk_group, bool normalize,
-                      float scale, int32_t* ids, float* weights, cudaStream_t s);
+// The router's inputs and parameters (moe_route's) for the kernels that route
+// (route.cuh): logits F32 [T, E], bias F32 [E] or null.
+struct RouteArgs {
+  const float* logits = nullptr;
+  const float* bias = nullptr;
+  int E = 0, K = 0, n_group = 1, topk_group = 1;
+  bool softmax = false, normalize = false;
+  float scale = 1.0f;
+};
+// Throws unless the kernels can route these widths (E <= 256, K <= 32, groups).
+void check_route_args(const RouteArgs& r);
+// ids I32 [T, K], weights F32 [T, K]: a warp per token.
+void launch_moe_route(const RouteArgs& r, int64_t T, int32_t* ids, float* weights, cudaStream_t s);
 // Sorts the T*K (token, slot) pairs by expert: offsets [E+1], sorted_pair [P]
 // (pair index at each sorted position), pos_of_pair [P].
 // active [E + 1]: the number of experts with pairs, then those experts in order.
@@ -160,19 +170,30 @@ void launch_skinny_gemm(const SkinnyPlan& p, const uint16_t* x, int64_t ldx, int
 // (what out followed by add_kernel computes) and out is not written.
 bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
+// A one-token routing left to the streamed kernels (cuda_backend.cc; on unless
+// R1SERVE_CUDA_MOE_INLINE_ROUTE=0).
+bool moe_inline_route_enabled();
+void set_moe_inline_route(bool on);
 // ids_early: the kernel that wrote ids is at least two launches back on s (the
 // gate/up kernel then requests its first rows before pdl_wait). norm_w (F32 [H])
 // set: x is the raw row and the products are those of RMSNorm(x) with norm_w
 // and eps, folded in as the dense GEMV's are (GemvFusion::norm_w).
+// With route (route->logits set): the kernels route the token themselves from
+// the router's logits instead of reading ids and w (route_token, the route
+// kernel's arithmetic), before pdl_wait when ids_early says the logits were
+// written two or more launches back; the gate/up kernel's first block then
+// writes ids and w (the route op's outputs) after its pdl_wait.
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
-                               const int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
-                               cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f);
+                               int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
+                               cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f,
+                               const RouteArgs* route = nullptr, float* w = nullptr);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
-                            cudaStream_t s);
+                            cudaStream_t s, const RouteArgs* route = nullptr,
+                            bool route_early = false);
 // The dense GEMV: out[t, n] (ld ldo) = x[t] (BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).
@@ -225,6 +246,11 @@ struct GemvFusion {
   // product is computed before pdl_wait, overlapping the kernel just before;
   // only the stores wait. Not with a residual or the norm prologue.
   bool x_early = false;
+  // (Without x_early, one launch: T <= 4.) pdl_trigger comes before pdl_wait,
+  // so the next kernel launches while the one before this still runs and
+  // overlaps its own preamble with both (the launch then counts as early for
+  // the pdl_wait rule: CudaBackend::note_early).
+  bool trigger_first = false;
   // A second product of the same x in the same launch (plain or normed
   // products: no bias, residual, rope or SwiGLU): rows n >= n_first are w2's rows
   // n - n_first, written to out2 [T, N - n_first] (ld ldo2) instead of out.
@@ -247,10 +273,15 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
                              cudaStream_t s);
 // Per-head products for few tokens (BF16 x): out[t, h * out_head_stride + n] =
 // x[t, h * x_head_stride ...K] . W[h, n] for W [H, N, K], t < T.
-// x_early as in GemvFusion.
+// x_early and trigger_first as in GemvFusion.
 void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,
                       int64_t H, int64_t N, int64_t K, int64_t T, bool x_early, void* out,
-                      bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s);
+                      bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s,
+                      bool trigger_first = false);
+// Which per-head GEMVs let the next kernel launch before their pdl_wait
+// (R1SERVE_CUDA_TRIGGER_FIRST: 0 none, 1 all, 2 those with N > K, the
+// absorbed query's W_UK before the decode attention; default 2).
+int head_gemv_trigger_first_mode();
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s);

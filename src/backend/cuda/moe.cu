@@ -9,144 +9,27 @@
 #include <cstdlib>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/route.cuh"
 
 namespace r1::backend::cuda {
 namespace {
 
-constexpr int kMaxExperts = 256;  // per-lane arrays of 8
+constexpr int kMaxExperts = kRouteMaxExperts;
 constexpr int kRouteWarps = 4;
 
-// (value, index) is better when larger, ties to the lower index.
-__device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
-  return v > bv || (v == bv && i < bi);
-}
-
-// The router of T tokens, a warp each: scores (sigmoid or softmax), the
-// correction bias (selection only), the top `topk_group` of n_group groups
-// (scored by their best two, or best one without bias), the top K experts of
-// those, their weights renormalized and scaled. PER = ceil(E / 32) experts a
-// lane (e = lane + 32 k). Selection is by rank rather than K rounds of a warp
-// argmax: each lane counts the candidates better than its own (larger, ties to
-// the lower index), so ranks are unique and ids[rank] lists the experts in the
-// order repeated argmax would pick them -- with one warp per token, the serial
-// rounds were the kernel's whole cost (~10 us on an H200).
+// The router of T tokens, a warp each (route.cuh's route_token).
 template <int PER>
-__global__ void route_kernel(const float* logits, const float* bias, int T, int E, int K,
-                             bool softmax, int n_group, int topk_group, bool normalize, float scale,
-                             int32_t* ids, float* weights) {
-  __shared__ float choice_s[kRouteWarps][32 * PER];
-  __shared__ float gscore_s[kRouteWarps][32];
-  __shared__ float picked_s[kRouteWarps][32];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+__global__ void route_kernel(RouteArgs a, int T, int32_t* ids, float* weights) {
+  __shared__ RouteScratch<PER> scratch[kRouteWarps];
+  const int warp = threadIdx.x >> 5;
   const int t = blockIdx.x * kRouteWarps + warp;
   float bv[PER];  // the bias is a constant: read before pdl_wait
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int e = lane + 32 * k;
-    bv[k] = bias != nullptr && e < E ? bias[e] : 0.0f;
-  }
+  route_bias<PER>(a, bv);
   pdl_wait();
   pdl_trigger();
   if (t >= T) return;
-  const float* l = logits + static_cast<int64_t>(t) * E;
-  float sc[PER];
-  float mx = -FLT_MAX;
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int e = lane + 32 * k;
-    sc[k] = e < E ? l[e] : -FLT_MAX;
-    mx = fmaxf(mx, sc[k]);
-  }
-  if (softmax) {
-    mx = warp_max(mx);
-    float sum = 0.0f;
-#pragma unroll
-    for (int k = 0; k < PER; ++k) {
-      const int e = lane + 32 * k;
-      sc[k] = e < E ? expf(sc[k] - mx) : 0.0f;
-      sum += sc[k];
-    }
-    sum = warp_sum(sum);
-#pragma unroll
-    for (int k = 0; k < PER; ++k) sc[k] /= sum;
-  } else {
-#pragma unroll
-    for (int k = 0; k < PER; ++k) sc[k] = 1.0f / (1.0f + expf(-sc[k]));
-  }
-  float ch[PER];
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int e = lane + 32 * k;
-    ch[k] = e < E ? sc[k] + bv[k] : -INFINITY;
-    choice_s[warp][e] = ch[k];
-  }
-  __syncwarp();
-  if (topk_group < n_group) {
-    const int per = E / n_group;
-    float gs = -INFINITY;
-    if (lane < n_group) {
-      float a = -INFINITY, b = -INFINITY;
-      for (int i = 0; i < per; ++i) {
-        const float c = choice_s[warp][lane * per + i];
-        if (c > a) {
-          b = a;
-          a = c;
-        } else if (c > b) {
-          b = c;
-        }
-      }
-      gs = bias ? a + (per > 1 ? b : 0.0f) : a;
-      gscore_s[warp][lane] = gs;
-    }
-    __syncwarp();
-    // Group g is kept when fewer than topk_group groups beat it.
-    int rank = 0;
-#pragma unroll 8
-    for (int g = 0; g < n_group; ++g) {
-      const float o = gscore_s[warp][g];
-      rank += o > gs || (o == gs && g < lane);
-    }
-    const unsigned keep = __ballot_sync(0xffffffffu, lane < n_group && rank < topk_group);
-    __syncwarp();
-#pragma unroll
-    for (int k = 0; k < PER; ++k) {
-      const int e = lane + 32 * k;
-      if (e < E && !(keep >> (e / per) & 1u)) {
-        ch[k] = -INFINITY;
-        choice_s[warp][e] = -INFINITY;
-      }
-    }
-    __syncwarp();
-  }
-  // Ranks among all E candidates (masked ones are -inf and rank after the rest;
-  // entries past E are -inf with higher indices, so they never count). The
-  // loop runs over the whole array, unrolled, so the shared-memory loads
-  // overlap instead of each waiting for the compare before it (a serial chain
-  // of 64 loads was ~2 us of the kernel).
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int e = lane + 32 * k;
-    if (e >= E) continue;
-    int rank = 0;
-#pragma unroll 16
-    for (int o = 0; o < 32 * PER; ++o) {
-      const float c = choice_s[warp][o];
-      rank += better(c, o, ch[k], e);
-    }
-    if (rank < K) {
-      ids[static_cast<int64_t>(t) * K + rank] = e;
-      picked_s[warp][rank] = sc[k];
-    }
-  }
-  __syncwarp();
-  float norm = 1.0f;
-  if (lane == 0 && normalize) {
-    float sum = 0.0f;
-    for (int j = 0; j < K; ++j) sum += picked_s[warp][j];
-    norm = 1.0f / (sum + 1e-20f);
-  }
-  norm = __shfl_sync(0xffffffffu, norm, 0);
-  if (lane < K) weights[static_cast<int64_t>(t) * K + lane] = picked_s[warp][lane] * norm * scale;
+  route_token<PER>(a, bv, t, scratch[warp], ids + static_cast<int64_t>(t) * a.K,
+                   weights + static_cast<int64_t>(t) * a.K);
 }
 
 __global__ void sort_kernel(const int32_t* ids, int P, int E, int32_t* offsets, int32_t* active,
@@ -424,19 +307,20 @@ __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_p
 
 }  // namespace
 
-void launch_moe_route(const float* logits, const float* bias, int64_t T, int64_t E, int64_t K,
-                      bool softmax, int64_t n_group, int64_t topk_group, bool normalize,
-                      float scale, int32_t* ids, float* weights, cudaStream_t s) {
-  R1_CUDA_REQUIRE(E <= kMaxExperts && K <= 32 && K <= E,
+void check_route_args(const RouteArgs& r) {
+  R1_CUDA_REQUIRE(r.E >= 1 && r.E <= kMaxExperts && r.K >= 1 && r.K <= kRouteMaxTopK && r.K <= r.E,
                   "moe_route: at most 256 experts, top-k <= 32");
-  R1_CUDA_REQUIRE(n_group >= 1 && n_group <= 32 && E % n_group == 0 && topk_group <= n_group,
-                  "moe_route: groups");
+  R1_CUDA_REQUIRE(
+      r.n_group >= 1 && r.n_group <= 32 && r.E % r.n_group == 0 && r.topk_group <= r.n_group,
+      "moe_route: groups");
+}
+
+void launch_moe_route(const RouteArgs& r, int64_t T, int32_t* ids, float* weights, cudaStream_t s) {
+  check_route_args(r);
   if (T == 0) return;
   const unsigned blocks = static_cast<unsigned>((T + kRouteWarps - 1) / kRouteWarps);
-  auto* kernel = E <= 64 ? route_kernel<2> : route_kernel<8>;
-  pdl_launch(kernel, blocks, 32 * kRouteWarps, 0, s, logits, bias, static_cast<int>(T),
-             static_cast<int>(E), static_cast<int>(K), softmax, static_cast<int>(n_group),
-             static_cast<int>(topk_group), normalize, scale, ids, weights);
+  auto* kernel = r.E <= 64 ? route_kernel<2> : route_kernel<8>;
+  pdl_launch(kernel, blocks, 32 * kRouteWarps, 0, s, r, static_cast<int>(T), ids, weights);
   R1_CUDA_LAUNCHED();
 }
 

@@ -18,11 +18,40 @@
 #include <utility>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/route.cuh"
 
 namespace r1::backend::cuda {
 namespace {
 
 constexpr int kMaxSlots = 256;
+
+// A token routed in the kernel (route.cuh) instead of read from the route op's
+// outputs: warp 0 of the block writes the K experts and weights to ids_s, w_s.
+struct InlineRoute {
+  RouteArgs args;
+  bool on = false;
+};
+using RouteShared = RouteScratch<kRouteMaxExperts / 32>;
+__device__ __forceinline__ void route_bias_any(const RouteArgs& r, float (&bv)[8]) {
+  if (r.E <= 64) {
+    float b2[2];
+    route_bias<2>(r, b2);
+    bv[0] = b2[0];
+    bv[1] = b2[1];
+  } else {
+    route_bias<8>(r, bv);
+  }
+}
+// Every lane of one warp; ends with the warp synced (the block's barrier is the caller's).
+__device__ __forceinline__ void route_any(const RouteArgs& r, const float (&bv)[8],
+                                          RouteShared& scratch, int32_t* ids_s, float* w_s) {
+  if (r.E <= 64) {
+    const float b2[2] = {bv[0], bv[1]};
+    route_token<2>(r, b2, 0, reinterpret_cast<RouteScratch<2>&>(scratch), ids_s, w_s);
+  } else {
+    route_token<8>(r, bv, 0, scratch, ids_s, w_s);
+  }
+}
 
 struct GateUpStream {
   const uint16_t* x;  // [H] BF16, 16-byte aligned
@@ -30,11 +59,13 @@ struct GateUpStream {
   int32_t
       parts;  // stages a unit: C = H / parts columns of its gate and up rows each (C % 256 == 0)
   const uint16_t* gate_up;
-  const int32_t* ids;  // the token's K experts
+  int32_t* ids;  // the token's K experts (written here with route.on)
   int64_t K;
   uint16_t* act;  // [K, I]
-  // The route kernel is at least two launches back: ids may be read, and the
-  // first rows requested, before pdl_wait.
+  InlineRoute route;
+  float* w;  // route.on: the experts' weights, written with ids
+  // The route kernel (route.on: the router) is at least two launches back: ids
+  // (the logits) may be read, and the first rows requested, before pdl_wait.
   bool ids_early;
   // Set: x is the raw row and the products are those of RMSNorm(x) with these
   // weights (x * norm_w rounded to BF16 in shared memory, the sums scaled by
@@ -51,6 +82,8 @@ struct DownStream {
   const int32_t* ids;
   const float* w;
   int64_t K;
+  InlineRoute route;
+  bool route_early;  // route.on: the logits may be read before pdl_wait
   const void* add;
   bool add_bf;
   void* out;
@@ -98,11 +131,19 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
   const int P = a.parts, C = H / P;
   uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * NS * 2 * C;
   uint16_t* x_s = reinterpret_cast<uint16_t*>(dyn + static_cast<size_t>(nw) * NS * 4 * C);
+  __shared__ float w_s[kMaxSlots];
+  __shared__ RouteShared route_s;
+  float bv[8];
+  if (a.route.on && warp == 0) route_bias_any(a.route.args, bv);
   if (!a.ids_early) {  // the routing may come from the kernel just before
     pdl_wait();
     pdl_trigger();
   }
-  for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
+  if (a.route.on) {
+    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
+  } else {
+    for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
+  }
   __syncthreads();
   int u0 = 0, u1 = 0;
   warp_range(K * I, u0, u1);
@@ -131,6 +172,11 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     pdl_wait();
     pdl_trigger();
   }
+  if (a.route.on && blockIdx.x == 0)  // the route op's outputs, for any later reader
+    for (int j = threadIdx.x; j < K; j += blockDim.x) {
+      a.ids[j] = ids_s[j];
+      a.w[j] = w_s[j];
+    }
   __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
   float ss = 0.0f;
   for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8) {
@@ -210,11 +256,25 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   const int H = static_cast<int>(a.H), I = static_cast<int>(a.I), K = static_cast<int>(a.K);
   uint16_t* ring = reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(warp) * NS * I;
   // Before pdl_wait: the routing, written by the route kernel at least two
-  // launches back. It is complete: a kernel starts only after every block of
-  // the one before has passed pdl_trigger, which comes after its pdl_wait.
-  for (int j = threadIdx.x; j < K; j += blockDim.x) {
-    ids_s[j] = a.ids[j];
-    w_s[j] = a.w[j];
+  // launches back (it is complete: a kernel starts only after every block of
+  // the one before has passed pdl_trigger, which comes after its pdl_wait), or
+  // made here from the router's logits (after pdl_wait unless route_early).
+  bool waited = false;
+  if (a.route.on) {
+    __shared__ RouteShared route_s;
+    float bv[8];
+    if (warp == 0) route_bias_any(a.route.args, bv);
+    if (!a.route_early) {
+      pdl_wait();
+      pdl_trigger();
+      waited = true;
+    }
+    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
+  } else {
+    for (int j = threadIdx.x; j < K; j += blockDim.x) {
+      ids_s[j] = a.ids[j];
+      w_s[j] = a.w[j];
+    }
   }
   __syncthreads();
   int u0 = 0, u1 = 0;
@@ -232,8 +292,10 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     cp_async_commit();
   };
   for (int s = 0; s < NS; ++s) issue(s, s < items);
-  pdl_wait();  // act comes from the kernel just before
-  pdl_trigger();
+  if (!waited) {  // act comes from the kernel just before
+    pdl_wait();
+    pdl_trigger();
+  }
   float tot = 0.0f;
   Cursor at(0, max(nh, 1));
   int st = 0;
@@ -391,6 +453,23 @@ uint64_t pdl_launches(cudaStream_t s) {
   return pdl_launch_count(s);
 }
 
+namespace {
+// R1SERVE_CUDA_MOE_INLINE_ROUTE=0: the route kernel routes every step (side-by-side runs).
+std::atomic<int> g_inline_route{-1};  // -1: from the environment
+}  // namespace
+bool moe_inline_route_enabled() {
+  int v = g_inline_route.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("R1SERVE_CUDA_MOE_INLINE_ROUTE");
+    v = e != nullptr && e[0] == '0' ? 0 : 1;
+    g_inline_route.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+void set_moe_inline_route(bool on) {
+  g_inline_route.store(on ? 1 : 0, std::memory_order_relaxed);
+}
+
 void set_moe_stream_enabled(bool on) {
   budget().on = on;
 }
@@ -411,9 +490,16 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 }
 
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
-                               const int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
-                               cudaStream_t s, const float* norm_w, float eps) {
+                               int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
+                               cudaStream_t s, const float* norm_w, float eps,
+                               const RouteArgs* route, float* w) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
+  InlineRoute ir;
+  if (route != nullptr) {
+    check_route_args(*route);
+    R1_CUDA_REQUIRE(route->K == K && w != nullptr, "moe stream: routing outputs");
+    ir = InlineRoute{*route, true};
+  }
   R1_CUDA_REQUIRE(
       reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0,
       "moe stream: x and the norm weights must be 16-byte aligned");
@@ -425,19 +511,25 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
   with_stages<GateUpLaunch>(
       rs.stages, rs, smem, s,
-      GateUpStream{x, H, I, parts, gate_up, ids, K, act, ids_early, norm_w, eps});
+      GateUpStream{x, H, I, parts, gate_up, ids, K, act, ir, w, ids_early, norm_w, eps});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
-                            cudaStream_t s) {
+                            cudaStream_t s, const RouteArgs* route, bool route_early) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
+  InlineRoute ir;
+  if (route != nullptr) {
+    check_route_args(*route);
+    R1_CUDA_REQUIRE(route->K == K, "moe stream: routing outputs");
+    ir = InlineRoute{*route, true};
+  }
   const RingShape rs = ring_shape(static_cast<size_t>(2 * I), budget().down);
   const size_t smem = static_cast<size_t>(rs.warps) * rs.stages * 2 * I;
-  with_stages<DownLaunch>(
-      rs.stages, rs, smem, s,
-      DownStream{act, down, H, I, ids, w, K, add, add_bf, out, out_bf, res, res_bf});
+  with_stages<DownLaunch>(rs.stages, rs, smem, s,
+                          DownStream{act, down, H, I, ids, w, K, ir, route_early, add, add_bf, out,
+                                     out_bf, res, res_bf});
 }
 
 }  // namespace r1::backend::cuda

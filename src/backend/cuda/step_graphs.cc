@@ -66,7 +66,8 @@ bool CudaBackend::begin_step(const BatchInfo& b, const KvCache& cache, const Ten
   cur_ = nullptr;
   cur_src_ = nullptr;
   capturing_ = replayed_ = capture_broken_ = step_synced_ = false;
-  recent_ = {};  // no early inputs across steps
+  recent_ = {};         // no early inputs across steps
+  pending_route_ = {};  // a step cut short by an error: its buffers may be gone
   if (!graphs_ || profiling_ || !recordable(b)) return false;
 
   const int32_t B = b.num_seqs();
@@ -165,6 +166,7 @@ bool CudaBackend::begin_step(const BatchInfo& b, const KvCache& cache, const Ten
 }
 
 bool CudaBackend::end_step() {
+  flush_route();
   StepRecording* r = cur_;
   cur_ = nullptr;
   cur_src_ = nullptr;
