@@ -173,6 +173,9 @@ void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-p
 // A one-token routing left to the streamed kernels (cuda_backend.cc; on unless
 // R1SERVE_CUDA_MOE_INLINE_ROUTE=0).
 bool moe_inline_route_enabled();
+// The streamed gate/up kernel reads x before pdl_wait when it may (on unless
+// R1SERVE_CUDA_MOE_X_EARLY=0).
+bool moe_x_early_enabled();
 void set_moe_inline_route(bool on);
 // ids_early: the kernel that wrote ids is at least two launches back on s (the
 // gate/up kernel then requests its first rows before pdl_wait). norm_w (F32 [H])
@@ -182,11 +185,13 @@ void set_moe_inline_route(bool on);
 // the router's logits instead of reading ids and w (route_token, the route
 // kernel's arithmetic), before pdl_wait when ids_early says the logits were
 // written two or more launches back; the gate/up kernel's first block then
-// writes ids and w (the route op's outputs) after its pdl_wait.
+// writes ids and w (the route op's outputs) after its pdl_wait. x_early (with
+// ids_early): x, too, is read and normed before pdl_wait.
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f,
-                               const RouteArgs* route = nullptr, float* w = nullptr);
+                               const RouteArgs* route = nullptr, float* w = nullptr,
+                               bool x_early = false);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,

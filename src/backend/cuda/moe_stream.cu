@@ -72,6 +72,9 @@ struct GateUpStream {
   // 1 / rms(x): the dense GEMV's folded norm).
   const float* norm_w;
   float eps;
+  // With ids_early: x too was written two or more launches back (read, and
+  // normed, before pdl_wait).
+  bool x_early;
 };
 
 struct DownStream {
@@ -168,7 +171,47 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     cp_async_commit();
   };
   for (int s = 0; s < NS; ++s) issue(s, s < items);
-  if (a.ids_early) {  // x may come from the kernel just before
+  // x (normed, with its 1 / rms) into x_s; every thread calls it; ends synced.
+  __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
+  auto load_x = [&]() {
+    float ss = 0.0f;
+    for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8) {
+      uint4 v = *reinterpret_cast<const uint4*>(a.x + k);
+      if (a.norm_w != nullptr) {
+        float x8[8];
+        unpack8(v, x8);
+        const float4 n0 = *reinterpret_cast<const float4*>(a.norm_w + k),
+                     n1 = *reinterpret_cast<const float4*>(a.norm_w + k + 4);
+        const float n8[8] = {n0.x, n0.y, n0.z, n0.w, n1.x, n1.y, n1.z, n1.w};
+        uint32_t o[4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          ss = fmaf(x8[2 * c], x8[2 * c], ss);
+          ss = fmaf(x8[2 * c + 1], x8[2 * c + 1], ss);
+          const __nv_bfloat162 b =
+              __floats2bfloat162_rn(x8[2 * c] * n8[2 * c], x8[2 * c + 1] * n8[2 * c + 1]);
+          o[c] = *reinterpret_cast<const uint32_t*>(&b);
+        }
+        v = make_uint4(o[0], o[1], o[2], o[3]);
+      }
+      *reinterpret_cast<uint4*>(x_s + k) = v;
+    }
+    if (a.norm_w != nullptr) {
+      ss = warp_sum(ss);
+      if (lane == 0) ss_s[warp] = ss;
+    }
+    __syncthreads();
+    float inv = 1.0f;  // 1 / rms(x) with the norm
+    if (a.norm_w != nullptr) {
+      float tot = 0.0f;
+      for (int i = 0; i < nw; ++i) tot += ss_s[i];
+      inv = 1.0f / sqrtf(tot / static_cast<float>(H) + a.eps);
+    }
+    return inv;
+  };
+  float sc = 1.0f;
+  if (a.ids_early && a.x_early) sc = load_x();  // x written two or more launches back
+  if (a.ids_early) {                            // x may come from the kernel just before
     pdl_wait();
     pdl_trigger();
   }
@@ -177,40 +220,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       a.ids[j] = ids_s[j];
       a.w[j] = w_s[j];
     }
-  __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
-  float ss = 0.0f;
-  for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8) {
-    uint4 v = *reinterpret_cast<const uint4*>(a.x + k);
-    if (a.norm_w != nullptr) {
-      float x8[8];
-      unpack8(v, x8);
-      const float4 n0 = *reinterpret_cast<const float4*>(a.norm_w + k),
-                   n1 = *reinterpret_cast<const float4*>(a.norm_w + k + 4);
-      const float n8[8] = {n0.x, n0.y, n0.z, n0.w, n1.x, n1.y, n1.z, n1.w};
-      uint32_t o[4];
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        ss = fmaf(x8[2 * c], x8[2 * c], ss);
-        ss = fmaf(x8[2 * c + 1], x8[2 * c + 1], ss);
-        const __nv_bfloat162 b =
-            __floats2bfloat162_rn(x8[2 * c] * n8[2 * c], x8[2 * c + 1] * n8[2 * c + 1]);
-        o[c] = *reinterpret_cast<const uint32_t*>(&b);
-      }
-      v = make_uint4(o[0], o[1], o[2], o[3]);
-    }
-    *reinterpret_cast<uint4*>(x_s + k) = v;
-  }
-  if (a.norm_w != nullptr) {
-    ss = warp_sum(ss);
-    if (lane == 0) ss_s[warp] = ss;
-  }
-  __syncthreads();
-  float sc = 1.0f;  // 1 / rms(x) with the norm
-  if (a.norm_w != nullptr) {
-    float tot = 0.0f;
-    for (int i = 0; i < nw; ++i) tot += ss_s[i];
-    sc = 1.0f / sqrtf(tot / static_cast<float>(H) + a.eps);
-  }
+  if (!(a.ids_early && a.x_early)) sc = load_x();
   Cursor at(u0, I);
   int st = 0, part = 0;
   float ag = 0.0f, au = 0.0f;
@@ -466,6 +476,14 @@ bool moe_inline_route_enabled() {
   }
   return v == 1;
 }
+bool moe_x_early_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_MOE_X_EARLY");
+    return e == nullptr || e[0] != '0';
+  }();
+  return on;
+}
+
 void set_moe_inline_route(bool on) {
   g_inline_route.store(on ? 1 : 0, std::memory_order_relaxed);
 }
@@ -492,7 +510,7 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w, float eps,
-                               const RouteArgs* route, float* w) {
+                               const RouteArgs* route, float* w, bool x_early) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
@@ -511,7 +529,7 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
   with_stages<GateUpLaunch>(
       rs.stages, rs, smem, s,
-      GateUpStream{x, H, I, parts, gate_up, ids, K, act, ir, w, ids_early, norm_w, eps});
+      GateUpStream{x, H, I, parts, gate_up, ids, K, act, ir, w, ids_early, norm_w, eps, x_early});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
