@@ -71,6 +71,32 @@ timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/be
   "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/summary.txt"
 
+# The batch-1 paths that are off by default until they have run on a GPU
+# (session 3: routing in the streamed experts, the short-row W_UK GEMV with
+# trigger-first, x read early by the streamed gate/up): batch 1 with them off
+# and on, twice, side by side.
+if [[ "${B1_PATHS_AB:-1}" == 1 ]]; then
+  for rep in 1 2; do
+    for on in 0 1; do
+      echo "## batch-1 paths $on (run $rep)"
+      R1SERVE_CUDA_MOE_INLINE_ROUTE=$on R1SERVE_CUDA_HEAD_GEMV_SHORT=$on R1SERVE_CUDA_MOE_X_EARLY=$on \
+        R1SERVE_CUDA_TRIGGER_FIRST=$((2 * on)) R1_BENCH_BATCHES=1 timeout 60 "$BUNDLE/bin/bench_cuda" \
+        "$ROOT/bench/configs/bench-r1-9b" 2>&1 | grep -E 'hbm_copy|decode batch 1 \(graphs on, pdl on, tokens'
+    done
+    # With them on: the shared experts' down GEMV in 256 blocks (room for the streamed gate/up
+    # kernel beside it), and the gate/up ring cut to 64 KB (room for a down-kernel block).
+    for extra in "R1SERVE_CUDA_GEMV_PLANS=2048x1408=s2r2u4" \
+      "R1SERVE_CUDA_MOE_GU_PARTS=4 R1SERVE_CUDA_MOE_STREAM=64,96"; do
+      echo "## batch-1 paths 1 + $extra (run $rep)"
+      env $extra R1SERVE_CUDA_MOE_INLINE_ROUTE=1 R1SERVE_CUDA_HEAD_GEMV_SHORT=1 \
+        R1SERVE_CUDA_MOE_X_EARLY=1 R1SERVE_CUDA_TRIGGER_FIRST=2 R1_BENCH_BATCHES=1 timeout 60 \
+        "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" 2>&1 |
+        grep -E 'decode batch 1 \(graphs on, pdl on, tokens'
+    done
+  done > "$OUT/b1_paths_ab.txt" 2>&1
+  echo "batch-1 paths A/B done" >> "$OUT/summary.txt"
+fi
+
 # GEMV_SWEEP=1: every dense GEMV shape of the benchmark models under every launch plan.
 if [[ "${GEMV_SWEEP:-0}" == 1 ]]; then
   R1_BENCH_GEMV=1 timeout 300 "$BUNDLE/bin/bench_cuda" > "$OUT/gemv_sweep.log" 2>&1
@@ -142,6 +168,7 @@ for f in "$OUT"/trace_bench-r1-9b.txt "$OUT"/trace_r1-distill-qwen-7b.txt; do
   [[ -f "$f" ]] && { echo "==== timeline of recorded steps: $(basename "$f") ===="; head -60 "$f"; }
 done
 [[ -f "$OUT/gemv_sweep.log" ]] && { echo "==== GEMV plans ===="; cat "$OUT/gemv_sweep.log"; }
+[[ -f "$OUT/b1_paths_ab.txt" ]] && { echo "==== batch-1 paths off / on ===="; grep -E '^##|ms/step' "$OUT/b1_paths_ab.txt"; }
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
 echo "==== engine bench ===="

@@ -559,11 +559,17 @@ TEST_P(CudaModel, GreedyContinuationsMatchTransformers) {
 // forced onto the GPU in the MoE models: 0.1 x std and 95 % argmax agreement,
 // the serving mode's criterion above; and the GPU router's choices against the
 // CPU router on the same logits.
-TEST_P(CudaModel, Bf16DecodeStepsCloseToCpu) {
-  const std::string name = GetParam();
+// (With `paths`: the batch-1 paths that are off by default, cuda_set_batch1_paths;
+// the recorder's host reads of the routing keep the route kernel in use.)
+void bf16_decode_steps_close_to_cpu(const std::string& name, bool paths) {
   auto ref = read_json(kModels + name + "/reference.json");
   Loaded g = load(name, 2), c = load(name, 0);
   ASSERT_TRUE(g.model && c.model);
+  backend::cuda_set_batch1_paths(*g.be, paths);
+  struct Reset {
+    backend::Backend& be;
+    ~Reset() { backend::cuda_set_batch1_paths(be, false); }  // the default
+  } reset{*g.be};
   const int64_t V = g.model->config().vocab_size;
   std::vector<int32_t> tokens = ref["sequences"][1].get<std::vector<int32_t>>();
   const auto n = static_cast<int64_t>(tokens.size());
@@ -581,10 +587,15 @@ TEST_P(CudaModel, Bf16DecodeStepsCloseToCpu) {
   const std::vector<Route> cpu_routes = c.rec->routes;
   g.rec->reset(cpu_routes.empty() ? nullptr : &cpu_routes);
   const std::vector<float> gpu = steps(*g.model);
-  expect_logits_close(gpu, cpu, V, name + " bf16 decode steps vs CPU", 0.1, 0.95);
+  const std::string what = name + (paths ? " (batch-1 paths on)" : "");
+  expect_logits_close(gpu, cpu, V, what + " bf16 decode steps vs CPU", 0.1, 0.95);
   // The GPU's own choices (recorded before the CPU's were forced), from its own
   // logits (at one token, the fused router kernel's), against the CPU router.
-  if (!cpu_routes.empty()) expect_router_matches_cpu_router(g.rec->routes, name + " decode steps");
+  if (!cpu_routes.empty()) expect_router_matches_cpu_router(g.rec->routes, what + " decode steps");
+}
+
+TEST_P(CudaModel, Bf16DecodeStepsCloseToCpu) {
+  for (bool paths : {false, true}) bf16_decode_steps_close_to_cpu(GetParam(), paths);
 }
 
 // Chunks of 7 tokens over a shuffled block table against one prefill: in the

@@ -323,14 +323,21 @@ TEST_F(CudaOps, HeadLinear) {
                                            {1, 16, 128, 512, 512, 128},
                                            {13, 16, 512, 128, 192, 576}}) {
     Tensor x = random_bf16({T, H * xs}, rng_), w = random_bf16({H, N, K}, rng_, 0.1f);
-    Tensor go = galloc({T, H * os}), co = calloc({T, H * os});
     // Fill outputs identically so untouched columns compare equal.
     Tensor init = random_bf16({T, H * os}, rng_);
-    go = dev(init);
+    Tensor co = calloc({T, H * os});
     std::memcpy(co.raw(), init.raw(), init.nbytes());
-    gpu().head_linear(dev(x), xs, gpu().upload(w, DType::kBF16), go, os);
     cpu().head_linear(x, xs, w, co, os);
-    expect_close(fetch(gpu(), go), host_values(co), 1e-2, "head_linear");
+    const Tensor gw = gpu().upload(w, DType::kBF16);
+    for (bool short_rows : {false, true}) {  // the plain GEMV, then the short-row kernel
+      cuda_set_batch1_paths(gpu(), short_rows);
+      Tensor go = dev(init);
+      gpu().head_linear(dev(x), xs, gw, go, os);
+      expect_close(fetch(gpu(), go), host_values(co), 1e-2,
+                   "head_linear T=" + std::to_string(T) + " K=" + std::to_string(K) +
+                       (short_rows ? " short rows" : ""));
+    }
+    cuda_set_batch1_paths(gpu(), false);  // the default
   }
 }
 

@@ -92,6 +92,14 @@ void cuda_set_moe_inline_route(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_batch1_paths(Backend& be, bool on) {
+  cuda::set_moe_inline_route(on);
+  cuda::set_head_gemv_short(on);
+  cuda::set_head_gemv_trigger_first_mode(on ? 2 : 0);
+  cuda::set_moe_x_early(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 void cuda_set_norm_fold(Backend& be, int64_t max_bytes) {
   cuda::set_norm_fold_max_bytes(max_bytes);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();

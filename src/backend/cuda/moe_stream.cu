@@ -464,24 +464,33 @@ uint64_t pdl_launches(cudaStream_t s) {
 }
 
 namespace {
-// R1SERVE_CUDA_MOE_INLINE_ROUTE=0: the route kernel routes every step (side-by-side runs).
+// R1SERVE_CUDA_MOE_INLINE_ROUTE=1: the streamed kernels route a one-token step
+// themselves (off by default until it has run on a GPU).
 std::atomic<int> g_inline_route{-1};  // -1: from the environment
 }  // namespace
 bool moe_inline_route_enabled() {
   int v = g_inline_route.load(std::memory_order_relaxed);
   if (v < 0) {
     const char* e = std::getenv("R1SERVE_CUDA_MOE_INLINE_ROUTE");
-    v = e != nullptr && e[0] == '0' ? 0 : 1;
+    v = e != nullptr && e[0] == '1' ? 1 : 0;
     g_inline_route.store(v, std::memory_order_relaxed);
   }
   return v == 1;
 }
+namespace {
+std::atomic<int> g_x_early{-1};  // -1: from the environment
+}  // namespace
 bool moe_x_early_enabled() {
-  static const bool on = [] {
+  int v = g_x_early.load(std::memory_order_relaxed);
+  if (v < 0) {
     const char* e = std::getenv("R1SERVE_CUDA_MOE_X_EARLY");
-    return e == nullptr || e[0] != '0';
-  }();
-  return on;
+    v = e != nullptr && e[0] == '1' ? 1 : 0;
+    g_x_early.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+void set_moe_x_early(bool on) {
+  g_x_early.store(on ? 1 : 0, std::memory_order_relaxed);
 }
 
 void set_moe_inline_route(bool on) {
