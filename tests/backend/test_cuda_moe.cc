@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/kernels.h"
 #include "backend/cuda_ops_fixture.h"
 
 namespace r1::backend::testing {
@@ -30,6 +31,27 @@ RouterParams topk_normalized(int64_t K) {
   p.normalize = true;
   p.scale = 2.5f;
   return p;
+}
+
+// The routing kernels' limits (host code: runs without a GPU): at most 256
+// experts, 1 <= top-k <= min(32, E), groups dividing E (the backend turns a
+// refusal into a kUnsupported error naming the widths).
+TEST(MoeRouteArgs, LimitsAreCheckedOnTheHost) {
+  auto args = [](int E, int K, int groups, int topk_groups) {
+    cuda::RouteArgs r;
+    r.E = E;
+    r.K = K;
+    r.n_group = groups;
+    r.topk_group = topk_groups;
+    return r;
+  };
+  for (const cuda::RouteArgs& good : {args(256, 8, 8, 4), args(64, 6, 1, 1), args(4, 4, 2, 2)})
+    EXPECT_TRUE(cuda::route_args_ok(good)) << "E=" << good.E << " K=" << good.K;
+  for (const cuda::RouteArgs& bad :
+       {args(257, 8, 1, 1), args(64, 33, 1, 1), args(8, 9, 1, 1), args(64, 0, 1, 1),
+        args(96, 8, 7, 2), args(64, 8, 8, 9), args(64, 8, 64, 1), args(64, 8, 8, 0)})
+    EXPECT_FALSE(cuda::route_args_ok(bad))
+        << "E=" << bad.E << " K=" << bad.K << " groups=" << bad.n_group << "/" << bad.topk_group;
 }
 
 TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {

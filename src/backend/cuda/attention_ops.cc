@@ -253,21 +253,15 @@ void CudaBackend::mla_attention(const Tensor& q, const Tensor& latent_cache, con
 
 // R1SERVE_CUDA_MLA_FUSED_INPUTS=0: the latent write and the query's rotation
 // stay kernels of their own (side-by-side runs).
-std::atomic<int> g_mla_fused_inputs{-1};
-void set_mla_fused_inputs(bool on) {
-  g_mla_fused_inputs.store(on ? 1 : 0, std::memory_order_relaxed);
-}
 namespace {
+EnvSwitch g_mla_fused_inputs{"R1SERVE_CUDA_MLA_FUSED_INPUTS", 1};
 bool mla_fused_inputs_enabled() {
-  int v = g_mla_fused_inputs.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_MLA_FUSED_INPUTS");
-    v = e == nullptr || e[0] != '0' ? 1 : 0;
-    g_mla_fused_inputs.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
+  return g_mla_fused_inputs.on();
 }
 }  // namespace
+void set_mla_fused_inputs(bool on) {
+  g_mla_fused_inputs.set(on ? 1 : 0);
+}
 
 // Decode (one new token a sequence): the attention kernel makes each token's
 // latent row and the query's rotary columns itself (both read before its

@@ -494,7 +494,13 @@ void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, con
   r.softmax = p.scoring == Scoring::kSoftmax;
   r.normalize = p.normalize;
   r.scale = p.scale;
-  check_route_args(r);
+  if (!route_args_ok(r))
+    throw Error(make_error(
+        ErrorCode::kUnsupported,
+        "CUDA moe_route: {} experts, top-{}, {} groups ({} kept): the GPU routes at most 256 "
+        "experts, top-k from 1 to min(32, experts), groups dividing the experts; use --device "
+        "cpu for this model",
+        E, K, p.n_group, p.topk_group));
   if (T == 1 && router_logits.dtype() == DType::kF32 && moe_inline_route_enabled()) {
     pending_route_ =
         PendingRoute{r, router_logits, ids.data<int32_t>(), weights.data<float>(), true};

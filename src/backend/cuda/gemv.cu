@@ -430,17 +430,11 @@ __global__ void __launch_bounds__(256)
 
 // R1SERVE_CUDA_HEAD_GEMV_SHORT=1 turns the short-row kernel on (off by default
 // until it has run on a GPU: docs/performance.md, 2026-12-07 session 3).
-std::atomic<int> g_head_short{-1};  // -1: from the environment
+EnvSwitch g_head_short{"R1SERVE_CUDA_HEAD_GEMV_SHORT", 0};
 bool head_gemv_short_enabled() {
-  int v = g_head_short.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_HEAD_GEMV_SHORT");
-    v = e != nullptr && e[0] == '1' ? 1 : 0;
-    g_head_short.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
+  return g_head_short.on();
 }
-std::atomic<int> g_trigger_first{-1};  // -1: from the environment
+EnvSwitch g_trigger_first{"R1SERVE_CUDA_TRIGGER_FIRST", 0};
 
 // Matrices up to 16 MB are pulled into L2 whole before pdl_wait, while the
 // kernel before runs (larger ones would evict each other's lines: L2 is 50 MB
@@ -667,20 +661,14 @@ void launch_dense_gemv_fused(const uint16_t* x, int64_t ldx, const uint16_t* w, 
 }
 
 int head_gemv_trigger_first_mode() {
-  int v = g_trigger_first.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_TRIGGER_FIRST");
-    v = e != nullptr && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : 0;
-    g_trigger_first.store(v, std::memory_order_relaxed);
-  }
-  return v;
+  return g_trigger_first.value();
 }
 
 void set_head_gemv_short(bool on) {
-  g_head_short.store(on ? 1 : 0, std::memory_order_relaxed);
+  g_head_short.set(on ? 1 : 0);
 }
 void set_head_gemv_trigger_first_mode(int mode) {
-  g_trigger_first.store(mode, std::memory_order_relaxed);
+  g_trigger_first.set(mode);
 }
 
 void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, const uint16_t* w,

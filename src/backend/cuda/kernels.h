@@ -4,12 +4,38 @@
 // float buffer holds BF16 (true) or F32 (false).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include <cuda_runtime_api.h>
 
 namespace r1::backend::cuda {
+
+// A switch of the backend for side-by-side runs and tests: the first digit of
+// the environment variable `name` on first use (unset or not a digit: the
+// default), then whatever a test sets. 0 is off; other values are on, or a mode.
+class EnvSwitch {
+ public:
+  constexpr EnvSwitch(const char* name, int def) : name_(name), def_(def) {}
+  int value() const {
+    int v = v_.load(std::memory_order_relaxed);
+    if (v < 0) {
+      const char* e = std::getenv(name_);
+      v = e != nullptr && e[0] >= '0' && e[0] <= '9' ? e[0] - '0' : def_;
+      v_.store(v, std::memory_order_relaxed);
+    }
+    return v;
+  }
+  bool on() const { return value() != 0; }
+  void set(int v) { v_.store(v, std::memory_order_relaxed); }
+
+ private:
+  const char* name_;
+  int def_;
+  mutable std::atomic<int> v_{-1};
+};
 
 // Fails loudly (via R1_CHECK) with `what` and the CUDA error; defined in cuda_backend.cc.
 [[noreturn]] void cuda_fail(const char* file, int line, const char* what, const char* detail);
@@ -109,8 +135,9 @@ struct RouteArgs {
   bool softmax = false, normalize = false;
   float scale = 1.0f;
 };
-// Throws unless the kernels can route these widths (E <= 256, K <= 32, groups).
-void check_route_args(const RouteArgs& r);
+// Whether the kernels can route these widths: 1 <= E <= 256, 1 <= K <= min(32,
+// E), 1 <= n_group <= 32 dividing E, topk_group <= n_group.
+bool route_args_ok(const RouteArgs& r);
 // ids I32 [T, K], weights F32 [T, K]: a warp per token.
 void launch_moe_route(const RouteArgs& r, int64_t T, int32_t* ids, float* weights, cudaStream_t s);
 // Sorts the T*K (token, slot) pairs by expert: offsets [E+1], sorted_pair [P]

@@ -552,29 +552,17 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 // A spare split block takes the token's own key (measured +1.8 % on the 9B at
 // batch 1, docs/performance.md, day 3 run 5); R1SERVE_CUDA_ATTN_FRESH_HELPER=0
 // leaves it to the split holding that key (side-by-side runs).
-std::atomic<int> g_fresh_helper{-1};  // -1: from the environment
+EnvSwitch g_fresh_helper{"R1SERVE_CUDA_ATTN_FRESH_HELPER", 1};
 }  // namespace
 bool attn_fresh_helper_enabled() {
-  int v = g_fresh_helper.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_ATTN_FRESH_HELPER");
-    v = e != nullptr && e[0] == '0' ? 0 : 1;
-    g_fresh_helper.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
+  return g_fresh_helper.on();
 }
 namespace {
 
 // R1SERVE_CUDA_ATTN_SPREAD_MERGE=0: the last split block merges alone (side-by-side runs).
-std::atomic<int> g_spread_merge{-1};  // -1: from the environment
+EnvSwitch g_spread_merge{"R1SERVE_CUDA_ATTN_SPREAD_MERGE", 1};
 bool spread_merge_enabled() {
-  int v = g_spread_merge.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_ATTN_SPREAD_MERGE");
-    v = e == nullptr || e[0] != '0' ? 1 : 0;
-    g_spread_merge.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
+  return g_spread_merge.on();
 }
 
 template <int DV, int D, bool SEPV>
@@ -653,11 +641,11 @@ std::string mla_attention_stamps() {
 }
 
 void set_attn_fresh_helper(bool on) {
-  g_fresh_helper.store(on ? 1 : 0, std::memory_order_relaxed);
+  g_fresh_helper.set(on ? 1 : 0);
 }
 
 void set_attn_spread_merge(bool on) {
-  g_spread_merge.store(on ? 1 : 0, std::memory_order_relaxed);
+  g_spread_merge.set(on ? 1 : 0);
 }
 
 bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim) {

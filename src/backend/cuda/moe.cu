@@ -307,16 +307,14 @@ __global__ void combine_kernel(const void* y, bool y_bf, const int32_t* pos_of_p
 
 }  // namespace
 
-void check_route_args(const RouteArgs& r) {
-  R1_CUDA_REQUIRE(r.E >= 1 && r.E <= kMaxExperts && r.K >= 1 && r.K <= kRouteMaxTopK && r.K <= r.E,
-                  "moe_route: at most 256 experts, top-k <= 32");
-  R1_CUDA_REQUIRE(
-      r.n_group >= 1 && r.n_group <= 32 && r.E % r.n_group == 0 && r.topk_group <= r.n_group,
-      "moe_route: groups");
+bool route_args_ok(const RouteArgs& r) {
+  return r.E >= 1 && r.E <= kMaxExperts && r.K >= 1 && r.K <= kRouteMaxTopK && r.K <= r.E &&
+         r.n_group >= 1 && r.n_group <= 32 && r.E % r.n_group == 0 && r.topk_group >= 1 &&
+         r.topk_group <= r.n_group;
 }
 
 void launch_moe_route(const RouteArgs& r, int64_t T, int32_t* ids, float* weights, cudaStream_t s) {
-  check_route_args(r);
+  R1_CUDA_REQUIRE(route_args_ok(r), "moe_route: at most 256 experts, top-k <= 32, groups");
   if (T == 0) return;
   const unsigned blocks = static_cast<unsigned>((T + kRouteWarps - 1) / kRouteWarps);
   auto* kernel = r.E <= 64 ? route_kernel<2> : route_kernel<8>;

@@ -464,37 +464,22 @@ uint64_t pdl_launches(cudaStream_t s) {
 }
 
 namespace {
-// R1SERVE_CUDA_MOE_INLINE_ROUTE=1: the streamed kernels route a one-token step
-// themselves (off by default until it has run on a GPU).
-std::atomic<int> g_inline_route{-1};  // -1: from the environment
+// =1: the streamed kernels route a one-token step themselves; the gate/up
+// kernel reads x before its wait (both off by default until they have run on a GPU).
+EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 0};
+EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 0};
 }  // namespace
 bool moe_inline_route_enabled() {
-  int v = g_inline_route.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_MOE_INLINE_ROUTE");
-    v = e != nullptr && e[0] == '1' ? 1 : 0;
-    g_inline_route.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
+  return g_inline_route.on();
 }
-namespace {
-std::atomic<int> g_x_early{-1};  // -1: from the environment
-}  // namespace
+void set_moe_inline_route(bool on) {
+  g_inline_route.set(on ? 1 : 0);
+}
 bool moe_x_early_enabled() {
-  int v = g_x_early.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_MOE_X_EARLY");
-    v = e != nullptr && e[0] == '1' ? 1 : 0;
-    g_x_early.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
+  return g_x_early.on();
 }
 void set_moe_x_early(bool on) {
-  g_x_early.store(on ? 1 : 0, std::memory_order_relaxed);
-}
-
-void set_moe_inline_route(bool on) {
-  g_inline_route.store(on ? 1 : 0, std::memory_order_relaxed);
+  g_x_early.set(on ? 1 : 0);
 }
 
 void set_moe_stream_enabled(bool on) {
@@ -523,7 +508,7 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
-    check_route_args(*route);
+    R1_CUDA_REQUIRE(route_args_ok(*route), "moe stream: routing widths");
     R1_CUDA_REQUIRE(route->K == K && w != nullptr, "moe stream: routing outputs");
     ir = InlineRoute{*route, true};
   }
@@ -548,7 +533,7 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
-    check_route_args(*route);
+    R1_CUDA_REQUIRE(route_args_ok(*route), "moe stream: routing widths");
     R1_CUDA_REQUIRE(route->K == K, "moe stream: routing outputs");
     ir = InlineRoute{*route, true};
   }

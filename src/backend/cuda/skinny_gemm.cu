@@ -258,22 +258,16 @@ void launch(const SkinnyArgs& a, int heads, cudaStream_t s) {
   R1_CUDA_LAUNCHED();
 }
 
-std::atomic<int> g_skinny{-1};  // -1: from the environment
+EnvSwitch g_skinny{"R1SERVE_CUDA_SKINNY_GEMM", 1};
 
 }  // namespace
 
 void set_skinny_gemm_enabled(bool on) {
-  g_skinny.store(on ? 1 : 0, std::memory_order_relaxed);
+  g_skinny.set(on ? 1 : 0);
 }
 
 bool skinny_gemm_enabled() {
-  int v = g_skinny.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("R1SERVE_CUDA_SKINNY_GEMM");
-    v = e != nullptr && e[0] == '0' ? 0 : 1;
-    g_skinny.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
+  return g_skinny.on();
 }
 
 SkinnyPlan plan_skinny_gemm(int64_t M, int64_t N, int64_t K, int64_t heads, int sm_count) {
