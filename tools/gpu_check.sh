@@ -94,6 +94,17 @@ if [[ "${B1_PATHS_AB:-1}" == 1 ]]; then
         grep -E 'decode batch 1 \(graphs on, pdl on, tokens'
     done
   done > "$OUT/b1_paths_ab.txt" 2>&1
+  # With them on: the attention's checkpoints (does it now start while W_UK runs?) and,
+  # where the timeline library was carried, the kernels' share of the recorded step.
+  B1_ON="R1SERVE_CUDA_MOE_INLINE_ROUTE=1 R1SERVE_CUDA_HEAD_GEMV_SHORT=1 R1SERVE_CUDA_MOE_X_EARLY=1 R1SERVE_CUDA_TRIGGER_FIRST=2"
+  env $B1_ON R1SERVE_CUDA_ATTN_STAMPS=1 R1_BENCH_BATCHES=1 timeout 60 "$BUNDLE/bin/bench_cuda" \
+    "$ROOT/bench/configs/bench-r1-9b" 2>&1 | grep -E -A20 '^attention stamps' | head -22 >> "$OUT/b1_paths_ab.txt"
+  if [[ -f "$BUNDLE/lib/libr1_kernel_trace.so" ]]; then
+    env $B1_ON R1_BENCH_BATCHES=1 R1_TRACE_CSV=/tmp/trace_b1_paths.csv \
+      CUDA_INJECTION64_PATH="$BUNDLE/lib/libr1_kernel_trace.so" timeout 120 "$BUNDLE/bin/bench_cuda" \
+      "$ROOT/bench/configs/bench-r1-9b" > /dev/null 2>&1
+    python3 "$ROOT/tools/trace_summary.py" /tmp/trace_b1_paths.csv 20 30 > "$OUT/trace_b1_paths.txt" 2>&1
+  fi
   echo "batch-1 paths A/B done" >> "$OUT/summary.txt"
 fi
 
@@ -168,7 +179,8 @@ for f in "$OUT"/trace_bench-r1-9b.txt "$OUT"/trace_r1-distill-qwen-7b.txt; do
   [[ -f "$f" ]] && { echo "==== timeline of recorded steps: $(basename "$f") ===="; head -60 "$f"; }
 done
 [[ -f "$OUT/gemv_sweep.log" ]] && { echo "==== GEMV plans ===="; cat "$OUT/gemv_sweep.log"; }
-[[ -f "$OUT/b1_paths_ab.txt" ]] && { echo "==== batch-1 paths off / on ===="; grep -E '^##|ms/step' "$OUT/b1_paths_ab.txt"; }
+[[ -f "$OUT/b1_paths_ab.txt" ]] && { echo "==== batch-1 paths off / on ===="; grep -E '^##|ms/step|split' "$OUT/b1_paths_ab.txt"; }
+[[ -f "$OUT/trace_b1_paths.txt" ]] && { echo "==== timeline, batch-1 paths on ===="; head -40 "$OUT/trace_b1_paths.txt"; }
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
 echo "==== engine bench ===="
