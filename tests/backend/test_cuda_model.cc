@@ -559,7 +559,8 @@ TEST_P(CudaModel, GreedyContinuationsMatchTransformers) {
 // forced onto the GPU in the MoE models: 0.1 x std and 95 % argmax agreement,
 // the serving mode's criterion above; and the GPU router's choices against the
 // CPU router on the same logits.
-// (With `paths`: the batch-1 paths that are off by default, cuda_set_batch1_paths;
+// (With `paths` false: the batch-1 paths of cuda_set_batch1_paths off, as
+// R1SERVE_CUDA_* =0 would have them;
 // the recorder's host reads of the routing keep the route kernel in use.)
 void bf16_decode_steps_close_to_cpu(const std::string& name, bool paths) {
   auto ref = read_json(kModels + name + "/reference.json");
@@ -568,7 +569,7 @@ void bf16_decode_steps_close_to_cpu(const std::string& name, bool paths) {
   backend::cuda_set_batch1_paths(*g.be, paths);
   struct Reset {
     backend::Backend& be;
-    ~Reset() { backend::cuda_set_batch1_paths(be, false); }  // the default
+    ~Reset() { backend::cuda_set_batch1_paths(be, true); }  // the default
   } reset{*g.be};
   const int64_t V = g.model->config().vocab_size;
   std::vector<int32_t> tokens = ref["sequences"][1].get<std::vector<int32_t>>();
@@ -587,7 +588,7 @@ void bf16_decode_steps_close_to_cpu(const std::string& name, bool paths) {
   const std::vector<Route> cpu_routes = c.rec->routes;
   g.rec->reset(cpu_routes.empty() ? nullptr : &cpu_routes);
   const std::vector<float> gpu = steps(*g.model);
-  const std::string what = name + (paths ? " (batch-1 paths on)" : "");
+  const std::string what = name + (paths ? "" : " (batch-1 paths off)");
   expect_logits_close(gpu, cpu, V, what + " bf16 decode steps vs CPU", 0.1, 0.95);
   // The GPU's own choices (recorded before the CPU's were forced), from its own
   // logits (at one token, the fused router kernel's), against the CPU router.

@@ -161,7 +161,7 @@ TEST_F(CudaOps, MoeInlineRouteEqualsRouteKernel) {
       }
     }
   }
-  cuda_set_moe_inline_route(gpu(), false);  // the default
+  cuda_set_moe_inline_route(gpu(), true);  // the default
 }
 
 // moe_experts_add (the residual add in the streamed down kernel's epilogue at

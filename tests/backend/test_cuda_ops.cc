@@ -337,7 +337,7 @@ TEST_F(CudaOps, HeadLinear) {
                    "head_linear T=" + std::to_string(T) + " K=" + std::to_string(K) +
                        (short_rows ? " short rows" : ""));
     }
-    cuda_set_batch1_paths(gpu(), false);  // the default
+    cuda_set_batch1_paths(gpu(), true);  // the default
   }
 }
 

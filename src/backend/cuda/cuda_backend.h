@@ -68,14 +68,14 @@ void cuda_set_mla_fused_inputs(Backend& be, bool on);
 void cuda_set_attn_fresh_helper(Backend& be, bool on);
 // Tests and benchmarks: a one-token step's routing is done by the streamed
 // expert kernels themselves (on; the route op's outputs are still written) or
-// by the route kernel (off: the default unless R1SERVE_CUDA_MOE_INLINE_ROUTE=1).
+// by the route kernel (off; R1SERVE_CUDA_MOE_INLINE_ROUTE=0). On by default.
 // Drops the backend's recorded steps.
 void cuda_set_moe_inline_route(Backend& be, bool on);
-// Tests and benchmarks: the batch-1 paths written in session 3 and not yet run
-// on a GPU, all on or all off (the default): the routing in the streamed
-// experts (above), W_UK by the short-row GEMV (R1SERVE_CUDA_HEAD_GEMV_SHORT=1)
+// Tests and benchmarks: the batch-1 paths of 2026-12-07 session 3, all on (the
+// default since their first GPU run) or all off: the routing in the streamed
+// experts (above), W_UK by the short-row GEMV (R1SERVE_CUDA_HEAD_GEMV_SHORT)
 // triggering the attention before its wait (R1SERVE_CUDA_TRIGGER_FIRST=2), and
-// the streamed gate/up kernel reading x before its wait (R1SERVE_CUDA_MOE_X_EARLY=1).
+// the streamed gate/up kernel reading x before its wait (R1SERVE_CUDA_MOE_X_EARLY).
 // Drops the backend's recorded steps.
 void cuda_set_batch1_paths(Backend& be, bool on);
 // Tests and benchmarks: a GEMV with an RMSNorm of its input folds the norm

@@ -428,13 +428,15 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// R1SERVE_CUDA_HEAD_GEMV_SHORT=1 turns the short-row kernel on (off by default
-// until it has run on a GPU: docs/performance.md, 2026-12-07 session 3).
-EnvSwitch g_head_short{"R1SERVE_CUDA_HEAD_GEMV_SHORT", 0};
+// The short-row kernel (R1SERVE_CUDA_HEAD_GEMV_SHORT=0 turns it off) and W_UK
+// triggering the attention before its own wait (R1SERVE_CUDA_TRIGGER_FIRST=2;
+// 1: every per-head GEMV, 0: none): on by default since their first H100 run
+// (docs/performance.md, 2026-12-07 session 4).
+EnvSwitch g_head_short{"R1SERVE_CUDA_HEAD_GEMV_SHORT", 1};
 bool head_gemv_short_enabled() {
   return g_head_short.on();
 }
-EnvSwitch g_trigger_first{"R1SERVE_CUDA_TRIGGER_FIRST", 0};
+EnvSwitch g_trigger_first{"R1SERVE_CUDA_TRIGGER_FIRST", 2};
 
 // Matrices up to 16 MB are pulled into L2 whole before pdl_wait, while the
 // kernel before runs (larger ones would evict each other's lines: L2 is 50 MB

@@ -197,12 +197,12 @@ void launch_skinny_gemm(const SkinnyPlan& p, const uint16_t* x, int64_t ldx, int
 // (what out followed by add_kernel computes) and out is not written.
 bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
-// A one-token routing left to the streamed kernels (gemm.cc; off unless
-// R1SERVE_CUDA_MOE_INLINE_ROUTE=1).
+// A one-token routing left to the streamed kernels (gemm.cc; on unless
+// R1SERVE_CUDA_MOE_INLINE_ROUTE=0).
 bool moe_inline_route_enabled();
 void set_moe_inline_route(bool on);
-// The streamed gate/up kernel reads x before pdl_wait when it may (off unless
-// R1SERVE_CUDA_MOE_X_EARLY=1).
+// The streamed gate/up kernel reads x before pdl_wait when it may (on unless
+// R1SERVE_CUDA_MOE_X_EARLY=0).
 bool moe_x_early_enabled();
 void set_moe_x_early(bool on);
 // ids_early: the kernel that wrote ids is at least two launches back on s (the
@@ -312,12 +312,12 @@ void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, con
                       bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s,
                       bool trigger_first = false);
 // Which per-head GEMVs let the next kernel launch before their pdl_wait
-// (R1SERVE_CUDA_TRIGGER_FIRST: 0 none, the default; 1 all; 2 those with N > K,
+// (R1SERVE_CUDA_TRIGGER_FIRST: 0 none; 1 all; 2, the default, those with N > K,
 // the absorbed query's W_UK before the decode attention).
 int head_gemv_trigger_first_mode();
 void set_head_gemv_trigger_first_mode(int mode);
-// Per-head GEMVs of short rows (K <= 256) by the short-row kernel (off unless
-// R1SERVE_CUDA_HEAD_GEMV_SHORT=1).
+// Per-head GEMVs of short rows (K <= 256) by the short-row kernel (on unless
+// R1SERVE_CUDA_HEAD_GEMV_SHORT=0).
 void set_head_gemv_short(bool on);
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,

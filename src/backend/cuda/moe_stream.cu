@@ -464,10 +464,11 @@ uint64_t pdl_launches(cudaStream_t s) {
 }
 
 namespace {
-// =1: the streamed kernels route a one-token step themselves; the gate/up
-// kernel reads x before its wait (both off by default until they have run on a GPU).
-EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 0};
-EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 0};
+// The streamed kernels route a one-token step themselves; the gate/up kernel
+// reads x before its wait. On by default since their first H100 run
+// (docs/performance.md, 2026-12-07 session 4); =0 turns each off.
+EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 1};
+EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 1};
 }  // namespace
 bool moe_inline_route_enabled() {
   return g_inline_route.on();
