@@ -71,41 +71,29 @@ timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/be
   "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/summary.txt"
 
-# The batch-1 paths that are off by default until they have run on a GPU
-# (session 3: routing in the streamed experts, the short-row W_UK GEMV with
-# trigger-first, x read early by the streamed gate/up): batch 1 with them off
-# and on, twice, side by side.
+# Batch 1 side by side: the defaults, then each switch that B1_AB lists (";" between
+# settings; by default the down kernel routing again, and the session-3 paths off),
+# twice; with the defaults, the attention's checkpoints and, where the timeline
+# library was carried, the kernels' share of the recorded step.
 if [[ "${B1_PATHS_AB:-1}" == 1 ]]; then
+  B1_OFF="R1SERVE_CUDA_MOE_INLINE_ROUTE=0 R1SERVE_CUDA_HEAD_GEMV_SHORT=0 R1SERVE_CUDA_MOE_X_EARLY=0 R1SERVE_CUDA_TRIGGER_FIRST=0"
+  IFS=';' read -r -a b1_cfgs <<< "${B1_AB:-R1SERVE_CUDA_MOE_ROUTE_READY=0;$B1_OFF}"
   for rep in 1 2; do
-    for on in 0 1; do
-      echo "## batch-1 paths $on (run $rep)"
-      R1SERVE_CUDA_MOE_INLINE_ROUTE=$on R1SERVE_CUDA_HEAD_GEMV_SHORT=$on R1SERVE_CUDA_MOE_X_EARLY=$on \
-        R1SERVE_CUDA_TRIGGER_FIRST=$((2 * on)) R1_BENCH_BATCHES=1 timeout 60 "$BUNDLE/bin/bench_cuda" \
-        "$ROOT/bench/configs/bench-r1-9b" 2>&1 | grep -E 'hbm_copy|decode batch 1 \(graphs on, pdl on, tokens'
-    done
-    # With them on: the shared experts' down GEMV in 256 blocks (room for the streamed gate/up
-    # kernel beside it), and the gate/up ring cut to 64 KB (room for a down-kernel block).
-    for extra in "R1SERVE_CUDA_GEMV_PLANS=2048x1408=s2r2u4" \
-      "R1SERVE_CUDA_MOE_GU_PARTS=4 R1SERVE_CUDA_MOE_STREAM=64,96"; do
-      echo "## batch-1 paths 1 + $extra (run $rep)"
-      env $extra R1SERVE_CUDA_MOE_INLINE_ROUTE=1 R1SERVE_CUDA_HEAD_GEMV_SHORT=1 \
-        R1SERVE_CUDA_MOE_X_EARLY=1 R1SERVE_CUDA_TRIGGER_FIRST=2 R1_BENCH_BATCHES=1 timeout 60 \
-        "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" 2>&1 |
-        grep -E 'decode batch 1 \(graphs on, pdl on, tokens'
+    for cfg in "" "${b1_cfgs[@]}"; do
+      echo "## batch 1: ${cfg:-defaults} (run $rep)"
+      env $cfg R1_BENCH_BATCHES=1 timeout 60 "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" 2>&1 |
+        grep -E 'hbm_copy  |decode batch 1 \(graphs on, pdl on, tokens'
     done
   done > "$OUT/b1_paths_ab.txt" 2>&1
-  # With them on: the attention's checkpoints (does it now start while W_UK runs?) and,
-  # where the timeline library was carried, the kernels' share of the recorded step.
-  B1_ON="R1SERVE_CUDA_MOE_INLINE_ROUTE=1 R1SERVE_CUDA_HEAD_GEMV_SHORT=1 R1SERVE_CUDA_MOE_X_EARLY=1 R1SERVE_CUDA_TRIGGER_FIRST=2"
-  env $B1_ON R1SERVE_CUDA_ATTN_STAMPS=1 R1_BENCH_BATCHES=1 timeout 60 "$BUNDLE/bin/bench_cuda" \
+  R1SERVE_CUDA_ATTN_STAMPS=1 R1_BENCH_BATCHES=1 timeout 60 "$BUNDLE/bin/bench_cuda" \
     "$ROOT/bench/configs/bench-r1-9b" 2>&1 | grep -E -A20 '^attention stamps' | head -22 >> "$OUT/b1_paths_ab.txt"
   if [[ -f "$BUNDLE/lib/libr1_kernel_trace.so" ]]; then
-    env $B1_ON R1_BENCH_BATCHES=1 R1_TRACE_CSV=/tmp/trace_b1_paths.csv \
+    R1_BENCH_BATCHES=1 R1_TRACE_CSV=/tmp/trace_b1_paths.csv \
       CUDA_INJECTION64_PATH="$BUNDLE/lib/libr1_kernel_trace.so" timeout 120 "$BUNDLE/bin/bench_cuda" \
       "$ROOT/bench/configs/bench-r1-9b" > /dev/null 2>&1
     python3 "$ROOT/tools/trace_summary.py" /tmp/trace_b1_paths.csv 20 30 > "$OUT/trace_b1_paths.txt" 2>&1
   fi
-  echo "batch-1 paths A/B done" >> "$OUT/summary.txt"
+  echo "batch-1 A/B done" >> "$OUT/summary.txt"
 fi
 
 # GEMV_SWEEP=1: every dense GEMV shape of the benchmark models under every launch plan.
@@ -179,8 +167,8 @@ for f in "$OUT"/trace_bench-r1-9b.txt "$OUT"/trace_r1-distill-qwen-7b.txt; do
   [[ -f "$f" ]] && { echo "==== timeline of recorded steps: $(basename "$f") ===="; head -60 "$f"; }
 done
 [[ -f "$OUT/gemv_sweep.log" ]] && { echo "==== GEMV plans ===="; cat "$OUT/gemv_sweep.log"; }
-[[ -f "$OUT/b1_paths_ab.txt" ]] && { echo "==== batch-1 paths off / on ===="; grep -E '^##|ms/step|split' "$OUT/b1_paths_ab.txt"; }
-[[ -f "$OUT/trace_b1_paths.txt" ]] && { echo "==== timeline, batch-1 paths on ===="; head -40 "$OUT/trace_b1_paths.txt"; }
+[[ -f "$OUT/b1_paths_ab.txt" ]] && { echo "==== batch 1 side by side ===="; grep -E '^##|ms/step|split' "$OUT/b1_paths_ab.txt"; }
+[[ -f "$OUT/trace_b1_paths.txt" ]] && { echo "==== timeline, batch 1, defaults ===="; head -40 "$OUT/trace_b1_paths.txt"; }
 echo "==== graphs ===="
 grep -h -E 'B=|dummy weights' "$OUT/cuda_graphs.log" | head -30
 echo "==== engine bench ===="

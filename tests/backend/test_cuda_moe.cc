@@ -111,8 +111,11 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
 // sum bit for bit, and the route op's outputs (written by the gate/up kernel)
 // equal; DeepSeek's grouped, biased routing over 64 experts (two a lane) and
 // 256 (eight a lane); logits uploaded (routed after pdl_wait) or made by a
-// product two launches back (routed before it); and the route op read on its
-// own (to_host launches the held-back route kernel).
+// product two launches back (routed before it); the down kernel reading the
+// gate/up kernel's routing (its ready word) or routing again; two tokens'
+// layers back to back (the second's down kernel must not take the first's
+// routing); and the route op read on its own (to_host launches the held-back
+// route kernel).
 TEST_F(CudaOps, MoeInlineRouteEqualsRouteKernel) {
   for (const int64_t E : {64, 256}) {
     const int64_t H = 256, I = 128, K = 8;
@@ -126,31 +129,47 @@ TEST_F(CudaOps, MoeInlineRouteEqualsRouteKernel) {
     for (bool made : {false, true}) {
       const std::string what = " E=" + std::to_string(E) + (made ? " logits made two back" : "");
       Tensor x = random_bf16({1, H}, rng_), sh = random_bf16({1, H}, rng_);
-      Tensor gx = dev(x), gsh = dev(sh);
+      Tensor x2 = random_bf16({1, H}, rng_);
+      Tensor gx = dev(x), gsh = dev(sh), gx2 = dev(x2);
       Tensor uploaded = dev_f32(random_bf16({1, E}, rng_, 2.0f));
-      std::vector<float> got[2], wts_got[2];
-      std::vector<int32_t> ids_got[2];
-      for (int inl = 0; inl < 2; ++inl) {
-        cuda_set_moe_inline_route(gpu(), inl == 1);
-        Tensor logits = uploaded;
-        if (made) {  // the model's order: router product, a kernel, then the experts
-          logits = galloc({1, E}, DType::kF32);
-          gpu().linear(gx, router, logits);
-        }
+      Tensor uploaded2 = dev_f32(random_bf16({1, E}, rng_, 2.0f));
+      // 0: the route kernel; 1: inline, the down kernel reading the gate/up
+      // kernel's routing; 2: inline, the down kernel routing again.
+      std::vector<float> got[3], got2[3], wts_got[3];
+      std::vector<int32_t> ids_got[3];
+      for (int inl = 0; inl < 3; ++inl) {
+        cuda_set_moe_inline_route(gpu(), inl > 0);
+        cuda::set_moe_route_ready(inl == 1);
         Tensor ids = galloc({1, K}, DType::kI32), wts = galloc({1, K}, DType::kF32);
-        gpu().moe_route(logits, bias, p, ids, wts);
-        Tensor tmp = galloc({1, H});
-        gpu().add(gsh, gsh, tmp);
-        Tensor o = galloc({1, H});
-        gpu().moe_experts_plus(gx, gw, ids, wts, gsh, o);
-        got[inl] = fetch(gpu(), o);
-        ids_got[inl].resize(static_cast<size_t>(K));
-        gpu().to_host(ids, ids_got[inl].data());
-        wts_got[inl] = fetch(gpu(), wts);
+        Tensor o = galloc({1, H}), o2 = galloc({1, H});
+        for (int tok = 0; tok < 2; ++tok) {  // the same ids and wts buffers, as in a model
+          const Tensor& xin = tok == 0 ? gx : gx2;
+          Tensor logits = tok == 0 ? uploaded : uploaded2;
+          if (made) {  // the model's order: router product, a kernel, then the experts
+            logits = galloc({1, E}, DType::kF32);
+            gpu().linear(xin, router, logits);
+          }
+          gpu().moe_route(logits, bias, p, ids, wts);
+          Tensor tmp = galloc({1, H});
+          gpu().add(gsh, gsh, tmp);
+          gpu().moe_experts_plus(xin, gw, ids, wts, gsh, tok == 0 ? o : o2);
+          if (tok == 0) {
+            got[inl] = fetch(gpu(), o);
+            ids_got[inl].resize(static_cast<size_t>(K));
+            gpu().to_host(ids, ids_got[inl].data());
+            wts_got[inl] = fetch(gpu(), wts);
+          }
+        }
+        got2[inl] = fetch(gpu(), o2);
       }
-      expect_same(got[1], got[0], "inline route vs route kernel" + what);
-      EXPECT_EQ(ids_got[1], ids_got[0]) << what;
-      expect_same(wts_got[1], wts_got[0], "route weights" + what);
+      cuda::set_moe_route_ready(true);
+      for (int inl = 1; inl < 3; ++inl) {
+        const std::string mode = inl == 1 ? " (routing read by the down kernel)" : " (routed twice)";
+        expect_same(got[inl], got[0], "inline route vs route kernel" + what + mode);
+        expect_same(got2[inl], got2[0], "second token: inline route vs route kernel" + what + mode);
+        EXPECT_EQ(ids_got[inl], ids_got[0]) << what << mode;
+        expect_same(wts_got[inl], wts_got[0], "route weights" + what + mode);
+      }
       // The route op alone: held back, then launched by to_host.
       Tensor ids = galloc({1, K}, DType::kI32), wts = galloc({1, K}, DType::kF32);
       gpu().moe_route(uploaded, bias, p, ids, wts);

@@ -464,6 +464,14 @@ int32_t* CudaBackend::zeroed_counters(size_t n) {
   return counters_.data<int32_t>();
 }
 
+int32_t* CudaBackend::route_ready_word() {
+  if (!route_ready_.defined()) {
+    route_ready_ = alloc({4}, DType::kI32);
+    R1_CUDA_OK(cudaMemsetAsync(route_ready_.raw(), 0, route_ready_.nbytes(), stream_));
+  }
+  return route_ready_.data<int32_t>();
+}
+
 const int32_t* CudaBackend::dev_ints(const std::vector<int32_t>& v) {
   if (cur_ != nullptr) {
     // A recorded step's inputs live in its fixed buffers.

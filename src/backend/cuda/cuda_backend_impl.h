@@ -220,6 +220,9 @@ class CudaBackend final : public Backend {
   // At least n int32 counters, zero between kernel launches (kernels reset what they use).
   int32_t* zeroed_counters(size_t n);
   Tensor counters_;
+  // The streamed experts' "routing written" word (launch_moe_gate_up_stream's ready).
+  int32_t* route_ready_word();
+  Tensor route_ready_;
   // argmax_rows' chunk partials and per-row counters (zeroed when made; the
   // kernel resets them), sized for the most rows seen.
   Tensor argmax_ws_;

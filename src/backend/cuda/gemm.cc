@@ -625,13 +625,16 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
     // and, with a residual, adds the sum into it.
     // With the routing held back, the kernels route the token themselves
     // (before pdl_wait once the router's logits are two launches back).
+    // The down kernel reads the gate/up kernel's routing when it is written (ready).
     const RouteArgs route = pending_route_.args;
     const bool ids_early = inline_route ? early_input(pending_route_.logits)
                                         : ids.raw() == route_ids_ && settled_since(route_launch_);
+    int32_t* ready =
+        inline_route && K <= 32 && moe_route_ready_enabled() ? route_ready_word() : nullptr;
     launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
                               ids.data<int32_t>(), K, ids_early, act, stream_, norm_w, eps,
                               inline_route ? &route : nullptr, weights.data<float>(),
-                              ids_early && moe_x_early_enabled() && early_input(x));
+                              ids_early && moe_x_early_enabled() && early_input(x), ready);
     const bool route_early = inline_route && early_input(pending_route_.logits);
     if (inline_route) {
       pending_route_.on = false;
@@ -641,7 +644,7 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
                            weights.data<float>(), K, add_p, add_bf, out.raw(), is_bf16(out),
                            residual ? residual->raw() : nullptr,
                            residual ? is_bf16(*residual) : false, stream_,
-                           inline_route ? &route : nullptr, route_early);
+                           inline_route ? &route : nullptr, route_early, ready);
     if (residual != nullptr) note_write(*residual);
     return true;
   }

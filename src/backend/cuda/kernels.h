@@ -215,18 +215,27 @@ void set_moe_x_early(bool on);
 // written two or more launches back; the gate/up kernel's first block then
 // writes ids and w (the route op's outputs) after its pdl_wait. x_early (with
 // ids_early): x, too, is read and normed before pdl_wait.
+// ready (with route, K <= 32; one device word of the backend's, used by these
+// two kernels only): the gate/up kernel's first block clears it before its
+// pdl_trigger and sets it to 1 once ids and w are written, so the down kernel,
+// given the same word, reads them instead of routing again when they are there
+// (else it routes; the two give the same bits).
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f,
                                const RouteArgs* route = nullptr, float* w = nullptr,
-                               bool x_early = false);
+                               bool x_early = false, int32_t* ready = nullptr);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
                             cudaStream_t s, const RouteArgs* route = nullptr,
-                            bool route_early = false);
+                            bool route_early = false, const int32_t* ready = nullptr);
+// The down kernel reads the gate/up kernel's routing when it is ready (on unless
+// R1SERVE_CUDA_MOE_ROUTE_READY=0: then it always routes again).
+bool moe_route_ready_enabled();
+void set_moe_route_ready(bool on);
 // The dense GEMV: out[t, n] (ld ldo) = x[t] (BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).

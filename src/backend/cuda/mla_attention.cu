@@ -27,8 +27,9 @@ constexpr int kThreads = 256;      // 8 warps
 constexpr int kMaxSplits = kKeys;  // the merge weights reuse the 16 x 64 score buffer
 
 // Checkpoints of MlaArgs::stamps: start, before pdl_wait, after it, first keys
-// in shared memory, keys done, partial state written, all splits arrived, end.
-constexpr int kStamps = 8;
+// in shared memory, keys done, partial state written, all splits arrived, end;
+// then, inside the spread merge, the partial maxima and sums read, the weights made.
+constexpr int kStamps = 10;
 __device__ unsigned long long g_stamps[kMaxSplits][kStamps];
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
@@ -60,7 +61,8 @@ struct Smem {
 // a round trip. Every thread of the block calls it.
 template <int DV>
 __device__ __forceinline__ void merge_outputs(const MlaArgs& a, int t, int h0, int active, int lo,
-                                              int hi, float* pm_s, float* pl_s, float* w_s) {
+                                              int hi, float* pm_s, float* pl_s, float* w_s,
+                                              unsigned long long* stamps = nullptr) {
   constexpr int kCols = DV / 4, kBatch = 16;
   const int tid = threadIdx.x;
   float4 v[kBatch];
@@ -85,6 +87,7 @@ __device__ __forceinline__ void merge_outputs(const MlaArgs& a, int t, int h0, i
     pl_s[idx] = ml.y;
   }
   __syncthreads();
+  if (stamps != nullptr) stamps[8] = global_ns();
   {  // warp w: the weights of rows 2w and 2w + 1, its lanes over the splits (z, z + 32)
     static_assert(kThreads / 32 * 2 == kHeads && kMaxSplits <= 64, "merge weights layout");
     const int lane = tid & 31;
@@ -113,6 +116,7 @@ __device__ __forceinline__ void merge_outputs(const MlaArgs& a, int t, int h0, i
     }
   }
   __syncthreads();
+  if (stamps != nullptr) stamps[9] = global_ns();
   for (int idx = lo + tid; idx < hi; idx += kThreads) {
     const int r = idx / kCols, c = (idx % kCols) * 4;
     float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -302,13 +306,8 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   pdl_trigger();
   stamp(2);
   if (split >= parts) return;
-  if (own_key && !a.latent_kv_early) make_latent();
-  if (rope_here && !a.rope_q_early) rope_query();
-  if (own_key && blockIdx.z == 0)  // the cache row, for the steps after this one
-    for (int c = tid; c < D / 8; c += kThreads)
-      *reinterpret_cast<uint4*>(const_cast<uint16_t*>(a.cache) + int64_t{a.slots[t]} * a.k_row +
-                                c * 8) = *reinterpret_cast<const uint4*>(fresh_s + c * 8);
-
+  // q (made by the kernel just before) is requested first, so that its round
+  // trip overlaps the rotation's reads below (columns [DV, D), apart from these).
   const int qcols = rope_here ? DV : D;  // columns of q read from a.q
   for (int idx = tid; idx < kHeads * (qcols / 8); idx += kThreads) {
     const int r = idx / (qcols / 8), c = idx % (qcols / 8);
@@ -316,6 +315,13 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     cp_async16(q_s + r * kLd + c * 8,
                a.q + t * a.q_row + static_cast<int64_t>(valid ? h0 + r : h0) * D + c * 8, valid);
   }
+  if (own_key && !a.latent_kv_early) make_latent();
+  if (rope_here && !a.rope_q_early) rope_query();
+  if (own_key && blockIdx.z == 0)  // the cache row, for the steps after this one
+    for (int c = tid; c < D / 8; c += kThreads)
+      *reinterpret_cast<uint4*>(const_cast<uint16_t*>(a.cache) + int64_t{a.slots[t]} * a.k_row +
+                                c * 8) = *reinterpret_cast<const uint4*>(fresh_s + c * 8);
+
   if (tid < kHeads) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
@@ -534,7 +540,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     __syncthreads();
     stamp(6);
     merge_outputs<DV>(a, t, h0, parts, split * outs / parts, (split + 1) * outs / parts, pm_s, pl_s,
-                      w_s);
+                      w_s, stamping ? g_stamps[split] : nullptr);
     stamp(7);
     return;
   }
@@ -629,7 +635,7 @@ std::string mla_attention_stamps() {
     if (row[0] != 0) t0 = std::min(t0, row[0]);
   std::string out =
       "attention stamps (ns from the first block's start; split: start, pre-wait, waited, keys "
-      "in, keys done, partials out, all arrived, end)\n";
+      "in, keys done, partials out, all arrived, end, merge's maxima in, merge's weights made)\n";
   for (int z = 0; z < kMaxSplits; ++z) {
     if (st[z][0] == 0) continue;
     out += "  split " + std::to_string(z) + ":";

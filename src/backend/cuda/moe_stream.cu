@@ -30,6 +30,8 @@ constexpr int kMaxSlots = 256;
 struct InlineRoute {
   RouteArgs args;
   bool on = false;
+  // The gate/up kernel's "ids and w are written" word (launch_moe_gate_up_stream).
+  int32_t* ready = nullptr;
 };
 using RouteShared = RouteScratch<kRouteMaxExperts / 32>;
 __device__ __forceinline__ void route_bias_any(const RouteArgs& r, float (&bv)[8]) {
@@ -138,6 +140,15 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
   __shared__ RouteShared route_s;
   float bv[8];
   if (a.route.on && warp == 0) route_bias_any(a.route.args, bv);
+  // The ready word: cleared (and the clear made visible) before this block's
+  // pdl_trigger, so a down kernel, which starts after every block's trigger,
+  // never reads a 1 left from an earlier token. The down kernel of the step
+  // before is complete: it is more than one launch back.
+  const bool flag = a.route.on && a.route.ready != nullptr && blockIdx.x == 0 && K <= 32;
+  if (flag && threadIdx.x == 0) {
+    *reinterpret_cast<volatile int32_t*>(a.route.ready) = 0;
+    __threadfence();
+  }
   if (!a.ids_early) {  // the routing may come from the kernel just before
     pdl_wait();
     pdl_trigger();
@@ -215,11 +226,24 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     pdl_wait();
     pdl_trigger();
   }
-  if (a.route.on && blockIdx.x == 0)  // the route op's outputs, for any later reader
+  if (flag) {  // the route op's outputs, then the ready word: warp 0 alone
+    if (warp == 0) {
+      if (lane < K) {
+        a.ids[lane] = ids_s[lane];
+        a.w[lane] = w_s[lane];
+        __threadfence();
+      }
+      __syncwarp();
+      if (lane == 0)
+        asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(a.route.ready), "r"(1)
+                     : "memory");
+    }
+  } else if (a.route.on && blockIdx.x == 0) {  // the route op's outputs, for any later reader
     for (int j = threadIdx.x; j < K; j += blockDim.x) {
       a.ids[j] = ids_s[j];
       a.w[j] = w_s[j];
     }
+  }
   if (!(a.ids_early && a.x_early)) sc = load_x();
   Cursor at(u0, I);
   int st = 0, part = 0;
@@ -270,7 +294,20 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   // the one before has passed pdl_trigger, which comes after its pdl_wait), or
   // made here from the router's logits (after pdl_wait unless route_early).
   bool waited = false;
-  if (a.route.on) {
+  __shared__ int32_t ready_s;
+  const bool flag = a.route.on && a.route.ready != nullptr && a.route_early && K <= 32;
+  if (flag) {
+    // The gate/up kernel's routing, when its first block has written it (it
+    // cleared the word before this kernel could start).
+    if (threadIdx.x == 0) ready_s = ld_acquire(a.route.ready);
+    __syncthreads();
+  }
+  if (flag && ready_s == 1) {
+    for (int j = threadIdx.x; j < K; j += blockDim.x) {
+      ids_s[j] = __ldcg(a.ids + j);
+      w_s[j] = __ldcg(a.w + j);
+    }
+  } else if (a.route.on) {
     __shared__ RouteShared route_s;
     float bv[8];
     if (warp == 0) route_bias_any(a.route.args, bv);
@@ -469,7 +506,16 @@ namespace {
 // (docs/performance.md, 2026-12-07 session 4); =0 turns each off.
 EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 1};
 EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 1};
+// The down kernel reads the gate/up kernel's routing when it is ready
+// (kernels.h); =0: it routes again (side-by-side runs).
+EnvSwitch g_route_ready{"R1SERVE_CUDA_MOE_ROUTE_READY", 1};
 }  // namespace
+bool moe_route_ready_enabled() {
+  return g_route_ready.on();
+}
+void set_moe_route_ready(bool on) {
+  g_route_ready.set(on ? 1 : 0);
+}
 bool moe_inline_route_enabled() {
   return g_inline_route.on();
 }
@@ -505,13 +551,14 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w, float eps,
-                               const RouteArgs* route, float* w, bool x_early) {
+                               const RouteArgs* route, float* w, bool x_early,
+                               int32_t* ready) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
     R1_CUDA_REQUIRE(route_args_ok(*route), "moe stream: routing widths");
     R1_CUDA_REQUIRE(route->K == K && w != nullptr, "moe stream: routing outputs");
-    ir = InlineRoute{*route, true};
+    ir = InlineRoute{*route, true, ready};
   }
   R1_CUDA_REQUIRE(
       reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0,
@@ -530,13 +577,14 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
-                            cudaStream_t s, const RouteArgs* route, bool route_early) {
+                            cudaStream_t s, const RouteArgs* route, bool route_early,
+                            const int32_t* ready) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
     R1_CUDA_REQUIRE(route_args_ok(*route), "moe stream: routing widths");
     R1_CUDA_REQUIRE(route->K == K, "moe stream: routing outputs");
-    ir = InlineRoute{*route, true};
+    ir = InlineRoute{*route, true, const_cast<int32_t*>(ready)};
   }
   const RingShape rs = ring_shape(static_cast<size_t>(2 * I), budget().down);
   const size_t smem = static_cast<size_t>(rs.warps) * rs.stages * 2 * I;
