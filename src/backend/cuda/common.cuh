@@ -180,11 +180,12 @@ __device__ __forceinline__ void cp_async16_stream(void* smem_dst, const void* gm
 __device__ __forceinline__ int swz64(int r, int c) {
   return r * 64 + ((c ^ (r & 7)) << 3);
 }
-// Bulk copies by the Hopper TMA engine (one instruction a row of up to
-// kilobytes, so a few lanes keep a block's whole tile in flight), counted on an
-// mbarrier in shared memory: init it (one arrival), fence, barrier; one lane
-// announces the bytes (mbar_expect) before any copy is issued; every reader
-// waits for phase 0 (mbar_wait). dst, src and bytes: multiples of 16.
+// Bulk copies by the Hopper TMA engine (one instruction a contiguous range of
+// up to kilobytes, so a few lanes keep a block's whole slice in flight),
+// counted on an mbarrier in shared memory: init it (one arrival), fence,
+// barrier; one lane announces the bytes (mbar_expect) before any copy is
+// issued; every reader waits for phase 0 (mbar_wait). dst, src and bytes:
+// multiples of 16.
 __device__ __forceinline__ void mbar_init(uint64_t* bar) {
   const unsigned b = static_cast<unsigned>(__cvta_generic_to_shared(bar));
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n"

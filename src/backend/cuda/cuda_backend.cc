@@ -77,8 +77,8 @@ void cuda_set_attn_spread_merge(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
-void cuda_set_attn_tma(Backend& be, bool on) {
-  cuda::set_attn_tma(on);
+void cuda_set_attn_bulk_merge(Backend& be, bool on) {
+  cuda::set_attn_bulk_merge(on);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 

@@ -49,13 +49,13 @@ struct Smem {
   static constexpr size_t kStats = kP + size_t{kHeads} * kLdp * 2;
   static constexpr size_t kSlots = kStats + 3 * kHeads * 4;
   static constexpr size_t kFresh = kSlots + kKeys * 8;  // the token's own latent row (MLA)
-  // The bulk copies' mbarriers: the first key rows, the merge's partials.
+  // The merge's bulk copies' mbarrier.
   static constexpr size_t kBar = kFresh + size_t{D} * 2 + 8 * 4;
-  static constexpr size_t kBytes = kBar + 16;
+  static constexpr size_t kBytes = kBar + 8;
   // The merge's partials of a block's slice, by bulk copies into the key rows'
   // memory after the maxima and sums (pm_s, pl_s: [kMaxSplits][16] floats each).
   static constexpr size_t kMergeBuf = kK + size_t{2} * kMaxSplits * kHeads * 4;
-  static_assert(kBar % 8 == 0 && (kLd * 2) % 16 == 0, "bulk copy alignment");
+  static_assert(kBar % 8 == 0 && kMergeBuf % 16 == 0, "bulk copy alignment");
 };
 
 // Merges the token's `active` split partials of float4 outputs [lo, hi) of
@@ -246,8 +246,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   int64_t* slot_s = reinterpret_cast<int64_t*>(smem + L::kSlots);
   uint16_t* fresh_s = reinterpret_cast<uint16_t*>(smem + L::kFresh);
   float* red_s = reinterpret_cast<float*>(smem + L::kFresh + size_t{D} * 2);
-  uint64_t* bar_s = reinterpret_cast<uint64_t*>(smem + L::kBar);
-  uint64_t* merge_bar_s = bar_s + 1;
+  uint64_t* merge_bar_s = reinterpret_cast<uint64_t*>(smem + L::kBar);
 
   // Block z takes query heads h0 .. h0 + nrows - 1 (MLA: 16 of all heads; GQA: the
   // G heads of KV head z, whose keys start z * kv_off into each cache row).
@@ -357,42 +356,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
           key < key_end ? static_cast<int64_t>(blk) * a.block_size + key % a.block_size : -1;
     }
   };
-  // The first step's older rows by bulk copies: warp 0 issues one a row (lanes
-  // j and j + 32) after announcing their bytes; zero rows (past the keys) by
-  // every thread; readers wait on bar_s (phase 0).
-  const bool tma = !SEPV && a.tma != 0 && a.kv_off == 0 && a.k_row % 8 == 0;
-  auto load_rows_tma = [&](int j0) {
-    if (warp == 0) {
-      bool v[2];
-      unsigned n = 0;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int j = lane + 32 * h;
-        v[h] = slot_s[j] >= 0 && j0 + j < fresh_from;
-        n += v[h] ? 1u : 0u;
-      }
-      n = __reduce_add_sync(0xffffffffu, n);
-      if (lane == 0) mbar_expect(bar_s, n * static_cast<unsigned>(D * 2));
-      __syncwarp();
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int j = lane + 32 * h;
-        if (v[h])
-          bulk_copy(k_s + j * kLd, a.cache + slot_s[j] * a.k_row, static_cast<unsigned>(D * 2),
-                    bar_s);
-      }
-    }
-    for (int idx = tid; idx < kKeys * (D / 8); idx += kThreads) {
-      const int j = idx / (D / 8), c = idx % (D / 8);
-      if (slot_s[j] < 0 && !(own_key && j0 + j == fresh_from))
-        *reinterpret_cast<uint4*>(k_s + j * kLd + c * 8) = make_uint4(0, 0, 0, 0);
-    }
-  };
   auto load_rows = [&](int j0, int which) {
-    if (tma && which == 0) {
-      load_rows_tma(j0);
-      return;
-    }
     for (int idx = tid; idx < kKeys * (D / 8); idx += kThreads) {
       const int j = idx / (D / 8), c = idx % (D / 8);
       const int64_t slot = slot_s[j];
@@ -420,13 +384,12 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   };
   // The merge's partials by bulk copies (spread merge, MLA): the slice of every
   // split fits in the key rows' memory after the maxima and sums.
-  const bool bulk_merge = !SEPV && a.tma != 0 && a.spread_merge && parts > 1 &&
+  const bool bulk_merge = !SEPV && a.bulk_merge != 0 && a.spread_merge && parts > 1 &&
                           L::kMergeBuf + (size_t{kHeads} * (DV / 4) / parts + 1) * parts * 16 <=
                               L::kK + size_t{kKeys} * kLd * 2;
   if (bulk_merge && tid == 0) mbar_init(merge_bar_s);  // synced by the barriers below
   // The first step's older rows are requested while the kernel before still runs.
   if (key_begin < key_end) {
-    if (tma && tid == 0) mbar_init(bar_s);
     find_slots(key_begin);
     __syncthreads();
     load_rows(key_begin, 0);
@@ -467,7 +430,6 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   for (int j0 = key_begin; j0 < key_end; j0 += kKeys) {
     if (j0 == key_begin) {
       load_rows(j0, 1);
-      if (tma) mbar_wait(bar_s, 0);
     } else {
       __syncthreads();  // the previous step's k_s and p_s consumed
       find_slots(j0);
@@ -710,8 +672,9 @@ bool spread_merge_enabled() {
   return g_spread_merge.on();
 }
 
-// R1SERVE_CUDA_ATTN_TMA=0: the first key step's rows by cp.async (side-by-side runs).
-EnvSwitch g_tma{"R1SERVE_CUDA_ATTN_TMA", 1};
+// The spread merge's partials by bulk copies (merge_outputs_bulk); =0: by
+// 16-byte loads (side-by-side runs).
+EnvSwitch g_bulk_merge{"R1SERVE_CUDA_ATTN_BULK_MERGE", 1};
 
 template <int DV, int D, bool SEPV>
 void launch_widths(const MlaArgs& a, cudaStream_t s) {
@@ -751,7 +714,7 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
   b.spread_merge = a.splits > 1 && spread_merge_enabled() &&
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
   b.fresh_helper = b.spread_merge && attn_fresh_helper_enabled() ? 1 : 0;
-  b.tma = g_tma.on() ? 1 : 0;
+  b.bulk_merge = g_bulk_merge.on() ? 1 : 0;
   pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, b);
   R1_CUDA_LAUNCHED();
 }
@@ -793,8 +756,8 @@ void set_attn_fresh_helper(bool on) {
   g_fresh_helper.set(on ? 1 : 0);
 }
 
-void set_attn_tma(bool on) {
-  g_tma.set(on ? 1 : 0);
+void set_attn_bulk_merge(bool on) {
+  g_bulk_merge.set(on ? 1 : 0);
 }
 
 void set_attn_spread_merge(bool on) {
