@@ -22,6 +22,17 @@
 
 namespace r1::backend::cuda {
 
+// cuBLAS status names (gemm.cc) and the check that fails loudly on one.
+const char* cublas_error(cublasStatus_t s);
+#define R1_CUBLAS_OK(expr)                                                             \
+  do {                                                                                 \
+    cublasStatus_t st_ = (expr);                                                       \
+    R1_CHECK(st_ == CUBLAS_STATUS_SUCCESS, "{} failed: {}", #expr, cublas_error(st_)); \
+  } while (0)
+// Whether rms_norm(x, norm_w) -> normed followed by a GEMV over K = x's rows can
+// be one GEMV with the norm in it (gemm.cc; R1SERVE_CUDA_NORM_IN_GEMV=0: never).
+bool norm_in_gemv();
+
 class DeviceAllocator {
  public:
   DeviceAllocator(int device, size_t limit) : device_(device), limit_(limit) {}
