@@ -164,7 +164,8 @@ TEST_F(CudaOps, MoeInlineRouteEqualsRouteKernel) {
       }
       cuda::set_moe_route_ready(true);
       for (int inl = 1; inl < 3; ++inl) {
-        const std::string mode = inl == 1 ? " (routing read by the down kernel)" : " (routed twice)";
+        const std::string mode =
+            inl == 1 ? " (routing read by the down kernel)" : " (routed twice)";
         expect_same(got[inl], got[0], "inline route vs route kernel" + what + mode);
         expect_same(got2[inl], got2[0], "second token: inline route vs route kernel" + what + mode);
         EXPECT_EQ(ids_got[inl], ids_got[0]) << what << mode;

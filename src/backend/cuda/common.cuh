@@ -188,9 +188,10 @@ __device__ __forceinline__ int swz64(int r, int c) {
 // multiples of 16.
 __device__ __forceinline__ void mbar_init(uint64_t* bar) {
   const unsigned b = static_cast<unsigned>(__cvta_generic_to_shared(bar));
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n"
-               "fence.mbarrier_init.release.cluster;\n" ::"r"(b)
-               : "memory");
+  asm volatile(
+      "mbarrier.init.shared::cta.b64 [%0], 1;\n"
+      "fence.mbarrier_init.release.cluster;\n" ::"r"(b)
+      : "memory");
 }
 __device__ __forceinline__ void mbar_expect(uint64_t* bar, unsigned bytes) {
   const unsigned b = static_cast<unsigned>(__cvta_generic_to_shared(bar));

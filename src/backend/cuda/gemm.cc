@@ -37,7 +37,6 @@ const char* cublas_error(cublasStatus_t s) {
 
 namespace {
 
-
 cudaDataType_t cuda_type(const Tensor& t) {
   return is_bf16(t) ? CUDA_R_16BF : CUDA_R_32F;
 }
@@ -196,7 +195,6 @@ bool overlaps(const Tensor& a, const Tensor& b) {
   const char *a0 = static_cast<const char*>(a.raw()), *b0 = static_cast<const char*>(b.raw());
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
-
 
 // How the norm goes into a GEMV reading `bytes` of weights: folded into the
 // products (no latency before them; what the DeepSeek layer's small

@@ -445,7 +445,7 @@ void set_attn_fresh_helper(bool on);  // tests and benchmarks: off = the own key
 bool attn_fresh_helper_enabled();
 void set_mla_fused_inputs(bool on);  // attention_ops.cc; off = latent and rope kernels of their own
 void set_attn_spread_merge(bool on);  // tests and benchmarks: off = the last split block merges
-void set_attn_bulk_merge(bool on);  // tests and benchmarks: off = the partials by 16-byte loads
+void set_attn_bulk_merge(bool on);    // tests and benchmarks: off = the partials by 16-byte loads
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 bool gqa_mma_supported(int64_t group, int64_t head_dim);
 void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);

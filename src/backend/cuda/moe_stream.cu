@@ -235,8 +235,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       }
       __syncwarp();
       if (lane == 0)
-        asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(a.route.ready), "r"(1)
-                     : "memory");
+        asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(a.route.ready), "r"(1) : "memory");
     }
   } else if (a.route.on && blockIdx.x == 0) {  // the route op's outputs, for any later reader
     for (int j = threadIdx.x; j < K; j += blockDim.x) {
@@ -551,8 +550,7 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w, float eps,
-                               const RouteArgs* route, float* w, bool x_early,
-                               int32_t* ready) {
+                               const RouteArgs* route, float* w, bool x_early, int32_t* ready) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
