@@ -323,6 +323,22 @@ class Backend {
     rms_norm(x, norm_w, eps, normed);
     moe_experts_add(normed, w, ids, weights, shared, residual, tmp);
   }
+  // An MoE layer's experts with its shared experts' MLP (SwiGLU, gate_up [2Is, H],
+  // down [H, Is]) in one op: residual += moe_experts(m) + down(swiglu(m gate_up^T))
+  // with m = rms_norm(x, norm_w), as rms_norm_linear_swiglu (into gu, act) and
+  // linear (into shared) followed by rms_norm_moe_experts_add compute (x may be
+  // residual). normed, gu, act, shared and tmp are scratch the default writes;
+  // a fused override may not.
+  virtual void rms_norm_moe_shared_experts_add(const Tensor& x, const Tensor& norm_w, float eps,
+                                               Tensor& normed, const ExpertWeights& w,
+                                               const Tensor& ids, const Tensor& weights,
+                                               const Linear& shared_gate_up,
+                                               const Linear& shared_down, Tensor& gu, Tensor& act,
+                                               Tensor& shared, Tensor& residual, Tensor& tmp) {
+    rms_norm_linear_swiglu(x, norm_w, eps, normed, shared_gate_up, gu, act);
+    linear(act, shared_down, shared);
+    rms_norm_moe_experts_add(x, norm_w, eps, normed, w, ids, weights, shared, residual, tmp);
+  }
 
   // ---- KV cache and attention ----
   // Writes row t of `src` [T, width] into slot slot_mapping[t] of `cache`

@@ -207,25 +207,25 @@ class DeepseekModel final : public ModelBase {
         be.linear(m, L.router, logits);
       }
       be.moe_route(logits, L.router_bias, router_, ids, wts);
-      Tensor sh;  // the shared experts' output, added by the routed experts' combine
-      // (its first product reads x or m with two kernels in between: on the GPU
-      // it overlaps the route kernel)
-      if (L.has_ffn_mlp) {
-        sh = s.get("shared", {T, H});
-        if (fold) {
-          const int64_t I = L.down.in_features();
-          Tensor gu = s.get("mlp_gate_up", {T, 2 * I}), act = s.get("mlp_act", {T, I});
-          be.rms_norm_linear_swiglu(x, L.post_norm, eps(), m, L.gate_up, gu, act);
-          be.linear(act, L.down, sh);
-        } else {
+      // x += experts(m) + shared, the shared experts' MLP and the routed experts
+      // in one op (on the GPU at one token, in the same streamed kernels).
+      if (fold && L.has_ffn_mlp) {
+        const int64_t I = L.down.in_features();
+        Tensor gu = s.get("mlp_gate_up", {T, 2 * I}), act = s.get("mlp_act", {T, I});
+        Tensor sh = s.get("shared", {T, H});
+        be.rms_norm_moe_shared_experts_add(x, L.post_norm, eps(), m, L.experts, ids, wts, L.gate_up,
+                                           L.down, gu, act, sh, x, h);
+      } else {
+        Tensor sh;  // the shared experts' output, added by the routed experts' combine
+        if (L.has_ffn_mlp) {
+          sh = s.get("shared", {T, H});
           mlp(L.gate_up, L.down, m, sh, s);
         }
+        if (fold)
+          be.rms_norm_moe_experts_add(x, L.post_norm, eps(), m, L.experts, ids, wts, sh, x, h);
+        else
+          be.moe_experts_add(m, L.experts, ids, wts, sh, x, h);
       }
-      // x += experts(m) + shared
-      if (fold)
-        be.rms_norm_moe_experts_add(x, L.post_norm, eps(), m, L.experts, ids, wts, sh, x, h);
-      else
-        be.moe_experts_add(m, L.experts, ids, wts, sh, x, h);
     } else {
       const int64_t I = L.down.in_features();
       Tensor gu = s.get("mlp_gate_up", {T, 2 * I}), act = s.get("mlp_act", {T, I});

@@ -269,6 +269,73 @@ TEST_F(CudaOps, MoeFoldedNormEqualsPlainOps) {
   cuda_set_moe_stream(gpu(), true);
 }
 
+// The MoE layer's op with the shared experts' MLP (rms_norm_moe_shared_experts_add):
+// at one token the GPU runs that MLP inside the streamed expert kernels (its
+// rows first, before the routing). Against the same op with the MLP in its own
+// GEMVs (R1SERVE_CUDA_MOE_SHARED_STREAM=0: what the default composes; the two
+// differ in the shared products' summation order only) and the CPU; the
+// routing held back for the kernels (the model's order: router, then the op)
+// or read from the route kernel; 3 tokens (the composed ops on both); and the
+// residual being x itself, as in the model.
+TEST_F(CudaOps, MoeSharedExpertsInStreamedKernels) {
+  for (const MoeCase c : {MoeCase{64, 256, 128, 8}, MoeCase{16, 2048, 1408, 8}}) {
+    const auto [E, H, I, K] = c;
+    const auto [cw, gw] = random_experts(E, H, I, 0.05f);
+    RouterParams p = topk_normalized(K);
+    Linear csg, csd, gsg, gsd;
+    csg.weight = random_bf16({2 * I, H}, rng_, 0.05f);
+    csd.weight = random_bf16({H, I}, rng_, 0.05f);
+    gsg.weight = dev(csg.weight);
+    gsd.weight = dev(csd.weight);
+    for (int64_t T : {1, 3})
+      for (int mode = 0; mode < 2; ++mode) {  // 0: inline routing, 1: the route kernel
+        const std::string what = " H=" + std::to_string(H) + " T=" + std::to_string(T) +
+                                 (mode == 0 ? " inline routing" : " route kernel");
+        cuda_set_moe_inline_route(gpu(), mode == 0);
+        Tensor x = random_bf16({T, H}, rng_, 3.0f), nw = random_bf16({H}, rng_, 2.0f);
+        Tensor logits = dev_f32(random_bf16({T, E}, rng_, 2.0f));
+        const Tensor gnw = gpu().upload(nw, DType::kF32);
+        std::vector<float> got[2];
+        std::vector<int32_t> ids_host[2];
+        std::vector<float> wts_host[2];
+        for (int fused = 1; fused >= 0; --fused) {
+          cuda::set_moe_shared_stream(fused == 1);
+          Tensor ids = galloc({T, K}, DType::kI32), wts = galloc({T, K}, DType::kF32);
+          gpu().moe_route(logits, Tensor(), p, ids, wts);
+          Tensor r = dev(x), n = galloc({T, H}), gu = galloc({T, 2 * I}), act = galloc({T, I}),
+                 sh = galloc({T, H}), tmp = galloc({T, H});
+          gpu().rms_norm_moe_shared_experts_add(r, gnw, 1e-6f, n, gw, ids, wts, gsg, gsd, gu, act,
+                                                sh, r, tmp);
+          got[fused] = fetch(gpu(), r);
+          ids_host[fused].resize(static_cast<size_t>(T * K));
+          gpu().to_host(ids, ids_host[fused].data());
+          wts_host[fused] = fetch(gpu(), wts);
+        }
+        cuda::set_moe_shared_stream(true);
+        EXPECT_EQ(ids_host[1], ids_host[0]) << what;
+        expect_same(wts_host[1], wts_host[0], "route weights" + what);
+        if (T == 1)
+          expect_close(got[1], got[0], 1e-2,
+                       "shared MLP in the streamed kernels vs its GEMVs" + what);
+        else
+          expect_same(got[1], got[0], "composed ops either way" + what);
+        Tensor cids = calloc({T, K}, DType::kI32), cwts = calloc({T, K});
+        std::copy(ids_host[1].begin(), ids_host[1].end(), cids.data<int32_t>());
+        std::copy(wts_host[1].begin(), wts_host[1].end(), cwts.data<float>());
+        Tensor cr = Tensor::empty({T, H}, DType::kF32), cn = calloc({T, H}),
+               cgu = calloc({T, 2 * I}), cact = calloc({T, I}), csh = calloc({T, H}),
+               ct = calloc({T, H});
+        const std::vector<float> xv = host_values(x);
+        std::copy(xv.begin(), xv.end(), cr.data<float>());
+        cpu().rms_norm_moe_shared_experts_add(cr, nw, 1e-6f, cn, cw, cids, cwts, csg, csd, cgu,
+                                              cact, csh, cr, ct);
+        expect_close(got[1], host_values(cr), 3e-2,
+                     "rms_norm_moe_shared_experts_add vs CPU" + what);
+      }
+  }
+  cuda_set_moe_inline_route(gpu(), true);  // the default
+}
+
 // Batches past the expert GEMVs: the tensor-core kernels (moe_mma.cu, driven by
 // the sort's slot_info on the device) against the grouped cuBLAS GEMMs and the
 // CPU. Odd widths (partial 64-column stages, partial 64-row tiles), the

@@ -179,6 +179,11 @@ class CudaBackend final : public Backend {
   void rms_norm_moe_experts_add(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
                                 const ExpertWeights& w, const Tensor& ids, const Tensor& weights,
                                 const Tensor& shared, Tensor& residual, Tensor& tmp) override;
+  void rms_norm_moe_shared_experts_add(const Tensor& x, const Tensor& norm_w, float eps,
+                                       Tensor& normed, const ExpertWeights& w, const Tensor& ids,
+                                       const Tensor& weights, const Linear& shared_gate_up,
+                                       const Linear& shared_down, Tensor& gu, Tensor& act,
+                                       Tensor& shared, Tensor& residual, Tensor& tmp) override;
   void cache_write(const Tensor& src, const BatchInfo& batch, Tensor& cache) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                        const BatchInfo& batch, int64_t num_heads, int64_t num_kv_heads,
@@ -354,10 +359,13 @@ class CudaBackend final : public Backend {
   // scratch it does not write) and returns true; otherwise it returns false
   // having done nothing. norm_w set (with residual): the experts read
   // RMSNorm(x) with norm_w and eps, folded into the streamed gate/up products.
+  // shared_mlp (gate_up, down): the shared experts' MLP in the streamed
+  // kernels (its output takes addend's place); false, doing nothing, where
+  // those kernels do not run.
   bool moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                         const Tensor& weights, const Tensor* addend, Tensor& out,
-                        Tensor* residual = nullptr, const float* norm_w = nullptr,
-                        float eps = 0.0f);
+                        Tensor* residual = nullptr, const float* norm_w = nullptr, float eps = 0.0f,
+                        const Linear* shared_mlp = nullptr);
   // Side streams (each with its own cuBLAS handle and workspace) for the
   // per-expert GEMMs of large steps, so several experts' tiles share the SMs.
   static constexpr int kSideStreams = 4;

@@ -220,22 +220,32 @@ void set_moe_x_early(bool on);
 // pdl_trigger and sets it to 1 once ids and w are written, so the down kernel,
 // given the same word, reads them instead of routing again when they are there
 // (else it routes; the two give the same bits).
+// shared_gate_up ([2I, H] BF16) / shared_down ([H, I]): the shared experts' MLP
+// (one unit of the experts' width I) in the same kernels: its act is row K of
+// act ([K + 1, I]), its rows are requested first (before the routing and any
+// wait), and its output, rounded as out is, takes the place of add.
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f,
                                const RouteArgs* route = nullptr, float* w = nullptr,
-                               bool x_early = false, int32_t* ready = nullptr);
+                               bool x_early = false, int32_t* ready = nullptr,
+                               const uint16_t* shared_gate_up = nullptr);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
                             cudaStream_t s, const RouteArgs* route = nullptr,
-                            bool route_early = false, const int32_t* ready = nullptr);
+                            bool route_early = false, const int32_t* ready = nullptr,
+                            const uint16_t* shared_down = nullptr);
 // The down kernel reads the gate/up kernel's routing when it is ready (on unless
 // R1SERVE_CUDA_MOE_ROUTE_READY=0: then it always routes again).
 bool moe_route_ready_enabled();
 void set_moe_route_ready(bool on);
+// The shared experts' MLP in the streamed kernels at one token (on unless
+// R1SERVE_CUDA_MOE_SHARED_STREAM=0: then its own GEMVs).
+bool moe_shared_stream_enabled();
+void set_moe_shared_stream(bool on);
 // The dense GEMV: out[t, n] (ld ldo) = x[t] (BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).

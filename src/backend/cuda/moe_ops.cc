@@ -138,9 +138,41 @@ void CudaBackend::rms_norm_moe_experts_add(const Tensor& x, const Tensor& norm_w
   Backend::rms_norm_moe_experts_add(x, norm_w, eps, normed, w, ids, weights, shared, residual, tmp);
 }
 
+// The shared experts' MLP in the streamed kernels (one token, BF16 weights of
+// the routed experts' width, no bias or scales); otherwise the default's ops.
+void CudaBackend::rms_norm_moe_shared_experts_add(const Tensor& x, const Tensor& norm_w, float eps,
+                                                  Tensor& normed, const ExpertWeights& w,
+                                                  const Tensor& ids, const Tensor& weights,
+                                                  const Linear& shared_gate_up,
+                                                  const Linear& shared_down, Tensor& gu,
+                                                  Tensor& act, Tensor& shared, Tensor& residual,
+                                                  Tensor& tmp) {
+  const int64_t H = x.row_size(), I = w.inter_size();
+  auto plain = [](const Linear& l) {
+    return is_bf16(l.weight) && !l.bias.defined() && !l.scale.defined() &&
+           reinterpret_cast<uintptr_t>(l.weight.raw()) % 16 == 0;
+  };
+  if (moe_shared_stream_enabled() && x.dim(0) == 1 && norm_in_gemv() && !f32_act_ && is_bf16(x) &&
+      norm_w.dtype() == DType::kF32 && norm_w.numel() == H &&
+      reinterpret_cast<uintptr_t>(norm_w.raw()) % 16 == 0 &&
+      (is_bf16(residual) || residual.dtype() == DType::kF32) && residual.shape() == tmp.shape() &&
+      (is_bf16(tmp) || tmp.dtype() == DType::kF32) && plain(shared_gate_up) && plain(shared_down) &&
+      shared_gate_up.weight.dim(0) == 2 * I && shared_gate_up.weight.dim(1) == H &&
+      shared_down.weight.dim(0) == H && shared_down.weight.dim(1) == I) {
+    OpTimer timer(*this, "moe_experts_add");
+    const Linear mlp[2] = {shared_gate_up, shared_down};
+    if (moe_experts_into(x, w, ids, weights, nullptr, tmp, &residual, norm_w.data<float>(), eps,
+                         mlp))
+      return;
+  }
+  Backend::rms_norm_moe_shared_experts_add(x, norm_w, eps, normed, w, ids, weights, shared_gate_up,
+                                           shared_down, gu, act, shared, residual, tmp);
+}
+
 bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, const Tensor& ids,
                                    const Tensor& weights, const Tensor* addend, Tensor& out,
-                                   Tensor* residual, const float* norm_w, float eps) {
+                                   Tensor* residual, const float* norm_w, float eps,
+                                   const Linear* shared_mlp) {
   const void* add_p = addend ? addend->raw() : nullptr;
   const bool add_bf = addend ? is_bf16(*addend) : false;
   const int64_t T = x.dim(0), H = x.dim(1), K = ids.dim(1), E = w.num_experts(), I = w.inter_size();
@@ -158,6 +190,7 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   const bool gemv = P <= gemv_max_pairs() && H % 8 == 0 && I % 8 == 0;
   const bool streamed = gemv && T == 1 && is_bf16(x) &&
                         reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && moe_stream_ok(H, I, K);
+  if (shared_mlp != nullptr && !streamed) return false;  // the held-back routing stays held
   // The held-back routing of this token goes to the streamed kernels; anything else reads ids.
   const bool inline_route = streamed && pending_route_.on && pending_route_.ids == ids.raw() &&
                             pending_route_.weights == weights.raw();
@@ -187,7 +220,8 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
   int32_t* active = offsets + E + 1;
   int32_t* sorted_pair = active + E + 1;
   int32_t* pos_of_pair = sorted_pair + P;
-  uint16_t* act = static_cast<uint16_t*>(workspace(5, static_cast<size_t>(P * I) * 2));
+  uint16_t* act = static_cast<uint16_t*>(
+      workspace(5, static_cast<size_t>((P + (shared_mlp != nullptr ? 1 : 0)) * I) * 2));
   if (streamed) {
     // One token: no sort; the down kernel combines, adds the shared experts' output
     // and, with a residual, adds the sum into it.
@@ -202,17 +236,18 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
     launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
                               ids.data<int32_t>(), K, ids_early, act, stream_, norm_w, eps,
                               inline_route ? &route : nullptr, weights.data<float>(),
-                              ids_early && moe_x_early_enabled() && early_input(x), ready);
+                              ids_early && moe_x_early_enabled() && early_input(x), ready,
+                              shared_mlp ? shared_mlp[0].weight.data<uint16_t>() : nullptr);
     const bool route_early = inline_route && early_input(pending_route_.logits);
     if (inline_route) {
       pending_route_.on = false;
       pending_route_.logits = Tensor();
     }
-    launch_moe_down_stream(act, w.down.data<uint16_t>(), H, I, ids.data<int32_t>(),
-                           weights.data<float>(), K, add_p, add_bf, out.raw(), is_bf16(out),
-                           residual ? residual->raw() : nullptr,
-                           residual ? is_bf16(*residual) : false, stream_,
-                           inline_route ? &route : nullptr, route_early, ready);
+    launch_moe_down_stream(
+        act, w.down.data<uint16_t>(), H, I, ids.data<int32_t>(), weights.data<float>(), K, add_p,
+        add_bf, out.raw(), is_bf16(out), residual ? residual->raw() : nullptr,
+        residual ? is_bf16(*residual) : false, stream_, inline_route ? &route : nullptr,
+        route_early, ready, shared_mlp ? shared_mlp[1].weight.data<uint16_t>() : nullptr);
     if (residual != nullptr) note_write(*residual);
     return true;
   }

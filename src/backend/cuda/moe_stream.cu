@@ -63,7 +63,10 @@ struct GateUpStream {
   const uint16_t* gate_up;
   int32_t* ids;  // the token's K experts (written here with route.on)
   int64_t K;
-  uint16_t* act;  // [K, I]
+  uint16_t* act;  // [K, I], or [K + 1, I] with shared_gate_up (its act last)
+  // The shared experts' MLP as one more unit of width I ([2I, H], gate rows
+  // first), or null.
+  const uint16_t* shared_gate_up;
   InlineRoute route;
   float* w;  // route.on: the experts' weights, written with ids
   // The route kernel (route.on: the router) is at least two launches back: ids
@@ -83,10 +86,13 @@ struct DownStream {
   const uint16_t* act;
   const uint16_t* down;
   int64_t H, I;
-  // out[h] = sum_j w[j] * (Wd_ids[j][h] . act[j]) (+ add[h]).
+  // out[h] = sum_j w[j] * (Wd_ids[j][h] . act[j]) (+ add[h]); with shared_down
+  // ([H, I], act row K), add is (Ws[h] . act[K]) rounded as out is (what the
+  // shared experts' down GEMV would write) instead of read.
   const int32_t* ids;
   const float* w;
   int64_t K;
+  const uint16_t* shared_down;
   InlineRoute route;
   bool route_early;  // route.on: the logits may be read before pdl_wait
   const void* add;
@@ -122,6 +128,23 @@ struct Cursor {
   }
 };
 
+// The gate/up kernel's units of one warp: its rows [row, shared_end) of the
+// shared experts' MLP (slot K: they need no routing, so they come first and
+// may be requested before it), then its routed units (slot, row) from a Cursor.
+struct UnitCursor {
+  int row, shared_end;
+  Cursor routed;
+  __device__ __forceinline__ bool shared() const { return row < shared_end; }
+  __device__ __forceinline__ int slot(int K) const { return shared() ? K : routed.outer; }
+  __device__ __forceinline__ int inner() const { return shared() ? row : routed.inner; }
+  __device__ __forceinline__ void next() {
+    if (shared())
+      ++row;
+    else
+      routed.next();
+  }
+};
+
 // Units (slot j, row r), j < K, r < I; a unit's P stages each hold C = H / P
 // columns of its gate row and of its up row (part p: columns p C .. p C + C - 1,
 // so with C % 256 == 0 each lane still visits its columns in the same order).
@@ -149,26 +172,20 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     *reinterpret_cast<volatile int32_t*>(a.route.ready) = 0;
     __threadfence();
   }
-  if (!a.ids_early) {  // the routing may come from the kernel just before
-    pdl_wait();
-    pdl_trigger();
-  }
-  if (a.route.on) {
-    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
-  } else {
-    for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
-  }
-  __syncthreads();
-  int u0 = 0, u1 = 0;
+  int s0 = 0, s1 = 0, u0 = 0, u1 = 0;
+  if (a.shared_gate_up != nullptr) warp_range(I, s0, s1);
   warp_range(K * I, u0, u1);
-  const int items = (u1 - u0) * P;  // stages this warp consumes
-  Cursor fill(u0, I);               // the next unit to request, and its part
+  const int items = (s1 - s0 + u1 - u0) * P;  // stages this warp consumes
+  UnitCursor fill{s0, s1, Cursor(u0, I)};     // the next unit to request, and its part
   int fill_part = 0;
   auto issue = [&](int s, bool any) {
     if (any) {
-      const uint16_t* g = a.gate_up +
-                          (static_cast<int64_t>(ids_s[fill.outer]) * 2 * I + fill.inner) * H +
-                          fill_part * C;
+      const uint16_t* g =
+          (fill.shared() ? a.shared_gate_up + static_cast<int64_t>(fill.row) * H
+                         : a.gate_up + (static_cast<int64_t>(ids_s[fill.routed.outer]) * 2 * I +
+                                        fill.routed.inner) *
+                                           H) +
+          fill_part * C;
       uint16_t* dst = ring + s * 2 * C;
       for (int k0 = lane * 8; k0 < C; k0 += 256) {
         cp_async16_stream(dst + k0, g + k0);
@@ -181,7 +198,21 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     }
     cp_async_commit();
   };
-  for (int s = 0; s < NS; ++s) issue(s, s < items);
+  // The shared experts' rows need no routing: requested before it (and before
+  // any wait: weights are constants).
+  int issued = 0;
+  for (; issued < NS && issued < items && fill.shared(); ++issued) issue(issued, true);
+  if (!a.ids_early) {  // the routing may come from the kernel just before
+    pdl_wait();
+    pdl_trigger();
+  }
+  if (a.route.on) {
+    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
+  } else {
+    for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
+  }
+  __syncthreads();
+  for (; issued < NS; ++issued) issue(issued, issued < items);
   // x (normed, with its 1 / rms) into x_s; every thread calls it; ends synced.
   __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
   auto load_x = [&]() {
@@ -244,7 +275,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     }
   }
   if (!(a.ids_early && a.x_early)) sc = load_x();
-  Cursor at(u0, I);
+  UnitCursor at{s0, s1, Cursor(u0, I)};
   int st = 0, part = 0;
   float ag = 0.0f, au = 0.0f;
   for (int item = 0; item < items; ++item, st = st + 1 == NS ? 0 : st + 1) {
@@ -267,7 +298,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     if (++part == P) {
       const float g = warp_sum(ag) * sc, v = warp_sum(au) * sc;
       if (lane == 0)
-        reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(at.outer) * I + at.inner] =
+        reinterpret_cast<__nv_bfloat16*>(a.act)[static_cast<int64_t>(at.slot(K)) * I + at.inner()] =
             __float2bfloat16_rn(g / (1.0f + expf(-g)) * v);
       part = 0;
       ag = au = 0.0f;
@@ -293,6 +324,28 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   // the one before has passed pdl_trigger, which comes after its pdl_wait), or
   // made here from the router's logits (after pdl_wait unless route_early).
   bool waited = false;
+  // Items (o, h): o = 0 the shared experts' down rows (with shared_down: they
+  // need no routing, so they are requested first, before it), then the routed
+  // slots o - S in order.
+  const int S = a.shared_down != nullptr ? 1 : 0;
+  int u0 = 0, u1 = 0;
+  warp_range(H, u0, u1);
+  const int nh = u1 - u0, items = (K + S) * nh;
+  Cursor fill(0, max(nh, 1));          // (o, h - u0)
+  auto issue = [&](int s, bool any) {  // as in the gate/up kernel
+    if (any) {
+      const uint16_t* src =
+          fill.outer < S
+              ? a.shared_down + static_cast<int64_t>(u0 + fill.inner) * I
+              : a.down + (static_cast<int64_t>(ids_s[fill.outer - S]) * H + u0 + fill.inner) * I;
+      uint16_t* dst = ring + s * I;
+      for (int k0 = lane * 8; k0 < I; k0 += 256) cp_async16_stream(dst + k0, src + k0);
+      fill.next();
+    }
+    cp_async_commit();
+  };
+  int issued = 0;
+  for (; issued < NS && issued < items && fill.outer < S; ++issued) issue(issued, true);
   __shared__ int32_t ready_s;
   const bool flag = a.route.on && a.route.ready != nullptr && a.route_early && K <= 32;
   if (flag) {
@@ -323,32 +376,18 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     }
   }
   __syncthreads();
-  int u0 = 0, u1 = 0;
-  warp_range(H, u0, u1);
-  const int nh = u1 - u0, items = K * nh;
-  Cursor fill(0, max(nh, 1));          // (j, h - u0)
-  auto issue = [&](int s, bool any) {  // as in the gate/up kernel
-    if (any) {
-      const uint16_t* src =
-          a.down + (static_cast<int64_t>(ids_s[fill.outer]) * H + u0 + fill.inner) * I;
-      uint16_t* dst = ring + s * I;
-      for (int k0 = lane * 8; k0 < I; k0 += 256) cp_async16_stream(dst + k0, src + k0);
-      fill.next();
-    }
-    cp_async_commit();
-  };
-  for (int s = 0; s < NS; ++s) issue(s, s < items);
+  for (; issued < NS; ++issued) issue(issued, issued < items);
   if (!waited) {  // act comes from the kernel just before
     pdl_wait();
     pdl_trigger();
   }
-  float tot = 0.0f;
+  float tot = 0.0f, tot_s = 0.0f;  // the routed sum; the shared experts' product
   Cursor at(0, max(nh, 1));
   int st = 0;
   for (int item = 0; item < items; ++item, at.next(), st = st + 1 == NS ? 0 : st + 1) {
     cp_async_wait_group<NS - 1>();
     const uint16_t* wr = ring + st * I;
-    const uint16_t* ar = a.act + static_cast<int64_t>(at.outer) * I;
+    const uint16_t* ar = a.act + static_cast<int64_t>(at.outer < S ? K : at.outer - S) * I;
     float acc = 0.0f;
 #pragma unroll 4
     for (int k0 = lane * 8; k0 < I; k0 += 256) {
@@ -359,13 +398,21 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
       for (int c = 0; c < 8; ++c) acc = fmaf(w8[c], a8[c], acc);
     }
     const float d = warp_sum(acc);
-    if (lane == at.inner) tot = fmaf(w_s[at.outer], d, tot);
+    if (lane == at.inner) {
+      if (at.outer < S)
+        tot_s = d;
+      else
+        tot = fmaf(w_s[at.outer - S], d, tot);
+    }
     issue(st, item + NS < items);
   }
   if (lane < nh) {  // the combine's arithmetic: the routed sum rounded to out's dtype, plus add
     const int h = u0 + lane;
     float v = tot;
-    if (a.add) v = (a.out_bf ? round_bf16(v) : v) + ldf(a.add, h, a.add_bf);
+    if (S)  // the shared experts' output as their down GEMV would have written it
+      v = (a.out_bf ? round_bf16(v) : v) + (a.out_bf ? round_bf16(tot_s) : tot_s);
+    else if (a.add)
+      v = (a.out_bf ? round_bf16(v) : v) + ldf(a.add, h, a.add_bf);
     if (a.res != nullptr)
       stf(a.res, h, a.res_bf, ldf(a.res, h, a.res_bf) + (a.out_bf ? round_bf16(v) : v));
     else
@@ -508,7 +555,16 @@ EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 1};
 // The down kernel reads the gate/up kernel's routing when it is ready
 // (kernels.h); =0: it routes again (side-by-side runs).
 EnvSwitch g_route_ready{"R1SERVE_CUDA_MOE_ROUTE_READY", 1};
+// The shared experts' MLP in the streamed kernels (rms_norm_moe_shared_experts_add);
+// =0: its own GEMVs (side-by-side runs).
+EnvSwitch g_shared_stream{"R1SERVE_CUDA_MOE_SHARED_STREAM", 1};
 }  // namespace
+bool moe_shared_stream_enabled() {
+  return g_shared_stream.on();
+}
+void set_moe_shared_stream(bool on) {
+  g_shared_stream.set(on ? 1 : 0);
+}
 bool moe_route_ready_enabled() {
   return g_route_ready.on();
 }
@@ -550,7 +606,8 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w, float eps,
-                               const RouteArgs* route, float* w, bool x_early, int32_t* ready) {
+                               const RouteArgs* route, float* w, bool x_early, int32_t* ready,
+                               const uint16_t* shared_gate_up) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
@@ -567,16 +624,16 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   const RingShape rs = ring_shape(static_cast<size_t>(4 * C), budget().gate_up, budget().gu_warps);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
-  with_stages<GateUpLaunch>(
-      rs.stages, rs, smem, s,
-      GateUpStream{x, H, I, parts, gate_up, ids, K, act, ir, w, ids_early, norm_w, eps, x_early});
+  with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
+                            GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir,
+                                         w, ids_early, norm_w, eps, x_early});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
                             const int32_t* ids, const float* w, int64_t K, const void* add,
                             bool add_bf, void* out, bool out_bf, void* res, bool res_bf,
                             cudaStream_t s, const RouteArgs* route, bool route_early,
-                            const int32_t* ready) {
+                            const int32_t* ready, const uint16_t* shared_down) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
@@ -586,9 +643,10 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
   }
   const RingShape rs = ring_shape(static_cast<size_t>(2 * I), budget().down);
   const size_t smem = static_cast<size_t>(rs.warps) * rs.stages * 2 * I;
-  with_stages<DownLaunch>(rs.stages, rs, smem, s,
-                          DownStream{act, down, H, I, ids, w, K, ir, route_early, add, add_bf, out,
-                                     out_bf, res, res_bf});
+  with_stages<DownLaunch>(
+      rs.stages, rs, smem, s,
+      DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
+                 shared_down != nullptr ? nullptr : add, add_bf, out, out_bf, res, res_bf});
 }
 
 }  // namespace r1::backend::cuda
