@@ -435,19 +435,15 @@ std::vector<std::pair<int, int>> decode_seqs(int n, int first, int step) {
 
 // Decode attention's two merges of split blocks (each block a slice, when the
 // grid fits on the GPU at once; or the last block all of them) give the same
-// outputs bit for bit, the spread one with its partials brought by bulk copies
-// or by 16-byte loads; returns them.
+// outputs bit for bit; returns them.
 template <typename Run>
 std::vector<float> both_merges(Backend& gpu, const std::string& what, Run run) {
-  std::vector<float> got[3];
-  for (int mode = 0; mode < 3; ++mode) {
-    cuda_set_attn_spread_merge(gpu, mode >= 1);
-    cuda_set_attn_bulk_merge(gpu, mode <= 1);
-    got[mode] = run();
+  std::vector<float> got[2];
+  for (int spread = 0; spread < 2; ++spread) {
+    cuda_set_attn_spread_merge(gpu, spread == 1);
+    got[spread] = run();
   }
-  cuda_set_attn_bulk_merge(gpu, true);  // the default
   expect_same(got[1], got[0], "spread vs last-block merge " + what);
-  expect_same(got[2], got[1], "spread merge: partials by loads vs bulk copies " + what);
   return got[1];
 }
 
@@ -522,12 +518,10 @@ TEST_F(CudaOps, MlaAbsorbedAttentionMakesItsInputs) {
     KvCache cc = mla_caches(p, c.r, c.rope, bs).second;
     // 0: plain kernels; 1: made in the kernel by the split holding the own key;
     // 2: by a spare split block (the own key as a partial state of its own).
-    // 3: as 1 with the merge's partials by 16-byte loads instead of bulk copies.
-    std::vector<float> out[4], rows[4];
-    for (int fused = 0; fused < 4; ++fused) {  // each on a copy of the same cache
+    std::vector<float> out[3], rows[3];
+    for (int fused = 0; fused < 3; ++fused) {  // each on a copy of the same cache
       cuda_set_mla_fused_inputs(gpu(), fused >= 1);
       cuda_set_attn_fresh_helper(gpu(), fused == 2);
-      cuda_set_attn_bulk_merge(gpu(), fused != 3);
       Tensor gcache = dev(cc.latent[0]);
       Tensor gqa = dev(qa), gl = galloc({T, W}), go = galloc({T, c.heads * c.r});
       gpu().mla_absorbed_attention(gkv, gnw, 1e-6f, rp, p.step, gl, gcache, gq, qk, dn, gqa,
@@ -540,10 +534,7 @@ TEST_F(CudaOps, MlaAbsorbedAttentionMakesItsInputs) {
     }
     cuda_set_mla_fused_inputs(gpu(), true);
     cuda_set_attn_fresh_helper(gpu(), true);  // the defaults
-    cuda_set_attn_bulk_merge(gpu(), true);
     expect_same(out[1], out[0], "fused vs plain kernels " + what);
-    expect_same(out[3], out[1], "merge's partials by loads vs bulk copies " + what);
-    expect_same(rows[3], rows[1], "merge's partials by loads vs bulk copies, cache rows " + what);
     expect_same(rows[1], rows[0], "fused vs plain kernels, cache rows " + what);
     // The helper's score sums in another order: equal to a few BF16 roundings.
     expect_close(out[2], out[0], 5e-3, "fused with the helper vs plain kernels " + what);

@@ -180,46 +180,6 @@ __device__ __forceinline__ void cp_async16_stream(void* smem_dst, const void* gm
 __device__ __forceinline__ int swz64(int r, int c) {
   return r * 64 + ((c ^ (r & 7)) << 3);
 }
-// Bulk copies by the Hopper TMA engine (one instruction a contiguous range of
-// up to kilobytes, so a few lanes keep a block's whole slice in flight),
-// counted on an mbarrier in shared memory: init it (one arrival), fence,
-// barrier; one lane announces the bytes (mbar_expect) before any copy is
-// issued; every reader waits for phase 0 (mbar_wait). dst, src and bytes:
-// multiples of 16.
-__device__ __forceinline__ void mbar_init(uint64_t* bar) {
-  const unsigned b = static_cast<unsigned>(__cvta_generic_to_shared(bar));
-  asm volatile(
-      "mbarrier.init.shared::cta.b64 [%0], 1;\n"
-      "fence.mbarrier_init.release.cluster;\n" ::"r"(b)
-      : "memory");
-}
-__device__ __forceinline__ void mbar_expect(uint64_t* bar, unsigned bytes) {
-  const unsigned b = static_cast<unsigned>(__cvta_generic_to_shared(bar));
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void bulk_copy(void* smem_dst, const void* gmem_src, unsigned bytes,
-                                          uint64_t* bar) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  const unsigned b = static_cast<unsigned>(__cvta_generic_to_shared(bar));
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(d),
-      "l"(gmem_src), "r"(bytes), "r"(b)
-      : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned phase) {
-  const unsigned b = static_cast<unsigned>(__cvta_generic_to_shared(bar));
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "MBAR_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra MBAR_WAIT;\n"
-      "}\n" ::"r"(b),
-      "r"(phase)
-      : "memory");
-}
 __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_all;\n" ::: "memory");
 }

@@ -77,11 +77,6 @@ void cuda_set_attn_spread_merge(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
-void cuda_set_attn_bulk_merge(Backend& be, bool on) {
-  cuda::set_attn_bulk_merge(on);
-  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
-}
-
 void cuda_set_mla_fused_inputs(Backend& be, bool on) {
   cuda::set_mla_fused_inputs(on);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();

@@ -57,11 +57,6 @@ void cuda_set_skinny_gemm(Backend& be, bool on);
 // slice of its outputs (on by default unless R1SERVE_CUDA_ATTN_SPREAD_MERGE=0)
 // or the last of them merges all (off). Drops the backend's recorded steps.
 void cuda_set_attn_spread_merge(Backend& be, bool on);
-// Tests and benchmarks: the MLA decode attention's spread merge brings its
-// slice of the split partials by bulk copies (on by default unless
-// R1SERVE_CUDA_ATTN_BULK_MERGE=0) or by 16-byte loads (off). Drops the
-// backend's recorded steps.
-void cuda_set_attn_bulk_merge(Backend& be, bool on);
 // Tests and benchmarks: decode steps of absorbed MLA make the new tokens' latent
 // rows and the query's rotary columns inside the attention kernel (on by
 // default unless R1SERVE_CUDA_MLA_FUSED_INPUTS=0) or in kernels of their own

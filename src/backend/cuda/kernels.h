@@ -440,9 +440,6 @@ struct MlaArgs {
   int32_t fresh_helper;
   int32_t one_token_seqs;  // every sequence has one token: token t is sequence t's
   int32_t stamps;          // set by the launcher: R1SERVE_CUDA_ATTN_STAMPS=1 (mla_attention_stamps)
-  // Set by the launcher (MLA, spread merge): the merge brings its slice of the
-  // partials by bulk copies (on unless R1SERVE_CUDA_ATTN_BULK_MERGE=0).
-  int32_t bulk_merge;
 };
 // R1SERVE_CUDA_ATTN_STAMPS=1: every attention launch's blocks of token 0, head
 // group 0 record %globaltimer at their checkpoints; the last launch's, as a
@@ -455,7 +452,6 @@ void set_attn_fresh_helper(bool on);  // tests and benchmarks: off = the own key
 bool attn_fresh_helper_enabled();
 void set_mla_fused_inputs(bool on);  // attention_ops.cc; off = latent and rope kernels of their own
 void set_attn_spread_merge(bool on);  // tests and benchmarks: off = the last split block merges
-void set_attn_bulk_merge(bool on);    // tests and benchmarks: off = the partials by 16-byte loads
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 bool gqa_mma_supported(int64_t group, int64_t head_dim);
 void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);

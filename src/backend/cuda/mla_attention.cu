@@ -49,13 +49,7 @@ struct Smem {
   static constexpr size_t kStats = kP + size_t{kHeads} * kLdp * 2;
   static constexpr size_t kSlots = kStats + 3 * kHeads * 4;
   static constexpr size_t kFresh = kSlots + kKeys * 8;  // the token's own latent row (MLA)
-  // The merge's bulk copies' mbarrier.
-  static constexpr size_t kBar = kFresh + size_t{D} * 2 + 8 * 4;
-  static constexpr size_t kBytes = kBar + 8;
-  // The merge's partials of a block's slice, by bulk copies into the key rows'
-  // memory after the maxima and sums (pm_s, pl_s: [kMaxSplits][16] floats each).
-  static constexpr size_t kMergeBuf = kK + size_t{2} * kMaxSplits * kHeads * 4;
-  static_assert(kBar % 8 == 0 && kMergeBuf % 16 == 0, "bulk copy alignment");
+  static constexpr size_t kBytes = kFresh + size_t{D} * 2 + 8 * 4;
 };
 
 // Merges the token's `active` split partials of float4 outputs [lo, hi) of
@@ -145,89 +139,6 @@ __device__ __forceinline__ void merge_outputs(const MlaArgs& a, int t, int h0, i
   }
 }
 
-// merge_outputs with the block's slice of every split's partials brought by
-// bulk copies (one a split: the slice is contiguous in each) into buf_s
-// ([active][hi - lo] float4), counted on bar (phase 0; initialized, its init
-// fenced and synced by the caller): one round trip for the whole slice instead
-// of 16-byte loads, which one SM keeps too few of in flight. Every thread of
-// the block calls it, after the barrier that follows the arrival.
-template <int DV>
-__device__ __forceinline__ void merge_outputs_bulk(const MlaArgs& a, int t, int h0, int active,
-                                                   int lo, int hi, float* pm_s, float* pl_s,
-                                                   float* w_s, float4* buf_s, uint64_t* bar,
-                                                   unsigned long long* stamps) {
-  constexpr int kCols = DV / 4;
-  const int tid = threadIdx.x, lane = tid & 31, n = hi - lo;
-  if (tid < 32 && n > 0) {
-    // The partials were written by other blocks' ordinary stores (ordered by
-    // the counter's release and acquire); the copies read them through the
-    // async proxy, and overwrite shared memory that ordinary loads read.
-    asm volatile("fence.proxy.async;" ::: "memory");
-    if (lane == 0) mbar_expect(bar, static_cast<unsigned>(active * n * 16));
-    __syncwarp();
-    for (int z = lane; z < active; z += 32)
-      bulk_copy(buf_s + z * n,
-                a.ws_acc + ((static_cast<int64_t>(z) * a.T + t) * a.H + h0) * DV + lo * 4,
-                static_cast<unsigned>(n * 16), bar);
-  }
-  const int nrows = min(a.group_rows, a.H - h0);
-  const int64_t stride = static_cast<int64_t>(a.T) * a.H;
-  for (int idx = tid; idx < active * kHeads; idx += kThreads) {
-    const int z = idx / kHeads, r = idx % kHeads;
-    const int64_t row = static_cast<int64_t>(t) * a.H + h0 + min(r, nrows - 1);
-    const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.ws_ml + 2 * (z * stride + row)));
-    pm_s[idx] = ml.x;
-    pl_s[idx] = ml.y;
-  }
-  __syncthreads();
-  if (stamps != nullptr) stamps[8] = global_ns();
-  {  // the weights, as merge_outputs makes them
-    const int r0 = 2 * (tid >> 5);
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const int r = r0 + rr;
-      float m[2], e[2];
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const int z = lane + 32 * k;
-        m[k] = z < active ? pm_s[z * kHeads + r] : -INFINITY;
-      }
-      const float M = warp_max(fmaxf(m[0], m[1]));
-      float part = 0.0f;
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        e[k] = m[k] == -INFINITY ? 0.0f : expf(m[k] - M);
-        if (m[k] != -INFINITY) part += pl_s[(lane + 32 * k) * kHeads + r] * e[k];
-      }
-      const float Lsum = warp_sum(part);
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const int z = lane + 32 * k;
-        if (z < active) w_s[z * kHeads + r] = Lsum <= 0.0f ? 0.0f : e[k] / Lsum;
-      }
-    }
-  }
-  __syncthreads();
-  if (stamps != nullptr) stamps[9] = global_ns();
-  if (n > 0) mbar_wait(bar, 0);
-  for (int idx = lo + tid; idx < hi; idx += kThreads) {
-    const int r = idx / kCols, c = (idx % kCols) * 4;
-    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int z = 0; z < active; ++z) {
-      const float wz = w_s[z * kHeads + r];
-      const float4 v = buf_s[z * n + (idx - lo)];
-      sum.x = fmaf(wz, v.x, sum.x);
-      sum.y = fmaf(wz, v.y, sum.y);
-      sum.z = fmaf(wz, v.z, sum.z);
-      sum.w = fmaf(wz, v.w, sum.w);
-    }
-    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.out + t * a.out_row +
-                                                          static_cast<int64_t>(h0 + r) * DV + c);
-    o[0] = __floats2bfloat162_rn(sum.x, sum.y);
-    o[1] = __floats2bfloat162_rn(sum.z, sum.w);
-  }
-}
-
 template <int DV, int D, bool SEPV>
 __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   static_assert(D % 16 == 0 && DV % 64 == 0 && DV <= D, "attention widths");
@@ -246,7 +157,6 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   int64_t* slot_s = reinterpret_cast<int64_t*>(smem + L::kSlots);
   uint16_t* fresh_s = reinterpret_cast<uint16_t*>(smem + L::kFresh);
   float* red_s = reinterpret_cast<float*>(smem + L::kFresh + size_t{D} * 2);
-  uint64_t* merge_bar_s = reinterpret_cast<uint64_t*>(smem + L::kBar);
 
   // Block z takes query heads h0 .. h0 + nrows - 1 (MLA: 16 of all heads; GQA: the
   // G heads of KV head z, whose keys start z * kv_off into each cache row).
@@ -382,12 +292,6 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       }
     }
   };
-  // The merge's partials by bulk copies (spread merge, MLA): the slice of every
-  // split fits in the key rows' memory after the maxima and sums.
-  const bool bulk_merge = !SEPV && a.bulk_merge != 0 && a.spread_merge && parts > 1 &&
-                          L::kMergeBuf + (size_t{kHeads} * (DV / 4) / parts + 1) * parts * 16 <=
-                              L::kK + size_t{kKeys} * kLd * 2;
-  if (bulk_merge && tid == 0) mbar_init(merge_bar_s);  // synced by the barriers below
   // The first step's older rows are requested while the kernel before still runs.
   if (key_begin < key_end) {
     find_slots(key_begin);
@@ -635,13 +539,8 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     }
     __syncthreads();
     stamp(6);
-    if (bulk_merge)
-      merge_outputs_bulk<DV>(a, t, h0, parts, split * outs / parts, (split + 1) * outs / parts,
-                             pm_s, pl_s, w_s, reinterpret_cast<float4*>(smem + L::kMergeBuf),
-                             merge_bar_s, stamping ? g_stamps[split] : nullptr);
-    else
-      merge_outputs<DV>(a, t, h0, parts, split * outs / parts, (split + 1) * outs / parts, pm_s,
-                        pl_s, w_s, stamping ? g_stamps[split] : nullptr);
+    merge_outputs<DV>(a, t, h0, parts, split * outs / parts, (split + 1) * outs / parts, pm_s, pl_s,
+                      w_s, stamping ? g_stamps[split] : nullptr);
     stamp(7);
     return;
   }
@@ -671,10 +570,6 @@ EnvSwitch g_spread_merge{"R1SERVE_CUDA_ATTN_SPREAD_MERGE", 1};
 bool spread_merge_enabled() {
   return g_spread_merge.on();
 }
-
-// The spread merge's partials by bulk copies (merge_outputs_bulk); =0: by
-// 16-byte loads (side-by-side runs).
-EnvSwitch g_bulk_merge{"R1SERVE_CUDA_ATTN_BULK_MERGE", 1};
 
 template <int DV, int D, bool SEPV>
 void launch_widths(const MlaArgs& a, cudaStream_t s) {
@@ -714,7 +609,6 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
   b.spread_merge = a.splits > 1 && spread_merge_enabled() &&
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
   b.fresh_helper = b.spread_merge && attn_fresh_helper_enabled() ? 1 : 0;
-  b.bulk_merge = g_bulk_merge.on() ? 1 : 0;
   pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, b);
   R1_CUDA_LAUNCHED();
 }
@@ -754,10 +648,6 @@ std::string mla_attention_stamps() {
 
 void set_attn_fresh_helper(bool on) {
   g_fresh_helper.set(on ? 1 : 0);
-}
-
-void set_attn_bulk_merge(bool on) {
-  g_bulk_merge.set(on ? 1 : 0);
 }
 
 void set_attn_spread_merge(bool on) {
