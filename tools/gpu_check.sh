@@ -72,12 +72,13 @@ timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/be
 echo "bench rc=$?" >> "$OUT/summary.txt"
 
 # Batch 1 side by side: the defaults, then each switch that B1_AB lists (";" between
-# settings; by default the down kernel routing again, and the session-3 paths off),
+# settings; by default the shared experts' MLP in GEMVs of its own, and that with
+# the session-3 paths off too: session 2's kernels),
 # twice; with the defaults, the attention's checkpoints and, where the timeline
 # library was carried, the kernels' share of the recorded step.
 if [[ "${B1_PATHS_AB:-1}" == 1 ]]; then
   B1_OFF="R1SERVE_CUDA_MOE_INLINE_ROUTE=0 R1SERVE_CUDA_HEAD_GEMV_SHORT=0 R1SERVE_CUDA_MOE_X_EARLY=0 R1SERVE_CUDA_TRIGGER_FIRST=0"
-  IFS=';' read -r -a b1_cfgs <<< "${B1_AB:-R1SERVE_CUDA_MOE_ROUTE_READY=0;$B1_OFF}"
+  IFS=';' read -r -a b1_cfgs <<< "${B1_AB:-R1SERVE_CUDA_MOE_SHARED_STREAM=0;R1SERVE_CUDA_MOE_SHARED_STREAM=0 $B1_OFF}"
   for rep in 1 2; do
     for cfg in "" "${b1_cfgs[@]}"; do
       echo "## batch 1: ${cfg:-defaults} (run $rep)"
