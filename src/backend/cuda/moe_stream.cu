@@ -8,7 +8,9 @@
 // expert lookup or the ramp more than once, and a warp's next rows arrive while it computes. There
 // is no sort: slot j is the token's j-th expert. The products are those of moe.cu's warp-per-row
 // GEMVs bit for bit (each lane visits the same columns in the same order), and the down kernel also
-// does the weighted combine (and adds the shared experts' output) with the combine's arithmetic. (A
+// does the weighted combine (and adds the shared experts' output) with the combine's arithmetic.
+// Given the shared experts' MLP (one unit of the experts' width), both kernels run it too: its
+// rows first in every warp's ring, requested before the routing and any wait. (A
 // form for several tokens, with the sort's slot table, measured slower than moe.cu's GEMVs at batch
 // 2 and 8, so it was not kept; see docs/performance.md.)
 #include <algorithm>
