@@ -1,6 +1,7 @@
 // The Backend's default fused forms of the dense layer (linear_add,
-// rms_norm_linear, rms_norm_linear_swiglu), which the CPU backend keeps, equal
-// the plain op sequences they stand for bit for bit, and write their scratch
+// rms_norm_linear, rms_norm_linear_swiglu) and of the MoE layer's experts
+// (rms_norm_moe_shared_experts_add), which the CPU backend keeps, equal the
+// plain op sequences they stand for bit for bit, and write their scratch
 // (tmp / normed / gu) as those ops do: F32 and BF16 weights, with and without
 // a bias, several token counts.
 #include <array>
@@ -180,6 +181,57 @@ TEST_P(FusedDefaults, ResidualStreamMatchesTheDeferredAdd) {
     be.linear_add(act, down, xn, h);
   }
   expect_bits_equal(xn, xo, "residual stream");
+}
+
+// The MoE layer's experts with the shared experts' MLP in one op equal the
+// model's plain sequence (rms_norm, the shared MLP into `shared`, the routed
+// experts with shared added in the combine, the residual add), the residual
+// being x itself as in the model.
+TEST_P(FusedDefaults, RmsNormMoeSharedExpertsAddIsThePlainOps) {
+  Backend& be = *be_;
+  const int64_t E = 8, H = 64, I = 24, K = 2;
+  const float eps = 1e-6f;
+  auto random_in_dtype = [&](const Shape& s, float scale) {
+    Tensor f = random_f32(s, rng_, scale);
+    if (GetParam() == DType::kF32) return f;
+    Tensor b = Tensor::empty(s, DType::kBF16);
+    for (int64_t i = 0; i < f.numel(); ++i) b.data<uint16_t>()[i] = f32_to_bf16(f.data<float>()[i]);
+    return b;
+  };
+  ExpertWeights w;
+  w.gate_up = random_in_dtype({E, 2 * I, H}, 0.1f);
+  w.down = random_in_dtype({E, H, I}, 0.1f);
+  Linear sg, sd;
+  sg.weight = random_weight(2 * I, H, GetParam(), rng_, 0.1f);
+  sd.weight = random_weight(H, I, GetParam(), rng_, 0.1f);
+  RouterParams p;
+  p.top_k = K;
+  p.normalize = true;
+  for (int64_t T : {1, 3}) {
+    const std::string what = "T " + std::to_string(T);
+    Tensor x0 = random_f32({T, H}, rng_, 2.0f), nw = random_f32({H}, rng_, 1.0f);
+    Tensor logits = random_f32({T, E}, rng_, 2.0f);
+    Tensor ids = Tensor::zeros({T, K}, DType::kI32), wts = Tensor::zeros({T, K}, DType::kF32);
+    be.moe_route(logits, Tensor(), p, ids, wts);
+    auto zeros = [](int64_t n, int64_t m) { return Tensor::zeros({n, m}, DType::kF32); };
+    // The model's plain sequence.
+    Tensor want = copy_of(x0), m = zeros(T, H), gu = zeros(T, 2 * I), act = zeros(T, I),
+           sh = zeros(T, H), tmp = zeros(T, H);
+    be.rms_norm(want, nw, eps, m);
+    be.linear_swiglu(m, sg, gu, act);
+    be.linear(act, sd, sh);
+    be.moe_experts(m, w, ids, wts, tmp);
+    be.add(tmp, sh, tmp);
+    be.add(want, tmp, want);
+    // The op.
+    Tensor got = copy_of(x0), gm = zeros(T, H), ggu = zeros(T, 2 * I), gact = zeros(T, I),
+           gsh = zeros(T, H), gtmp = zeros(T, H);
+    be.rms_norm_moe_shared_experts_add(got, nw, eps, gm, w, ids, wts, sg, sd, ggu, gact, gsh, got,
+                                       gtmp);
+    expect_bits_equal(got, want, "rms_norm_moe_shared_experts_add " + what);
+    expect_bits_equal(gsh, sh, "rms_norm_moe_shared_experts_add shared " + what);
+    EXPECT_NE(std::memcmp(got.raw(), x0.raw(), x0.nbytes()), 0) << what;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Weights, FusedDefaults, ::testing::Values(DType::kF32, DType::kBF16),
