@@ -134,17 +134,20 @@ class CudaGraphModels : public ::testing::TestWithParam<std::string> {
 // Reference: eager steps with programmatic dependent launch off (every kernel
 // waits for the one before). Recorded steps and eager steps with it on must
 // give the same logits (a kernel that read its inputs too early would not).
-// The batch-1 paths (cuda_set_batch1_paths, on by default) run off at B = 1 and 3 too.
+// The batch-1 paths (cuda_set_batch1_paths, on by default) run off at B = 1 and 3 too,
+// and at B = 1 every one-token GEMV triggers the next kernel before its wait.
 TEST_P(CudaGraphModels, RecordedDecodeEqualsEager) {
   // B = 24: the MoE models' routed pairs pass the expert GEMVs' limit (the tensor-core path).
-  for (int cfg : {-1, -3, 1, 3, 8, 24}) {  // negative: the paths off; then on (the default)
-    const int B = cfg < 0 ? -cfg : cfg;
-    const bool paths = cfg > 0;
+  // Negative: the paths off; 1000 + B: every GEMV triggering first; then the defaults.
+  for (int cfg : {-1, -3, 1001, 1, 3, 8, 24}) {
+    const int B = cfg < 0 ? -cfg : cfg % 1000;
+    const bool paths = cfg > 0, all_first = cfg > 1000;
     std::vector<std::vector<float>> eager, graphed, eager_pdl;
     for (int run = 0; run < 3; ++run) {
       const bool graphs = run == 1, pdl = run > 0;
       auto be = backend::make_cuda_backend(0, 0.3);
       backend::cuda_set_batch1_paths(*be, paths);
+      if (all_first) backend::cuda_set_trigger_first(*be, 1, 15);
       backend::cuda_set_pdl(*be, pdl);
       backend::cuda_set_graphs(*be, graphs);
       LoadOptions opt;
@@ -155,6 +158,8 @@ TEST_P(CudaGraphModels, RecordedDecodeEqualsEager) {
        : run == 1 ? graphed
                   : eager_pdl) = decode_run(**m, B, 24, 11 + static_cast<uint64_t>(B));
       backend::cuda_set_pdl(*be, true);
+      if (all_first) backend::cuda_set_batch1_paths(*be, true);  // the defaults again
+      if (all_first) backend::cuda_set_trigger_first(*be, 1, 0);
       const auto c = backend::cuda_graph_counts(*be);
       if (graphs) {
         std::printf("  %s B=%d: %lld replays, %lld captures, %lld warm-ups, %lld failures\n",
@@ -178,9 +183,13 @@ TEST_P(CudaGraphModels, RecordedDecodeEqualsEager) {
     std::printf(
         "  %s B=%d%s: recorded vs eager max|err|/std = %.2e, eager with PDL vs without %.2e over "
         "%zu steps\n",
-        GetParam().c_str(), B, paths ? "" : " (batch-1 paths off)", worst, worst_pdl, eager.size());
-    EXPECT_LE(worst, 1e-3) << GetParam() << " B=" << B << (paths ? "" : " batch-1 paths off");
-    EXPECT_LE(worst_pdl, 1e-3) << GetParam() << " B=" << B << (paths ? "" : " batch-1 paths off");
+        GetParam().c_str(), B,
+        all_first ? " (every GEMV triggering first)"
+        : paths   ? ""
+                  : " (batch-1 paths off)",
+        worst, worst_pdl, eager.size());
+    EXPECT_LE(worst, 1e-3) << GetParam() << " cfg=" << cfg;
+    EXPECT_LE(worst_pdl, 1e-3) << GetParam() << " cfg=" << cfg;
   }
 }
 

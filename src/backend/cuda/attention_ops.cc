@@ -258,7 +258,16 @@ EnvSwitch g_mla_fused_inputs{"R1SERVE_CUDA_MLA_FUSED_INPUTS", 1};
 bool mla_fused_inputs_enabled() {
   return g_mla_fused_inputs.on();
 }
+// R1SERVE_CUDA_ATTN_TRIGGER_FIRST=1: a one-token step's decode attention lets
+// the kernel after it (W_UV) launch before its own wait.
+EnvSwitch g_attn_tf{"R1SERVE_CUDA_ATTN_TRIGGER_FIRST", 0};
+bool attn_trigger_first_enabled() {
+  return g_attn_tf.on();
+}
 }  // namespace
+void set_attn_trigger_first(bool on) {
+  g_attn_tf.set(on ? 1 : 0);
+}
 void set_mla_fused_inputs(bool on) {
   g_mla_fused_inputs.set(on ? 1 : 0);
 }
@@ -306,7 +315,9 @@ void CudaBackend::mla_absorbed_attention(const Tensor& kv, const Tensor& kv_norm
   a.rope_factor = rope.attention_factor;
   a.rope_q_early = early_input(q) ? 1 : 0;
   a.latent_kv_early = early_input(kv) ? 1 : 0;
+  a.trigger_first = q.dim(0) == 1 && attn_trigger_first_enabled() ? 1 : 0;
   launch_mla_attention(a, kv_lora_rank, rope_dim, stream_);
+  note_early(a.trigger_first != 0);
 }
 
 // ---- MLA prefill over decompressed keys and values ----

@@ -95,8 +95,15 @@ void cuda_set_moe_inline_route(Backend& be, bool on) {
 void cuda_set_batch1_paths(Backend& be, bool on) {
   cuda::set_moe_inline_route(on);
   cuda::set_head_gemv_short(on);
-  cuda::set_head_gemv_trigger_first_mode(on ? 2 : 0);
+  cuda::set_head_gemv_trigger_first_mode(on ? 1 : 0);
   cuda::set_moe_x_early(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
+void cuda_set_trigger_first(Backend& be, int head_mode, int gemv_bits) {
+  cuda::set_head_gemv_trigger_first_mode(head_mode);
+  cuda::set_gemv_trigger_first(gemv_bits & 7);
+  cuda::set_attn_trigger_first((gemv_bits & 8) != 0);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 

@@ -74,10 +74,18 @@ void cuda_set_moe_inline_route(Backend& be, bool on);
 // Tests and benchmarks: the batch-1 paths of 2026-12-07 session 3, all on (the
 // default since their first GPU run) or all off: the routing in the streamed
 // experts (above), W_UK by the short-row GEMV (R1SERVE_CUDA_HEAD_GEMV_SHORT)
-// triggering the attention before its wait (R1SERVE_CUDA_TRIGGER_FIRST=2), and
+// and the per-head GEMVs triggering the next kernel before their wait
+// (R1SERVE_CUDA_TRIGGER_FIRST=1, since session 5; session 3's was W_UK only), and
 // the streamed gate/up kernel reading x before its wait (R1SERVE_CUDA_MOE_X_EARLY).
 // Drops the backend's recorded steps.
 void cuda_set_batch1_paths(Backend& be, bool on);
+// Tests and benchmarks: which one-token GEMVs trigger the next kernel before
+// their own wait. head_mode: the per-head GEMVs (R1SERVE_CUDA_TRIGGER_FIRST: 0
+// none, 1 all, 2 those with more rows than columns: W_UK); gemv_bits: the
+// dense ones (R1SERVE_CUDA_GEMV_TRIGGER_FIRST: 1 rms_norm_linear_pair, 2
+// rms_norm_linear, 4 linear_add; 8: the decode attention,
+// R1SERVE_CUDA_ATTN_TRIGGER_FIRST). Drops the backend's recorded steps.
+void cuda_set_trigger_first(Backend& be, int head_mode, int gemv_bits);
 // Tests and benchmarks: a GEMV with an RMSNorm of its input folds the norm
 // into its products when it reads at most `max_bytes` of weights (else the
 // normalizing prologue); negative: the default (R1SERVE_CUDA_NORM_FOLD_MB, 16).

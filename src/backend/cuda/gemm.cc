@@ -52,6 +52,22 @@ constexpr int64_t kGemvMaxTokens = 4;
 // launches, which do not overlap, go), batch 128 -12 % with 64-token tiles.
 constexpr int64_t kSkinnyMaxTokens = 32;
 
+namespace {
+// One-token GEMVs that trigger the next kernel before their own wait (like
+// W_UK's, R1SERVE_CUDA_TRIGGER_FIRST), so that its blocks load their weights
+// while this one still waits: bit 1 rms_norm_linear_pair (MLA: q_a + kv_a),
+// bit 2 rms_norm_linear (q_b, the router), bit 4 linear_add (o_proj, the
+// dense MLP's down). R1SERVE_CUDA_GEMV_TRIGGER_FIRST (a digit, the bits).
+EnvSwitch g_gemv_tf{"R1SERVE_CUDA_GEMV_TRIGGER_FIRST", 0};
+bool gemv_trigger_first(int bit, int64_t M, const GemvFusion& f) {
+  return M == 1 && !f.x_early && (g_gemv_tf.value() & bit) != 0;
+}
+}  // namespace
+
+void set_gemv_trigger_first(int bits) {
+  g_gemv_tf.set(bits);
+}
+
 bool CudaBackend::skinny_gemm(const Tensor& x, int64_t ldx, int64_t x_hs, const void* w,
                               int64_t w_hs, int64_t heads, int64_t N, int64_t K, Tensor& out,
                               int64_t ldo, int64_t o_hs) {
@@ -269,10 +285,11 @@ void CudaBackend::linear_add(const Tensor& x, const Linear& w, Tensor& residual,
   f.residual_bf = is_bf16(residual);
   f.ldr = N;
   f.round_bf = is_bf16(tmp);  // the plain ops round the product to tmp's dtype
+  f.trigger_first = gemv_trigger_first(4, M, f);
   launch_dense_gemv_fused(xb.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
                           w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, nullptr,
                           true, N, stream_);
-  note_early(f.x_early);
+  note_early(f.x_early || f.trigger_first);
   note_write(residual);
 }
 
@@ -290,10 +307,11 @@ void CudaBackend::rms_norm_linear(const Tensor& x, const Tensor& norm_w, float e
            "rms_norm_linear bias {}", w.bias.describe());
   GemvFusion f =
       norm_fusion(norm_w, eps, static_cast<int64_t>(w.weight.nbytes()), K, early_input(x));
+  f.trigger_first = gemv_trigger_first(2, M, f);
   launch_dense_gemv_fused(x.data<uint16_t>(), K, w.weight.data<uint16_t>(), N, K, M,
                           w.bias.defined() ? w.bias.data<float>() : nullptr, false, f, out.raw(),
                           is_bf16(out), N, stream_);
-  note_early(f.x_early);
+  note_early(f.x_early || f.trigger_first);
   note_write(out);
 }
 
@@ -318,9 +336,10 @@ void CudaBackend::rms_norm_linear_pair(const Tensor& x, const Tensor& norm_w, fl
   f.n_first = N1;
   f.out2 = out2.raw();
   f.ldo2 = N2;
+  f.trigger_first = gemv_trigger_first(1, M, f);
   launch_dense_gemv_fused(x.data<uint16_t>(), K, w1.weight.data<uint16_t>(), N1 + N2, K, M, nullptr,
                           false, f, out1.raw(), is_bf16(out1), N1, stream_);
-  note_early(f.x_early);
+  note_early(f.x_early || f.trigger_first);
   note_write(out1);
   note_write(out2);
 }

@@ -428,15 +428,17 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// The short-row kernel (R1SERVE_CUDA_HEAD_GEMV_SHORT=0 turns it off) and W_UK
-// triggering the attention before its own wait (R1SERVE_CUDA_TRIGGER_FIRST=2;
-// 1: every per-head GEMV, 0: none): on by default since their first H100 run
-// (docs/performance.md, 2026-12-07 session 4).
+// The short-row kernel (R1SERVE_CUDA_HEAD_GEMV_SHORT=0 turns it off) and the
+// per-head GEMVs triggering the next kernel before their own wait
+// (R1SERVE_CUDA_TRIGGER_FIRST=1: W_UK the attention, W_UV o_proj, which then
+// loads its weights during the attention; 2: W_UK only; 0: none): on by
+// default since their first H100 runs (docs/performance.md, 2026-12-07
+// sessions 4 and 5: mode 1 -17 us a batch-1 step against mode 2).
 EnvSwitch g_head_short{"R1SERVE_CUDA_HEAD_GEMV_SHORT", 1};
 bool head_gemv_short_enabled() {
   return g_head_short.on();
 }
-EnvSwitch g_trigger_first{"R1SERVE_CUDA_TRIGGER_FIRST", 2};
+EnvSwitch g_trigger_first{"R1SERVE_CUDA_TRIGGER_FIRST", 1};
 
 // Matrices up to 16 MB are pulled into L2 whole before pdl_wait, while the
 // kernel before runs (larger ones would evict each other's lines: L2 is 50 MB

@@ -246,6 +246,10 @@ void set_moe_route_ready(bool on);
 // R1SERVE_CUDA_MOE_SHARED_STREAM=0: then its own GEMVs).
 bool moe_shared_stream_enabled();
 void set_moe_shared_stream(bool on);
+// Which one-token dense GEMVs trigger the next kernel before their wait
+// (gemm.cc, R1SERVE_CUDA_GEMV_TRIGGER_FIRST): bits 1 rms_norm_linear_pair,
+// 2 rms_norm_linear, 4 linear_add.
+void set_gemv_trigger_first(int bits);
 // The dense GEMV: out[t, n] (ld ldo) = x[t] (BF16, ld ldx) . W[n] (BF16 [N, K]) (+ bias[n], F32, if
 // given) for t < T (small T). With `swiglu`, W is [2N, K] (gate rows, then up rows) and
 // out[t, n] = silu(x[t] . W[n]) * (x[t] . W[N + n]) (no bias).
@@ -331,7 +335,7 @@ void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, con
                       bool out_bf, int64_t ldo, int64_t out_head_stride, cudaStream_t s,
                       bool trigger_first = false);
 // Which per-head GEMVs let the next kernel launch before their pdl_wait
-// (R1SERVE_CUDA_TRIGGER_FIRST: 0 none; 1 all; 2, the default, those with N > K,
+// (R1SERVE_CUDA_TRIGGER_FIRST: 0 none; 1, the default, all; 2 those with N > K,
 // the absorbed query's W_UK before the decode attention).
 int head_gemv_trigger_first_mode();
 void set_head_gemv_trigger_first_mode(int mode);
@@ -431,6 +435,9 @@ struct MlaArgs {
   float rope_factor;
   // rope_q / latent_kv may be read before pdl_wait (written two or more launches back).
   int32_t rope_q_early, latent_kv_early;
+  // The next kernel may launch before this one's pdl_wait (one-token steps with
+  // R1SERVE_CUDA_ATTN_TRIGGER_FIRST=1; counted as an early launch).
+  int32_t trigger_first;
   // Set by the launcher: the partial states are published by one gpu-scope
   // acq_rel fence of thread 0 after a barrier instead of every thread's
   // sequentially consistent __threadfence (R1SERVE_CUDA_ATTN_LIGHT_FENCE=0: the latter).
@@ -451,7 +458,8 @@ int mla_max_splits();
 void set_attn_fresh_helper(bool on);  // tests and benchmarks: off = the own key's split makes it
 bool attn_fresh_helper_enabled();
 void set_mla_fused_inputs(bool on);  // attention_ops.cc; off = latent and rope kernels of their own
-void set_attn_spread_merge(bool on);  // tests and benchmarks: off = the last split block merges
+void set_attn_trigger_first(bool on);  // attention_ops.cc; R1SERVE_CUDA_ATTN_TRIGGER_FIRST
+void set_attn_spread_merge(bool on);   // tests and benchmarks: off = the last split block merges
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 bool gqa_mma_supported(int64_t group, int64_t head_dim);
 void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);

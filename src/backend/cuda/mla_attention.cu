@@ -302,6 +302,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   if (own_key && a.latent_kv_early) make_latent();
   if (rope_here && a.rope_q_early && split < parts) rope_query();
   stamp(1);
+  if (a.trigger_first) pdl_trigger();
   pdl_wait();
   pdl_trigger();
   stamp(2);
