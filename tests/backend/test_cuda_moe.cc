@@ -75,9 +75,11 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
       Tensor gx = dev(x), gsh = dev(sh);
       for (bool plus : {false, true}) {
         const std::string wp = what + (plus ? " plus shared" : "");
-        std::vector<float> got[2];
-        for (int streamed = 0; streamed < 2; ++streamed) {
-          cuda_set_moe_stream(gpu(), streamed == 1);
+        std::vector<float> got[3];
+        // 2: streamed, the down kernel reading act from global memory per item.
+        for (int streamed = 0; streamed < 3; ++streamed) {
+          cuda_set_moe_stream(gpu(), streamed >= 1);
+          cuda::set_moe_down_act_smem(streamed != 2);
           Tensor o = galloc({T, H});
           // With the shared experts' output the routing is re-run and a kernel
           // launched in between (as the model does), so the streamed gate/up
@@ -93,7 +95,9 @@ TEST_F(CudaOps, MoeStreamedEqualsWarpGemvs) {
             gpu().moe_experts(gx, gw, ids, wts, o);
           got[streamed] = fetch(gpu(), o);
         }
+        cuda::set_moe_down_act_smem(true);
         expect_same(got[1], got[0], "streamed vs warp GEMVs" + wp);
+        expect_same(got[2], got[0], "streamed (act from global memory) vs warp GEMVs" + wp);
         Tensor co = calloc({T, H});
         if (plus)
           cpu().moe_experts_plus(x, cw, cids, cwts, sh, co);

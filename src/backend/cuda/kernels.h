@@ -246,6 +246,9 @@ void set_moe_route_ready(bool on);
 // R1SERVE_CUDA_MOE_SHARED_STREAM=0: then its own GEMVs).
 bool moe_shared_stream_enabled();
 void set_moe_shared_stream(bool on);
+// The streamed down kernel copies act into shared memory once (on unless
+// R1SERVE_CUDA_MOE_DOWN_ACT_SMEM=0: act rows read from global memory per item).
+void set_moe_down_act_smem(bool on);
 // Which one-token dense GEMVs trigger the next kernel before their wait
 // (gemm.cc, R1SERVE_CUDA_GEMV_TRIGGER_FIRST): bits 1 rms_norm_linear_pair,
 // 2 rms_norm_linear, 4 linear_add.

@@ -313,7 +313,12 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
 // Units: output rows h (at most 32 per warp, one per lane's running sum);
 // items (j, h) expert by expert, so a warp streams consecutive rows of one
 // expert, and every h still adds its experts in j order.
-template <int NS>
+// ACT_SMEM: the block copies act ([K + S, I], written by the kernel before)
+// into shared memory after its wait, so an item waits on its weights only,
+// not on an L2 round trip for its act row as well (Nsight Compute, session 5:
+// with act read from global memory the kernel alone reached 42 % of DRAM
+// bandwidth, its warps stalled mostly on those loads).
+template <int NS, bool ACT_SMEM>
 __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ int32_t ids_s[kMaxSlots];
@@ -383,13 +388,23 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     pdl_wait();
     pdl_trigger();
   }
+  const uint16_t* act = a.act;
+  if constexpr (ACT_SMEM) {  // after the ring: [K + S, I] (I % 8 == 0)
+    uint16_t* act_s =
+        reinterpret_cast<uint16_t*>(dyn) + static_cast<int64_t>(blockDim.x >> 5) * NS * I;
+    const int n = (K + S) * I / 8;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+      reinterpret_cast<uint4*>(act_s)[i] = __ldcg(reinterpret_cast<const uint4*>(a.act) + i);
+    __syncthreads();
+    act = act_s;
+  }
   float tot = 0.0f, tot_s = 0.0f;  // the routed sum; the shared experts' product
   Cursor at(0, max(nh, 1));
   int st = 0;
   for (int item = 0; item < items; ++item, at.next(), st = st + 1 == NS ? 0 : st + 1) {
     cp_async_wait_group<NS - 1>();
     const uint16_t* wr = ring + st * I;
-    const uint16_t* ar = a.act + static_cast<int64_t>(at.outer < S ? K : at.outer - S) * I;
+    const uint16_t* ar = act + static_cast<int64_t>(at.outer < S ? K : at.outer - S) * I;
     float acc = 0.0f;
 #pragma unroll 4
     for (int k0 = lane * 8; k0 < I; k0 += 256) {
@@ -541,9 +556,13 @@ struct GateUpLaunch {
 };
 template <int NS>
 struct DownLaunch {
-  static void run(const RingShape& rs, size_t smem, cudaStream_t s, const DownStream& a) {
-    static std::atomic<uint64_t> raised{0};
-    launch_stream(moe_down_stream_kernel<NS>, raised, rs, smem, s, a);
+  static void run(const RingShape& rs, size_t smem, bool act_smem, cudaStream_t s,
+                  const DownStream& a) {
+    static std::atomic<uint64_t> raised[2]{0, 0};
+    if (act_smem)
+      launch_stream(moe_down_stream_kernel<NS, true>, raised[1], rs, smem, s, a);
+    else
+      launch_stream(moe_down_stream_kernel<NS, false>, raised[0], rs, smem, s, a);
   }
 };
 
@@ -565,12 +584,18 @@ EnvSwitch g_route_ready{"R1SERVE_CUDA_MOE_ROUTE_READY", 1};
 // The shared experts' MLP in the streamed kernels (rms_norm_moe_shared_experts_add);
 // =0: its own GEMVs (side-by-side runs).
 EnvSwitch g_shared_stream{"R1SERVE_CUDA_MOE_SHARED_STREAM", 1};
+// The down kernel copies act into shared memory (moe_down_stream_kernel's
+// ACT_SMEM); =0: it reads act rows from global memory item by item.
+EnvSwitch g_down_act_smem{"R1SERVE_CUDA_MOE_DOWN_ACT_SMEM", 1};
 }  // namespace
 bool moe_shared_stream_enabled() {
   return g_shared_stream.on();
 }
 void set_moe_shared_stream(bool on) {
   g_shared_stream.set(on ? 1 : 0);
+}
+void set_moe_down_act_smem(bool on) {
+  g_down_act_smem.set(on ? 1 : 0);
 }
 bool moe_route_ready_enabled() {
   return g_route_ready.on();
@@ -649,9 +674,14 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
     ir = InlineRoute{*route, true, const_cast<int32_t*>(ready)};
   }
   const RingShape rs = ring_shape(static_cast<size_t>(2 * I), budget().down);
-  const size_t smem = static_cast<size_t>(rs.warps) * rs.stages * 2 * I;
+  // act in shared memory after the ring where it is small (the 9B's 9 x 1408
+  // values: 25 KB; a block then still fits beside a gate/up block).
+  const size_t act_bytes = static_cast<size_t>(K + (shared_down != nullptr ? 1 : 0)) * I * 2;
+  const bool act_smem = g_down_act_smem.on() && act_bytes <= (48u << 10);
+  const size_t smem =
+      static_cast<size_t>(rs.warps) * rs.stages * 2 * I + (act_smem ? act_bytes : 0);
   with_stages<DownLaunch>(
-      rs.stages, rs, smem, s,
+      rs.stages, rs, smem, act_smem, s,
       DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
                  shared_down != nullptr ? nullptr : add, add_bf, out, out_bf, res, res_bf});
 }
