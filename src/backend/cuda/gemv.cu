@@ -440,15 +440,19 @@ bool head_gemv_short_enabled() {
 }
 EnvSwitch g_trigger_first{"R1SERVE_CUDA_TRIGGER_FIRST", 1};
 
-// Matrices up to 16 MB are pulled into L2 whole before pdl_wait, while the
-// kernel before runs (larger ones would evict each other's lines: L2 is 50 MB
-// on H100/H200; measured on the 7B's 26-33 MB projections, prefetching them
-// made the isolated GEMV ~3 us slower).
-// R1SERVE_CUDA_PREFETCH_MB overrides the limit (0 turns the prefetch off).
+// Matrices up to R1SERVE_CUDA_PREFETCH_MB (default 0: none) are pulled into L2
+// whole by bulk prefetches before pdl_wait, while the kernel before runs.
+// Off by default since session 5: at 16 MB (the 9B's q_a + kv_a, q_b, W_UK,
+// W_UV, o_proj and router) a batch-1 step took 13 us longer (H100, side by
+// side: 1.591 vs 1.578 ms; the 7B, none of whose matrices is that small,
+// unchanged), as every bulk prefetch did in that session: the attention's
+// chain of small latency-bound kernels waits behind the prefetched bytes.
+// Larger limits were slower still (the 7B's 26-33 MB projections: ~3 us an
+// isolated GEMV).
 int64_t prefetch_max_bytes() {
   static const int64_t limit = [] {
     const char* e = std::getenv("R1SERVE_CUDA_PREFETCH_MB");
-    return (e != nullptr ? std::atoll(e) : int64_t{16}) << 20;
+    return (e != nullptr ? std::atoll(e) : int64_t{0}) << 20;
   }();
   return limit;
 }
