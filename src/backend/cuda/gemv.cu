@@ -433,7 +433,7 @@ __global__ void __launch_bounds__(256)
 // (R1SERVE_CUDA_TRIGGER_FIRST=1: W_UK the attention, W_UV o_proj, which then
 // loads its weights during the attention; 2: W_UK only; 0: none): on by
 // default since their first H100 runs (docs/performance.md, 2026-12-07
-// sessions 4 and 5: mode 1 -17 us a batch-1 step against mode 2).
+// sessions 4 and 5: mode 1 -14 to -17 us a batch-1 step against mode 2).
 EnvSwitch g_head_short{"R1SERVE_CUDA_HEAD_GEMV_SHORT", 1};
 bool head_gemv_short_enabled() {
   return g_head_short.on();
