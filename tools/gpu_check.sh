@@ -72,13 +72,14 @@ timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/be
 echo "bench rc=$?" >> "$OUT/summary.txt"
 
 # Batch 1 side by side: the defaults, then each setting that B1_AB lists (";" between
-# settings; by default session 5's three changes each undone, then session 2's
-# kernels: the shared experts' MLP in GEMVs of its own and the session-3 paths off),
+# settings; by default session 6's merge in W_UV's product undone, then with that
+# product triggering o_proj before its wait, then session 2's kernels: the shared
+# experts' MLP in GEMVs of its own and the session-3 paths off),
 # twice; with the defaults, the attention's checkpoints and, where the timeline
 # library was carried, the kernels' share of the recorded step.
 if [[ "${B1_PATHS_AB:-1}" == 1 ]]; then
   B1_OFF="R1SERVE_CUDA_MOE_INLINE_ROUTE=0 R1SERVE_CUDA_HEAD_GEMV_SHORT=0 R1SERVE_CUDA_MOE_X_EARLY=0 R1SERVE_CUDA_TRIGGER_FIRST=0"
-  IFS=';' read -r -a b1_cfgs <<< "${B1_AB:-R1SERVE_CUDA_PREFETCH_MB=16;R1SERVE_CUDA_MOE_DOWN_ACT_SMEM=0;R1SERVE_CUDA_TRIGGER_FIRST=2;R1SERVE_CUDA_MOE_SHARED_STREAM=0 $B1_OFF}"
+  IFS=';' read -r -a b1_cfgs <<< "${B1_AB:-R1SERVE_CUDA_MLA_DEFER_MERGE=0;R1SERVE_CUDA_MERGE_GEMV_TF=1;R1SERVE_CUDA_MOE_SHARED_STREAM=0 $B1_OFF}"
   for rep in 1 2; do
     for cfg in "" "${b1_cfgs[@]}"; do
       echo "## batch 1: ${cfg:-defaults} (run $rep)"

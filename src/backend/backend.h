@@ -373,6 +373,22 @@ class Backend {
               batch.positions, rope);
     mla_attention(qa, cache, batch, num_heads, kv_lora_rank, rope_dim, scale, out);
   }
+  // mla_absorbed_attention into latent_out [T, num_heads * kv_lora_rank], then
+  // out = head_linear(latent_out, kv_lora_rank, w_uv, out, out_head_stride): the
+  // attention's per-head values through W_UV. latent_out is scratch: a backend
+  // that hands the attention's unmerged state straight to the product may
+  // leave it unwritten.
+  virtual void mla_absorbed_attention_uv(const Tensor& kv, const Tensor& kv_norm, float eps,
+                                         const RopeParams& rope, const BatchInfo& batch,
+                                         Tensor& latent, Tensor& cache, const Tensor& q,
+                                         int64_t q_stride, int64_t q_offset, Tensor& qa,
+                                         int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+                                         float scale, Tensor& latent_out, const Tensor& w_uv,
+                                         Tensor& out, int64_t out_head_stride) {
+    mla_absorbed_attention(kv, kv_norm, eps, rope, batch, latent, cache, q, q_stride, q_offset, qa,
+                           num_heads, kv_lora_rank, rope_dim, scale, latent_out);
+    head_linear(latent_out, kv_lora_rank, w_uv, out, out_head_stride);
+  }
   // MLA over decompressed keys and values, the prefill form: each sequence's
   // context latents (cache rows 0 .. its last query's position) are expanded
   // by kv_b [heads * (dn + dv), r] into per-head keys [k_nope | k_pe] (k_pe, the

@@ -187,9 +187,8 @@ class DeepseekModel final : public ModelBase {
       Tensor qa = s.get("q_abs", {T, nh * (r + p)});
       be.head_linear(q, qk, L.w_uk_t, qa, r + p);
       Tensor olat = s.get("o_lat", {T, nh * r});  // [T, nh, r]
-      be.mla_absorbed_attention(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent, lcache, q,
-                                qk, dn, qa, nh, r, p, scale, olat);
-      be.head_linear(olat, r, L.w_uv, o, dv);
+      be.mla_absorbed_attention_uv(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent, lcache, q,
+                                   qk, dn, qa, nh, r, p, scale, olat, L.w_uv, o, dv);
     }
     Tensor h = s.get("h", {T, H});     // products before their add, for the unfused ops
     be.linear_add(o, L.o_proj, x, h);  // x += o_proj(o)

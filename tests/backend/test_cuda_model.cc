@@ -216,6 +216,15 @@ class RecordingBackend final : public Backend {
     in_->mla_absorbed_attention(kv, kvn, eps, r, b, latent, cache, q, qs, qo, qa, nh, rank, rd,
                                 scale, out);
   }
+  void mla_absorbed_attention_uv(const Tensor& kv, const Tensor& kvn, float eps,
+                                 const backend::RopeParams& r, const backend::BatchInfo& b,
+                                 Tensor& latent, Tensor& cache, const Tensor& q, int64_t qs,
+                                 int64_t qo, Tensor& qa, int64_t nh, int64_t rank, int64_t rd,
+                                 float scale, Tensor& lo, const Tensor& w_uv, Tensor& out,
+                                 int64_t ohs) override {
+    in_->mla_absorbed_attention_uv(kv, kvn, eps, r, b, latent, cache, q, qs, qo, qa, nh, rank, rd,
+                                   scale, lo, w_uv, out, ohs);
+  }
   bool prefers_decompressed_mla(const backend::BatchInfo& b,
                                 const backend::MlaDims& d) const override {
     return in_->prefers_decompressed_mla(b, d);

@@ -551,6 +551,70 @@ TEST_F(CudaOps, MlaAbsorbedAttentionMakesItsInputs) {
   }
 }
 
+// The absorbed attention followed by W_UV as one op: at decode with splits the
+// GPU leaves the attention's merge to the product's prologue; that equals the
+// attention's own merge followed by the plain per-head GEMV bit for bit (with
+// and without the own-key helper; tokens of one split, whose rows the attention
+// writes, beside tokens of many), and the CPU's two ops to BF16 rounding.
+TEST_F(CudaOps, MlaAbsorbedAttentionUvMergesInTheProduct) {
+  struct Case {
+    int64_t heads, r, rope, dv;
+    std::vector<std::pair<int, int>> seqs;  // (cached, new)
+  };
+  for (const Case& c : std::vector<Case>{{16, 512, 64, 128, {{700, 1}}},
+                                         {16, 512, 64, 128, {{20, 1}}},
+                                         {16, 512, 64, 128, {{1000, 1}, {5, 1}, {130, 1}}},
+                                         {16, 512, 64, 128, {{3000, 1}, {64, 1}}},
+                                         {128, 512, 64, 128, {{300, 1}, {64, 1}}},
+                                         {4, 128, 32, 32, {{20, 1}, {100, 1}}},
+                                         {16, 512, 64, 128, {{5, 9}, {20, 1}}}}) {
+    const int bs = 16;
+    Plan p = make_plan(c.seqs, bs, rng_);
+    const int64_t W = c.r + c.rope, T = p.step.num_tokens(), dn = 128, qk = dn + c.rope;
+    RopeParams rp;
+    rp.interleaved = true;
+    rp.attention_factor = 1.1f;
+    for (int64_t i = 0; i < c.rope / 2; ++i)
+      rp.inv_freq.push_back(
+          std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(c.rope)));
+    Tensor kv = random_bf16({T, W}, rng_, 2.0f), nw = random_bf16({c.r}, rng_);
+    Tensor q = random_bf16({T, c.heads * qk}, rng_, 0.5f);
+    Tensor qa = random_bf16({T, c.heads * W}, rng_, 0.2f);
+    Tensor wuv = random_bf16({c.heads, c.dv, c.r}, rng_, 0.1f);
+    const float scale = 1.0f / std::sqrt(192.0f);
+    const Tensor gkv = dev(kv), gq = dev(q), gnw = gpu().upload(nw, DType::kF32);
+    const Tensor gw = gpu().upload(wuv, DType::kBF16);
+    KvCache cc = mla_caches(p, c.r, c.rope, bs).second;
+    // The CPU's two ops on a copy of the cache (they write the new rows).
+    Tensor ccache = Tensor::zeros(cc.latent[0].shape(), cc.latent[0].dtype());
+    std::memcpy(ccache.raw(), cc.latent[0].raw(), ccache.nbytes());
+    Tensor cl = calloc({T, W}), clo = calloc({T, c.heads * c.r}), co = calloc({T, c.heads * c.dv});
+    cpu().mla_absorbed_attention_uv(kv, nw, 1e-6f, rp, p.step, cl, ccache, q, qk, dn, qa, c.heads,
+                                    c.r, c.rope, scale, clo, wuv, co, c.dv);
+    for (bool helper : {true, false}) {
+      const std::string what = "mla_absorbed_attention_uv heads=" + std::to_string(c.heads) +
+                               " tokens=" + std::to_string(T) + (helper ? " helper" : "");
+      cuda_set_attn_fresh_helper(gpu(), helper);
+      std::vector<float> out[2];
+      for (int defer = 0; defer < 2; ++defer) {  // each on a copy of the same cache
+        cuda_set_mla_defer_merge(gpu(), defer == 1);
+        cuda_set_batch1_paths(gpu(), defer == 1);  // off: W_UV by the plain per-head GEMV
+        Tensor gcache = dev(cc.latent[0]);
+        Tensor gqa = dev(qa), gl = galloc({T, W}), glo = galloc({T, c.heads * c.r});
+        Tensor go = galloc({T, c.heads * c.dv});
+        gpu().mla_absorbed_attention_uv(gkv, gnw, 1e-6f, rp, p.step, gl, gcache, gq, qk, dn, gqa,
+                                        c.heads, c.r, c.rope, scale, glo, gw, go, c.dv);
+        out[defer] = fetch(gpu(), go);
+      }
+      expect_same(out[1], out[0], "merged in the product vs by the attention " + what);
+      expect_close(out[1], host_values(co), 2e-2, what);
+    }
+  }
+  cuda_set_attn_fresh_helper(gpu(), true);  // the defaults
+  cuda_set_mla_defer_merge(gpu(), true);
+  cuda_set_batch1_paths(gpu(), true);
+}
+
 // The prefill form (keys and values decompressed from the latents, the
 // flash-attention kernel over 64-token query tiles) against the CPU's, with
 // cached context, several sequences, tiles that end mid-chunk and BF16 kv_b.

@@ -281,6 +281,80 @@ void CudaBackend::mla_absorbed_attention(const Tensor& kv, const Tensor& kv_norm
                                          int64_t q_stride, int64_t q_offset, Tensor& qa,
                                          int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
                                          float scale, Tensor& out) {
+  MlaArgs a{};
+  if (!absorbed_attention_fused(kv, kv_norm, eps, rope, batch, cache, q, q_stride, q_offset, qa,
+                                num_heads, kv_lora_rank, rope_dim, scale, out, false, a))
+    Backend::mla_absorbed_attention(kv, kv_norm, eps, rope, batch, latent, cache, q, q_stride,
+                                    q_offset, qa, num_heads, kv_lora_rank, rope_dim, scale, out);
+}
+
+// With the attention's split merge left to W_UV's product (few tokens, splits
+// planned): the attention writes its partial states and leaves; the per-head
+// GEMV merges them in its prologue (the same arithmetic, so the same bits as
+// the attention's merge followed by head_linear) instead of the attention's
+// blocks waiting for each other, merging and writing BF16 rows for the GEMV to
+// read back.
+void CudaBackend::mla_absorbed_attention_uv(
+    const Tensor& kv, const Tensor& kv_norm, float eps, const RopeParams& rope,
+    const BatchInfo& batch, Tensor& latent, Tensor& cache, const Tensor& q, int64_t q_stride,
+    int64_t q_offset, Tensor& qa, int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+    float scale, Tensor& latent_out, const Tensor& w_uv, Tensor& out, int64_t out_head_stride) {
+  const int64_t T = batch.num_tokens(), N = w_uv.dim(1), K = w_uv.dim(2);
+  const bool mergeable = mla_defer_merge_enabled() && is_bf16(w_uv) && is_bf16(out) &&
+                         w_uv.dim(0) == num_heads && K == kv_lora_rank && N <= out_head_stride &&
+                         out.row_size() == num_heads * out_head_stride && out.dim(0) == T &&
+                         merge_gemv_supported(num_heads, N, K, T);
+  MlaArgs a{};
+  if (!mergeable ||
+      !absorbed_attention_fused(kv, kv_norm, eps, rope, batch, cache, q, q_stride, q_offset, qa,
+                                num_heads, kv_lora_rank, rope_dim, scale, latent_out, true, a)) {
+    Backend::mla_absorbed_attention_uv(kv, kv_norm, eps, rope, batch, latent, cache, q, q_stride,
+                                       q_offset, qa, num_heads, kv_lora_rank, rope_dim, scale,
+                                       latent_out, w_uv, out, out_head_stride);
+    return;
+  }
+  if (!a.defer_merge) {  // one split: the attention wrote latent_out
+    head_linear(latent_out, kv_lora_rank, w_uv, out, out_head_stride);
+    return;
+  }
+  OpTimer timer(*this, "head_linear");
+  MergeGemvArgs m{};
+  m.acc = a.ws_acc;
+  m.ml = a.ws_ml;
+  m.positions = a.positions;
+  m.splits = a.splits;
+  m.kps = a.keys_per_split;
+  m.helper = attn_fresh_helper_enabled() && a.one_token_seqs ? 1 : 0;
+  m.T = a.T;
+  m.H = a.H;
+  m.x = latent_out.data<uint16_t>();
+  m.ldx = latent_out.row_size();
+  m.x_head_stride = kv_lora_rank;
+  m.w = w_uv.data<uint16_t>();
+  m.N = static_cast<int32_t>(N);
+  m.K = static_cast<int32_t>(K);
+  m.out = out.data<uint16_t>();
+  m.ldo = out.row_size();
+  m.out_head_stride = out_head_stride;
+  // Not triggering before its wait (R1SERVE_CUDA_MERGE_GEMV_TF=1 does, as the
+  // plain W_UV GEMV): o_proj's blocks launched that early slow the attention's
+  // key steps on the SMs they share (-17 us a step without, session 6 run 3).
+  static EnvSwitch tf{"R1SERVE_CUDA_MERGE_GEMV_TF", 0};
+  m.trigger_first = tf.on();
+  launch_merge_gemv(m, stream_);
+  note_early(m.trigger_first);
+  note_write(out);
+}
+
+// The fused decode attention (see mla_absorbed_attention) when it applies
+// (false: nothing launched). defer: the split merge is left to the next kernel
+// where the plan has splits (a.defer_merge tells).
+bool CudaBackend::absorbed_attention_fused(const Tensor& kv, const Tensor& kv_norm, float eps,
+                                           const RopeParams& rope, const BatchInfo& batch,
+                                           Tensor& cache, const Tensor& q, int64_t q_stride,
+                                           int64_t q_offset, Tensor& qa, int64_t num_heads,
+                                           int64_t kv_lora_rank, int64_t rope_dim, float scale,
+                                           Tensor& out, bool defer, MlaArgs& a) {
   const int64_t width = kv_lora_rank + rope_dim, T = batch.num_tokens();
   const bool fuse =
       mla_fused_inputs_enabled() && !f32_act_ && T > 0 && batch.num_seqs() == T && is_bf16(kv) &&
@@ -290,17 +364,13 @@ void CudaBackend::mla_absorbed_attention(const Tensor& kv, const Tensor& kv_norm
       kv.row_size() == width && kv.dim(0) == T && q.dim(0) == T &&
       (num_heads - 1) * q_stride + q_offset + rope_dim <= q.row_size() && cache.dim(2) == width &&
       qa.row_size() == num_heads * width && out.row_size() == num_heads * kv_lora_rank;
-  if (!fuse) {
-    Backend::mla_absorbed_attention(kv, kv_norm, eps, rope, batch, latent, cache, q, q_stride,
-                                    q_offset, qa, num_heads, kv_lora_rank, rope_dim, scale, out);
-    return;
-  }
+  if (!fuse) return false;
   OpTimer timer(*this, "mla_attention");
   const int64_t slots = cache.dim(0) * cache.dim(1);
   for (int32_t s : batch.slot_mapping)
     R1_CHECK(s >= 0 && s < slots, "slot {} outside cache of {} slots", s, slots);
   if (cur_ != nullptr) cur_->num_slots = slots;
-  MlaArgs a = mma_args(qa, cache, cache, batch, num_heads, 16, 0, scale, out);
+  a = mma_args(qa, cache, cache, batch, num_heads, 16, 0, scale, out);
   DevBatch& d = dev_batch(batch);
   plan_splits(a, d, (num_heads + 15) / 16, kv_lora_rank, attn_fresh_helper_enabled());
   a.rope_q = q.data<uint16_t>() + q_offset;
@@ -316,8 +386,10 @@ void CudaBackend::mla_absorbed_attention(const Tensor& kv, const Tensor& kv_norm
   a.rope_q_early = early_input(q) ? 1 : 0;
   a.latent_kv_early = early_input(kv) ? 1 : 0;
   a.trigger_first = q.dim(0) == 1 && attn_trigger_first_enabled() ? 1 : 0;
+  a.defer_merge = defer && a.splits > 1 ? 1 : 0;
   launch_mla_attention(a, kv_lora_rank, rope_dim, stream_);
   note_early(a.trigger_first != 0);
+  return true;
 }
 
 // ---- MLA prefill over decompressed keys and values ----

@@ -37,6 +37,14 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
 #endif
 }
 
+// The partial states a decode-attention token at position `pos` leaves (its
+// keys 0 .. pos in splits of `kps`; with the own-key helper on, one more from a
+// spare split block): mla_attention.cu's kernel and the merging GEMV agree on it.
+__host__ __device__ inline int mla_split_parts(int pos, int splits, int kps, bool helper_on) {
+  const int active = splits < (pos + kps) / kps ? splits : (pos + kps) / kps;
+  return active + (helper_on && active < splits ? 1 : 0);
+}
+
 // Host: the kernels pdl_launch has put on stream s from this thread (a stream
 // is fed by one thread). Callers compare two readings to know how many kernels
 // lie between a buffer's writer and a reader (the pdl_wait rule's "two launches

@@ -87,6 +87,11 @@ void cuda_set_attn_fresh_helper(Backend& be, bool on) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
+void cuda_set_mla_defer_merge(Backend& be, bool on) {
+  cuda::set_mla_defer_merge(on);
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
+}
+
 void cuda_set_moe_inline_route(Backend& be, bool on) {
   cuda::set_moe_inline_route(on);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();

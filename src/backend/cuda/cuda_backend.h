@@ -66,6 +66,11 @@ void cuda_set_mla_fused_inputs(Backend& be, bool on);
 // block takes each token's own key as a partial state of its own (on: the
 // default; R1SERVE_CUDA_ATTN_FRESH_HELPER=0 turns it off) or the split holding it does.
 void cuda_set_attn_fresh_helper(Backend& be, bool on);
+// Tests and benchmarks: few-token decode steps of absorbed MLA leave the
+// attention's split merge to the W_UV product's prologue (on: the default;
+// R1SERVE_CUDA_MLA_DEFER_MERGE=0 turns it off) or merge in the attention
+// (off). Drops the backend's recorded steps.
+void cuda_set_mla_defer_merge(Backend& be, bool on);
 // Tests and benchmarks: a one-token step's routing is done by the streamed
 // expert kernels themselves (on; the route op's outputs are still written) or
 // by the route kernel (off; R1SERVE_CUDA_MOE_INLINE_ROUTE=0). On by default.

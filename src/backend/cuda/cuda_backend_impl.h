@@ -196,6 +196,12 @@ class CudaBackend final : public Backend {
                               Tensor& cache, const Tensor& q, int64_t q_stride, int64_t q_offset,
                               Tensor& qa, int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
                               float scale, Tensor& out) override;
+  void mla_absorbed_attention_uv(const Tensor& kv, const Tensor& kv_norm, float eps,
+                                 const RopeParams& rope, const BatchInfo& batch, Tensor& latent,
+                                 Tensor& cache, const Tensor& q, int64_t q_stride, int64_t q_offset,
+                                 Tensor& qa, int64_t num_heads, int64_t kv_lora_rank,
+                                 int64_t rope_dim, float scale, Tensor& latent_out,
+                                 const Tensor& w_uv, Tensor& out, int64_t out_head_stride) override;
   void mla_decompressed_attention(const Tensor& q, const Tensor& latent_cache, const Linear& kv_b,
                                   const BatchInfo& batch, const MlaDims& d, float scale,
                                   Tensor& out) override;
@@ -256,6 +262,11 @@ class CudaBackend final : public Backend {
                    const BatchInfo& batch, int64_t num_heads, int32_t group_rows, int64_t kv_off,
                    float scale, Tensor& out);
   void plan_splits(MlaArgs& a, DevBatch& d, int64_t groups, int64_t dv, bool spare = false);
+  bool absorbed_attention_fused(const Tensor& kv, const Tensor& kv_norm, float eps,
+                                const RopeParams& rope, const BatchInfo& batch, Tensor& cache,
+                                const Tensor& q, int64_t q_stride, int64_t q_offset, Tensor& qa,
+                                int64_t num_heads, int64_t kv_lora_rank, int64_t rope_dim,
+                                float scale, Tensor& out, bool defer, MlaArgs& a);
   const MlaContextPlan& mla_context(DevBatch& d, int64_t block_size);
   void gemm(const Tensor& x, int64_t ldx, const void* w, int64_t N, int64_t K, Tensor& out,
             int64_t ldo);

@@ -449,7 +449,11 @@ struct MlaArgs {
   // token's own key when the kernel makes its latent (on unless R1SERVE_CUDA_ATTN_FRESH_HELPER=0).
   int32_t fresh_helper;
   int32_t one_token_seqs;  // every sequence has one token: token t is sequence t's
-  int32_t stamps;          // set by the launcher: R1SERVE_CUDA_ATTN_STAMPS=1 (mla_attention_stamps)
+  // The split partial states are left in ws_acc / ws_ml for the next kernel to
+  // merge (GemvFusion::merge_acc; no counters, waits or merge here); tokens whose
+  // keys took one split are written to out as usual.
+  int32_t defer_merge;
+  int32_t stamps;  // set by the launcher: R1SERVE_CUDA_ATTN_STAMPS=1 (mla_attention_stamps)
 };
 // R1SERVE_CUDA_ATTN_STAMPS=1: every attention launch's blocks of token 0, head
 // group 0 record %globaltimer at their checkpoints; the last launch's, as a
@@ -463,9 +467,39 @@ bool attn_fresh_helper_enabled();
 void set_mla_fused_inputs(bool on);  // attention_ops.cc; off = latent and rope kernels of their own
 void set_attn_trigger_first(bool on);  // attention_ops.cc; R1SERVE_CUDA_ATTN_TRIGGER_FIRST
 void set_attn_spread_merge(bool on);   // tests and benchmarks: off = the last split block merges
+// The attention's merge left to the W_UV product (R1SERVE_CUDA_MLA_DEFER_MERGE, on by default).
+bool mla_defer_merge_enabled();
+void set_mla_defer_merge(bool on);
 void launch_mla_attention(const MlaArgs& a, int64_t kv_lora_rank, int64_t rope_dim, cudaStream_t s);
 bool gqa_mma_supported(int64_t group, int64_t head_dim);
 void launch_gqa_attention(const MlaArgs& a, int64_t head_dim, cudaStream_t s);
+
+// ---- merge_gemv.cu ----
+// W_UV's per-head product (out[t, h * out_head_stride + n] = x[t, h] . W[h, n],
+// W [H, N, K] BF16, T <= 4 tokens) where x is the absorbed MLA attention's
+// output left unmerged (MlaArgs::defer_merge): token t's row of head h is the
+// merge of its split partial states (acc [splits, T, H, K], ml [splits, T, H,
+// 2]; mla_split_parts(positions[t], splits, kps, helper) of them), made in
+// shared memory after pdl_wait with the attention's merge arithmetic and
+// rounded to BF16; where a token's keys took one split, x itself (the attention
+// wrote it). Each product sums in the order of the plain per-head GEMV
+// (gemv_plan's split), so out equals the attention's merge followed by
+// launch_head_gemv bit for bit.
+struct MergeGemvArgs {
+  const float* acc;
+  const float* ml;
+  const int32_t* positions;
+  int32_t splits, kps, helper, T, H;
+  const uint16_t* x;  // the attention's out [T, ldx] (head h at h * x_head_stride)
+  int64_t ldx, x_head_stride;
+  const uint16_t* w;
+  int32_t N, K;
+  uint16_t* out;  // BF16
+  int64_t ldo, out_head_stride;
+  bool trigger_first;  // as GemvFusion::trigger_first
+};
+bool merge_gemv_supported(int64_t H, int64_t N, int64_t K, int64_t T);
+void launch_merge_gemv(const MergeGemvArgs& a, cudaStream_t s);
 
 // ---- mla_prefill.cu ----
 // MLA prefill over decompressed keys/values. A tile: up to

@@ -503,6 +503,10 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     a.ws_ml[2 * (base + h0 + tid)] = m_s[tid];
     a.ws_ml[2 * (base + h0 + tid) + 1] = l_s[tid];
   }
+  if (a.defer_merge) {  // the next kernel merges (after its pdl_wait: no fence, no counter)
+    stamp(5);
+    return;
+  }
   if (a.light_fence) {  // the barrier orders the block's stores before thread 0's fence
     __syncthreads();
     if (tid == 0) asm volatile("fence.acq_rel.gpu;" ::: "memory");
@@ -568,6 +572,9 @@ namespace {
 
 // R1SERVE_CUDA_ATTN_SPREAD_MERGE=0: the last split block merges alone (side-by-side runs).
 EnvSwitch g_spread_merge{"R1SERVE_CUDA_ATTN_SPREAD_MERGE", 1};
+// R1SERVE_CUDA_MLA_DEFER_MERGE=0: the attention merges its splits itself even
+// where the W_UV product could (side-by-side runs).
+EnvSwitch g_defer_merge{"R1SERVE_CUDA_MLA_DEFER_MERGE", 1};
 bool spread_merge_enabled() {
   return g_spread_merge.on();
 }
@@ -607,9 +614,10 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
     return e == nullptr || e[0] != '0';
   }();
   b.light_fence = light_fence ? 1 : 0;
-  b.spread_merge = a.splits > 1 && spread_merge_enabled() &&
+  b.spread_merge = a.splits > 1 && !a.defer_merge && spread_merge_enabled() &&
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
-  b.fresh_helper = b.spread_merge && attn_fresh_helper_enabled() ? 1 : 0;
+  // The helper's partial state needs a merge that counts `parts` (not the last block's).
+  b.fresh_helper = (b.spread_merge || a.defer_merge) && attn_fresh_helper_enabled() ? 1 : 0;
   pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, b);
   R1_CUDA_LAUNCHED();
 }
@@ -653,6 +661,13 @@ void set_attn_fresh_helper(bool on) {
 
 void set_attn_spread_merge(bool on) {
   g_spread_merge.set(on ? 1 : 0);
+}
+
+bool mla_defer_merge_enabled() {
+  return g_defer_merge.on();
+}
+void set_mla_defer_merge(bool on) {
+  g_defer_merge.set(on ? 1 : 0);
 }
 
 bool mla_mma_supported(int64_t kv_lora_rank, int64_t rope_dim) {
