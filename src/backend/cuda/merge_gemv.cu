@@ -21,7 +21,7 @@ namespace {
 constexpr int kK = 512;            // kv_lora_rank (every DeepSeek V2/V3 model)
 constexpr int kChunks = kK / 256;  // 16-byte chunks of a row a lane
 constexpr int kMaxParts = 64;      // mla_max_splits()
-constexpr int kBatch = 16;         // partial states requested at once a thread
+constexpr int kBatch = 24;         // partials a thread requests at once (one round up to 24 splits)
 
 // Token t's row of head h: x where the attention wrote it (one part), else the
 // merge of its parts[t] partial states: warp t makes the weights w = exp(m - M)
