@@ -28,8 +28,10 @@ constexpr int kMaxSplits = kKeys;  // the merge weights reuse the 16 x 64 score 
 
 // Checkpoints of MlaArgs::stamps: start, before pdl_wait, after it, first keys
 // in shared memory, keys done, partial state written, all splits arrived, end;
-// then, inside the spread merge, the partial maxima and sums read, the weights made.
-constexpr int kStamps = 10;
+// then, inside the spread merge, the partial maxima and sums read, the weights
+// made; then the first key slots found, the older rows requested, and (thread
+// 0's) older rows in, after q is requested.
+constexpr int kStamps = 13;
 __device__ unsigned long long g_stamps[kMaxSplits][kStamps];
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
@@ -296,7 +298,10 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   if (key_begin < key_end) {
     find_slots(key_begin);
     __syncthreads();
+    stamp(10);
     load_rows(key_begin, 0);
+    if (stamping) asm volatile("cp.async.commit_group;\n" ::: "memory");
+    stamp(11);
   }
   const bool rope_here = !SEPV && a.rope_q != nullptr;
   if (own_key && a.latent_kv_early) make_latent();
@@ -304,7 +309,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   stamp(1);
   if (a.trigger_first) pdl_trigger();
   pdl_wait();
-  pdl_trigger();
+  if (!a.trigger_late) pdl_trigger();
   stamp(2);
   if (split >= parts) return;
   // q (made by the kernel just before) is requested first, so that its round
@@ -315,6 +320,11 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     const bool valid = r < nrows;
     cp_async16(q_s + r * kLd + c * 8,
                a.q + t * a.q_row + static_cast<int64_t>(valid ? h0 + r : h0) * D + c * 8, valid);
+  }
+  if (stamping && key_begin < key_end) {  // thread 0's older rows, q still in flight
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    stamp(12);
   }
   if (own_key && !a.latent_kv_early) make_latent();
   if (rope_here && !a.rope_q_early) rope_query();
@@ -343,7 +353,10 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     }
     cp_async_wait_all();
     __syncthreads();
-    if (j0 == key_begin) stamp(3);
+    if (j0 == key_begin) {
+      stamp(3);
+      if (a.trigger_late) pdl_trigger();
+    }
     {  // S = Q K^T: warp w takes keys 8w .. 8w + 7 for all 16 heads. Q's fragments
       // by ldmatrix; two accumulators (even and odd k steps) halve the MMA chain.
       float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}, t4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -437,6 +450,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   cp_async_wait_all();
   __syncthreads();
   stamp(4);
+  if (a.trigger_late && key_begin >= key_end) pdl_trigger();  // no key step (the helper)
 
   const int hg = h0 + g, hg8 = h0 + g + 8;
   const bool vg = g < nrows, vg8 = g + 8 < nrows;
@@ -614,6 +628,10 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
     return e == nullptr || e[0] != '0';
   }();
   b.light_fence = light_fence ? 1 : 0;
+  // R1SERVE_CUDA_ATTN_TRIGGER_LATE=1 (a trial): with the merge deferred, the
+  // next kernel launches once the first keys are in, not right after the wait.
+  static EnvSwitch late{"R1SERVE_CUDA_ATTN_TRIGGER_LATE", 0};
+  b.trigger_late = late.on() && a.defer_merge ? 1 : 0;
   b.spread_merge = a.splits > 1 && !a.defer_merge && spread_merge_enabled() &&
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
   // The helper's partial state needs a merge that counts `parts` (not the last block's).
@@ -644,7 +662,8 @@ std::string mla_attention_stamps() {
     if (row[0] != 0) t0 = std::min(t0, row[0]);
   std::string out =
       "attention stamps (ns from the first block's start; split: start, pre-wait, waited, keys "
-      "in, keys done, partials out, all arrived, end, merge's maxima in, merge's weights made)\n";
+      "in, keys done, partials out, all arrived, end, merge's maxima in, merge's weights made, "
+      "slots found, older rows requested, older rows in (thread 0's, after q requested))\n";
   for (int z = 0; z < kMaxSplits; ++z) {
     if (st[z][0] == 0) continue;
     out += "  split " + std::to_string(z) + ":";
