@@ -5,6 +5,7 @@
 // GEMV forms are in test_cuda_fused.cc.
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 #include "backend/cuda_ops_fixture.h"
 #include "core/status.h"
@@ -426,6 +427,25 @@ TEST_F(CudaOps, MoeExpertsGemvAndGroupedPaths) {
   }
 }
 
+// Random inputs of an absorbed MLA step of T tokens: interleaved rotary
+// parameters of `rope` columns, the new tokens' kv rows [T, r + rope], the
+// latent norm weights, q [T, heads * qk] and the absorbed query [T, heads * (r + rope)].
+std::tuple<RopeParams, Tensor, Tensor, Tensor, Tensor> absorbed_inputs(int64_t T, int64_t heads,
+                                                                       int64_t r, int64_t rope,
+                                                                       int64_t qk,
+                                                                       std::mt19937& rng) {
+  RopeParams rp;
+  rp.interleaved = true;
+  rp.attention_factor = 1.1f;
+  for (int64_t i = 0; i < rope / 2; ++i)
+    rp.inv_freq.push_back(
+        std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope)));
+  Tensor kv = random_bf16({T, r + rope}, rng, 2.0f), nw = random_bf16({r}, rng);
+  Tensor q = random_bf16({T, heads * qk}, rng, 0.5f);
+  Tensor qa = random_bf16({T, heads * (r + rope)}, rng, 0.2f);
+  return {std::move(rp), std::move(kv), std::move(nw), std::move(q), std::move(qa)};
+}
+
 // n decode sequences (one new token each) with contexts first, first + step, ...
 std::vector<std::pair<int, int>> decode_seqs(int n, int first, int step) {
   std::vector<std::pair<int, int>> seqs;
@@ -502,15 +522,7 @@ TEST_F(CudaOps, MlaAbsorbedAttentionMakesItsInputs) {
     const int bs = 16;
     Plan p = make_plan(c.seqs, bs, rng_);
     const int64_t W = c.r + c.rope, T = p.step.num_tokens(), dn = 128, qk = dn + c.rope;
-    RopeParams rp;
-    rp.interleaved = true;
-    rp.attention_factor = 1.1f;
-    for (int64_t i = 0; i < c.rope / 2; ++i)
-      rp.inv_freq.push_back(
-          std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(c.rope)));
-    Tensor kv = random_bf16({T, W}, rng_, 2.0f), nw = random_bf16({c.r}, rng_);
-    Tensor q = random_bf16({T, c.heads * qk}, rng_, 0.5f);
-    Tensor qa = random_bf16({T, c.heads * W}, rng_, 0.2f);
+    auto [rp, kv, nw, q, qa] = absorbed_inputs(T, c.heads, c.r, c.rope, qk, rng_);
     const float scale = 1.0f / std::sqrt(192.0f);
     const std::string what =
         "mla_absorbed_attention heads=" + std::to_string(c.heads) + " tokens=" + std::to_string(T);
@@ -571,15 +583,7 @@ TEST_F(CudaOps, MlaAbsorbedAttentionUvMergesInTheProduct) {
     const int bs = 16;
     Plan p = make_plan(c.seqs, bs, rng_);
     const int64_t W = c.r + c.rope, T = p.step.num_tokens(), dn = 128, qk = dn + c.rope;
-    RopeParams rp;
-    rp.interleaved = true;
-    rp.attention_factor = 1.1f;
-    for (int64_t i = 0; i < c.rope / 2; ++i)
-      rp.inv_freq.push_back(
-          std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(c.rope)));
-    Tensor kv = random_bf16({T, W}, rng_, 2.0f), nw = random_bf16({c.r}, rng_);
-    Tensor q = random_bf16({T, c.heads * qk}, rng_, 0.5f);
-    Tensor qa = random_bf16({T, c.heads * W}, rng_, 0.2f);
+    auto [rp, kv, nw, q, qa] = absorbed_inputs(T, c.heads, c.r, c.rope, qk, rng_);
     Tensor wuv = random_bf16({c.heads, c.dv, c.r}, rng_, 0.1f);
     const float scale = 1.0f / std::sqrt(192.0f);
     const Tensor gkv = dev(kv), gq = dev(q), gnw = gpu().upload(nw, DType::kF32);
