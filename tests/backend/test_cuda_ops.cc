@@ -215,16 +215,23 @@ TEST_F(CudaOps, RopeCopyEqualsCopyThenRope) {
   }
 }
 
+// Interleaved rotary parameters of MLA's `rope` rotated columns (theta 10000,
+// attention factor 1.1).
+RopeParams mla_rope(int64_t rope) {
+  RopeParams p;
+  p.interleaved = true;
+  p.attention_factor = 1.1f;
+  for (int64_t i = 0; i < rope / 2; ++i)
+    p.inv_freq.push_back(
+        std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope)));
+  return p;
+}
+
 // The fused MLA latent write (norm + rope + cache write in one kernel) against the
 // CPU's four plain ops, on a shuffled block table.
 TEST_F(CudaOps, MlaLatentWriteEqualsPlainOps) {
   for (const auto& [r, rope_dim] : std::vector<std::pair<int64_t, int64_t>>{{512, 64}, {128, 32}}) {
-    RopeParams p;
-    p.interleaved = true;
-    p.attention_factor = 1.1f;
-    for (int64_t i = 0; i < rope_dim / 2; ++i)
-      p.inv_freq.push_back(
-          std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope_dim)));
+    const RopeParams p = mla_rope(rope_dim);
     const int64_t W = r + rope_dim, T = 11, bs = 4, blocks = 8;
     const BatchInfo b = one_sequence(T, bs, {5, 2, 7, 0}, 1, 0);
     KvCacheSpec spec;
@@ -434,12 +441,7 @@ std::tuple<RopeParams, Tensor, Tensor, Tensor, Tensor> absorbed_inputs(int64_t T
                                                                        int64_t r, int64_t rope,
                                                                        int64_t qk,
                                                                        std::mt19937& rng) {
-  RopeParams rp;
-  rp.interleaved = true;
-  rp.attention_factor = 1.1f;
-  for (int64_t i = 0; i < rope / 2; ++i)
-    rp.inv_freq.push_back(
-        std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rope)));
+  RopeParams rp = mla_rope(rope);
   Tensor kv = random_bf16({T, r + rope}, rng, 2.0f), nw = random_bf16({r}, rng);
   Tensor q = random_bf16({T, heads * qk}, rng, 0.5f);
   Tensor qa = random_bf16({T, heads * (r + rope)}, rng, 0.2f);
