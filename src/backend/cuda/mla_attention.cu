@@ -29,9 +29,10 @@ constexpr int kMaxSplits = kKeys;  // the merge weights reuse the 16 x 64 score 
 // Checkpoints of MlaArgs::stamps: start, before pdl_wait, after it, first keys
 // in shared memory, keys done, partial state written, all splits arrived, end;
 // then, inside the spread merge, the partial maxima and sums read, the weights
-// made; then the first key slots found, the older rows requested, and (thread
-// 0's) older rows in, after q is requested.
-constexpr int kStamps = 13;
+// made; then the first key slots found, the older rows requested, (thread
+// 0's) older rows in, after q is requested, the prologue after the wait done
+// (the query's rotation), and the first key step's scores and softmax made.
+constexpr int kStamps = 16;
 __device__ unsigned long long g_stamps[kMaxSplits][kStamps];
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
@@ -236,24 +237,43 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     latent_store(x, D, DV, inv, a.latent_w, fresh_from, a.inv_freq, a.rope_factor, fresh_s);
     __syncthreads();
   };
-  auto rope_query = [&] {  // rope_copy's arithmetic; rows past nrows get zeros
-    constexpr int kPairs = (D - DV) / 2, kHalf = kPairs > 0 ? kPairs : 1;  // GQA: none
+  // The query's rotation (rope_copy's arithmetic; rows past nrows get zeros):
+  // each thread's pairs' angles are made first (the positions and frequencies
+  // are the step's inputs, readable before pdl_wait), then the pairs read,
+  // rotated and stored, both pairs' loads in flight together.
+  constexpr int kPairs = (D - DV) / 2, kHalf = kPairs > 0 ? kPairs : 1;  // GQA: none
+  constexpr int kRopeIters = (kHeads * kPairs + kThreads - 1) / kThreads;
+  float rope_cs[kRopeIters > 0 ? kRopeIters : 1], rope_sn[kRopeIters > 0 ? kRopeIters : 1];
+  auto rope_angles = [&] {
     const float pos = static_cast<float>(a.positions[t]);
-    for (int idx = tid; idx < kHeads * kPairs; idx += kThreads) {
-      const int r = idx / kHalf, i = idx % kHalf;
-      float v0 = 0.0f, v1 = 0.0f;
-      if (r < nrows) {
-        const uint16_t* src = a.rope_q + t * a.rope_q_row + (h0 + r) * a.rope_q_stride;
-        float sn, cs;
-        sincosf(pos * a.inv_freq[i], &sn, &cs);
-        cs *= a.rope_factor;
-        sn *= a.rope_factor;
-        const float x0 = bf2f(src[2 * i]), x1 = bf2f(src[2 * i + 1]);
-        v0 = x0 * cs - x1 * sn;
-        v1 = x1 * cs + x0 * sn;
-      }
+#pragma unroll
+    for (int j = 0; j < kRopeIters; ++j) {
+      const int i = (tid + j * kThreads) % kHalf;
+      float sn, cs;
+      sincosf(pos * a.inv_freq[i], &sn, &cs);
+      rope_cs[j] = cs * a.rope_factor;
+      rope_sn[j] = sn * a.rope_factor;
+    }
+  };
+  auto rope_query = [&] {
+    __nv_bfloat162 x[kRopeIters > 0 ? kRopeIters : 1];
+#pragma unroll
+    for (int j = 0; j < kRopeIters; ++j) {
+      const int idx = tid + j * kThreads, r = idx / kHalf, i = idx % kHalf;
+      x[j] = __floats2bfloat162_rn(0.0f, 0.0f);
+      if (idx < kHeads * kPairs && r < nrows)
+        x[j] = *reinterpret_cast<const __nv_bfloat162*>(
+            a.rope_q + t * a.rope_q_row + (h0 + r) * a.rope_q_stride + 2 * i);
+    }
+#pragma unroll
+    for (int j = 0; j < kRopeIters; ++j) {
+      const int idx = tid + j * kThreads, r = idx / kHalf, i = idx % kHalf;
+      if (idx >= kHeads * kPairs) continue;
+      const float x0 = __low2float(x[j]), x1 = __high2float(x[j]);
+      const float cs = rope_cs[j], sn = rope_sn[j];
       *reinterpret_cast<__nv_bfloat162*>(q_s + r * kLd + DV + 2 * i) =
-          __floats2bfloat162_rn(v0, v1);
+          r < nrows ? __floats2bfloat162_rn(x0 * cs - x1 * sn, x1 * cs + x0 * sn)
+                    : __floats2bfloat162_rn(0.0f, 0.0f);
     }
   };
 
@@ -305,6 +325,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   }
   const bool rope_here = !SEPV && a.rope_q != nullptr;
   if (own_key && a.latent_kv_early) make_latent();
+  if (rope_here && split < parts) rope_angles();
   if (rope_here && a.rope_q_early && split < parts) rope_query();
   stamp(1);
   if (a.trigger_first) pdl_trigger();
@@ -337,6 +358,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
   }
+  stamp(13);
   float acc[kTiles][4];
 #pragma unroll
   for (int n = 0; n < kTiles; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -344,7 +366,9 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 
   for (int j0 = key_begin; j0 < key_end; j0 += kKeys) {
     if (j0 == key_begin) {
-      load_rows(j0, 1);
+      // The fresh rows, if this step has any (a decode split block without the
+      // own key skips the pass over its older rows' slots).
+      if (fresh_from < min(j0 + kKeys, key_end)) load_rows(j0, 1);
     } else {
       __syncthreads();  // the previous step's k_s and p_s consumed
       find_slots(j0);
@@ -384,6 +408,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       s_s[(g + 8) * kKeys + kc + 1] = key + 1 < key_end ? s4[3] * a.scale : -INFINITY;
     }
     __syncthreads();
+    if (j0 == key_begin) stamp(14);
     // Online softmax: warp w updates heads 2w and 2w + 1, two keys per lane. P is
     // rounded to BF16 for the product and the row sum adds the rounded values.
 #pragma unroll
@@ -405,6 +430,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       }
     }
     __syncthreads();
+    if (j0 == key_begin) stamp(15);
     {  // O = O * corr + P V: warp w takes value columns [col0, col0 + DV / 8).
       const float cg = c_s[g], cg8 = c_s[g + 8];
 #pragma unroll
@@ -628,9 +654,10 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
     return e == nullptr || e[0] != '0';
   }();
   b.light_fence = light_fence ? 1 : 0;
-  // R1SERVE_CUDA_ATTN_TRIGGER_LATE=1 (a trial): with the merge deferred, the
-  // next kernel launches once the first keys are in, not right after the wait.
-  static EnvSwitch late{"R1SERVE_CUDA_ATTN_TRIGGER_LATE", 0};
+  // With the merge deferred, the next kernel launches once the first keys are
+  // in, not right after the wait: -9 to -13 us a batch-1 step (docs/performance.md,
+  // 2026-12-07 session 6 run 9); R1SERVE_CUDA_ATTN_TRIGGER_LATE=0 turns it off.
+  static EnvSwitch late{"R1SERVE_CUDA_ATTN_TRIGGER_LATE", 1};
   b.trigger_late = late.on() && a.defer_merge ? 1 : 0;
   b.spread_merge = a.splits > 1 && !a.defer_merge && spread_merge_enabled() &&
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
@@ -663,7 +690,8 @@ std::string mla_attention_stamps() {
   std::string out =
       "attention stamps (ns from the first block's start; split: start, pre-wait, waited, keys "
       "in, keys done, partials out, all arrived, end, merge's maxima in, merge's weights made, "
-      "slots found, older rows requested, older rows in (thread 0's, after q requested))\n";
+      "slots found, older rows requested, older rows in (thread 0's, after q requested), "
+      "prologue done, first scores made, first softmax made)\n";
   for (int z = 0; z < kMaxSplits; ++z) {
     if (st[z][0] == 0) continue;
     out += "  split " + std::to_string(z) + ":";
