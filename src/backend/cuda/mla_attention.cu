@@ -262,8 +262,8 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       const int idx = tid + j * kThreads, r = idx / kHalf, i = idx % kHalf;
       x[j] = __floats2bfloat162_rn(0.0f, 0.0f);
       if (idx < kHeads * kPairs && r < nrows)
-        x[j] = *reinterpret_cast<const __nv_bfloat162*>(
-            a.rope_q + t * a.rope_q_row + (h0 + r) * a.rope_q_stride + 2 * i);
+        x[j] = *reinterpret_cast<const __nv_bfloat162*>(a.rope_q + t * a.rope_q_row +
+                                                        (h0 + r) * a.rope_q_stride + 2 * i);
     }
 #pragma unroll
     for (int j = 0; j < kRopeIters; ++j) {
