@@ -384,10 +384,15 @@ __global__ void __launch_bounds__(256)
   const int sub = lane / lpr, c = lane % lpr;
   const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * 8 + warp) * L * rpw + sub;
   uint4 wv[L];
+  int hd[L],
+      nr[L];  // each row's head and row in it (of the last row past the end), before the wait
 #pragma unroll
   for (int l = 0; l < L; ++l) {
     const int64_t g = r0 + l * rpw;
     wv[l] = g < rows ? ld_stream(w + g * K + c * 8) : make_uint4(0, 0, 0, 0);
+    const int gc = static_cast<int>(min(g, rows - 1)), n32 = static_cast<int>(N);
+    hd[l] = gc / n32;
+    nr[l] = gc - hd[l] * n32;
   }
   if (!x_early) {
     if (trigger_first) pdl_trigger();
@@ -397,8 +402,7 @@ __global__ void __launch_bounds__(256)
   float acc[L][T];
 #pragma unroll
   for (int l = 0; l < L; ++l) {
-    const int64_t g = min(r0 + l * rpw, rows - 1);
-    const int64_t h = g / N;
+    const int64_t h = hd[l];
     float w8[8];
     unpack8(wv[l], w8);
 #pragma unroll
@@ -420,9 +424,8 @@ __global__ void __launch_bounds__(256)
   if (c != 0) return;
 #pragma unroll
   for (int l = 0; l < L; ++l) {
-    const int64_t g = r0 + l * rpw;
-    if (g >= rows) continue;
-    const int64_t h = g / N, n = g % N;
+    if (r0 + l * rpw >= rows) continue;
+    const int64_t h = hd[l], n = nr[l];
 #pragma unroll
     for (int t = 0; t < T; ++t) stf(out, t * ldo + h * ohs + n, out_bf, acc[l][t]);
   }
@@ -687,7 +690,8 @@ void launch_head_gemv(const uint16_t* x, int64_t ldx, int64_t x_head_stride, con
                   "head gemv: K and the strides must be multiples of 8");
   R1_CUDA_REQUIRE(!trigger_first || T <= kGemvTokens, "head gemv: trigger first in one launch");
   if (T == 0 || N == 0 || H == 0) return;
-  if (T <= kGemvTokens && K >= 8 && K <= 256 && (K & (K - 1)) == 0 && head_gemv_short_enabled()) {
+  if (T <= kGemvTokens && K >= 8 && K <= 256 && (K & (K - 1)) == 0 && H * N < (int64_t{1} << 31) &&
+      head_gemv_short_enabled()) {
     const int64_t rows = H * N, rpw = 256 / K;
     // Rows in flight a lane: 4, or fewer while that leaves SMs without a block.
     int L = 4;

@@ -54,18 +54,22 @@ __device__ __forceinline__ void merge_rows(const MergeGemvArgs& a, int h, const 
         cp_async16(&xs[t][i], a.x + t * a.ldx + h * a.x_head_stride + i, true);
   if (warp < T && parts[warp] > 1) {
     const int t = warp, P = parts[t];
-    float m[2], e[2];
+    // Each split's maximum and sum in one load (one L2 round trip, not two).
+    float m[2], l[2], e[2];
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       const int z = lane + 32 * k;
-      m[k] = z < P ? __ldcg(a.ml + 2 * row_of(z, t)) : -INFINITY;
+      const float2 ml = z < P ? __ldcg(reinterpret_cast<const float2*>(a.ml + 2 * row_of(z, t)))
+                              : make_float2(-INFINITY, 0.0f);
+      m[k] = ml.x;
+      l[k] = ml.y;
     }
     const float M = warp_max(fmaxf(m[0], m[1]));
     float part = 0.0f;
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       e[k] = m[k] == -INFINITY ? 0.0f : expf(m[k] - M);
-      if (m[k] != -INFINITY) part += __ldcg(a.ml + 2 * row_of(lane + 32 * k, t) + 1) * e[k];
+      if (m[k] != -INFINITY) part += l[k] * e[k];
     }
     const float Lsum = warp_sum(part);
 #pragma unroll
