@@ -3,7 +3,8 @@
 # builds the CUDA tests and benchmark into build-cuda/ and copies the binaries
 # and the shared libraries the GPU machine lacks into build-cuda-bundle/,
 # compressed into build-carry/bundle.tar.xz (both ignored by git; carry
-# build-carry). There: `tools/gpu_check.sh` runs the CUDA op tests, the model
+# build-carry; with the tracked tree it must stay under the device tool's 64 MiB:
+# ~38 MB of bundle, ~7 MB more with KEEP_BASE=1 below). There: `tools/gpu_check.sh` runs the CUDA op tests, the model
 # comparison and the benchmarks, writes full logs to $OUT (or out/), and prints
 # a short table last. It builds nothing on the GPU machine.
 set -uo pipefail
@@ -12,6 +13,18 @@ BUNDLE="$ROOT/build-cuda-bundle"
 
 if [[ "${1:-}" == "--bundle" ]]; then
   set -e
+  # KEEP_BASE=1: the benchmark of the bundle being replaced travels too
+  # (build-carry/bench_cuda_base.xz), and the GPU side times batch 1 with it and
+  # with the new one alternately (a baseline from the same machine and minutes).
+  if [[ "${KEEP_BASE:-0}" == 1 && -f "$ROOT/build-carry/bundle.tar.xz" ]]; then
+    tmp=$(mktemp -d)
+    tar -C "$tmp" -xJf "$ROOT/build-carry/bundle.tar.xz" build-cuda-bundle/bin/bench_cuda build-cuda-bundle/VERSION
+    xz -T2 -6 -c "$tmp/build-cuda-bundle/bin/bench_cuda" > "$ROOT/build-carry/bench_cuda_base.xz"
+    cp "$tmp/build-cuda-bundle/VERSION" "$ROOT/build-carry/bench_cuda_base.version"
+    rm -rf "$tmp"
+  else
+    rm -f "$ROOT/build-carry/bench_cuda_base.xz" "$ROOT/build-carry/bench_cuda_base.version"
+  fi
   cmake -S "$ROOT" -B "$ROOT/build-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release -DR1_CUDA=ON >/dev/null
   cmake --build "$ROOT/build-cuda" -j2 --target backend_test_cuda_ops backend_test_cuda_model \
     backend_test_cuda_graphs bench_cuda r1serve $(grep -q r1_kernel_trace "$ROOT/build-cuda/build.ninja" && echo r1_kernel_trace)
@@ -29,7 +42,7 @@ if [[ "${1:-}" == "--bundle" ]]; then
   for f in "$BUNDLE"/bin/*; do
     ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libprometheus|libboost|libssl|libcrypto' || true
   done | sort -u | xargs -r -I{} cp -L {} "$BUNDLE/lib/"
-  echo "$(git -C "$ROOT" rev-parse --short HEAD) $(date -u +%FT%TZ)" > "$BUNDLE/VERSION"
+  echo "$(git -C "$ROOT" describe --always --dirty) $(date -u +%FT%TZ)" > "$BUNDLE/VERSION"
   # The binaries, xz-compressed, are what travels (carry build-carry): the
   # uncompressed folder no longer fits the 64 MiB the device tool carries.
   mkdir -p "$ROOT/build-carry"
@@ -71,7 +84,8 @@ timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/be
   "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/summary.txt"
 
-# Batch 1 side by side: the defaults, then each setting that B1_AB lists (";" between
+# Batch 1 side by side: the previous build (where carried, see KEEP_BASE), the defaults,
+# then each setting that B1_AB lists (";" between
 # settings; by default session 6's merge in W_UV's product undone, then with that
 # product triggering o_proj before its wait, then session 2's kernels: the shared
 # experts' MLP in GEMVs of its own and the session-3 paths off),
@@ -80,7 +94,18 @@ echo "bench rc=$?" >> "$OUT/summary.txt"
 if [[ "${B1_PATHS_AB:-1}" == 1 ]]; then
   B1_OFF="R1SERVE_CUDA_MOE_INLINE_ROUTE=0 R1SERVE_CUDA_HEAD_GEMV_SHORT=0 R1SERVE_CUDA_MOE_X_EARLY=0 R1SERVE_CUDA_TRIGGER_FIRST=0"
   IFS=';' read -r -a b1_cfgs <<< "${B1_AB:-R1SERVE_CUDA_MLA_DEFER_MERGE=0;R1SERVE_CUDA_MERGE_GEMV_TF=1;R1SERVE_CUDA_MOE_SHARED_STREAM=0 $B1_OFF}"
+  # The previous build's benchmark, where --bundle kept one (KEEP_BASE=1): first in each round.
+  base_bin=""
+  if [[ -f "$ROOT/build-carry/bench_cuda_base.xz" ]]; then
+    base_bin="$BUNDLE/bin/bench_cuda_base"
+    xz -dc "$ROOT/build-carry/bench_cuda_base.xz" > "$base_bin" && chmod +x "$base_bin"
+  fi
   for rep in 1 2; do
+    if [[ -n "$base_bin" ]]; then
+      echo "## batch 1: previous build $(cat "$ROOT/build-carry/bench_cuda_base.version" 2>/dev/null) (run $rep)"
+      R1_BENCH_BATCHES=1 timeout 60 "$base_bin" "$ROOT/bench/configs/bench-r1-9b" 2>&1 |
+        grep -E 'hbm_copy  |decode batch 1 \(graphs on, pdl on, tokens'
+    fi
     for cfg in "" "${b1_cfgs[@]}"; do
       echo "## batch 1: ${cfg:-defaults} (run $rep)"
       env $cfg R1_BENCH_BATCHES=1 timeout 60 "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" 2>&1 |
