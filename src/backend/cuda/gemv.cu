@@ -384,8 +384,8 @@ __global__ void __launch_bounds__(256)
   const int sub = lane / lpr, c = lane % lpr;
   const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * 8 + warp) * L * rpw + sub;
   uint4 wv[L];
-  int hd[L],
-      nr[L];  // each row's head and row in it (of the last row past the end), before the wait
+  // Each row's head and row in it (the last row's past the end), found before the wait.
+  int hd[L], nr[L];
 #pragma unroll
   for (int l = 0; l < L; ++l) {
     const int64_t g = r0 + l * rpw;
