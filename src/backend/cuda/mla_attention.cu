@@ -34,6 +34,9 @@ constexpr int kMaxSplits = kKeys;  // the merge weights reuse the 16 x 64 score 
 // (the query's rotation), and the first key step's scores and softmax made.
 constexpr int kStamps = 16;
 __device__ unsigned long long g_stamps[kMaxSplits][kStamps];
+// The SM's clock64 at the waited and keys-done checkpoints: the clock the
+// block ran at in between (latency-bound phases scale with it).
+__device__ long long g_stamp_clocks[kMaxSplits][2];
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -169,7 +172,9 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
   const bool stamping = a.stamps != 0 && t == 0 && blockIdx.z == 0 && tid == 0;
   auto stamp = [&](int i) {
-    if (stamping) g_stamps[split][i] = global_ns();
+    if (!stamping) return;
+    g_stamps[split][i] = global_ns();
+    if (i == 2 || i == 4) g_stamp_clocks[split][i / 4] = clock64();
   };
   if (stamping)
     for (int i = 1; i < kStamps; ++i) g_stamps[split][i] = 0;
@@ -684,6 +689,8 @@ std::string mla_attention_stamps() {
   unsigned long long st[kMaxSplits][kStamps];
   R1_CUDA_OK(cudaDeviceSynchronize());
   R1_CUDA_OK(cudaMemcpyFromSymbol(st, g_stamps, sizeof(st)));
+  long long clk[kMaxSplits][2];
+  R1_CUDA_OK(cudaMemcpyFromSymbol(clk, g_stamp_clocks, sizeof(clk)));
   unsigned long long t0 = ~0ull;
   for (auto& row : st)
     if (row[0] != 0) t0 = std::min(t0, row[0]);
@@ -691,12 +698,18 @@ std::string mla_attention_stamps() {
       "attention stamps (ns from the first block's start; split: start, pre-wait, waited, keys "
       "in, keys done, partials out, all arrived, end, merge's maxima in, merge's weights made, "
       "slots found, older rows requested, older rows in (thread 0's, after q requested), "
-      "prologue done, first scores made, first softmax made)\n";
+      "prologue done, first scores made, first softmax made; then the SM clock from waited to "
+      "keys done)\n";
   for (int z = 0; z < kMaxSplits; ++z) {
     if (st[z][0] == 0) continue;
     out += "  split " + std::to_string(z) + ":";
     for (int i = 0; i < kStamps; ++i)
       out += " " + (st[z][i] == 0 ? std::string("-") : std::to_string(st[z][i] - t0));
+    if (st[z][2] != 0 && st[z][4] > st[z][2])
+      out += " | " +
+             std::to_string((clk[z][1] - clk[z][0]) * 1000 /
+                            static_cast<long long>(st[z][4] - st[z][2])) +
+             " MHz";
     out += "\n";
   }
   return out;
