@@ -279,8 +279,10 @@ TEST_F(CudaOps, MoeFoldedNormEqualsPlainOps) {
 // GEMVs (R1SERVE_CUDA_MOE_SHARED_STREAM=0: what the default composes; the two
 // differ in the shared products' summation order only) and the CPU; the
 // routing held back for the kernels (the model's order: router, then the op)
-// or read from the route kernel; 3 tokens (the composed ops on both); and the
-// residual being x itself, as in the model.
+// or read from the route kernel; 3 tokens (the composed ops on both); the
+// residual being x itself, as in the model; and the gate/up kernel's balanced
+// units against its shared and routed units split apart (with the down
+// kernel's rows asked into L2), bit for bit.
 TEST_F(CudaOps, MoeSharedExpertsInStreamedKernels) {
   for (const MoeCase c : {MoeCase{64, 256, 128, 8}, MoeCase{16, 2048, 1408, 8}}) {
     const auto [E, H, I, K] = c;
@@ -299,11 +301,16 @@ TEST_F(CudaOps, MoeSharedExpertsInStreamedKernels) {
         Tensor x = random_bf16({T, H}, rng_, 3.0f), nw = random_bf16({H}, rng_, 2.0f);
         Tensor logits = dev_f32(random_bf16({T, E}, rng_, 2.0f));
         const Tensor gnw = gpu().upload(nw, DType::kF32);
-        std::vector<float> got[2];
-        std::vector<int32_t> ids_host[2];
-        std::vector<float> wts_host[2];
-        for (int fused = 1; fused >= 0; --fused) {
-          cuda::set_moe_shared_stream(fused == 1);
+        std::vector<float> got[3];
+        std::vector<int32_t> ids_host[3];
+        std::vector<float> wts_host[3];
+        // 2: fused, the gate/up kernel's shared and routed units split apart
+        // instead of balanced (at the 9B's widths; the small ones always
+        // split), and asking L2 for three slots' down rows.
+        for (int fused = 2; fused >= 0; --fused) {
+          cuda::set_moe_shared_stream(fused >= 1);
+          cuda::set_moe_gu_balance(fused != 2);
+          cuda::set_moe_down_prefetch(fused == 2 ? 3 : 0);
           Tensor ids = galloc({T, K}, DType::kI32), wts = galloc({T, K}, DType::kF32);
           gpu().moe_route(logits, Tensor(), p, ids, wts);
           Tensor r = dev(x), n = galloc({T, H}), gu = galloc({T, 2 * I}), act = galloc({T, I}),
@@ -316,6 +323,8 @@ TEST_F(CudaOps, MoeSharedExpertsInStreamedKernels) {
           wts_host[fused] = fetch(gpu(), wts);
         }
         cuda::set_moe_shared_stream(true);
+        cuda::set_moe_gu_balance(true);
+        expect_same(got[2], got[1], "balanced units vs split apart, down rows prefetched" + what);
         EXPECT_EQ(ids_host[1], ids_host[0]) << what;
         expect_same(wts_host[1], wts_host[0], "route weights" + what);
         if (T == 1)

@@ -97,7 +97,8 @@ void cuda_set_trigger_first(Backend& be, int head_mode, int gemv_bits);
 // Drops the backend's recorded steps.
 void cuda_set_norm_fold(Backend& be, int64_t max_bytes);
 // Benchmarks: with R1SERVE_CUDA_ATTN_STAMPS=1, the checkpoint times of the
-// last decode-attention launch's blocks (one token, one head group), else "".
+// last decode-attention launch's blocks (one token, one head group), and with
+// R1SERVE_CUDA_MOE_STAMPS=1 those of the last streamed expert kernels, else "".
 std::string cuda_attention_stamps();
 // Recorded-step counters: replays, captures, warm-ups, failed captures, shapes dropped
 // to make room (least recently used first).

@@ -197,6 +197,13 @@ void launch_skinny_gemm(const SkinnyPlan& p, const uint16_t* x, int64_t ldx, int
 // (what out followed by add_kernel computes) and out is not written.
 bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
+// Tests: the gate/up kernel's balanced units (R1SERVE_CUDA_MOE_GU_BALANCE, on by default).
+void set_moe_gu_balance(bool on);
+// Tests: R1SERVE_CUDA_MOE_DOWN_PREFETCH's slots (launch_moe_gate_up_stream; 0 by default).
+void set_moe_down_prefetch(int slots);
+// Benchmarks: with R1SERVE_CUDA_MOE_STAMPS=1, a summary of the checkpoints of the
+// last streamed gate/up and down launches, else "".
+std::string moe_stream_stamps();
 // A one-token routing left to the streamed kernels (gemm.cc; on unless
 // R1SERVE_CUDA_MOE_INLINE_ROUTE=0).
 bool moe_inline_route_enabled();
@@ -223,13 +230,17 @@ void set_moe_x_early(bool on);
 // shared_gate_up ([2I, H] BF16) / shared_down ([H, I]): the shared experts' MLP
 // (one unit of the experts' width I) in the same kernels: its act is row K of
 // act ([K + 1, I]), its rows are requested first (before the routing and any
-// wait), and its output, rounded as out is, takes the place of add.
+// wait), and its output, rounded as out is, takes the place of add. With
+// down (the experts' [E, H, I] down rows) and R1SERVE_CUDA_MOE_DOWN_PREFETCH=n,
+// each warp, past its last request, asks L2 for its share of the rows of
+// routed slots 1 .. n that the down kernel streams after its first two stages.
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f,
                                const RouteArgs* route = nullptr, float* w = nullptr,
                                bool x_early = false, int32_t* ready = nullptr,
-                               const uint16_t* shared_gate_up = nullptr);
+                               const uint16_t* shared_gate_up = nullptr,
+                               const uint16_t* down = nullptr);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,

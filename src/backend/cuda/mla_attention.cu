@@ -37,11 +37,6 @@ __device__ unsigned long long g_stamps[kMaxSplits][kStamps];
 // The SM's clock64 at the waited and keys-done checkpoints: the clock the
 // block ran at in between (latency-bound phases scale with it).
 __device__ long long g_stamp_clocks[kMaxSplits][2];
-__device__ __forceinline__ unsigned long long global_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 template <int DV, int D, bool SEPV>
 struct Smem {

@@ -17,7 +17,9 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/route.cuh"
@@ -26,6 +28,23 @@ namespace r1::backend::cuda {
 namespace {
 
 constexpr int kMaxSlots = 256;
+
+// R1SERVE_CUDA_MOE_STAMPS=1: checkpoints (%globaltimer, ns) of the last
+// streamed gate/up (kind 0) and down (kind 1) launches, for moe_stream_stamps:
+// per block start and three checkpoints (gate/up: waited, routed, x loaded;
+// down: routing known, waited, act in), per warp the end of its last item.
+constexpr int kStampBlocks = 512, kStampWarps = 16;
+__device__ unsigned long long g_moe_block_stamps[2][kStampBlocks][4];
+__device__ unsigned long long g_moe_warp_ends[2][kStampBlocks * kStampWarps];
+__device__ __forceinline__ void moe_stamp(bool on, int kind, int i) {
+  if (on && threadIdx.x == 0 && blockIdx.x < kStampBlocks)
+    g_moe_block_stamps[kind][blockIdx.x][i] = global_ns();
+}
+__device__ __forceinline__ void moe_warp_end(bool on, int kind) {
+  const int w = threadIdx.x >> 5;
+  if (on && (threadIdx.x & 31) == 0 && blockIdx.x < kStampBlocks && w < kStampWarps)
+    g_moe_warp_ends[kind][blockIdx.x * kStampWarps + w] = global_ns();
+}
 
 // A token routed in the kernel (route.cuh) instead of read from the route op's
 // outputs: warp 0 of the block writes the K experts and weights to ids_s, w_s.
@@ -82,6 +101,18 @@ struct GateUpStream {
   // With ids_early: x too was written two or more launches back (read, and
   // normed, before pdl_wait).
   bool x_early;
+  // Every warp streams the same number of units, shared and routed together
+  // (R1SERVE_CUDA_MOE_GU_BALANCE; see moe_gate_up_stream_kernel).
+  bool balance;
+  bool stamps;  // R1SERVE_CUDA_MOE_STAMPS=1
+  // Non-null with prefetch_slots > 0: the down rows ([E, H, I]) of routed
+  // slots 1 .. prefetch_slots, which the down kernel's warps (one output row
+  // each at the 9B) stream after their first two stages (the shared row and
+  // slot 0's), asked into L2 by this kernel's warps as each makes its last
+  // request: HBM keeps streaming through this kernel's drain, the down
+  // kernel's wait and its act copy.
+  const uint16_t* down;
+  int32_t prefetch_slots;
 };
 
 struct DownStream {
@@ -105,6 +136,7 @@ struct DownStream {
   // first, as add_kernel adds a written out); out is not written.
   void* res;
   bool res_bf;
+  bool stamps;  // R1SERVE_CUDA_MOE_STAMPS=1
 };
 
 // This warp's share [first, last) of `units` work units, in order.
@@ -174,9 +206,24 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     *reinterpret_cast<volatile int32_t*>(a.route.ready) = 0;
     __threadfence();
   }
+  moe_stamp(a.stamps, 0, 0);
+  // Units: the shared rows [s0, s1), then the routed units [u0, u1). Split
+  // apart, a warp gets (at the 9B's shapes) 0 or 1 shared and 5 or 6 routed
+  // units: 5, 6 or 7, and every block waits for its 7s. Balanced, the warp
+  // takes its share of all (K + 1) I units, the shared ones still first (6
+  // each at the 9B). Needs K I >= the grid's warps, so that no warp's routed
+  // share is negative.
   int s0 = 0, s1 = 0, u0 = 0, u1 = 0;
   if (a.shared_gate_up != nullptr) warp_range(I, s0, s1);
-  warp_range(K * I, u0, u1);
+  if (a.shared_gate_up != nullptr && a.balance &&
+      static_cast<int64_t>(K) * I >= static_cast<int64_t>(gridDim.x) * nw) {
+    int t0 = 0, t1 = 0;
+    warp_range((K + 1) * I, t0, t1);
+    u0 = t0 - s0;
+    u1 = t1 - s1;
+  } else {
+    warp_range(K * I, u0, u1);
+  }
   const int items = (s1 - s0 + u1 - u0) * P;  // stages this warp consumes
   UnitCursor fill{s0, s1, Cursor(u0, I)};     // the next unit to request, and its part
   int fill_part = 0;
@@ -207,6 +254,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
   if (!a.ids_early) {  // the routing may come from the kernel just before
     pdl_wait();
     pdl_trigger();
+    moe_stamp(a.stamps, 0, 1);
   }
   if (a.route.on) {
     if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
@@ -214,6 +262,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
   }
   __syncthreads();
+  moe_stamp(a.stamps, 0, 2);
   for (; issued < NS; ++issued) issue(issued, issued < items);
   // x (normed, with its 1 / rms) into x_s; every thread calls it; ends synced.
   __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
@@ -258,6 +307,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
   if (a.ids_early) {                            // x may come from the kernel just before
     pdl_wait();
     pdl_trigger();
+    moe_stamp(a.stamps, 0, 1);
   }
   if (flag) {  // the route op's outputs, then the ready word: warp 0 alone
     if (warp == 0) {
@@ -277,11 +327,27 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     }
   }
   if (!(a.ids_early && a.x_early)) sc = load_x();
+  moe_stamp(a.stamps, 0, 3);
   UnitCursor at{s0, s1, Cursor(u0, I)};
   int st = 0, part = 0;
   float ag = 0.0f, au = 0.0f;
+  // This warp's share of the down rows (slot j, row h) of slots 1 ..
+  // prefetch_slots, one row a lane.
+  auto prefetch_down = [&]() {
+    const int rows = min(a.prefetch_slots, K - 1) * H;
+    int r0 = 0, r1 = 0;
+    warp_range(rows, r0, r1);
+    for (int r = r0 + lane; r < r1; r += 32) {
+      const int j = 1 + r / H, h = r % H;
+      prefetch_l2(a.down + (static_cast<int64_t>(ids_s[j]) * H + h) * I,
+                  static_cast<uint32_t>(I) * 2);
+    }
+  };
+  const bool prefetching = a.down != nullptr && a.prefetch_slots > 0 && K > 1;
+  if (prefetching && items <= NS) prefetch_down();
   for (int item = 0; item < items; ++item, st = st + 1 == NS ? 0 : st + 1) {
     cp_async_wait_group<NS - 1>();  // this lane's copies of the oldest stage
+    if (prefetching && item + NS == items) prefetch_down();  // its last request was the one before
     const uint16_t* wg = ring + st * 2 * C;
     const uint16_t* wu = wg + C;
     const uint16_t* xp = x_s + part * C;
@@ -308,6 +374,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     }
     issue(st, item + NS < items);  // the lane has read its columns of this stage
   }
+  moe_warp_end(a.stamps, 0);
 }
 
 // Units: output rows h (at most 32 per warp, one per lane's running sum);
@@ -331,6 +398,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   // the one before has passed pdl_trigger, which comes after its pdl_wait), or
   // made here from the router's logits (after pdl_wait unless route_early).
   bool waited = false;
+  moe_stamp(a.stamps, 1, 0);
   // Items (o, h): o = 0 the shared experts' down rows (with shared_down: they
   // need no routing, so they are requested first, before it), then the routed
   // slots o - S in order.
@@ -383,11 +451,13 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     }
   }
   __syncthreads();
+  moe_stamp(a.stamps, 1, 1);
   for (; issued < NS; ++issued) issue(issued, issued < items);
   if (!waited) {  // act comes from the kernel just before
     pdl_wait();
     pdl_trigger();
   }
+  moe_stamp(a.stamps, 1, 2);
   const uint16_t* act = a.act;
   if constexpr (ACT_SMEM) {  // after the ring: [K + S, I] (I % 8 == 0)
     uint16_t* act_s =
@@ -398,6 +468,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     __syncthreads();
     act = act_s;
   }
+  moe_stamp(a.stamps, 1, 3);
   float tot = 0.0f, tot_s = 0.0f;  // the routed sum; the shared experts' product
   Cursor at(0, max(nh, 1));
   int st = 0;
@@ -423,6 +494,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     }
     issue(st, item + NS < items);
   }
+  moe_warp_end(a.stamps, 1);
   if (lane < nh) {  // the combine's arithmetic: the routed sum rounded to out's dtype, plus add
     const int h = u0 + lane;
     float v = tot;
@@ -587,7 +659,70 @@ EnvSwitch g_shared_stream{"R1SERVE_CUDA_MOE_SHARED_STREAM", 1};
 // The down kernel copies act into shared memory (moe_down_stream_kernel's
 // ACT_SMEM); =0: it reads act rows from global memory item by item.
 EnvSwitch g_down_act_smem{"R1SERVE_CUDA_MOE_DOWN_ACT_SMEM", 1};
+// The gate/up kernel's balanced units (GateUpStream::balance); =0: shared and
+// routed units split apart (side-by-side runs).
+EnvSwitch g_gu_balance{"R1SERVE_CUDA_MOE_GU_BALANCE", 1};
+// Routed slots whose down rows the gate/up kernel asks into L2 (GateUpStream::down); 0: none.
+EnvSwitch g_down_prefetch{"R1SERVE_CUDA_MOE_DOWN_PREFETCH", 0};
+bool stamps_on() {
+  static const bool on = [] {
+    const char* e = std::getenv("R1SERVE_CUDA_MOE_STAMPS");
+    return e != nullptr && e[0] == '1';
+  }();
+  return on;
+}
 }  // namespace
+void set_moe_gu_balance(bool on) {
+  g_gu_balance.set(on ? 1 : 0);
+}
+void set_moe_down_prefetch(int slots) {
+  g_down_prefetch.set(std::clamp(slots, 0, 9));
+}
+
+std::string moe_stream_stamps() {
+  if (!stamps_on()) return "";
+  static unsigned long long bs[2][kStampBlocks][4], we[2][kStampBlocks * kStampWarps];
+  R1_CUDA_OK(cudaDeviceSynchronize());
+  R1_CUDA_OK(cudaMemcpyFromSymbol(bs, g_moe_block_stamps, sizeof(bs)));
+  R1_CUDA_OK(cudaMemcpyFromSymbol(we, g_moe_warp_ends, sizeof(we)));
+  unsigned long long t0 = ~0ull;
+  for (const auto& b : bs[0])
+    if (b[0] != 0) t0 = std::min(t0, b[0]);
+  if (t0 == ~0ull) return "moe stamps: no streamed gate/up launch\n";
+  // Percentiles 0, 10, 50, 90, 100 of the nonzero values, in ns from t0.
+  auto pct = [t0](std::vector<unsigned long long> v) {
+    std::string r;
+    std::sort(v.begin(), v.end());
+    if (v.empty()) return std::string(" -");
+    for (int q : {0, 10, 50, 90, 100}) {
+      const auto x = v[std::min(v.size() - 1, v.size() * q / 100)];
+      r += " " + (x >= t0 ? std::to_string(x - t0) : "-" + std::to_string(t0 - x));
+    }
+    return r;
+  };
+  static const char* names[2][4] = {{"start", "waited", "routed", "x in"},
+                                    {"start", "routing known", "waited", "act in"}};
+  std::string out =
+      "moe stamps (last streamed gate/up and down launches; ns from the first gate/up block's "
+      "start; percentiles 0 10 50 90 100 over blocks, then over warps' last items)\n";
+  for (int k = 0; k < 2; ++k) {
+    for (int i = 0; i < 4; ++i) {
+      std::vector<unsigned long long> v;
+      for (const auto& b : bs[k])
+        if (b[0] != 0 && b[i] != 0) v.push_back(b[i]);
+      out +=
+          std::string("  ") + (k == 0 ? "gate/up " : "down ") + names[k][i] + ":" + pct(v) + "\n";
+    }
+    std::vector<unsigned long long> v;
+    for (int b = 0; b < kStampBlocks; ++b)
+      for (int w = 0; w < kStampWarps; ++w) {
+        const auto e = we[k][b * kStampWarps + w];
+        if (bs[k][b][0] != 0 && e >= bs[k][b][0]) v.push_back(e);
+      }
+    out += std::string("  ") + (k == 0 ? "gate/up " : "down ") + "warp ends:" + pct(v) + "\n";
+  }
+  return out;
+}
 bool moe_shared_stream_enabled() {
   return g_shared_stream.on();
 }
@@ -639,7 +774,7 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w, float eps,
                                const RouteArgs* route, float* w, bool x_early, int32_t* ready,
-                               const uint16_t* shared_gate_up) {
+                               const uint16_t* shared_gate_up, const uint16_t* down) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
@@ -656,9 +791,11 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   const RingShape rs = ring_shape(static_cast<size_t>(4 * C), budget().gate_up, budget().gu_warps);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
-  with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
-                            GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir,
-                                         w, ids_early, norm_w, eps, x_early});
+  with_stages<GateUpLaunch>(
+      rs.stages, rs, smem, s,
+      GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir, w, ids_early, norm_w,
+                   eps, x_early, g_gu_balance.on(), stamps_on(), down,
+                   static_cast<int32_t>(g_down_prefetch.value())});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
@@ -680,10 +817,10 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
   const bool act_smem = g_down_act_smem.on() && act_bytes <= (48u << 10);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 2 * I + (act_smem ? act_bytes : 0);
-  with_stages<DownLaunch>(
-      rs.stages, rs, smem, act_smem, s,
-      DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
-                 shared_down != nullptr ? nullptr : add, add_bf, out, out_bf, res, res_bf});
+  with_stages<DownLaunch>(rs.stages, rs, smem, act_smem, s,
+                          DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
+                                     shared_down != nullptr ? nullptr : add, add_bf, out, out_bf,
+                                     res, res_bf, stamps_on()});
 }
 
 }  // namespace r1::backend::cuda

@@ -95,7 +95,7 @@ void cuda_set_norm_fold(Backend& be, int64_t max_bytes) {
 }
 
 std::string cuda_attention_stamps() {
-  return cuda::mla_attention_stamps();
+  return cuda::mla_attention_stamps() + cuda::moe_stream_stamps();
 }
 
 void cuda_set_max_recordings(Backend& be, size_t n) {
