@@ -208,10 +208,11 @@ std::string moe_stream_stamps();
 // R1SERVE_CUDA_MOE_INLINE_ROUTE=0).
 bool moe_inline_route_enabled();
 void set_moe_inline_route(bool on);
-// The streamed gate/up kernel reads x before pdl_wait when it may (on unless
-// R1SERVE_CUDA_MOE_X_EARLY=0).
-bool moe_x_early_enabled();
-void set_moe_x_early(bool on);
+// The streamed gate/up kernel reads x before pdl_wait when it may
+// (R1SERVE_CUDA_MOE_X_EARLY: 1, the default, after its first requests; 2
+// before them; 0 never).
+int moe_x_early_mode();
+void set_moe_x_early(int mode);
 // ids_early: the kernel that wrote ids is at least two launches back on s (the
 // gate/up kernel then requests its first rows before pdl_wait). norm_w (F32 [H])
 // set: x is the raw row and the products are those of RMSNorm(x) with norm_w
@@ -220,8 +221,9 @@ void set_moe_x_early(bool on);
 // the router's logits instead of reading ids and w (route_token, the route
 // kernel's arithmetic), before pdl_wait when ids_early says the logits were
 // written two or more launches back; the gate/up kernel's first block then
-// writes ids and w (the route op's outputs) after its pdl_wait. x_early (with
-// ids_early): x, too, is read and normed before pdl_wait.
+// writes ids and w (the route op's outputs) after its pdl_wait. x_early (x
+// written two or more launches back; moe_x_early_mode's values): x is read and
+// normed before pdl_wait.
 // ready (with route, K <= 32; one device word of the backend's, used by these
 // two kernels only): the gate/up kernel's first block clears it before its
 // pdl_trigger and sets it to 1 once ids and w are written, so the down kernel,
@@ -238,7 +240,7 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f,
                                const RouteArgs* route = nullptr, float* w = nullptr,
-                               bool x_early = false, int32_t* ready = nullptr,
+                               int x_early = 0, int32_t* ready = nullptr,
                                const uint16_t* shared_gate_up = nullptr,
                                const uint16_t* down = nullptr);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).

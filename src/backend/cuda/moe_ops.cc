@@ -236,7 +236,7 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
     launch_moe_gate_up_stream(
         x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I, ids.data<int32_t>(), K, ids_early,
         act, stream_, norm_w, eps, inline_route ? &route : nullptr, weights.data<float>(),
-        ids_early && moe_x_early_enabled() && early_input(x), ready,
+        early_input(x) ? moe_x_early_mode() : 0, ready,
         shared_mlp ? shared_mlp[0].weight.data<uint16_t>() : nullptr, w.down.data<uint16_t>());
     const bool route_early = inline_route && early_input(pending_route_.logits);
     if (inline_route) {

@@ -31,10 +31,11 @@ constexpr int kMaxSlots = 256;
 
 // R1SERVE_CUDA_MOE_STAMPS=1: checkpoints (%globaltimer, ns) of the last
 // streamed gate/up (kind 0) and down (kind 1) launches, for moe_stream_stamps:
-// per block start and three checkpoints (gate/up: waited, routed, x loaded;
-// down: routing known, waited, act in), per warp the end of its last item.
+// per block start and three or four checkpoints (gate/up: waited, routed, x
+// loaded, warp 0's logits in; down: routing known, waited, act in), per warp
+// the end of its last item.
 constexpr int kStampBlocks = 512, kStampWarps = 16;
-__device__ unsigned long long g_moe_block_stamps[2][kStampBlocks][4];
+__device__ unsigned long long g_moe_block_stamps[2][kStampBlocks][5];
 __device__ unsigned long long g_moe_warp_ends[2][kStampBlocks * kStampWarps];
 __device__ __forceinline__ void moe_stamp(bool on, int kind, int i) {
   if (on && threadIdx.x == 0 && blockIdx.x < kStampBlocks)
@@ -98,9 +99,12 @@ struct GateUpStream {
   // 1 / rms(x): the dense GEMV's folded norm).
   const float* norm_w;
   float eps;
-  // With ids_early: x too was written two or more launches back (read, and
-  // normed, before pdl_wait).
-  bool x_early;
+  // x was written two or more launches back: read and normed before any
+  // wait, after the shared rows are requested (1) or before (2); 0: after the
+  // routing and the last wait.
+  int32_t x_early;
+  // Stages of the shared rows each warp requests before the routing (at most NS).
+  int32_t early_stages;
   // Every warp streams the same number of units, shared and routed together
   // (R1SERVE_CUDA_MOE_GU_BALANCE; see moe_gate_up_stream_kernel).
   bool balance;
@@ -136,7 +140,8 @@ struct DownStream {
   // first, as add_kernel adds a written out); out is not written.
   void* res;
   bool res_bf;
-  bool stamps;  // R1SERVE_CUDA_MOE_STAMPS=1
+  bool stamps;         // R1SERVE_CUDA_MOE_STAMPS=1
+  int32_t early_mode;  // R1SERVE_CUDA_MOE_DOWN_EARLY (moe_down_stream_kernel)
 };
 
 // This warp's share [first, last) of `units` work units, in order.
@@ -247,23 +252,6 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     }
     cp_async_commit();
   };
-  // The shared experts' rows need no routing: requested before it (and before
-  // any wait: weights are constants).
-  int issued = 0;
-  for (; issued < NS && issued < items && fill.shared(); ++issued) issue(issued, true);
-  if (!a.ids_early) {  // the routing may come from the kernel just before
-    pdl_wait();
-    pdl_trigger();
-    moe_stamp(a.stamps, 0, 1);
-  }
-  if (a.route.on) {
-    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
-  } else {
-    for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
-  }
-  __syncthreads();
-  moe_stamp(a.stamps, 0, 2);
-  for (; issued < NS; ++issued) issue(issued, issued < items);
   // x (normed, with its 1 / rms) into x_s; every thread calls it; ends synced.
   __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
   auto load_x = [&]() {
@@ -302,9 +290,34 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     }
     return inv;
   };
+  // x written two or more launches back: read and normed before any wait,
+  // before (x_early 2) or after (1) the shared rows are requested.
   float sc = 1.0f;
-  if (a.ids_early && a.x_early) sc = load_x();  // x written two or more launches back
-  if (a.ids_early) {                            // x may come from the kernel just before
+  if (a.x_early == 2) sc = load_x();
+  // The shared experts' rows need no routing: requested before it (and before
+  // any wait: weights are constants), at most early_stages of them.
+  int issued = 0;
+  for (; issued < NS && issued < a.early_stages && issued < items && fill.shared(); ++issued)
+    issue(issued, true);
+  if (a.x_early == 1) sc = load_x();
+  if (!a.ids_early) {  // the routing may come from the kernel just before
+    pdl_wait();
+    pdl_trigger();
+    moe_stamp(a.stamps, 0, 1);
+  }
+  if (a.route.on) {
+    if (a.stamps && warp == 0) {  // the logits' arrival (route_any then reads them from L1)
+      const float l0 = __shfl_sync(0xffffffffu, a.route.args.logits[lane % a.route.args.E], 0);
+      if (l0 != 12345.0f) moe_stamp(true, 0, 4);
+    }
+    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
+  } else {
+    for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
+  }
+  __syncthreads();
+  moe_stamp(a.stamps, 0, 2);
+  for (; issued < NS; ++issued) issue(issued, issued < items);
+  if (a.ids_early) {  // x may come from the kernel just before
     pdl_wait();
     pdl_trigger();
     moe_stamp(a.stamps, 0, 1);
@@ -326,7 +339,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       a.w[j] = w_s[j];
     }
   }
-  if (!(a.ids_early && a.x_early)) sc = load_x();
+  if (a.x_early == 0) sc = load_x();
   moe_stamp(a.stamps, 0, 3);
   UnitCursor at{s0, s1, Cursor(u0, I)};
   int st = 0, part = 0;
@@ -419,8 +432,12 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     }
     cp_async_commit();
   };
+  // Stages requested before the wait: all (early_mode 2), only in the first
+  // half of the grid, the blocks that start beside the gate/up kernel (1), or
+  // none (0); the rest after act is in (the act copy is not queued behind them).
+  const int early = a.early_mode == 2 || (a.early_mode == 1 && blockIdx.x < gridDim.x / 2) ? NS : 0;
   int issued = 0;
-  for (; issued < NS && issued < items && fill.outer < S; ++issued) issue(issued, true);
+  for (; issued < early && issued < items && fill.outer < S; ++issued) issue(issued, true);
   __shared__ int32_t ready_s;
   const bool flag = a.route.on && a.route.ready != nullptr && a.route_early && K <= 32;
   if (flag) {
@@ -452,7 +469,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   }
   __syncthreads();
   moe_stamp(a.stamps, 1, 1);
-  for (; issued < NS; ++issued) issue(issued, issued < items);
+  for (; issued < early; ++issued) issue(issued, issued < items);
   if (!waited) {  // act comes from the kernel just before
     pdl_wait();
     pdl_trigger();
@@ -469,6 +486,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     act = act_s;
   }
   moe_stamp(a.stamps, 1, 3);
+  for (; issued < NS; ++issued) issue(issued, issued < items);
   float tot = 0.0f, tot_s = 0.0f;  // the routed sum; the shared experts' product
   Cursor at(0, max(nh, 1));
   int st = 0;
@@ -650,6 +668,9 @@ namespace {
 // (docs/performance.md, 2026-12-07 session 4); =0 turns each off.
 EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 1};
 EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 1};
+// Stages of the shared experts' rows a gate/up warp requests before the routing
+// (GateUpStream::early_stages; 8: all its ring holds).
+EnvSwitch g_gu_early{"R1SERVE_CUDA_MOE_GU_EARLY", 8};
 // The down kernel reads the gate/up kernel's routing when it is ready
 // (kernels.h); =0: it routes again (side-by-side runs).
 EnvSwitch g_route_ready{"R1SERVE_CUDA_MOE_ROUTE_READY", 1};
@@ -662,6 +683,8 @@ EnvSwitch g_down_act_smem{"R1SERVE_CUDA_MOE_DOWN_ACT_SMEM", 1};
 // The gate/up kernel's balanced units (GateUpStream::balance); =0: shared and
 // routed units split apart (side-by-side runs).
 EnvSwitch g_gu_balance{"R1SERVE_CUDA_MOE_GU_BALANCE", 1};
+// Which down blocks request their first stages before the wait (DownStream::early_mode).
+EnvSwitch g_down_early{"R1SERVE_CUDA_MOE_DOWN_EARLY", 2};
 // Routed slots whose down rows the gate/up kernel asks into L2 (GateUpStream::down); 0: none.
 EnvSwitch g_down_prefetch{"R1SERVE_CUDA_MOE_DOWN_PREFETCH", 0};
 bool stamps_on() {
@@ -681,7 +704,7 @@ void set_moe_down_prefetch(int slots) {
 
 std::string moe_stream_stamps() {
   if (!stamps_on()) return "";
-  static unsigned long long bs[2][kStampBlocks][4], we[2][kStampBlocks * kStampWarps];
+  static unsigned long long bs[2][kStampBlocks][5], we[2][kStampBlocks * kStampWarps];
   R1_CUDA_OK(cudaDeviceSynchronize());
   R1_CUDA_OK(cudaMemcpyFromSymbol(bs, g_moe_block_stamps, sizeof(bs)));
   R1_CUDA_OK(cudaMemcpyFromSymbol(we, g_moe_warp_ends, sizeof(we)));
@@ -700,13 +723,13 @@ std::string moe_stream_stamps() {
     }
     return r;
   };
-  static const char* names[2][4] = {{"start", "waited", "routed", "x in"},
-                                    {"start", "routing known", "waited", "act in"}};
+  static const char* names[2][5] = {{"start", "waited", "routed", "x in", "logits in"},
+                                    {"start", "routing known", "waited", "act in", nullptr}};
   std::string out =
       "moe stamps (last streamed gate/up and down launches; ns from the first gate/up block's "
       "start; percentiles 0 10 50 90 100 over blocks, then over warps' last items)\n";
   for (int k = 0; k < 2; ++k) {
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 5 && names[k][i] != nullptr; ++i) {
       std::vector<unsigned long long> v;
       for (const auto& b : bs[k])
         if (b[0] != 0 && b[i] != 0) v.push_back(b[i]);
@@ -744,11 +767,11 @@ bool moe_inline_route_enabled() {
 void set_moe_inline_route(bool on) {
   g_inline_route.set(on ? 1 : 0);
 }
-bool moe_x_early_enabled() {
-  return g_x_early.on();
+int moe_x_early_mode() {
+  return std::clamp(g_x_early.value(), 0, 2);
 }
-void set_moe_x_early(bool on) {
-  g_x_early.set(on ? 1 : 0);
+void set_moe_x_early(int mode) {
+  g_x_early.set(std::clamp(mode, 0, 2));
 }
 
 void set_moe_stream_enabled(bool on) {
@@ -773,7 +796,7 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w, float eps,
-                               const RouteArgs* route, float* w, bool x_early, int32_t* ready,
+                               const RouteArgs* route, float* w, int x_early, int32_t* ready,
                                const uint16_t* shared_gate_up, const uint16_t* down) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
@@ -791,11 +814,27 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   const RingShape rs = ring_shape(static_cast<size_t>(4 * C), budget().gate_up, budget().gu_warps);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
-  with_stages<GateUpLaunch>(
-      rs.stages, rs, smem, s,
-      GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir, w, ids_early, norm_w,
-                   eps, x_early, g_gu_balance.on(), stamps_on(), down,
-                   static_cast<int32_t>(g_down_prefetch.value())});
+  with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
+                            GateUpStream{x,
+                                         H,
+                                         I,
+                                         parts,
+                                         gate_up,
+                                         ids,
+                                         K,
+                                         act,
+                                         shared_gate_up,
+                                         ir,
+                                         w,
+                                         ids_early,
+                                         norm_w,
+                                         eps,
+                                         x_early,
+                                         std::clamp(g_gu_early.value(), 0, 8),
+                                         g_gu_balance.on(),
+                                         stamps_on(),
+                                         down,
+                                         static_cast<int32_t>(g_down_prefetch.value())});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
@@ -817,10 +856,11 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
   const bool act_smem = g_down_act_smem.on() && act_bytes <= (48u << 10);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 2 * I + (act_smem ? act_bytes : 0);
-  with_stages<DownLaunch>(rs.stages, rs, smem, act_smem, s,
-                          DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
-                                     shared_down != nullptr ? nullptr : add, add_bf, out, out_bf,
-                                     res, res_bf, stamps_on()});
+  with_stages<DownLaunch>(
+      rs.stages, rs, smem, act_smem, s,
+      DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
+                 shared_down != nullptr ? nullptr : add, add_bf, out, out_bf, res, res_bf,
+                 stamps_on(), std::clamp(g_down_early.value(), 0, 2)});
 }
 
 }  // namespace r1::backend::cuda
