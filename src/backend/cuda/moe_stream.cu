@@ -22,30 +22,13 @@
 #include <vector>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/moe_stream_stamps.cuh"
 #include "backend/cuda/route.cuh"
 
 namespace r1::backend::cuda {
 namespace {
 
 constexpr int kMaxSlots = 256;
-
-// R1SERVE_CUDA_MOE_STAMPS=1: checkpoints (%globaltimer, ns) of the last
-// streamed gate/up (kind 0) and down (kind 1) launches, for moe_stream_stamps:
-// per block start and three or four checkpoints (gate/up: waited, routed, x
-// loaded, warp 0's logits in; down: routing known, waited, act in), per warp
-// the end of its last item.
-constexpr int kStampBlocks = 512, kStampWarps = 16;
-__device__ unsigned long long g_moe_block_stamps[2][kStampBlocks][5];
-__device__ unsigned long long g_moe_warp_ends[2][kStampBlocks * kStampWarps];
-__device__ __forceinline__ void moe_stamp(bool on, int kind, int i) {
-  if (on && threadIdx.x == 0 && blockIdx.x < kStampBlocks)
-    g_moe_block_stamps[kind][blockIdx.x][i] = global_ns();
-}
-__device__ __forceinline__ void moe_warp_end(bool on, int kind) {
-  const int w = threadIdx.x >> 5;
-  if (on && (threadIdx.x & 31) == 0 && blockIdx.x < kStampBlocks && w < kStampWarps)
-    g_moe_warp_ends[kind][blockIdx.x * kStampWarps + w] = global_ns();
-}
 
 // A token routed in the kernel (route.cuh) instead of read from the route op's
 // outputs: warp 0 of the block writes the K experts and weights to ids_s, w_s.
@@ -687,13 +670,6 @@ EnvSwitch g_gu_balance{"R1SERVE_CUDA_MOE_GU_BALANCE", 1};
 EnvSwitch g_down_early{"R1SERVE_CUDA_MOE_DOWN_EARLY", 2};
 // Routed slots whose down rows the gate/up kernel asks into L2 (GateUpStream::down); 0: none.
 EnvSwitch g_down_prefetch{"R1SERVE_CUDA_MOE_DOWN_PREFETCH", 0};
-bool stamps_on() {
-  static const bool on = [] {
-    const char* e = std::getenv("R1SERVE_CUDA_MOE_STAMPS");
-    return e != nullptr && e[0] == '1';
-  }();
-  return on;
-}
 }  // namespace
 void set_moe_gu_balance(bool on) {
   g_gu_balance.set(on ? 1 : 0);
@@ -703,48 +679,7 @@ void set_moe_down_prefetch(int slots) {
 }
 
 std::string moe_stream_stamps() {
-  if (!stamps_on()) return "";
-  static unsigned long long bs[2][kStampBlocks][5], we[2][kStampBlocks * kStampWarps];
-  R1_CUDA_OK(cudaDeviceSynchronize());
-  R1_CUDA_OK(cudaMemcpyFromSymbol(bs, g_moe_block_stamps, sizeof(bs)));
-  R1_CUDA_OK(cudaMemcpyFromSymbol(we, g_moe_warp_ends, sizeof(we)));
-  unsigned long long t0 = ~0ull;
-  for (const auto& b : bs[0])
-    if (b[0] != 0) t0 = std::min(t0, b[0]);
-  if (t0 == ~0ull) return "moe stamps: no streamed gate/up launch\n";
-  // Percentiles 0, 10, 50, 90, 100 of the nonzero values, in ns from t0.
-  auto pct = [t0](std::vector<unsigned long long> v) {
-    std::string r;
-    std::sort(v.begin(), v.end());
-    if (v.empty()) return std::string(" -");
-    for (int q : {0, 10, 50, 90, 100}) {
-      const auto x = v[std::min(v.size() - 1, v.size() * q / 100)];
-      r += " " + (x >= t0 ? std::to_string(x - t0) : "-" + std::to_string(t0 - x));
-    }
-    return r;
-  };
-  static const char* names[2][5] = {{"start", "waited", "routed", "x in", "logits in"},
-                                    {"start", "routing known", "waited", "act in", nullptr}};
-  std::string out =
-      "moe stamps (last streamed gate/up and down launches; ns from the first gate/up block's "
-      "start; percentiles 0 10 50 90 100 over blocks, then over warps' last items)\n";
-  for (int k = 0; k < 2; ++k) {
-    for (int i = 0; i < 5 && names[k][i] != nullptr; ++i) {
-      std::vector<unsigned long long> v;
-      for (const auto& b : bs[k])
-        if (b[0] != 0 && b[i] != 0) v.push_back(b[i]);
-      out +=
-          std::string("  ") + (k == 0 ? "gate/up " : "down ") + names[k][i] + ":" + pct(v) + "\n";
-    }
-    std::vector<unsigned long long> v;
-    for (int b = 0; b < kStampBlocks; ++b)
-      for (int w = 0; w < kStampWarps; ++w) {
-        const auto e = we[k][b * kStampWarps + w];
-        if (bs[k][b][0] != 0 && e >= bs[k][b][0]) v.push_back(e);
-      }
-    out += std::string("  ") + (k == 0 ? "gate/up " : "down ") + "warp ends:" + pct(v) + "\n";
-  }
-  return out;
+  return moe_stamps_summary();
 }
 bool moe_shared_stream_enabled() {
   return g_shared_stream.on();
