@@ -199,8 +199,9 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
 // Tests: the gate/up kernel's balanced units (R1SERVE_CUDA_MOE_GU_BALANCE, on by default).
 void set_moe_gu_balance(bool on);
-// Tests: R1SERVE_CUDA_MOE_DOWN_PREFETCH's slots (launch_moe_gate_up_stream; 0 by default).
-void set_moe_down_prefetch(int slots);
+// Tests: the gate/up kernel's warm-up routing (R1SERVE_CUDA_MOE_ROUTE_WARM: 0, the
+// default, none; 1 beside the first requests; 2 before them).
+void set_moe_route_warm(int mode);
 // Benchmarks: with R1SERVE_CUDA_MOE_STAMPS=1, a summary of the checkpoints of the
 // last streamed gate/up and down launches, else "".
 std::string moe_stream_stamps();
@@ -208,11 +209,10 @@ std::string moe_stream_stamps();
 // R1SERVE_CUDA_MOE_INLINE_ROUTE=0).
 bool moe_inline_route_enabled();
 void set_moe_inline_route(bool on);
-// The streamed gate/up kernel reads x before pdl_wait when it may
-// (R1SERVE_CUDA_MOE_X_EARLY: 1, the default, after its first requests; 2
-// before them; 0 never).
-int moe_x_early_mode();
-void set_moe_x_early(int mode);
+// The streamed gate/up kernel reads x before pdl_wait when it may (on unless
+// R1SERVE_CUDA_MOE_X_EARLY=0).
+bool moe_x_early_enabled();
+void set_moe_x_early(bool on);
 // ids_early: the kernel that wrote ids is at least two launches back on s (the
 // gate/up kernel then requests its first rows before pdl_wait). norm_w (F32 [H])
 // set: x is the raw row and the products are those of RMSNorm(x) with norm_w
@@ -222,8 +222,7 @@ void set_moe_x_early(int mode);
 // kernel's arithmetic), before pdl_wait when ids_early says the logits were
 // written two or more launches back; the gate/up kernel's first block then
 // writes ids and w (the route op's outputs) after its pdl_wait. x_early (x
-// written two or more launches back; moe_x_early_mode's values): x is read and
-// normed before pdl_wait.
+// written two or more launches back): x is read and normed before pdl_wait.
 // ready (with route, K <= 32; one device word of the backend's, used by these
 // two kernels only): the gate/up kernel's first block clears it before its
 // pdl_trigger and sets it to 1 once ids and w are written, so the down kernel,
@@ -232,17 +231,13 @@ void set_moe_x_early(int mode);
 // shared_gate_up ([2I, H] BF16) / shared_down ([H, I]): the shared experts' MLP
 // (one unit of the experts' width I) in the same kernels: its act is row K of
 // act ([K + 1, I]), its rows are requested first (before the routing and any
-// wait), and its output, rounded as out is, takes the place of add. With
-// down (the experts' [E, H, I] down rows) and R1SERVE_CUDA_MOE_DOWN_PREFETCH=n,
-// each warp, past its last request, asks L2 for its share of the rows of
-// routed slots 1 .. n that the down kernel streams after its first two stages.
+// wait), and its output, rounded as out is, takes the place of add.
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w = nullptr, float eps = 0.0f,
                                const RouteArgs* route = nullptr, float* w = nullptr,
-                               int x_early = 0, int32_t* ready = nullptr,
-                               const uint16_t* shared_gate_up = nullptr,
-                               const uint16_t* down = nullptr);
+                               bool x_early = false, int32_t* ready = nullptr,
+                               const uint16_t* shared_gate_up = nullptr);
 // Kernels launched through pdl_launch on s from this thread so far (common.cuh).
 uint64_t pdl_launches(cudaStream_t s);
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,

@@ -233,11 +233,11 @@ bool CudaBackend::moe_experts_into(const Tensor& x, const ExpertWeights& w, cons
                                         : ids.raw() == route_ids_ && settled_since(route_launch_);
     int32_t* ready =
         inline_route && K <= 32 && moe_route_ready_enabled() ? route_ready_word() : nullptr;
-    launch_moe_gate_up_stream(
-        x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I, ids.data<int32_t>(), K, ids_early,
-        act, stream_, norm_w, eps, inline_route ? &route : nullptr, weights.data<float>(),
-        early_input(x) ? moe_x_early_mode() : 0, ready,
-        shared_mlp ? shared_mlp[0].weight.data<uint16_t>() : nullptr, w.down.data<uint16_t>());
+    launch_moe_gate_up_stream(x.data<uint16_t>(), H, w.gate_up.data<uint16_t>(), I,
+                              ids.data<int32_t>(), K, ids_early, act, stream_, norm_w, eps,
+                              inline_route ? &route : nullptr, weights.data<float>(),
+                              moe_x_early_enabled() && early_input(x), ready,
+                              shared_mlp ? shared_mlp[0].weight.data<uint16_t>() : nullptr);
     const bool route_early = inline_route && early_input(pending_route_.logits);
     if (inline_route) {
       pending_route_.on = false;

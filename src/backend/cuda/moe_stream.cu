@@ -60,6 +60,16 @@ __device__ __forceinline__ void route_any(const RouteArgs& r, const float (&bv)[
   }
 }
 
+// route_any as one out-of-line copy, so that a first call warms the caches
+// for the second (GateUpStream::route_warm).
+struct RouteBias {
+  float v[8];
+};
+__device__ __noinline__ void route_warp(RouteArgs r, RouteBias b, RouteShared* scratch,
+                                        int32_t* ids_s, float* w_s) {
+  route_any(r, b.v, *scratch, ids_s, w_s);
+}
+
 struct GateUpStream {
   const uint16_t* x;  // [H] BF16, 16-byte aligned
   int64_t H, I;
@@ -82,24 +92,18 @@ struct GateUpStream {
   // 1 / rms(x): the dense GEMV's folded norm).
   const float* norm_w;
   float eps;
-  // x was written two or more launches back: read and normed before any
-  // wait, after the shared rows are requested (1) or before (2); 0: after the
-  // routing and the last wait.
-  int32_t x_early;
-  // Stages of the shared rows each warp requests before the routing (at most NS).
-  int32_t early_stages;
+  // x was written two or more launches back: read and normed before any wait
+  // (else after it, beside the routing).
+  bool x_early;
   // Every warp streams the same number of units, shared and routed together
   // (R1SERVE_CUDA_MOE_GU_BALANCE; see moe_gate_up_stream_kernel).
   bool balance;
   bool stamps;  // R1SERVE_CUDA_MOE_STAMPS=1
-  // Non-null with prefetch_slots > 0: the down rows ([E, H, I]) of routed
-  // slots 1 .. prefetch_slots, which the down kernel's warps (one output row
-  // each at the 9B) stream after their first two stages (the shared row and
-  // slot 0's), asked into L2 by this kernel's warps as each makes its last
-  // request: HBM keeps streaming through this kernel's drain, the down
-  // kernel's wait and its act copy.
-  const uint16_t* down;
-  int32_t prefetch_slots;
+  // Warp 0 routes once before any request or wait, on the correction bias as
+  // if it were the logits, results discarded, so that the routing after the
+  // wait finds its code and constants cached (1: the other warps request
+  // their rows meanwhile; 2: they wait for it). R1SERVE_CUDA_MOE_ROUTE_WARM.
+  int32_t route_warm;
 };
 
 struct DownStream {
@@ -123,8 +127,7 @@ struct DownStream {
   // first, as add_kernel adds a written out); out is not written.
   void* res;
   bool res_bf;
-  bool stamps;         // R1SERVE_CUDA_MOE_STAMPS=1
-  int32_t early_mode;  // R1SERVE_CUDA_MOE_DOWN_EARLY (moe_down_stream_kernel)
+  bool stamps;  // R1SERVE_CUDA_MOE_STAMPS=1
 };
 
 // This warp's share [first, last) of `units` work units, in order.
@@ -183,8 +186,8 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
   uint16_t* x_s = reinterpret_cast<uint16_t*>(dyn + static_cast<size_t>(nw) * NS * 4 * C);
   __shared__ float w_s[kMaxSlots];
   __shared__ RouteShared route_s;
-  float bv[8];
-  if (a.route.on && warp == 0) route_bias_any(a.route.args, bv);
+  RouteBias bv;
+  if (a.route.on && warp == 0) route_bias_any(a.route.args, bv.v);
   // The ready word: cleared (and the clear made visible) before this block's
   // pdl_trigger, so a down kernel, which starts after every block's trigger,
   // never reads a 1 left from an earlier token. The down kernel of the step
@@ -235,11 +238,15 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     }
     cp_async_commit();
   };
-  // x (normed, with its 1 / rms) into x_s; every thread calls it; ends synced.
-  __shared__ float ss_s[16];  // the warps' sums of squares of x (norm)
+  // x (normed) into x_s by warps 1 .. nw - 1 (warp 0 routes meanwhile; all
+  // warps when nw == 1), each leaving its sum of squares in ss_s; x_scale,
+  // after a barrier, gives 1 / rms(x) with the norm, else 1.
+  __shared__ float ss_s[16];
+  const int xw = nw > 1 ? 1 : 0;
   auto load_x = [&]() {
+    if (warp < xw) return;
     float ss = 0.0f;
-    for (int k = threadIdx.x * 8; k < H; k += blockDim.x * 8) {
+    for (int k = (threadIdx.x - 32 * xw) * 8; k < H; k += (blockDim.x - 32 * xw) * 8) {
       uint4 v = *reinterpret_cast<const uint4*>(a.x + k);
       if (a.norm_w != nullptr) {
         float x8[8];
@@ -264,39 +271,45 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       ss = warp_sum(ss);
       if (lane == 0) ss_s[warp] = ss;
     }
-    __syncthreads();
-    float inv = 1.0f;  // 1 / rms(x) with the norm
-    if (a.norm_w != nullptr) {
-      float tot = 0.0f;
-      for (int i = 0; i < nw; ++i) tot += ss_s[i];
-      inv = 1.0f / sqrtf(tot / static_cast<float>(H) + a.eps);
-    }
-    return inv;
   };
-  // x written two or more launches back: read and normed before any wait,
-  // before (x_early 2) or after (1) the shared rows are requested.
-  float sc = 1.0f;
-  if (a.x_early == 2) sc = load_x();
+  auto x_scale = [&]() {
+    if (a.norm_w == nullptr) return 1.0f;
+    float tot = 0.0f;
+    for (int i = xw; i < nw; ++i) tot += ss_s[i];
+    return 1.0f / sqrtf(tot / static_cast<float>(H) + a.eps);
+  };
+  const bool warm = a.route.on && a.route_warm > 0 && a.route.args.bias != nullptr;
+  if (warm && warp == 0) {  // the routing's code and constants into the caches
+    RouteArgs dry = a.route.args;
+    dry.logits = dry.bias;
+    route_warp(dry, bv, &route_s, ids_s, w_s);
+  }
+  if (warm && a.route_warm == 2) __syncthreads();
   // The shared experts' rows need no routing: requested before it (and before
-  // any wait: weights are constants), at most early_stages of them.
+  // any wait: weights are constants).
   int issued = 0;
-  for (; issued < NS && issued < a.early_stages && issued < items && fill.shared(); ++issued)
-    issue(issued, true);
-  if (a.x_early == 1) sc = load_x();
-  if (!a.ids_early) {  // the routing may come from the kernel just before
+  for (; issued < NS && issued < items && fill.shared(); ++issued) issue(issued, true);
+  if (a.x_early) load_x();  // x written two or more launches back
+  if (!a.ids_early) {       // the routing may come from the kernel just before
     pdl_wait();
     pdl_trigger();
     moe_stamp(a.stamps, 0, 1);
   }
   if (a.route.on) {
-    if (a.stamps && warp == 0) {  // the logits' arrival (route_any then reads them from L1)
+    if (a.stamps && warp == 0) {  // the logits' arrival (the routing then reads them from L1)
       const float l0 = __shfl_sync(0xffffffffu, a.route.args.logits[lane % a.route.args.E], 0);
       if (l0 != 12345.0f) moe_stamp(true, 0, 4);
     }
-    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
+    if (warp == 0) {
+      if (warm)
+        route_warp(a.route.args, bv, &route_s, ids_s, w_s);
+      else
+        route_any(a.route.args, bv.v, route_s, ids_s, w_s);
+    }
   } else {
     for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
   }
+  if (!a.x_early && !a.ids_early) load_x();  // beside the routing
   __syncthreads();
   moe_stamp(a.stamps, 0, 2);
   for (; issued < NS; ++issued) issue(issued, issued < items);
@@ -322,28 +335,17 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       a.w[j] = w_s[j];
     }
   }
-  if (a.x_early == 0) sc = load_x();
+  if (!a.x_early && a.ids_early) {
+    load_x();
+    __syncthreads();
+  }
+  const float sc = x_scale();
   moe_stamp(a.stamps, 0, 3);
   UnitCursor at{s0, s1, Cursor(u0, I)};
   int st = 0, part = 0;
   float ag = 0.0f, au = 0.0f;
-  // This warp's share of the down rows (slot j, row h) of slots 1 ..
-  // prefetch_slots, one row a lane.
-  auto prefetch_down = [&]() {
-    const int rows = min(a.prefetch_slots, K - 1) * H;
-    int r0 = 0, r1 = 0;
-    warp_range(rows, r0, r1);
-    for (int r = r0 + lane; r < r1; r += 32) {
-      const int j = 1 + r / H, h = r % H;
-      prefetch_l2(a.down + (static_cast<int64_t>(ids_s[j]) * H + h) * I,
-                  static_cast<uint32_t>(I) * 2);
-    }
-  };
-  const bool prefetching = a.down != nullptr && a.prefetch_slots > 0 && K > 1;
-  if (prefetching && items <= NS) prefetch_down();
   for (int item = 0; item < items; ++item, st = st + 1 == NS ? 0 : st + 1) {
     cp_async_wait_group<NS - 1>();  // this lane's copies of the oldest stage
-    if (prefetching && item + NS == items) prefetch_down();  // its last request was the one before
     const uint16_t* wg = ring + st * 2 * C;
     const uint16_t* wu = wg + C;
     const uint16_t* xp = x_s + part * C;
@@ -415,12 +417,8 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     }
     cp_async_commit();
   };
-  // Stages requested before the wait: all (early_mode 2), only in the first
-  // half of the grid, the blocks that start beside the gate/up kernel (1), or
-  // none (0); the rest after act is in (the act copy is not queued behind them).
-  const int early = a.early_mode == 2 || (a.early_mode == 1 && blockIdx.x < gridDim.x / 2) ? NS : 0;
   int issued = 0;
-  for (; issued < early && issued < items && fill.outer < S; ++issued) issue(issued, true);
+  for (; issued < NS && issued < items && fill.outer < S; ++issued) issue(issued, true);
   __shared__ int32_t ready_s;
   const bool flag = a.route.on && a.route.ready != nullptr && a.route_early && K <= 32;
   if (flag) {
@@ -452,7 +450,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   }
   __syncthreads();
   moe_stamp(a.stamps, 1, 1);
-  for (; issued < early; ++issued) issue(issued, issued < items);
+  for (; issued < NS; ++issued) issue(issued, issued < items);
   if (!waited) {  // act comes from the kernel just before
     pdl_wait();
     pdl_trigger();
@@ -469,7 +467,6 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
     act = act_s;
   }
   moe_stamp(a.stamps, 1, 3);
-  for (; issued < NS; ++issued) issue(issued, issued < items);
   float tot = 0.0f, tot_s = 0.0f;  // the routed sum; the shared experts' product
   Cursor at(0, max(nh, 1));
   int st = 0;
@@ -651,9 +648,8 @@ namespace {
 // (docs/performance.md, 2026-12-07 session 4); =0 turns each off.
 EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 1};
 EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 1};
-// Stages of the shared experts' rows a gate/up warp requests before the routing
-// (GateUpStream::early_stages; 8: all its ring holds).
-EnvSwitch g_gu_early{"R1SERVE_CUDA_MOE_GU_EARLY", 8};
+// The gate/up kernel's warm-up routing (GateUpStream::route_warm); 0: none.
+EnvSwitch g_route_warm{"R1SERVE_CUDA_MOE_ROUTE_WARM", 0};
 // The down kernel reads the gate/up kernel's routing when it is ready
 // (kernels.h); =0: it routes again (side-by-side runs).
 EnvSwitch g_route_ready{"R1SERVE_CUDA_MOE_ROUTE_READY", 1};
@@ -666,16 +662,12 @@ EnvSwitch g_down_act_smem{"R1SERVE_CUDA_MOE_DOWN_ACT_SMEM", 1};
 // The gate/up kernel's balanced units (GateUpStream::balance); =0: shared and
 // routed units split apart (side-by-side runs).
 EnvSwitch g_gu_balance{"R1SERVE_CUDA_MOE_GU_BALANCE", 1};
-// Which down blocks request their first stages before the wait (DownStream::early_mode).
-EnvSwitch g_down_early{"R1SERVE_CUDA_MOE_DOWN_EARLY", 2};
-// Routed slots whose down rows the gate/up kernel asks into L2 (GateUpStream::down); 0: none.
-EnvSwitch g_down_prefetch{"R1SERVE_CUDA_MOE_DOWN_PREFETCH", 0};
 }  // namespace
 void set_moe_gu_balance(bool on) {
   g_gu_balance.set(on ? 1 : 0);
 }
-void set_moe_down_prefetch(int slots) {
-  g_down_prefetch.set(std::clamp(slots, 0, 9));
+void set_moe_route_warm(int mode) {
+  g_route_warm.set(std::clamp(mode, 0, 2));
 }
 
 std::string moe_stream_stamps() {
@@ -702,11 +694,11 @@ bool moe_inline_route_enabled() {
 void set_moe_inline_route(bool on) {
   g_inline_route.set(on ? 1 : 0);
 }
-int moe_x_early_mode() {
-  return std::clamp(g_x_early.value(), 0, 2);
+bool moe_x_early_enabled() {
+  return g_x_early.on();
 }
-void set_moe_x_early(int mode) {
-  g_x_early.set(std::clamp(mode, 0, 2));
+void set_moe_x_early(bool on) {
+  g_x_early.set(on ? 1 : 0);
 }
 
 void set_moe_stream_enabled(bool on) {
@@ -731,8 +723,8 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K) {
 void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gate_up, int64_t I,
                                int32_t* ids, int64_t K, bool ids_early, uint16_t* act,
                                cudaStream_t s, const float* norm_w, float eps,
-                               const RouteArgs* route, float* w, int x_early, int32_t* ready,
-                               const uint16_t* shared_gate_up, const uint16_t* down) {
+                               const RouteArgs* route, float* w, bool x_early, int32_t* ready,
+                               const uint16_t* shared_gate_up) {
   R1_CUDA_REQUIRE(moe_stream_ok(H, I, K), "moe stream: shape");
   InlineRoute ir;
   if (route != nullptr) {
@@ -750,26 +742,9 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
   with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
-                            GateUpStream{x,
-                                         H,
-                                         I,
-                                         parts,
-                                         gate_up,
-                                         ids,
-                                         K,
-                                         act,
-                                         shared_gate_up,
-                                         ir,
-                                         w,
-                                         ids_early,
-                                         norm_w,
-                                         eps,
-                                         x_early,
-                                         std::clamp(g_gu_early.value(), 0, 8),
-                                         g_gu_balance.on(),
-                                         stamps_on(),
-                                         down,
-                                         static_cast<int32_t>(g_down_prefetch.value())});
+                            GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir,
+                                         w, ids_early, norm_w, eps, x_early, g_gu_balance.on(),
+                                         stamps_on(), std::clamp(g_route_warm.value(), 0, 2)});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
@@ -791,11 +766,10 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
   const bool act_smem = g_down_act_smem.on() && act_bytes <= (48u << 10);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 2 * I + (act_smem ? act_bytes : 0);
-  with_stages<DownLaunch>(
-      rs.stages, rs, smem, act_smem, s,
-      DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
-                 shared_down != nullptr ? nullptr : add, add_bf, out, out_bf, res, res_bf,
-                 stamps_on(), std::clamp(g_down_early.value(), 0, 2)});
+  with_stages<DownLaunch>(rs.stages, rs, smem, act_smem, s,
+                          DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
+                                     shared_down != nullptr ? nullptr : add, add_bf, out, out_bf,
+                                     res, res_bf, stamps_on()});
 }
 
 }  // namespace r1::backend::cuda

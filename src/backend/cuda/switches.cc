@@ -78,7 +78,7 @@ void cuda_set_batch1_paths(Backend& be, bool on) {
   cuda::set_moe_inline_route(on);
   cuda::set_head_gemv_short(on);
   cuda::set_head_gemv_trigger_first_mode(on ? 1 : 0);
-  cuda::set_moe_x_early(on ? 1 : 0);
+  cuda::set_moe_x_early(on);
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) c->drop_recordings();
 }
 
