@@ -281,8 +281,7 @@ TEST_F(CudaOps, MoeFoldedNormEqualsPlainOps) {
 // routing held back for the kernels (the model's order: router, then the op)
 // or read from the route kernel; 3 tokens (the composed ops on both); the
 // residual being x itself, as in the model; and the gate/up kernel's balanced
-// units against its shared and routed units split apart (with the routing
-// warmed up first), bit for bit.
+// units against its shared and routed units split apart, bit for bit.
 TEST_F(CudaOps, MoeSharedExpertsInStreamedKernels) {
   for (const MoeCase c : {MoeCase{64, 256, 128, 8}, MoeCase{16, 2048, 1408, 8}}) {
     const auto [E, H, I, K] = c;
@@ -305,12 +304,10 @@ TEST_F(CudaOps, MoeSharedExpertsInStreamedKernels) {
         std::vector<int32_t> ids_host[3];
         std::vector<float> wts_host[3];
         // 2: fused, the gate/up kernel's shared and routed units split apart
-        // instead of balanced (at the 9B's widths; the small ones always
-        // split), and its routing warmed up first.
+        // instead of balanced (at the 9B's widths; the small ones always split).
         for (int fused = 2; fused >= 0; --fused) {
           cuda::set_moe_shared_stream(fused >= 1);
           cuda::set_moe_gu_balance(fused != 2);
-          cuda::set_moe_route_warm(fused == 2 ? 2 : 0);
           Tensor ids = galloc({T, K}, DType::kI32), wts = galloc({T, K}, DType::kF32);
           gpu().moe_route(logits, Tensor(), p, ids, wts);
           Tensor r = dev(x), n = galloc({T, H}), gu = galloc({T, 2 * I}), act = galloc({T, I}),
@@ -324,7 +321,7 @@ TEST_F(CudaOps, MoeSharedExpertsInStreamedKernels) {
         }
         cuda::set_moe_shared_stream(true);
         cuda::set_moe_gu_balance(true);
-        expect_same(got[2], got[1], "balanced units vs split apart, routing warmed up" + what);
+        expect_same(got[2], got[1], "balanced units vs split apart" + what);
         EXPECT_EQ(ids_host[1], ids_host[0]) << what;
         expect_same(wts_host[1], wts_host[0], "route weights" + what);
         if (T == 1)

@@ -199,9 +199,6 @@ bool moe_stream_ok(int64_t H, int64_t I, int64_t K);
 void set_moe_stream_enabled(bool on);  // tests and benchmarks: off = the warp-per-row GEMVs
 // Tests: the gate/up kernel's balanced units (R1SERVE_CUDA_MOE_GU_BALANCE, on by default).
 void set_moe_gu_balance(bool on);
-// Tests: the gate/up kernel's warm-up routing (R1SERVE_CUDA_MOE_ROUTE_WARM: 0, the
-// default, none; 1 beside the first requests; 2 before them).
-void set_moe_route_warm(int mode);
 // Benchmarks: with R1SERVE_CUDA_MOE_STAMPS=1, a summary of the checkpoints of the
 // last streamed gate/up and down launches, else "".
 std::string moe_stream_stamps();

@@ -60,16 +60,6 @@ __device__ __forceinline__ void route_any(const RouteArgs& r, const float (&bv)[
   }
 }
 
-// route_any as one out-of-line copy, so that a first call warms the caches
-// for the second (GateUpStream::route_warm).
-struct RouteBias {
-  float v[8];
-};
-__device__ __noinline__ void route_warp(RouteArgs r, RouteBias b, RouteShared* scratch,
-                                        int32_t* ids_s, float* w_s) {
-  route_any(r, b.v, *scratch, ids_s, w_s);
-}
-
 struct GateUpStream {
   const uint16_t* x;  // [H] BF16, 16-byte aligned
   int64_t H, I;
@@ -99,11 +89,6 @@ struct GateUpStream {
   // (R1SERVE_CUDA_MOE_GU_BALANCE; see moe_gate_up_stream_kernel).
   bool balance;
   bool stamps;  // R1SERVE_CUDA_MOE_STAMPS=1
-  // Warp 0 routes once before any request or wait, on the correction bias as
-  // if it were the logits, results discarded, so that the routing after the
-  // wait finds its code and constants cached (1: the other warps request
-  // their rows meanwhile; 2: they wait for it). R1SERVE_CUDA_MOE_ROUTE_WARM.
-  int32_t route_warm;
 };
 
 struct DownStream {
@@ -186,8 +171,8 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
   uint16_t* x_s = reinterpret_cast<uint16_t*>(dyn + static_cast<size_t>(nw) * NS * 4 * C);
   __shared__ float w_s[kMaxSlots];
   __shared__ RouteShared route_s;
-  RouteBias bv;
-  if (a.route.on && warp == 0) route_bias_any(a.route.args, bv.v);
+  float bv[8];
+  if (a.route.on && warp == 0) route_bias_any(a.route.args, bv);
   // The ready word: cleared (and the clear made visible) before this block's
   // pdl_trigger, so a down kernel, which starts after every block's trigger,
   // never reads a 1 left from an earlier token. The down kernel of the step
@@ -278,13 +263,6 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
     for (int i = xw; i < nw; ++i) tot += ss_s[i];
     return 1.0f / sqrtf(tot / static_cast<float>(H) + a.eps);
   };
-  const bool warm = a.route.on && a.route_warm > 0 && a.route.args.bias != nullptr;
-  if (warm && warp == 0) {  // the routing's code and constants into the caches
-    RouteArgs dry = a.route.args;
-    dry.logits = dry.bias;
-    route_warp(dry, bv, &route_s, ids_s, w_s);
-  }
-  if (warm && a.route_warm == 2) __syncthreads();
   // The shared experts' rows need no routing: requested before it (and before
   // any wait: weights are constants).
   int issued = 0;
@@ -300,12 +278,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       const float l0 = __shfl_sync(0xffffffffu, a.route.args.logits[lane % a.route.args.E], 0);
       if (l0 != 12345.0f) moe_stamp(true, 0, 4);
     }
-    if (warp == 0) {
-      if (warm)
-        route_warp(a.route.args, bv, &route_s, ids_s, w_s);
-      else
-        route_any(a.route.args, bv.v, route_s, ids_s, w_s);
-    }
+    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
   } else {
     for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
   }
@@ -648,8 +621,6 @@ namespace {
 // (docs/performance.md, 2026-12-07 session 4); =0 turns each off.
 EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 1};
 EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 1};
-// The gate/up kernel's warm-up routing (GateUpStream::route_warm); 0: none.
-EnvSwitch g_route_warm{"R1SERVE_CUDA_MOE_ROUTE_WARM", 0};
 // The down kernel reads the gate/up kernel's routing when it is ready
 // (kernels.h); =0: it routes again (side-by-side runs).
 EnvSwitch g_route_ready{"R1SERVE_CUDA_MOE_ROUTE_READY", 1};
@@ -665,9 +636,6 @@ EnvSwitch g_gu_balance{"R1SERVE_CUDA_MOE_GU_BALANCE", 1};
 }  // namespace
 void set_moe_gu_balance(bool on) {
   g_gu_balance.set(on ? 1 : 0);
-}
-void set_moe_route_warm(int mode) {
-  g_route_warm.set(std::clamp(mode, 0, 2));
 }
 
 std::string moe_stream_stamps() {
@@ -741,10 +709,10 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   const RingShape rs = ring_shape(static_cast<size_t>(4 * C), budget().gate_up, budget().gu_warps);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
-  with_stages<GateUpLaunch>(rs.stages, rs, smem, s,
-                            GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir,
-                                         w, ids_early, norm_w, eps, x_early, g_gu_balance.on(),
-                                         stamps_on(), std::clamp(g_route_warm.value(), 0, 2)});
+  with_stages<GateUpLaunch>(
+      rs.stages, rs, smem, s,
+      GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir, w, ids_early, norm_w,
+                   eps, x_early, g_gu_balance.on(), stamps_on()});
 }
 
 void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H, int64_t I,
