@@ -232,6 +232,17 @@ class Backend {
     rms_norm(x, norm_w, eps, normed);
     linear_pair(normed, w1, out1, w2, out2);
   }
+  // MLA's absorbed query: out = rms_norm_linear(x, norm_w, eps, normed, w)
+  // ([T, H * head_stride]), then out2 = head_linear(out, head_stride, w_head,
+  // out2, out2_head_stride) (w_head [H, N, K]). Both outputs are written; a
+  // backend may make them in one pass.
+  virtual void rms_norm_linear_head(const Tensor& x, const Tensor& norm_w, float eps,
+                                    Tensor& normed, const Linear& w, Tensor& out,
+                                    int64_t head_stride, const Tensor& w_head, Tensor& out2,
+                                    int64_t out2_head_stride) {
+    rms_norm_linear(x, norm_w, eps, normed, w, out);
+    head_linear(out, head_stride, w_head, out2, out2_head_stride);
+  }
   // Whether the rms_norm_* ops fold the norm into their products (no normed
   // rows written) for steps of `num_tokens` tokens, so that a norm read by
   // several products costs less redone by each than written once by rms_norm.

@@ -162,30 +162,37 @@ class DeepseekModel final : public ModelBase {
     // launch on the GPU).
     Tensor q = s.get("q", {T, nh * qk});
     Tensor kv = s.get("kv", {T, r + p});
+    const backend::MlaDims dims{nh, r, dn, p, dv};
+    const bool decompressed = L.kv_b.weight.defined() && be.prefers_decompressed_mla(batch, dims);
+    // The absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)]: W_UK's
+    // product goes with q_b's where there is one (one kernel on the GPU at one token).
+    Tensor qa;
+    if (!decompressed) qa = s.get("q_abs", {T, nh * (r + p)});
     if (c.q_lora_rank > 0) {
       Tensor cq = s.get("cq", {T, c.q_lora_rank}), cqn = s.get("cq_normed", {T, c.q_lora_rank});
       be.rms_norm_linear_pair(x, L.in_norm, eps(), a, L.q_a, cq, L.kv_a, kv);
-      be.rms_norm_linear(cq, L.q_a_norm, kLatentNormEps, cqn, L.q_b, q);
+      if (decompressed)
+        be.rms_norm_linear(cq, L.q_a_norm, kLatentNormEps, cqn, L.q_b, q);
+      else
+        be.rms_norm_linear_head(cq, L.q_a_norm, kLatentNormEps, cqn, L.q_b, q, qk, L.w_uk_t, qa,
+                                r + p);
     } else {
       be.rms_norm_linear_pair(x, L.in_norm, eps(), a, L.q_proj, q, L.kv_a, kv);
+      if (!decompressed) be.head_linear(q, qk, L.w_uk_t, qa, r + p);
     }
     // Latent of the new tokens: [T, r + p] = [RMSNorm(c_kv) | rope(k_pe)].
     Tensor latent = s.get("latent", {T, r + p});
     Tensor& lcache = cache.latent[static_cast<size_t>(l)];
     Tensor o = s.get("o", {T, nh * dv});
-    const backend::MlaDims dims{nh, r, dn, p, dv};
     const float scale = static_cast<float>(c.attention_scale());
-    if (L.kv_b.weight.defined() && be.prefers_decompressed_mla(batch, dims)) {
+    if (decompressed) {
       // Prefill: keys and values decompressed from the latents; q_pe rotated in place.
       be.mla_latent_write(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent, lcache);
       be.rope(q, batch.positions, rope_, nh, qk, dn);
       be.mla_decompressed_attention(q, lcache, L.kv_b, batch, dims, scale, o);
     } else {
-      // Absorbed query [T, nh, r + p] = [W_UK^T q_nope | rope(q_pe)]; the latent
-      // write and the rotation go with the attention (on the GPU, at decode,
-      // inside its kernel, which reads q and kv written two or more launches back).
-      Tensor qa = s.get("q_abs", {T, nh * (r + p)});
-      be.head_linear(q, qk, L.w_uk_t, qa, r + p);
+      // The latent write and the query's rotation go with the attention (on
+      // the GPU, at decode, inside its kernel).
       Tensor olat = s.get("o_lat", {T, nh * r});  // [T, nh, r]
       be.mla_absorbed_attention_uv(kv, L.kv_a_norm, kLatentNormEps, rope_, batch, latent, lcache, q,
                                    qk, dn, qa, nh, r, p, scale, olat, L.w_uv, o, dv);

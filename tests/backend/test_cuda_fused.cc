@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/kernels.h"
 #include "backend/cuda_ops_fixture.h"
 
 namespace r1::backend::testing {
@@ -408,6 +409,55 @@ TEST_F(CudaFused, QkvProjectionWithRopeAndCacheWrite) {
       expect_close(gvc, host_values(cvc), 1e-2, "v cache vs CPU" + what);
     }
   cuda_set_norm_fold(gpu(), -1);
+}
+
+// rms_norm_linear_head (MLA's absorbed query, q_b then W_UK): one token at the
+// 9B's and R1's widths (q_absorb.cu's one kernel) against the two ops it replaces (bit for bit:
+// both outputs), and against the CPU's default within BF16 rounding; two tokens and a width the
+// kernel does not take go through the two ops.
+TEST_F(CudaFused, AbsorbedQueryInOneKernel) {
+  struct Case {
+    int64_t T, K, H;
+  };
+  const int64_t qk = 192, N = 512, dn = 128, ohs = 576;
+  for (const Case& c : std::vector<Case>{{1, 768, 16}, {1, 1536, 4}, {2, 768, 16}, {1, 512, 4}}) {
+    const std::string what =
+        " T " + std::to_string(c.T) + " K " + std::to_string(c.K) + " H " + std::to_string(c.H);
+    const float eps = 1e-6f;
+    Tensor x = random_bf16({c.T, c.K}, rng_, 2.0f), nw = random_bf16({c.K}, rng_),
+           w = random_bf16({c.H * qk, c.K}, rng_, 0.05f),
+           wuk = random_bf16({c.H, N, dn}, rng_, 0.1f);
+    const auto [gl, cl] = both_linear(w);
+    Tensor gx = dev(x), gnw = gpu().upload(nw, DType::kF32), guk = dev(wuk);
+    std::vector<float> q[2], qa[2];
+    for (int mode = 0; mode < 2; ++mode) {
+      cuda::set_q_absorb(mode == 1);
+      Tensor n = galloc({c.T, c.K}), gq = galloc({c.T, c.H * qk}), gqa = filled({c.T, c.H * ohs});
+      gpu().rms_norm_linear_head(gx, gnw, eps, n, gl, gq, qk, guk, gqa, ohs);
+      q[mode] = fetch(gpu(), gq);
+      qa[mode] = fetch(gpu(), gqa);
+    }
+    cuda::set_q_absorb(true);
+    expect_same(q[1], q[0], "q, one kernel vs two" + what);
+    expect_same(qa[1], qa[0], "q_abs, one kernel vs two" + what);
+    // The head columns past N are the attention's (the rotated q_pe): left alone.
+    for (int64_t t = 0; t < c.T; ++t)
+      for (int64_t h = 0; h < c.H; ++h)
+        for (int64_t i = N; i < ohs; ++i)
+          EXPECT_EQ(qa[1][static_cast<size_t>((t * c.H + h) * ohs + i)], kUntouched) << what;
+    Tensor cn = calloc({c.T, c.K}), cq = calloc({c.T, c.H * qk}), cqa = calloc({c.T, c.H * ohs});
+    cpu().rms_norm_linear_head(x, nw, eps, cn, cl, cq, qk, wuk, cqa, ohs);
+    expect_close(q[1], host_values(cq), 1e-2, "q vs CPU" + what);
+    std::vector<float> got, want;  // the N products of each head
+    const std::vector<float> cv = host_values(cqa);
+    for (int64_t t = 0; t < c.T; ++t)
+      for (int64_t h = 0; h < c.H; ++h)
+        for (int64_t i = 0; i < N; ++i) {
+          got.push_back(qa[1][static_cast<size_t>((t * c.H + h) * ohs + i)]);
+          want.push_back(cv[static_cast<size_t>((t * c.H + h) * ohs + i)]);
+        }
+    expect_close(got, want, 2e-2, "q_abs vs CPU" + what);
+  }
 }
 
 }  // namespace

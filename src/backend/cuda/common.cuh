@@ -30,6 +30,26 @@ __device__ __forceinline__ void pdl_trigger() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+// v, read here: a kernel argument used only after pdl_wait is otherwise read
+// from the (cold) constant cache there, on the critical path.
+__device__ __forceinline__ int pinned(int v) {
+  asm volatile("mov.b32 %0, %0;" : "+r"(v));
+  return v;
+}
+__device__ __forceinline__ int64_t pinned(int64_t v) {
+  asm volatile("mov.b64 %0, %0;" : "+l"(v));
+  return v;
+}
+__device__ __forceinline__ float pinned(float v) {
+  asm volatile("mov.b32 %0, %0;" : "+f"(v));
+  return v;
+}
+template <typename T>
+__device__ __forceinline__ T* pinned(T* p) {
+  uint64_t v = reinterpret_cast<uint64_t>(p);
+  asm volatile("mov.b64 %0, %0;" : "+l"(v));
+  return reinterpret_cast<T*>(v);
+}
 // The global timer (ns), for checkpoints.
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;

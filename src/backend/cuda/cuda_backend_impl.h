@@ -146,6 +146,9 @@ class CudaBackend final : public Backend {
                             const Linear& w1, Tensor& out1, const Linear& w2,
                             Tensor& out2) override;
   bool folds_norms(int64_t num_tokens) const override;
+  void rms_norm_linear_head(const Tensor& x, const Tensor& norm_w, float eps, Tensor& normed,
+                            const Linear& w, Tensor& out, int64_t head_stride, const Tensor& w_head,
+                            Tensor& out2, int64_t out2_head_stride) override;
   void head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
                    int64_t out_head_stride) override;
   void copy_heads(const Tensor& src, int64_t src_stride, int64_t src_offset, Tensor& dst,

@@ -417,6 +417,40 @@ void CudaBackend::rms_norm_linear_swiglu(const Tensor& x, const Tensor& norm_w, 
   note_write(out);
 }
 
+void CudaBackend::rms_norm_linear_head(const Tensor& x, const Tensor& norm_w, float eps,
+                                       Tensor& normed, const Linear& w, Tensor& out,
+                                       int64_t head_stride, const Tensor& w_head, Tensor& out2,
+                                       int64_t out2_head_stride) {
+  // One token, the folded norm, the widths q_absorb.cu takes: one kernel.
+  const int64_t M = x.dim(0), K = x.row_size(), N = w.out_features();
+  const bool one = M == 1 && w_head.rank() == 3 &&
+                   q_absorb_ok(K, head_stride, w_head.dim(0), w_head.dim(1), w_head.dim(2));
+  if (!one || !norm_fusable(f32_act_, x, norm_w, normed, w) ||
+      !fold_norm(static_cast<int64_t>(w.weight.nbytes()), K) || w.bias.defined() || !is_bf16(out) ||
+      !is_bf16(out2) || !is_bf16(w_head) || N != w_head.dim(0) * head_stride ||
+      out.row_size() != N || out.dim(0) != 1 || out2.dim(0) != 1 ||
+      out2.row_size() != w_head.dim(0) * out2_head_stride || w_head.dim(1) > out2_head_stride) {
+    Backend::rms_norm_linear_head(x, norm_w, eps, normed, w, out, head_stride, w_head, out2,
+                                  out2_head_stride);
+    return;
+  }
+  OpTimer timer(*this, "rms_norm_linear_head");
+  QAbsorbArgs a;
+  a.x = x.data<uint16_t>();
+  a.norm_w = norm_w.data<float>();
+  a.eps = eps;
+  a.K = static_cast<int>(K);
+  a.wq = w.weight.data<uint16_t>();
+  a.qk = static_cast<int>(head_stride);
+  a.q = out.data<uint16_t>();
+  a.wuk = w_head.data<uint16_t>();
+  a.qa = out2.data<uint16_t>();
+  a.ohs = out2_head_stride;
+  launch_q_absorb(a, static_cast<int>(w_head.dim(0)), stream_);
+  note_write(out);
+  note_write(out2);
+}
+
 void CudaBackend::head_linear(const Tensor& x, int64_t x_head_stride, const Tensor& w, Tensor& out,
                               int64_t out_head_stride) {
   OpTimer timer(*this, "head_linear");

@@ -134,6 +134,9 @@ struct RouteArgs {
   int E = 0, K = 0, n_group = 1, topk_group = 1;
   bool softmax = false, normalize = false;
   float scale = 1.0f;
+  // E == 64: route.cuh's shuffle form (R1SERVE_CUDA_ROUTE_FAST, default 1;
+  // the same bits as the general one).
+  bool fast = true;
 };
 // Whether the kernels can route these widths: 1 <= E <= 256, 1 <= K <= min(32,
 // E), 1 <= n_group <= 32 dividing E, topk_group <= n_group.
@@ -247,6 +250,8 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
 // R1SERVE_CUDA_MOE_ROUTE_READY=0: then it always routes again).
 bool moe_route_ready_enabled();
 void set_moe_route_ready(bool on);
+// Tests: RouteArgs::fast for the routings made from now on (R1SERVE_CUDA_ROUTE_FAST).
+void set_route_fast(bool on);
 // The shared experts' MLP in the streamed kernels at one token (on unless
 // R1SERVE_CUDA_MOE_SHARED_STREAM=0: then its own GEMVs).
 bool moe_shared_stream_enabled();
@@ -350,6 +355,27 @@ void set_head_gemv_trigger_first_mode(int mode);
 // Per-head GEMVs of short rows (K <= 256) by the short-row kernel (on unless
 // R1SERVE_CUDA_HEAD_GEMV_SHORT=0).
 void set_head_gemv_short(bool on);
+// The absorbed MLA query of one token in one kernel (q_absorb.cu): q [H qk] =
+// RMSNorm(x) W_q^T (the folded norm), then qa[h ohs + n] = W_UK[h, n] . q[h qk
+// ... + 128] for n < 512, bit for bit what rms_norm_linear (folded) and
+// head_linear write. One cluster of 8 blocks a head.
+struct QAbsorbArgs {
+  const uint16_t* x = nullptr;  // [K] BF16, the raw (unnormed) c_q
+  const float* norm_w = nullptr;
+  float eps = 0.0f;
+  int K = 0;                      // 768 or 1536
+  const uint16_t* wq = nullptr;   // [H qk, K]
+  int qk = 0;                     // 192
+  uint16_t* q = nullptr;          // [H qk]
+  const uint16_t* wuk = nullptr;  // [H, 512, 128]
+  uint16_t* qa = nullptr;
+  int64_t ohs = 0;
+};
+// Whether the kernel takes these widths (and R1SERVE_CUDA_Q_ABSORB is not 0).
+bool q_absorb_ok(int64_t K, int64_t qk, int64_t heads, int64_t N, int64_t dn);
+// R1SERVE_CUDA_Q_ABSORB: 0 the two kernels, 1 (default) one kernel.
+void set_q_absorb(bool on);
+void launch_q_absorb(const QAbsorbArgs& a, int heads, cudaStream_t s);
 // xg[pos] = x[sorted_pair[pos] / K] (BF16 rows for the grouped GEMM).
 void launch_moe_gather(const void* x, bool x_bf, int64_t H, const int32_t* sorted_pair, int64_t P,
                        int64_t K, uint16_t* xg, cudaStream_t s);

@@ -15,6 +15,10 @@
 namespace r1::backend::cuda {
 namespace {
 
+// R1SERVE_CUDA_ROUTE_FAST=0: the general routing code at 64 experts too
+// (RouteArgs::fast; for side-by-side runs, the bits are the same).
+EnvSwitch g_route_fast{"R1SERVE_CUDA_ROUTE_FAST", 1};
+
 // Small batches of routed pairs use the GEMV kernels (no host sync).
 // R1SERVE_CUDA_MOE_GEMV_PAIRS overrides the limit (for side-by-side runs).
 int64_t gemv_max_pairs() {
@@ -35,6 +39,10 @@ bool combine_residual_enabled() {
 }
 
 }  // namespace
+
+void set_route_fast(bool on) {
+  g_route_fast.set(on ? 1 : 0);
+}
 
 void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, const RouterParams& p,
                             Tensor& ids, Tensor& weights) {
@@ -62,6 +70,7 @@ void CudaBackend::moe_route(const Tensor& router_logits, const Tensor& bias, con
   r.softmax = p.scoring == Scoring::kSoftmax;
   r.normalize = p.normalize;
   r.scale = p.scale;
+  r.fast = g_route_fast.on();
   if (!route_args_ok(r))
     throw Error(make_error(
         ErrorCode::kUnsupported,

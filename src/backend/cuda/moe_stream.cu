@@ -278,7 +278,10 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       const float l0 = __shfl_sync(0xffffffffu, a.route.args.logits[lane % a.route.args.E], 0);
       if (l0 != 12345.0f) moe_stamp(true, 0, 4);
     }
-    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
+    if (warp == 0) {
+      route_any(a.route.args, bv, route_s, ids_s, w_s);
+      moe_stamp(a.stamps, 0, 5);
+    }
   } else {
     for (int j = threadIdx.x; j < K; j += blockDim.x) ids_s[j] = a.ids[j];
   }

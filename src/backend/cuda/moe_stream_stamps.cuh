@@ -17,11 +17,12 @@ namespace {
 
 // R1SERVE_CUDA_MOE_STAMPS=1: checkpoints (%globaltimer, ns) of the last
 // streamed gate/up (kind 0) and down (kind 1) launches, for moe_stream_stamps:
-// per block start and three or four checkpoints (gate/up: waited, routed, x
-// loaded, warp 0's logits in; down: routing known, waited, act in), per warp
+// per block start and three to five checkpoints (gate/up: waited, routed, x
+// loaded, warp 0's logits in, warp 0's routing done before the block's
+// barrier; down: routing known, waited, act in), per warp
 // the end of its last item.
 constexpr int kStampBlocks = 512, kStampWarps = 16;
-__device__ unsigned long long g_moe_block_stamps[2][kStampBlocks][5];
+__device__ unsigned long long g_moe_block_stamps[2][kStampBlocks][6];
 __device__ unsigned long long g_moe_warp_ends[2][kStampBlocks * kStampWarps];
 __device__ __forceinline__ void moe_stamp(bool on, int kind, int i) {
   if (on && threadIdx.x == 0 && blockIdx.x < kStampBlocks)
@@ -43,7 +44,7 @@ bool stamps_on() {
 
 inline std::string moe_stamps_summary() {
   if (!stamps_on()) return "";
-  static unsigned long long bs[2][kStampBlocks][5], we[2][kStampBlocks * kStampWarps];
+  static unsigned long long bs[2][kStampBlocks][6], we[2][kStampBlocks * kStampWarps];
   R1_CUDA_OK(cudaDeviceSynchronize());
   R1_CUDA_OK(cudaMemcpyFromSymbol(bs, g_moe_block_stamps, sizeof(bs)));
   R1_CUDA_OK(cudaMemcpyFromSymbol(we, g_moe_warp_ends, sizeof(we)));
@@ -62,13 +63,14 @@ inline std::string moe_stamps_summary() {
     }
     return r;
   };
-  static const char* names[2][5] = {{"start", "waited", "routed", "x in", "logits in"},
-                                    {"start", "routing known", "waited", "act in", nullptr}};
+  static const char* names[2][6] = {
+      {"start", "waited", "routed", "x in", "logits in", "warp 0 routed"},
+      {"start", "routing known", "waited", "act in", nullptr, nullptr}};
   std::string out =
       "moe stamps (last streamed gate/up and down launches; ns from the first gate/up block's "
       "start; percentiles 0 10 50 90 100 over blocks, then over warps' last items)\n";
   for (int k = 0; k < 2; ++k) {
-    for (int i = 0; i < 5 && names[k][i] != nullptr; ++i) {
+    for (int i = 0; i < 6 && names[k][i] != nullptr; ++i) {
       std::vector<unsigned long long> v;
       for (const auto& b : bs[k])
         if (b[0] != 0 && b[i] != 0) v.push_back(b[i]);
