@@ -50,8 +50,20 @@ __device__ __forceinline__ void route_bias_any(const RouteArgs& r, float (&bv)[8
   }
 }
 // Every lane of one warp; ends with the warp synced (the block's barrier is the caller's).
+// R64: the launch knows the 64-expert form applies (route_e64_fast), and the
+// kernel holds only its code.
+template <bool R64>
 __device__ __forceinline__ void route_any(const RouteArgs& r, const float (&bv)[8],
-                                          RouteShared& scratch, int32_t* ids_s, float* w_s) {
+                                          RouteShared& scratch, int32_t* ids_s, float* w_s);
+template <>
+__device__ __forceinline__ void route_any<true>(const RouteArgs& r, const float (&bv)[8],
+                                                RouteShared& scratch, int32_t* ids_s, float* w_s) {
+  const float b2[2] = {bv[0], bv[1]};
+  route_token_e64(r, b2, 0, reinterpret_cast<RouteScratch<2>&>(scratch), ids_s, w_s);
+}
+template <>
+__device__ __forceinline__ void route_any<false>(const RouteArgs& r, const float (&bv)[8],
+                                                 RouteShared& scratch, int32_t* ids_s, float* w_s) {
   if (r.E <= 64) {
     const float b2[2] = {bv[0], bv[1]};
     route_token<2>(r, b2, 0, reinterpret_cast<RouteScratch<2>&>(scratch), ids_s, w_s);
@@ -160,7 +172,7 @@ struct UnitCursor {
 // so with C % 256 == 0 each lane still visits its columns in the same order).
 // Smaller stages let more warps share the same ring (16 warps of 4 KB stages
 // instead of 8 of 8 KB at H = 2048).
-template <int NS>
+template <int NS, bool R64>
 __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ int32_t ids_s[kMaxSlots];
@@ -279,7 +291,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
       if (l0 != 12345.0f) moe_stamp(true, 0, 4);
     }
     if (warp == 0) {
-      route_any(a.route.args, bv, route_s, ids_s, w_s);
+      route_any<R64>(a.route.args, bv, route_s, ids_s, w_s);
       moe_stamp(a.stamps, 0, 5);
     }
   } else {
@@ -359,7 +371,7 @@ __global__ void __launch_bounds__(512, 1) moe_gate_up_stream_kernel(GateUpStream
 // not on an L2 round trip for its act row as well (Nsight Compute, session 5:
 // with act read from global memory the kernel alone reached 42 % of DRAM
 // bandwidth, its warps stalled mostly on those loads).
-template <int NS, bool ACT_SMEM>
+template <int NS, bool ACT_SMEM, bool R64>
 __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ int32_t ids_s[kMaxSlots];
@@ -417,7 +429,7 @@ __global__ void __launch_bounds__(256) moe_down_stream_kernel(DownStream a) {
       pdl_trigger();
       waited = true;
     }
-    if (warp == 0) route_any(a.route.args, bv, route_s, ids_s, w_s);
+    if (warp == 0) route_any<R64>(a.route.args, bv, route_s, ids_s, w_s);
   } else {
     for (int j = threadIdx.x; j < K; j += blockDim.x) {
       ids_s[j] = a.ids[j];
@@ -595,22 +607,36 @@ void launch_stream(Kernel kernel, std::atomic<uint64_t>& raised, const RingShape
 }
 template <int NS>
 struct GateUpLaunch {
-  static void run(const RingShape& rs, size_t smem, cudaStream_t s, const GateUpStream& a) {
-    static std::atomic<uint64_t> raised{0};
-    launch_stream(moe_gate_up_stream_kernel<NS>, raised, rs, smem, s, a);
+  static void run(const RingShape& rs, size_t smem, bool r64, cudaStream_t s,
+                  const GateUpStream& a) {
+    static std::atomic<uint64_t> raised[2]{0, 0};
+    if (r64)
+      launch_stream(moe_gate_up_stream_kernel<NS, true>, raised[1], rs, smem, s, a);
+    else
+      launch_stream(moe_gate_up_stream_kernel<NS, false>, raised[0], rs, smem, s, a);
   }
 };
 template <int NS>
 struct DownLaunch {
-  static void run(const RingShape& rs, size_t smem, bool act_smem, cudaStream_t s,
+  static void run(const RingShape& rs, size_t smem, bool act_smem, bool r64, cudaStream_t s,
                   const DownStream& a) {
-    static std::atomic<uint64_t> raised[2]{0, 0};
-    if (act_smem)
-      launch_stream(moe_down_stream_kernel<NS, true>, raised[1], rs, smem, s, a);
+    static std::atomic<uint64_t> raised[4]{0, 0, 0, 0};
+    if (act_smem && r64)
+      launch_stream(moe_down_stream_kernel<NS, true, true>, raised[3], rs, smem, s, a);
+    else if (act_smem)
+      launch_stream(moe_down_stream_kernel<NS, true, false>, raised[1], rs, smem, s, a);
+    else if (r64)
+      launch_stream(moe_down_stream_kernel<NS, false, true>, raised[2], rs, smem, s, a);
     else
-      launch_stream(moe_down_stream_kernel<NS, false>, raised[0], rs, smem, s, a);
+      launch_stream(moe_down_stream_kernel<NS, false, false>, raised[0], rs, smem, s, a);
   }
 };
+// Whether a launch routing with `route` holds only the 64-expert form's code
+// (R1SERVE_CUDA_MOE_ROUTE_R64, default 1; 0: both forms, chosen in the kernel).
+EnvSwitch g_route_r64{"R1SERVE_CUDA_MOE_ROUTE_R64", 1};
+bool route_r64(const RouteArgs* route) {
+  return route != nullptr && g_route_r64.on() && route_e64_fast(*route);
+}
 
 }  // namespace
 
@@ -713,7 +739,7 @@ void launch_moe_gate_up_stream(const uint16_t* x, int64_t H, const uint16_t* gat
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 4 * C + static_cast<size_t>(H) * 2;
   with_stages<GateUpLaunch>(
-      rs.stages, rs, smem, s,
+      rs.stages, rs, smem, route_r64(route), s,
       GateUpStream{x, H, I, parts, gate_up, ids, K, act, shared_gate_up, ir, w, ids_early, norm_w,
                    eps, x_early, g_gu_balance.on(), stamps_on()});
 }
@@ -737,7 +763,7 @@ void launch_moe_down_stream(const uint16_t* act, const uint16_t* down, int64_t H
   const bool act_smem = g_down_act_smem.on() && act_bytes <= (48u << 10);
   const size_t smem =
       static_cast<size_t>(rs.warps) * rs.stages * 2 * I + (act_smem ? act_bytes : 0);
-  with_stages<DownLaunch>(rs.stages, rs, smem, act_smem, s,
+  with_stages<DownLaunch>(rs.stages, rs, smem, act_smem, route_r64(route), s,
                           DownStream{act, down, H, I, ids, w, K, shared_down, ir, route_early,
                                      shared_down != nullptr ? nullptr : add, add_bf, out, out_bf,
                                      res, res_bf, stamps_on()});

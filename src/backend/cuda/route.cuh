@@ -44,7 +44,7 @@ __device__ __forceinline__ void route_bias(const RouteArgs& a, float (&bv)[PER])
 // weights unrolled at K == 8. Same comparisons and the same additions in the
 // same order as the general path, so the same experts and weights bit for bit
 // (its serial loops were most of a batch-1 MoE layer's 2.5 us routing).
-__device__ __forceinline__ bool route_e64_fast(const RouteArgs& a) {
+__host__ __device__ __forceinline__ bool route_e64_fast(const RouteArgs& a) {
   return a.fast && a.E == 64 && (a.topk_group >= a.n_group || a.n_group == 8) && a.K <= 32;
 }
 __device__ __forceinline__ void route_token_e64(const RouteArgs& a, const float (&bv)[2], int t,
