@@ -7,7 +7,6 @@
 #include <numeric>
 #include <tuple>
 
-#include "backend/cuda/kernels.h"
 #include "backend/cuda_ops_fixture.h"
 #include "core/status.h"
 
@@ -403,59 +402,6 @@ TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
     gpu().to_host(gi, ids.data());
     EXPECT_TRUE(std::equal(ids.begin(), ids.end(), ci.data<int32_t>())) << "E=" << rc.E;
     expect_close(fetch(gpu(), gw), host_values(cw), 1e-5, "route weights");
-  }
-}
-
-// route.cuh's E == 64 shuffle form against its general form, bit for bit, on
-// logits and biases with many ties (a few distinct values), so that the
-// tie-breaks (groups and experts to the lower index) are exercised, and on
-// plain random logits.
-TEST_F(CudaOps, MoeRouteFastFormEqualsGeneral) {
-  std::uniform_int_distribution<int> level(-2, 2);
-  for (const RouteCase& rc :
-       std::vector<RouteCase>{{1, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
-                              {6, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
-                              {5, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
-                              {4, 64, 6, 1, 1, Scoring::kSoftmax, false, false},
-                              {3, 64, 7, 8, 2, Scoring::kSigmoid, false, true}}) {
-    RouterParams p;
-    p.scoring = rc.scoring;
-    p.top_k = rc.K;
-    p.n_group = rc.n_group;
-    p.topk_group = rc.topk_group;
-    p.normalize = rc.normalize;
-    p.scale = 2.5f;
-    for (const bool ties : {true, false}) {
-      Tensor logits = random_bf16({rc.T, rc.E}, rng_, 2.0f), bias = random_bf16({rc.E}, rng_, 0.1f);
-      if (ties) {
-        for (int64_t i = 0; i < logits.numel(); ++i)
-          logits.data<float>()[i] = 0.5f * static_cast<float>(level(rng_));
-        for (int64_t i = 0; i < bias.numel(); ++i)
-          bias.data<float>()[i] = 0.25f * static_cast<float>(level(rng_) % 2);
-      }
-      const Tensor gl = dev_f32(logits), gb = gpu().upload(bias, DType::kF32);
-      std::vector<int32_t> ids[2];
-      std::vector<float> wts[2];
-      for (int fast = 0; fast < 2; ++fast) {
-        cuda::set_route_fast(fast == 1);
-        Tensor gi = galloc({rc.T, rc.K}, DType::kI32), gw = galloc({rc.T, rc.K}, DType::kF32);
-        gpu().moe_route(gl, rc.bias ? gb : Tensor(), p, gi, gw);
-        ids[fast].resize(static_cast<size_t>(rc.T * rc.K));
-        gpu().to_host(gi, ids[fast].data());
-        wts[fast] = fetch(gpu(), gw);
-      }
-      cuda::set_route_fast(true);
-      const std::string what = "T=" + std::to_string(rc.T) + " K=" + std::to_string(rc.K) +
-                               " groups " + std::to_string(rc.n_group) + (ties ? " (ties)" : "");
-      EXPECT_EQ(ids[1], ids[0]) << what;
-      expect_same(wts[1], wts[0], "route weights, fast vs general, " + what);
-      // The ids of each token are distinct experts.
-      for (int64_t t = 0; t < rc.T; ++t) {
-        std::vector<int32_t> row(ids[1].begin() + t * rc.K, ids[1].begin() + (t + 1) * rc.K);
-        std::sort(row.begin(), row.end());
-        EXPECT_TRUE(std::adjacent_find(row.begin(), row.end()) == row.end()) << what;
-      }
-    }
   }
 }
 
