@@ -32,6 +32,24 @@ inline void expect_same(const std::vector<float>& got, const std::vector<float>&
                       << (diff ? want[first] : 0.0f) << ")";
 }
 
+// A routing case of the route tests: T tokens of E experts, top K of the
+// topk_group best of n_group groups, scaled by 2.5.
+struct RouteCase {
+  int64_t T, E, K, n_group, topk_group;
+  Scoring scoring;
+  bool bias, normalize;
+  RouterParams params() const {
+    RouterParams p;
+    p.scoring = scoring;
+    p.top_k = K;
+    p.n_group = n_group;
+    p.topk_group = topk_group;
+    p.normalize = normalize;
+    p.scale = 2.5f;
+    return p;
+  }
+};
+
 class CudaOps : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -188,31 +188,19 @@ TEST_F(CudaOps, MoeInlineRouteEqualsRouteKernel) {
   cuda_set_moe_inline_route(gpu(), true);  // the default
 }
 
-struct FastRouteCase {
-  int64_t T, E, K, n_group, topk_group;
-  Scoring scoring;
-  bool bias, normalize;
-};
-
 // route.cuh's E == 64 shuffle form against its general form, bit for bit, on
 // logits and biases with many ties (a few distinct values), so that the
 // tie-breaks (groups and experts to the lower index) are exercised, and on
 // plain random logits.
 TEST_F(CudaOps, MoeRouteFastFormEqualsGeneral) {
   std::uniform_int_distribution<int> level(-2, 2);
-  for (const FastRouteCase& rc :
-       std::vector<FastRouteCase>{{1, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
-                                  {6, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
-                                  {5, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
-                                  {4, 64, 6, 1, 1, Scoring::kSoftmax, false, false},
-                                  {3, 64, 7, 8, 2, Scoring::kSigmoid, false, true}}) {
-    RouterParams p;
-    p.scoring = rc.scoring;
-    p.top_k = rc.K;
-    p.n_group = rc.n_group;
-    p.topk_group = rc.topk_group;
-    p.normalize = rc.normalize;
-    p.scale = 2.5f;
+  for (const RouteCase& rc :
+       std::vector<RouteCase>{{1, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
+                              {6, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
+                              {5, 64, 6, 8, 3, Scoring::kSoftmax, false, true},
+                              {4, 64, 6, 1, 1, Scoring::kSoftmax, false, false},
+                              {3, 64, 7, 8, 2, Scoring::kSigmoid, false, true}}) {
+    const RouterParams p = rc.params();
     for (const bool ties : {true, false}) {
       Tensor logits = random_bf16({rc.T, rc.E}, rng_, 2.0f), bias = random_bf16({rc.E}, rng_, 0.1f);
       if (ties) {

@@ -368,12 +368,6 @@ TEST_F(CudaOps, RopeInterleavedAndNeox) {
   }
 }
 
-struct RouteCase {
-  int64_t T, E, K, n_group, topk_group;
-  Scoring scoring;
-  bool bias, normalize;
-};
-
 TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
   for (const RouteCase& rc :
        std::vector<RouteCase>{{5, 16, 4, 4, 2, Scoring::kSigmoid, true, true},
@@ -385,13 +379,7 @@ TEST_F(CudaOps, MoeRouteMatchesCpuExactly) {
                               // one token: the route op held back, then run by to_host
                               {1, 64, 8, 8, 4, Scoring::kSigmoid, true, true},
                               {1, 256, 8, 8, 4, Scoring::kSigmoid, true, true}}) {
-    RouterParams p;
-    p.scoring = rc.scoring;
-    p.top_k = rc.K;
-    p.n_group = rc.n_group;
-    p.topk_group = rc.topk_group;
-    p.normalize = rc.normalize;
-    p.scale = 2.5f;
+    const RouterParams p = rc.params();
     Tensor logits = random_bf16({rc.T, rc.E}, rng_, 2.0f), bias = random_bf16({rc.E}, rng_, 0.1f);
     Tensor gi = galloc({rc.T, rc.K}, DType::kI32), gw = galloc({rc.T, rc.K}, DType::kF32);
     Tensor ci = calloc({rc.T, rc.K}, DType::kI32), cw = calloc({rc.T, rc.K});

@@ -116,6 +116,30 @@ void pdl_launch_cluster(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t 
   ++pdl_launch_count(s);
 }
 
+// Host: whether one cluster of `cluster_y` blocks of `kernel` (`threads`
+// each, `smem` bytes of dynamic shared memory) can be placed on this GPU at
+// all (a small MIG slice may not hold one). Callers ask once and keep the
+// answer; a refusal is an answer.
+template <typename... KArgs>
+bool cluster_placeable(void (*kernel)(KArgs...), unsigned cluster_y, unsigned threads,
+                       size_t smem) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(1, cluster_y, 1);
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = cluster_y;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) clusters = 0;
+  (void)cudaGetLastError();
+  return clusters >= 1;
+}
+
 // Launches `kernel` with programmatic stream serialization allowed (unless
 // turned off by set_pdl_enabled(false)); the kernel must follow the pdl_wait rule.
 template <typename... KArgs, typename... Args>

@@ -126,21 +126,7 @@ bool cluster_fits() {
   static std::atomic<int> fits{0};  // 0 unknown, 1 yes, -1 no
   int v = fits.load(std::memory_order_relaxed);
   if (v == 0) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(1, kMembers, 1);
-    cfg.blockDim = dim3(256);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = kMembers;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, q_absorb_kernel<3, 3>, &cfg) != cudaSuccess)
-      clusters = 0;
-    (void)cudaGetLastError();
-    v = clusters >= 1 ? 1 : -1;
+    v = cluster_placeable(q_absorb_kernel<3, 3>, kMembers, 256, 0) ? 1 : -1;
     fits.store(v, std::memory_order_relaxed);
   }
   return v == 1;

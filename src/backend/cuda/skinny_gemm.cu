@@ -227,22 +227,10 @@ bool cluster_fits(int splits) {
   int v = fits[splits].load(std::memory_order_relaxed);
   if (v == 0) {
     prepare<NT>();
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(1, static_cast<unsigned>(splits), 1);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kernel_smem<NT>();
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = static_cast<unsigned>(splits);
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, skinny_gemm_kernel<NT>, &cfg) != cudaSuccess)
-      clusters = 0;
-    (void)cudaGetLastError();
-    v = clusters >= 1 ? 1 : -1;
+    v = cluster_placeable(skinny_gemm_kernel<NT>, static_cast<unsigned>(splits), kThreads,
+                          kernel_smem<NT>())
+            ? 1
+            : -1;
     fits[splits].store(v, std::memory_order_relaxed);
   }
   return v == 1;
