@@ -105,9 +105,11 @@ __device__ __forceinline__ void merge_rows(const MergeGemvArgs& a, int h, const 
 
 // Grid (N / (8 RW) rounded up, H), 256 threads, RW weight rows a warp (kept in
 // registers). S: the plain GEMV's split (warps a row, each over a K / S
-// stretch, their sums added in order after a warp sum).
-template <int T, int RW>
-__global__ void __launch_bounds__(256) merge_gemv_kernel(MergeGemvArgs a, int S) {
+// stretch, their sums added in order after a warp sum), known to the host, so
+// the kernel holds only its own loop.
+template <int T, int RW, int S>
+__global__ void __launch_bounds__(256) merge_gemv_kernel(MergeGemvArgs a) {
+  static_assert(kChunks % S == 0, "a split covers whole chunks");
   constexpr int kRowsPerWarp = RW;
   __shared__ __align__(16) uint16_t xs[T][kK];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, h = blockIdx.y;
@@ -128,14 +130,16 @@ __global__ void __launch_bounds__(256) merge_gemv_kernel(MergeGemvArgs a, int S)
   pdl_wait();
   pdl_trigger();
   merge_rows<T>(a, h, parts, xs);
-  const int per = kChunks / S;
+  constexpr int per = kChunks / S;
 #pragma unroll
   for (int t = 0; t < T; ++t) {
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       float v = 0.0f;
+#pragma unroll
       for (int p = 0; p < S; ++p) {
         float acc = 0.0f;
+#pragma unroll
         for (int j = 0; j < per; ++j) {
           const int c = p * per + j;
           float x8[8], w8[8];
@@ -179,24 +183,19 @@ void launch_merge_gemv(const MergeGemvArgs& a, cudaStream_t s) {
                       a.x_head_stride % 8 == 0,
                   "merge gemv: arguments");
   const int S = split_for(a.H, a.N, a.K);
-  // Rows a warp: 4 (64 blocks for the 9B's 16 x 128 rows), or 1, 2, 8 from
-  // R1SERVE_CUDA_MERGE_GEMV_ROWS (side-by-side runs; session 6 run 4: 2 rows
-  // +12 us a step, 8 rows slower still in run 3).
-  static const int rw = [] {
-    const int v = EnvSwitch{"R1SERVE_CUDA_MERGE_GEMV_ROWS", 4}.value();
-    return v == 1 || v == 2 || v == 8 ? v : 4;
-  }();
-  const dim3 grid(static_cast<unsigned>((a.N + 8 * rw - 1) / (8 * rw)), static_cast<unsigned>(a.H));
+  // Rows a warp: 4 (64 blocks for the 9B's 16 x 128 rows). Session 6 measured
+  // 2 rows +12 us a batch-1 step and 8 rows slower still (docs/performance.md);
+  // session 10 dropped those forms with their switch.
+  constexpr int kRw = 4;
+  const dim3 grid(static_cast<unsigned>((a.N + 8 * kRw - 1) / (8 * kRw)),
+                  static_cast<unsigned>(a.H));
+  static_assert(kChunks == 2, "splits 1 and 2 cover every divisor of kChunks");
   auto go = [&](auto tc) {
     constexpr int TT = decltype(tc)::value;
-    if (rw == 1)
-      pdl_launch(merge_gemv_kernel<TT, 1>, grid, 256, 0, s, a, S);
-    else if (rw == 2)
-      pdl_launch(merge_gemv_kernel<TT, 2>, grid, 256, 0, s, a, S);
-    else if (rw == 8)
-      pdl_launch(merge_gemv_kernel<TT, 8>, grid, 256, 0, s, a, S);
+    if (S == 1)
+      pdl_launch(merge_gemv_kernel<TT, kRw, 1>, grid, 256, 0, s, a);
     else
-      pdl_launch(merge_gemv_kernel<TT, 4>, grid, 256, 0, s, a, S);
+      pdl_launch(merge_gemv_kernel<TT, kRw, 2>, grid, 256, 0, s, a);
   };
   switch (a.T) {
     case 1:
