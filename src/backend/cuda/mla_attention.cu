@@ -387,8 +387,8 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       const uint16_t* kr = k_s + (warp * 8 + g) * kLd;
       // Lane l addresses row l % 8 (+ 8 for matrices 1 and 3), columns + 8 for 2 and 3.
       const uint16_t* qa = q_s + ((lane & 7) + ((lane >> 3) & 1) * 8) * kLd + (lane >> 4) * 8;
-#pragma unroll 2
-      for (int k0 = 0; k0 < D; k0 += 32) {
+#pragma unroll
+      for (int k0 = 0; k0 < D; k0 += 32) {  // whole: every step's loads can be issued early
         uint32_t af[4];
         ldmatrix_x4(af, qa + k0);
         mma_bf16(s4, af[0], af[1], af[2], af[3], ld32(kr + k0 + 2 * tg),
@@ -411,22 +411,48 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
     if (j0 == key_begin) stamp(14);
     // Online softmax: warp w updates heads 2w and 2w + 1, two keys per lane. P is
     // rounded to BF16 for the product and the row sum adds the rounded values.
+    // Both heads' inputs are read before any store, so their shuffle chains
+    // interleave (a store between them would order the second head's loads
+    // after the first head's whole chain).
+    {
+      const int r0 = 2 * warp;
+      float s[2][2], m_old[2], mx[2], sum[2];
+      __nv_bfloat16 p[2][2];
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const int r = 2 * warp + rr;
-      const float s0 = s_s[r * kKeys + lane], s1 = s_s[r * kKeys + lane + 32];
-      const float m_old = m_s[r];
-      const float m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
-      const __nv_bfloat16 p0 = __float2bfloat16_rn(m_new == -INFINITY ? 0.0f : expf(s0 - m_new));
-      const __nv_bfloat16 p1 = __float2bfloat16_rn(m_new == -INFINITY ? 0.0f : expf(s1 - m_new));
-      const float sum = warp_sum(__bfloat162float(p0) + __bfloat162float(p1));
-      reinterpret_cast<__nv_bfloat16*>(p_s)[r * kLdp + lane] = p0;
-      reinterpret_cast<__nv_bfloat16*>(p_s)[r * kLdp + lane + 32] = p1;
-      if (lane == 0) {
-        const float corr = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
-        c_s[r] = corr;
-        m_s[r] = m_new;
-        l_s[r] = l_s[r] * corr + sum;
+      for (int rr = 0; rr < 2; ++rr) {
+        s[rr][0] = s_s[(r0 + rr) * kKeys + lane];
+        s[rr][1] = s_s[(r0 + rr) * kKeys + lane + 32];
+        m_old[rr] = m_s[r0 + rr];
+        mx[rr] = fmaxf(s[rr][0], s[rr][1]);
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1)  // warp_max of both heads
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr)
+          mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], o));
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        mx[rr] = fmaxf(m_old[rr], mx[rr]);  // the new maximum
+#pragma unroll
+        for (int k = 0; k < 2; ++k)
+          p[rr][k] = __float2bfloat16_rn(mx[rr] == -INFINITY ? 0.0f : expf(s[rr][k] - mx[rr]));
+        sum[rr] = __bfloat162float(p[rr][0]) + __bfloat162float(p[rr][1]);
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1)  // warp_sum of both heads
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) sum[rr] += __shfl_xor_sync(0xffffffffu, sum[rr], o);
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const int r = r0 + rr;
+        reinterpret_cast<__nv_bfloat16*>(p_s)[r * kLdp + lane] = p[rr][0];
+        reinterpret_cast<__nv_bfloat16*>(p_s)[r * kLdp + lane + 32] = p[rr][1];
+        if (lane == 0) {
+          const float corr = mx[rr] == -INFINITY ? 1.0f : expf(m_old[rr] - mx[rr]);
+          c_s[r] = corr;
+          m_s[r] = mx[rr];
+          l_s[r] = l_s[r] * corr + sum[rr];
+        }
       }
     }
     __syncthreads();
