@@ -410,7 +410,7 @@ bool decompressed_mla_enabled() {
 constexpr int64_t kMaxDecompressedBytes = int64_t{512} << 20;
 
 // Per-layer cost of the two forms, from rates measured on an H200
-// (docs/performance.md): the absorbed kernel does ~70 TFLOP/s on prefill steps
+// (docs/performance-history.md): the absorbed kernel does ~70 TFLOP/s on prefill steps
 // (2 (2r + p) FLOPs per query-key pair and head); decompression is a cuBLAS
 // GEMM (~500 TFLOP/s, 2 r (dn + dv) per key and head), the prefill kernel
 // ~150 TFLOP/s (2 (dn + p + dv) per pair and head).

@@ -217,7 +217,7 @@ bool overlaps(const Tensor& a, const Tensor& b) {
 // projections want) up to R1SERVE_CUDA_NORM_FOLD_MB (default 16, the L2
 // prefetch limit), the prologue above it (where the folded norm's extra work
 // per weight costs more than the prologue's round trip: the 7B's q/k/v and
-// gate/up GEMVs, 2 % slower folded, docs/performance.md day 4) or where the
+// gate/up GEMVs, 2 % slower folded, docs/performance-history.md day 4) or where the
 // rows are too long for it.
 std::atomic<int64_t> g_fold_max{-1};  // bytes; -1: from the environment
 bool fold_norm(int64_t bytes, int64_t K) {

@@ -435,7 +435,7 @@ __global__ void __launch_bounds__(256)
 // per-head GEMVs triggering the next kernel before their own wait
 // (R1SERVE_CUDA_TRIGGER_FIRST=1: W_UK the attention, W_UV o_proj, which then
 // loads its weights during the attention; 2: W_UK only; 0: none): on by
-// default since their first H100 runs (docs/performance.md, 2026-12-07
+// default since their first H100 runs (docs/performance-history.md, 2026-12-07
 // sessions 4 and 5: mode 1 -14 to -17 us a batch-1 step against mode 2).
 EnvSwitch g_head_short{"R1SERVE_CUDA_HEAD_GEMV_SHORT", 1};
 bool head_gemv_short_enabled() {
@@ -621,7 +621,7 @@ void launch_gemv_chunks(const GemvArgs& a, int64_t T, cudaStream_t s) {
 
 GemvPlan gemv_plan(int64_t N, int64_t K, bool swiglu, int sms) {
   // From the plan sweep over the benchmark models' shapes (bench_cuda with
-  // R1_BENCH_GEMV=1, H200, docs/performance.md): split each row across warps
+  // R1_BENCH_GEMV=1, H200, docs/performance-history.md): split each row across warps
   // until the grid has two blocks per SM or a warp's stretch is <= 8192 values;
   // one row per warp (a SwiGLU warp covers its gate and up row); unroll 4.
   GemvPlan p{1, swiglu ? 2 : 1, 4};

@@ -184,7 +184,7 @@ void launch_merge_gemv(const MergeGemvArgs& a, cudaStream_t s) {
                   "merge gemv: arguments");
   const int S = split_for(a.H, a.N, a.K);
   // Rows a warp: 4 (64 blocks for the 9B's 16 x 128 rows). Session 6 measured
-  // 2 rows +12 us a batch-1 step and 8 rows slower still (docs/performance.md);
+  // 2 rows +12 us a batch-1 step and 8 rows slower still (docs/performance-history.md);
   // session 10 dropped those forms with their switch.
   constexpr int kRw = 4;
   const dim3 grid(static_cast<unsigned>((a.N + 8 * kRw - 1) / (8 * kRw)),

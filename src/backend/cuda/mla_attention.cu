@@ -627,7 +627,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
 }
 
 // A spare split block takes the token's own key (measured +1.8 % on the 9B at
-// batch 1, docs/performance.md, day 3 run 5); R1SERVE_CUDA_ATTN_FRESH_HELPER=0
+// batch 1, docs/performance-history.md, day 3 run 5); R1SERVE_CUDA_ATTN_FRESH_HELPER=0
 // leaves it to the split holding that key (side-by-side runs).
 EnvSwitch g_fresh_helper{"R1SERVE_CUDA_ATTN_FRESH_HELPER", 1};
 }  // namespace
@@ -681,7 +681,7 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
   }();
   b.light_fence = light_fence ? 1 : 0;
   // With the merge deferred, the next kernel launches once the first keys are
-  // in, not right after the wait: -9 to -13 us a batch-1 step (docs/performance.md,
+  // in, not right after the wait: -9 to -13 us a batch-1 step (docs/performance-history.md,
   // 2026-12-07 session 6 run 9); R1SERVE_CUDA_ATTN_TRIGGER_LATE=0 turns it off.
   static EnvSwitch late{"R1SERVE_CUDA_ATTN_TRIGGER_LATE", 1};
   b.trigger_late = late.on() && a.defer_merge ? 1 : 0;

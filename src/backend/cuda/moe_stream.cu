@@ -12,7 +12,7 @@
 // Given the shared experts' MLP (one unit of the experts' width), both kernels run it too: its
 // rows first in every warp's ring, requested before the routing and any wait. (A
 // form for several tokens, with the sort's slot table, measured slower than moe.cu's GEMVs at batch
-// 2 and 8, so it was not kept; see docs/performance.md.)
+// 2 and 8, so it was not kept; see docs/performance-history.md.)
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -647,7 +647,7 @@ uint64_t pdl_launches(cudaStream_t s) {
 namespace {
 // The streamed kernels route a one-token step themselves; the gate/up kernel
 // reads x before its wait. On by default since their first H100 run
-// (docs/performance.md, 2026-12-07 session 4); =0 turns each off.
+// (docs/performance-history.md, 2026-12-07 session 4); =0 turns each off.
 EnvSwitch g_inline_route{"R1SERVE_CUDA_MOE_INLINE_ROUTE", 1};
 EnvSwitch g_x_early{"R1SERVE_CUDA_MOE_X_EARLY", 1};
 // The down kernel reads the gate/up kernel's routing when it is ready

@@ -1,7 +1,7 @@
 // Checkpoints of the streamed expert kernels (moe_stream.cu), for finding
 // their ramp, tail and the gap between them: with R1SERVE_CUDA_MOE_STAMPS=1
 // the kernels write %globaltimer readings here and moe_stream_stamps()
-// summarizes the last launches' (docs/performance.md, session 8). Included by
+// summarizes the last launches' (docs/performance-history.md, session 8). Included by
 // moe_stream.cu only.
 #pragma once
 
