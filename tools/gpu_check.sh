@@ -6,7 +6,12 @@
 # build-carry; with the tracked tree it must stay under the device tool's 64 MiB:
 # ~38 MB of bundle, ~7 MB more with KEEP_BASE=1 below). There: `tools/gpu_check.sh` runs the CUDA op tests, the model
 # comparison and the benchmarks, writes full logs to $OUT (or out/), and prints
-# a short table last. It builds nothing on the GPU machine.
+# a short table last. It builds nothing on the GPU machine. Its switches (env):
+# TEST_ENV="VAR=v ..." runs the GPU tests under those settings; KERNEL_BENCH=0
+# leaves out the whole kernel benchmark; B1_AB="cfg;cfg" times batch 1 side by
+# side under each setting (B1_PATHS_AB=0: no A/B); TRACE=0, NCU=0,
+# ENGINE_BENCH=0 and HF_BASELINE=0 leave out the timeline, Nsight Compute, the
+# engine benchmark and the transformers baseline; GEMV_SWEEP=1 adds the plan sweep.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUNDLE="$ROOT/build-cuda-bundle"
@@ -68,21 +73,25 @@ cd "$ROOT"
 
 run_gtest() {  # name binary timeout
   local log="$OUT/$1.log"
-  timeout "$3" "$BUNDLE/bin/$2" --gtest_color=no >"$log" 2>&1
+  env ${TEST_ENV:-} timeout "$3" "$BUNDLE/bin/$2" --gtest_color=no >"$log" 2>&1
   local rc=$?
   local passed failed skipped
   passed=$(grep -oP '\[  PASSED  \] \K[0-9]+' "$log" | tail -1)
   failed=$(grep -c '^\[  FAILED  \] .*\.' "$log")
   skipped=$(grep -oP '\[  SKIPPED \] \K[0-9]+(?= test)' "$log" | tail -1)
-  printf '%-28s rc=%-3s passed=%-4s failed=%-3s skipped=%s\n' "$1" "$rc" "${passed:-0}" "$failed" "${skipped:-0}" >> "$OUT/summary.txt"
+  printf '%-28s rc=%-3s passed=%-4s failed=%-3s skipped=%s %s\n' "$1" "$rc" "${passed:-0}" "$failed" \
+    "${skipped:-0}" "${TEST_ENV:+[$TEST_ENV]}" >> "$OUT/summary.txt"
 }
 : > "$OUT/summary.txt"
 run_gtest cuda_ops backend_test_cuda_ops "${OPS_TIMEOUT:-120}"
 run_gtest cuda_model backend_test_cuda_model "${MODEL_TIMEOUT:-150}"
 run_gtest cuda_graphs backend_test_cuda_graphs "${GRAPHS_TIMEOUT:-90}"
-timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" \
-  "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
-echo "bench rc=$?" >> "$OUT/summary.txt"
+# KERNEL_BENCH=0 leaves the whole kernel benchmark out (a batch-1 A/B alone fits one call).
+if [[ "${KERNEL_BENCH:-1}" == 1 ]]; then
+  timeout "${BENCH_TIMEOUT:-180}" "$BUNDLE/bin/bench_cuda" "$ROOT/bench/configs/bench-r1-9b" \
+    "$ROOT/bench/configs/r1-distill-qwen-7b" > "$OUT/bench.log" 2>&1
+  echo "bench rc=$?" >> "$OUT/summary.txt"
+fi
 
 # Batch 1 side by side: the previous build (where carried, see KEEP_BASE), the defaults,
 # then each setting that B1_AB lists (";" between
@@ -185,7 +194,7 @@ grep -h -B2 -A6 -E 'Failure|FAILED|check failed|error' "$OUT/cuda_ops.log" "$OUT
 echo "==== model comparison ===="
 grep -h -E 'max\|err\||routing:|router vs|flip:|greedy [0-9]' "$OUT/cuda_model.log" | head -60
 echo "==== bench log ===="
-grep -E '^#|^  |failed|error' "$OUT/bench.log" | head -80
+[[ -f "$OUT/bench.log" ]] && grep -E '^#|^  |failed|error' "$OUT/bench.log" | head -80
 echo "==== ncu (bench-r1-9b, batch 1, eager, per step) ===="
 [[ -f "$OUT/ncu_summary.txt" ]] && head -150 "$OUT/ncu_summary.txt"
 echo "==== ncu (r1-distill-qwen-7b, batch 1, eager, per step) ===="
@@ -204,7 +213,7 @@ echo "==== device ===="
 cat "$OUT/device.txt"
 echo "==== summary ===="
 cat "$OUT/summary.txt"
-sed -n '/^model /,$p' "$OUT/bench.log"
+[[ -f "$OUT/bench.log" ]] && sed -n '/^model /,$p' "$OUT/bench.log"
 
 # The device tool brings back at most 8 files from $OUT: past that, the logs go
 # back as one archive (logs.tgz; the separate files are removed).
