@@ -21,6 +21,11 @@ class AccessLog {
   Status open(const std::string& path);
   bool enabled() const { return f_ != nullptr; }
   void write(const nlohmann::ordered_json& entry);
+  // The fields every line starts with: ts (seconds since the epoch, to the
+  // millisecond), request_id, method, path, status, key_id, remote.
+  static nlohmann::ordered_json entry(const std::string& request_id, const std::string& method,
+                                      const std::string& path, int status,
+                                      const std::string& key_id, const std::string& remote);
 
  private:
   std::mutex mu_;

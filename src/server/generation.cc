@@ -623,17 +623,8 @@ void GenerationJob::finalize(int status, const char* label) {
     ctx_->remove_job(this);
   }
   if (ctx_->access_log.enabled()) {
-    Json e;
-    e["ts"] = static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count()) /
-              1000.0;
-    e["request_id"] = request_id_;
-    e["method"] = req_->method;
-    e["path"] = req_->path;
-    e["status"] = status;
-    e["key_id"] = key_id(key_index_);
-    e["remote"] = req_->remote;
+    Json e = AccessLog::entry(request_id_, req_->method, req_->path, status, key_id(key_index_),
+                              req_->remote);
     e["stream"] = p_.stream;
     e["finish_reason"] = label ? Json(label) : Json(nullptr);
     e["prompt_tokens"] = prompt;

@@ -168,17 +168,8 @@ void Server::handle(std::shared_ptr<HttpRequest> req, std::shared_ptr<HttpExchan
   int key_index = -1;
   auto finish_small = [&](HttpResponse r) {
     if (ctx_->access_log.enabled()) {
-      Json e;
-      e["ts"] = static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count()) /
-                1000.0;
-      e["request_id"] = rid;
-      e["method"] = req->method;
-      e["path"] = req->path;
-      e["status"] = r.status;
-      e["key_id"] = key_id(key_index);
-      e["remote"] = req->remote;
+      Json e =
+          AccessLog::entry(rid, req->method, req->path, r.status, key_id(key_index), req->remote);
       e["e2e_ms"] = std::chrono::duration<double>(Clock::now() - req->arrival).count() * 1e3;
       ctx_->access_log.write(e);
     }
