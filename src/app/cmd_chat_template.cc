@@ -35,7 +35,8 @@ Result<std::string> render_request(const tok::ChatTemplate& tmpl, const std::str
   bool agp = false;
   if (req.contains("add_generation_prompt")) {
     if (!req["add_generation_prompt"].is_boolean()) {
-      return make_error(ErrorCode::kInvalidArgument, "'add_generation_prompt' must be true or false");
+      return make_error(ErrorCode::kInvalidArgument,
+                        "'add_generation_prompt' must be true or false");
     }
     agp = req["add_generation_prompt"].get<bool>();
   }
@@ -46,7 +47,8 @@ Result<std::string> render_request(const tok::ChatTemplate& tmpl, const std::str
 
 int run(const ChatTemplateArgs& args) {
   if (args.tokenizer_config.empty() && args.chat_template_file.empty()) {
-    std::fprintf(stderr, "chat-template: give --tokenizer-config PATH and/or --chat-template FILE\n");
+    std::fprintf(stderr,
+                 "chat-template: give --tokenizer-config PATH and/or --chat-template FILE\n");
     return 2;
   }
   Result<tok::ChatTemplate> loaded = Status(ErrorCode::kInternal, "unset");
@@ -85,7 +87,8 @@ int run(const ChatTemplateArgs& args) {
     auto out = render_request(tmpl, line);
     if (!out.is_ok()) {
       std::fflush(stdout);
-      std::fprintf(stderr, "chat-template: stdin line %zu: %s\n", line_no, out.status().to_string().c_str());
+      std::fprintf(stderr, "chat-template: stdin line %zu: %s\n", line_no,
+                   out.status().to_string().c_str());
       return 1;
     }
     std::string encoded = ojson(out.value()).dump(-1, ' ', false, ojson::error_handler_t::replace);
@@ -97,10 +100,14 @@ int run(const ChatTemplateArgs& args) {
 
 void setup_chat_template(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<ChatTemplateArgs>();
-  auto* cmd = app.add_subcommand("chat-template", "Render conversations through a model's chat template");
-  cmd->add_option("--tokenizer-config", args->tokenizer_config, "tokenizer_config.json or a model directory");
-  cmd->add_option("--chat-template", args->chat_template_file, "a .jinja template file (overrides the config's)");
-  cmd->add_flag("--jsonl", args->jsonl, "one JSON request per stdin line, one JSON string per output line");
+  auto* cmd =
+      app.add_subcommand("chat-template", "Render conversations through a model's chat template");
+  cmd->add_option("--tokenizer-config", args->tokenizer_config,
+                  "tokenizer_config.json or a model directory");
+  cmd->add_option("--chat-template", args->chat_template_file,
+                  "a .jinja template file (overrides the config's)");
+  cmd->add_flag("--jsonl", args->jsonl,
+                "one JSON request per stdin line, one JSON string per output line");
   cmd->callback([args, &exit_code] { exit_code = run(*args); });
 }
 

@@ -17,7 +17,8 @@ std::string ApiError::to_json() const {
 }
 
 ApiError bad_param(const std::string& param, const std::string& message) {
-  return ApiError{400, message, "invalid_request_error", param, param.empty() ? "" : "invalid_value"};
+  return ApiError{400, message, "invalid_request_error", param,
+                  param.empty() ? "" : "invalid_value"};
 }
 ApiError not_found(const std::string& message, const std::string& code) {
   return ApiError{404, message, "invalid_request_error", "", code};

@@ -35,7 +35,9 @@ std::optional<int> ApiKeys::check(std::string_view h) const {
   return found;
 }
 
-std::string key_id(int index) { return index < 0 ? "-" : "key-" + std::to_string(index); }
+std::string key_id(int index) {
+  return index < 0 ? "-" : "key-" + std::to_string(index);
+}
 
 bool is_public_path(std::string_view path, bool metrics_public) {
   if (path == "/health" || path == "/ready" || path == "/live") return true;

@@ -24,7 +24,8 @@ namespace r1::server {
 class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
  public:
   GenerationJob(std::shared_ptr<ServerContext> ctx, std::shared_ptr<HttpRequest> req,
-                std::shared_ptr<HttpExchange> ex, std::string request_id, int key_index, Endpoint endpoint);
+                std::shared_ptr<HttpExchange> ex, std::string request_id, int key_index,
+                Endpoint endpoint);
   ~GenerationJob();
 
   void start();
@@ -68,7 +69,8 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
   nlohmann::ordered_json chunk_base() const;
   nlohmann::ordered_json usage_json() const;
   nlohmann::ordered_json chat_logprobs(const std::vector<engine::TokenLogprob>& lps) const;
-  nlohmann::ordered_json completion_logprobs(const std::vector<engine::TokenLogprob>& lps, size_t offset0) const;
+  nlohmann::ordered_json completion_logprobs(const std::vector<engine::TokenLogprob>& lps,
+                                             size_t offset0) const;
   std::string token_text(int32_t id) const;
   std::string clean_content(std::string s) const;
   const char* finish_name(const Choice& c) const;

@@ -13,10 +13,10 @@
 #include <optional>
 #include <thread>
 
+#include <fmt/format.h>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 
 #include "server/api_error.h"
 
@@ -42,11 +42,14 @@ std::string reason_phrase(int status) {
 }
 
 std::string status_headers(int status, const Headers& headers, const std::string& content_type) {
-  std::string s = fmt::format("HTTP/1.1 {} {}\r\nServer: r1serve\r\n", status, reason_phrase(status));
+  std::string s =
+      fmt::format("HTTP/1.1 {} {}\r\nServer: r1serve\r\n", status, reason_phrase(status));
   if (!content_type.empty()) s += fmt::format("Content-Type: {}\r\n", content_type);
   for (const auto& [k, v] : headers) {
     // Header values come from us, but never let a CR/LF through.
-    if (k.find_first_of("\r\n") != std::string::npos || v.find_first_of("\r\n") != std::string::npos) continue;
+    if (k.find_first_of("\r\n") != std::string::npos ||
+        v.find_first_of("\r\n") != std::string::npos)
+      continue;
     s += k;
     s += ": ";
     s += v;
@@ -58,7 +61,8 @@ std::string status_headers(int status, const Headers& headers, const std::string
 }  // namespace
 
 std::string serialize_response(const HttpResponse& r, const std::string&) {
-  std::string s = status_headers(r.status, r.headers, r.body.empty() && r.status == 204 ? "" : r.content_type);
+  std::string s =
+      status_headers(r.status, r.headers, r.body.empty() && r.status == 204 ? "" : r.content_type);
   s += fmt::format("Content-Length: {}\r\n", r.body.size());
   if (r.close) s += "Connection: close\r\n";
   s += "\r\n";
@@ -79,7 +83,10 @@ struct HttpServer::Impl {
   int port = 0;
 
   Impl(HttpServerOptions o, Handler h, std::function<void(int)> s)
-      : opt(std::move(o)), handler(std::move(h)), on_status(std::move(s)), acceptor(net::make_strand(ioc)) {}
+      : opt(std::move(o)),
+        handler(std::move(h)),
+        on_status(std::move(s)),
+        acceptor(net::make_strand(ioc)) {}
 
   void do_accept();
 };
@@ -90,7 +97,8 @@ class Session;
 
 class Exchange final : public HttpExchange {
  public:
-  explicit Exchange(std::shared_ptr<Session> s, bool http10) : session_(std::move(s)), http10_(http10) {}
+  explicit Exchange(std::shared_ptr<Session> s, bool http10)
+      : session_(std::move(s)), http10_(http10) {}
   void respond(HttpResponse r) override;
   void start_stream(int status, Headers headers, std::string content_type) override;
   void write(std::string data) override;
@@ -175,26 +183,30 @@ class Session : public std::enable_shared_from_this<Session> {
     timed_out_ = false;
     reading_ = true;
     arm_timer(srv_.opt.header_timeout);
-    http::async_read_header(sock_, buf_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+    http::async_read_header(
+        sock_, buf_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
   void on_header(beast::error_code ec) {
     if (ec) return on_read_error(ec, /*in_header=*/true);
     auto& h = parser_->get();
     if (h.target().size() > srv_.opt.max_request_line) {
-      return fail(ApiError{414, "request target too long", "invalid_request_error", "", "uri_too_long"});
+      return fail(
+          ApiError{414, "request target too long", "invalid_request_error", "", "uri_too_long"});
     }
     if (h[http::field::expect].size() > 0) {
       if (beast::iequals(h[http::field::expect], "100-continue")) {
         send("HTTP/1.1 100 Continue\r\n\r\n", false);
       } else {
-        return fail(ApiError{417, "unsupported Expect header", "invalid_request_error", "", "expectation_failed"});
+        return fail(ApiError{417, "unsupported Expect header", "invalid_request_error", "",
+                             "expectation_failed"});
       }
     }
     arm_timer(srv_.opt.body_timeout);
-    http::async_read(sock_, buf_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
+    http::async_read(
+        sock_, buf_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
   }
 
   void on_body(beast::error_code ec) {
@@ -234,34 +246,39 @@ class Session : public std::enable_shared_from_this<Session> {
       // The parser fills in the target once the request line is complete.
       bool line_done = parser_ && !parser_->get().target().empty();
       if (!line_done) {
-        return fail(ApiError{414, "request line too long", "invalid_request_error", "", "uri_too_long"});
+        return fail(
+            ApiError{414, "request line too long", "invalid_request_error", "", "uri_too_long"});
       }
-      return fail(ApiError{431, fmt::format("request headers exceed {} bytes", srv_.opt.max_header_bytes),
-                           "invalid_request_error", "", "header_too_large"});
+      return fail(
+          ApiError{431, fmt::format("request headers exceed {} bytes", srv_.opt.max_header_bytes),
+                   "invalid_request_error", "", "header_too_large"});
     }
     if (ec == http::error::body_limit) {
-      return fail(ApiError{413, fmt::format("request body exceeds {} bytes", srv_.opt.max_body_bytes),
+      return fail(ApiError{413,
+                           fmt::format("request body exceeds {} bytes", srv_.opt.max_body_bytes),
                            "invalid_request_error", "", "body_too_large"});
     }
     if (timed_out_) {
       if (!have_bytes && in_header) return close();  // idle keep-alive connection
-      return fail(ApiError{408, in_header ? "timed out reading the request headers" : "timed out reading the body",
-                           "invalid_request_error", "", "request_timeout"});
+      return fail(ApiError{
+          408, in_header ? "timed out reading the request headers" : "timed out reading the body",
+          "invalid_request_error", "", "request_timeout"});
     }
-    if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
-        ec == net::error::operation_aborted) {
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted) {
       if (ec == http::error::end_of_stream || !have_bytes) return close();
       // EOF in the middle of a message: the client shut its sending side;
       // it may still read our answer.
-      return fail(ApiError{400, "incomplete request (connection closed mid-message; Content-Length mismatch?)",
-                           "invalid_request_error", "", "bad_request"});
+      return fail(ApiError{
+          400, "incomplete request (connection closed mid-message; Content-Length mismatch?)",
+          "invalid_request_error", "", "bad_request"});
     }
     if (ec == http::error::partial_message) {
       return fail(ApiError{400, "incomplete request (Content-Length larger than the body?)",
                            "invalid_request_error", "", "bad_request"});
     }
-    return fail(ApiError{400, fmt::format("malformed HTTP request: {}", ec.message()), "invalid_request_error", "",
-                         "bad_request"});
+    return fail(ApiError{400, fmt::format("malformed HTTP request: {}", ec.message()),
+                         "invalid_request_error", "", "bad_request"});
   }
 
   // Answers a framing error and closes the connection.
@@ -308,14 +325,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void do_write() {
     writing_ = true;
-    net::async_write(sock_, net::buffer(wq_.front()), [self = shared_from_this()](beast::error_code ec, size_t n) {
-      self->writing_ = false;
-      if (ec || self->closed_) return self->close();
-      self->wq_bytes_ -= self->wq_.front().size();
-      self->wq_.pop_front();
-      if (!self->wq_.empty()) return self->do_write();
-      if (self->response_done_) self->after_response();
-    });
+    net::async_write(sock_, net::buffer(wq_.front()),
+                     [self = shared_from_this()](beast::error_code ec, size_t n) {
+                       self->writing_ = false;
+                       if (ec || self->closed_) return self->close();
+                       self->wq_bytes_ -= self->wq_.front().size();
+                       self->wq_.pop_front();
+                       if (!self->wq_.empty()) return self->do_write();
+                       if (self->response_done_) self->after_response();
+                     });
   }
 
   void after_response() {
@@ -435,9 +453,13 @@ void Exchange::set_on_disconnect(std::function<void()> cb) {
   on_disconnect_ = std::move(cb);
 }
 
-void Exchange::post(std::function<void()> fn) { net::post(session_->executor(), std::move(fn)); }
+void Exchange::post(std::function<void()> fn) {
+  net::post(session_->executor(), std::move(fn));
+}
 
-size_t Exchange::pending_bytes() const { return session_->queued(); }
+size_t Exchange::pending_bytes() const {
+  return session_->queued();
+}
 
 }  // namespace
 
@@ -462,10 +484,13 @@ void HttpServer::Impl::do_accept() {
   });
 }
 
-HttpServer::HttpServer(HttpServerOptions options, Handler handler, std::function<void(int)> on_status)
+HttpServer::HttpServer(HttpServerOptions options, Handler handler,
+                       std::function<void(int)> on_status)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(handler), std::move(on_status))) {}
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+  stop();
+}
 
 Status HttpServer::listen() {
   // Many clients need many descriptors: raise the soft limit to the hard one.
@@ -476,7 +501,8 @@ Status HttpServer::listen() {
   }
   beast::error_code ec;
   auto addr = net::ip::make_address(impl_->opt.host, ec);
-  if (ec) return make_error(ErrorCode::kInvalidArgument, "--host {}: not an IP address", impl_->opt.host);
+  if (ec)
+    return make_error(ErrorCode::kInvalidArgument, "--host {}: not an IP address", impl_->opt.host);
   tcp::endpoint ep(addr, static_cast<unsigned short>(impl_->opt.port));
   auto& a = impl_->acceptor;
   a.open(ep.protocol(), ec);
@@ -484,13 +510,16 @@ Status HttpServer::listen() {
   if (!ec) a.bind(ep, ec);
   if (!ec) a.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
-    return make_error(ErrorCode::kIo, "cannot listen on {}:{}: {}", impl_->opt.host, impl_->opt.port, ec.message());
+    return make_error(ErrorCode::kIo, "cannot listen on {}:{}: {}", impl_->opt.host,
+                      impl_->opt.port, ec.message());
   }
   impl_->port = a.local_endpoint().port();
   return Status();
 }
 
-int HttpServer::port() const { return impl_->port; }
+int HttpServer::port() const {
+  return impl_->port;
+}
 
 void HttpServer::start() {
   impl_->work.emplace(impl_->ioc.get_executor());
@@ -524,7 +553,9 @@ void HttpServer::stop() {
   impl_->threads.clear();
 }
 
-size_t HttpServer::connections() const { return impl_->connections.load(); }
+size_t HttpServer::connections() const {
+  return impl_->connections.load();
+}
 
 void HttpServer::schedule(std::chrono::milliseconds delay, std::function<void()> fn) {
   auto t = std::make_shared<net::steady_timer>(impl_->ioc, delay);

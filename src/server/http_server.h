@@ -24,9 +24,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 struct HttpRequest {
   std::string method;
   std::string target;
-  std::string path;   // target without the query
+  std::string path;  // target without the query
   std::string query;
-  Headers headers;    // names in lower case
+  Headers headers;  // names in lower case
   std::string body;
   bool keep_alive = true;
   std::string remote;
@@ -50,7 +50,8 @@ class HttpExchange {
   virtual ~HttpExchange() = default;
   virtual void respond(HttpResponse r) = 0;
   // Starts a chunked response (text/event-stream unless said otherwise).
-  virtual void start_stream(int status, Headers headers, std::string content_type = "text/event-stream") = 0;
+  virtual void start_stream(int status, Headers headers,
+                            std::string content_type = "text/event-stream") = 0;
   virtual void write(std::string data) = 0;
   virtual void finish() = 0;
   // `cb` runs (on the strand) if the client goes away before the response ends.
@@ -80,11 +81,11 @@ class HttpServer {
  public:
   HttpServer(HttpServerOptions options, Handler handler, std::function<void(int)> on_status);
   ~HttpServer();
-  Status listen();          // binds; port() is then the real port
+  Status listen();  // binds; port() is then the real port
   int port() const;
-  void start();             // starts the I/O threads
+  void start();  // starts the I/O threads
   void stop_accepting();
-  void stop();              // stops the I/O threads (joins)
+  void stop();  // stops the I/O threads (joins)
   size_t connections() const;
   // Runs fn on the server's own executor after `delay` (for timers).
   void schedule(std::chrono::milliseconds delay, std::function<void()> fn);
@@ -96,6 +97,7 @@ class HttpServer {
 };
 
 // Builds a full response's bytes (status line, headers, Content-Length, body).
-std::string serialize_response(const HttpResponse& r, const std::string& request_id_header_value = "");
+std::string serialize_response(const HttpResponse& r,
+                               const std::string& request_id_header_value = "");
 
 }  // namespace r1::server

@@ -28,7 +28,8 @@ ReasoningParser::Delta ReasoningParser::push(std::string_view text) {
         state_ = State::kReasoning;
         continue;
       }
-      if (rest.size() < kOpen.size() && kOpen.substr(0, rest.size()) == rest) break;  // wait for more
+      if (rest.size() < kOpen.size() && kOpen.substr(0, rest.size()) == rest)
+        break;                     // wait for more
       state_ = State::kReasoning;  // R1: the prompt opened the reasoning
       continue;
     }

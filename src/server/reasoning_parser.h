@@ -19,7 +19,8 @@ class ReasoningParser {
   };
 
   // enabled = false: everything is content.
-  explicit ReasoningParser(bool enabled = true) : state_(enabled ? State::kStart : State::kContent) {}
+  explicit ReasoningParser(bool enabled = true)
+      : state_(enabled ? State::kStart : State::kContent) {}
 
   Delta push(std::string_view text);
   // Releases text held back at the end of the stream.

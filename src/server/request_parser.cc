@@ -15,17 +15,26 @@ struct Bad {
   ApiError err;
 };
 
-[[noreturn]] void fail(const std::string& param, const std::string& msg) { throw Bad{bad_param(param, msg)}; }
+[[noreturn]] void fail(const std::string& param, const std::string& msg) {
+  throw Bad{bad_param(param, msg)};
+}
 
 const char* type_name(const Json& v) {
   switch (v.type()) {
-    case Json::value_t::null: return "null";
-    case Json::value_t::boolean: return "boolean";
-    case Json::value_t::string: return "string";
-    case Json::value_t::array: return "array";
-    case Json::value_t::object: return "object";
-    case Json::value_t::number_float: return "number";
-    default: return "integer";
+    case Json::value_t::null:
+      return "null";
+    case Json::value_t::boolean:
+      return "boolean";
+    case Json::value_t::string:
+      return "string";
+    case Json::value_t::array:
+      return "array";
+    case Json::value_t::object:
+      return "object";
+    case Json::value_t::number_float:
+      return "number";
+    default:
+      return "integer";
   }
 }
 
@@ -46,13 +55,15 @@ bool get_bool(const Json& obj, const char* key, bool dflt) {
   return v->get<bool>();
 }
 
-double get_number(const Json& obj, const char* key, double dflt, double lo, double hi, bool lo_open = false) {
+double get_number(const Json& obj, const char* key, double dflt, double lo, double hi,
+                  bool lo_open = false) {
   const Json* v = get(obj, key);
   if (!v) return dflt;
   if (!v->is_number()) wrong_type(key, "a number", *v);
   double d = v->get<double>();
   if (!std::isfinite(d) || d < lo || d > hi || (lo_open && d == lo)) {
-    fail(key, fmt::format("'{}' must be in {}{}, {}], got {}", key, lo_open ? "(" : "[", lo, hi, v->dump()));
+    fail(key, fmt::format("'{}' must be in {}{}, {}], got {}", key, lo_open ? "(" : "[", lo, hi,
+                          v->dump()));
   }
   return d;
 }
@@ -63,11 +74,13 @@ int64_t as_int(const Json& v, const std::string& param, int64_t lo, int64_t hi) 
   if (!v.is_number_integer()) wrong_type(param, "an integer", v);
   if (v.is_number_unsigned()) {
     uint64_t u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(hi) || (lo > 0 && u < static_cast<uint64_t>(lo))) fail(param, fmt::format("'{}' must be in [{}, {}], got {}", param, lo, hi, u));
+    if (u > static_cast<uint64_t>(hi) || (lo > 0 && u < static_cast<uint64_t>(lo)))
+      fail(param, fmt::format("'{}' must be in [{}, {}], got {}", param, lo, hi, u));
     return static_cast<int64_t>(u);
   }
   int64_t i = v.get<int64_t>();
-  if (i < lo || i > hi) fail(param, fmt::format("'{}' must be in [{}, {}], got {}", param, lo, hi, i));
+  if (i < lo || i > hi)
+    fail(param, fmt::format("'{}' must be in [{}, {}], got {}", param, lo, hi, i));
   return i;
 }
 
@@ -84,7 +97,8 @@ std::string get_string(const Json& obj, const char* key, const std::string& dflt
   return v->get<std::string>();
 }
 
-std::vector<int32_t> token_array(const Json& arr, const std::string& param, const RequestLimits& lim) {
+std::vector<int32_t> token_array(const Json& arr, const std::string& param,
+                                 const RequestLimits& lim) {
   std::vector<int32_t> ids;
   ids.reserve(arr.size());
   const int64_t hi = lim.vocab_size > 0 ? lim.vocab_size - 1 : std::numeric_limits<int32_t>::max();
@@ -119,7 +133,8 @@ Json flatten_content(const Json& c, const std::string& param) {
 bool valid_function_name(const std::string& n) {
   if (n.empty() || n.size() > 64) return false;
   for (char ch : n) {
-    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.')) return false;
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.'))
+      return false;
   }
   return true;
 }
@@ -138,7 +153,8 @@ void parse_messages(const Json& body, const RequestLimits& lim, ParsedRequest& o
     std::string p = fmt::format("messages[{}]", i);
     if (!m.is_object()) wrong_type(p, "an object", m);
     auto rit = m.find("role");
-    if (rit == m.end() || !rit->is_string()) fail(p + ".role", "each message needs a string 'role'");
+    if (rit == m.end() || !rit->is_string())
+      fail(p + ".role", "each message needs a string 'role'");
     std::string role = rit->get<std::string>();
     if (role == "developer") role = "system";
     if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
@@ -165,7 +181,8 @@ void parse_messages(const Json& body, const RequestLimits& lim, ParsedRequest& o
           std::string cp = fmt::format("{}.tool_calls[{}]", p, k);
           if (!c.is_object()) wrong_type(cp, "an object", c);
           const Json* fn = get(c, "function");
-          if (!fn || !fn->is_object()) fail(cp + ".function", "a tool call needs a 'function' object");
+          if (!fn || !fn->is_object())
+            fail(cp + ".function", "a tool call needs a 'function' object");
           std::string name = get_string(*fn, "name");
           if (name.empty()) fail(cp + ".function.name", "a tool call needs a function name");
           Json args = fn->contains("arguments") ? (*fn)["arguments"] : Json("{}");
@@ -177,7 +194,8 @@ void parse_messages(const Json& body, const RequestLimits& lim, ParsedRequest& o
           calls.push_back(std::move(call));
         }
         if (!calls.empty()) {
-          cm["content"] = content.is_string() && !content.get<std::string>().empty() ? content : Json(nullptr);
+          cm["content"] =
+              content.is_string() && !content.get<std::string>().empty() ? content : Json(nullptr);
           cm["tool_calls"] = std::move(calls);
           clean.push_back(std::move(cm));
           continue;
@@ -208,12 +226,14 @@ void parse_tools(const Json& body, const RequestLimits& lim, ParsedRequest& out)
       const Json& t = (*tools)[i];
       std::string p = fmt::format("tools[{}]", i);
       if (!t.is_object()) wrong_type(p, "an object", t);
-      if (get_string(t, "type", "function") != "function") fail(p + ".type", "only 'function' tools are supported");
+      if (get_string(t, "type", "function") != "function")
+        fail(p + ".type", "only 'function' tools are supported");
       const Json* fn = get(t, "function");
       if (!fn || !fn->is_object()) fail(p + ".function", "a tool needs a 'function' object");
       auto nit = fn->find("name");
       if (nit == fn->end() || !nit->is_string() || !valid_function_name(nit->get<std::string>())) {
-        fail(p + ".function.name", "function names are 1-64 characters of a-z, A-Z, 0-9, '_', '-', '.'");
+        fail(p + ".function.name",
+             "function names are 1-64 characters of a-z, A-Z, 0-9, '_', '-', '.'");
       }
       auto pit = fn->find("parameters");
       if (pit != fn->end() && !pit->is_null() && !pit->is_object()) {
@@ -231,7 +251,8 @@ void parse_tools(const Json& body, const RequestLimits& lim, ParsedRequest& out)
     if (tc->is_string()) {
       std::string s = tc->get<std::string>();
       if (s != "auto" && s != "none" && s != "required") {
-        fail("tool_choice", "'tool_choice' must be 'none', 'auto', 'required' or a function object");
+        fail("tool_choice",
+             "'tool_choice' must be 'none', 'auto', 'required' or a function object");
       }
       out.tool_choice = s;
     } else if (tc->is_object()) {
@@ -250,7 +271,8 @@ void parse_tools(const Json& body, const RequestLimits& lim, ParsedRequest& out)
     if (out.tool_choice == "function") {
       bool found = false;
       for (const auto& t : out.tools) found |= t["function"]["name"] == out.tool_choice_name;
-      if (!found) fail("tool_choice", fmt::format("tool '{}' is not in 'tools'", out.tool_choice_name));
+      if (!found)
+        fail("tool_choice", fmt::format("tool '{}' is not in 'tools'", out.tool_choice_name));
     }
   }
   if (out.tool_choice == "none") out.tools = nullptr;
@@ -272,7 +294,8 @@ void parse_prompt(const Json& body, const RequestLimits& lim, ParsedRequest& out
       bool strings = (*p)[0].is_string();
       for (const auto& e : *p) {
         if (strings) {
-          if (!e.is_string()) wrong_type("prompt", "a string, an array of strings or token arrays", e);
+          if (!e.is_string())
+            wrong_type("prompt", "a string, an array of strings or token arrays", e);
           out.prompt_texts.push_back(e.get<std::string>());
         } else {
           if (!e.is_array() || e.empty()) wrong_type("prompt", "a non-empty token array", e);
@@ -318,20 +341,23 @@ void parse_logit_bias(const Json& body, const RequestLimits& lim, engine::Sampli
   if (!lb) return;
   if (!lb->is_object()) wrong_type("logit_bias", "an object mapping token ids to biases", *lb);
   if (static_cast<int64_t>(lb->size()) > lim.max_logit_bias) {
-    fail("logit_bias", fmt::format("at most {} logit_bias entries are allowed", lim.max_logit_bias));
+    fail("logit_bias",
+         fmt::format("at most {} logit_bias entries are allowed", lim.max_logit_bias));
   }
   for (auto it = lb->begin(); it != lb->end(); ++it) {
     const std::string& key = it.key();
     char* end = nullptr;
     errno = 0;
     long long id = key.empty() ? -1 : std::strtoll(key.c_str(), &end, 10);
-    if (key.empty() || errno != 0 || *end != '\0' || id < 0 || id > std::numeric_limits<int32_t>::max() ||
-        (lim.vocab_size > 0 && id >= lim.vocab_size)) {
-      fail("logit_bias", fmt::format("logit_bias key '{}' is not a token id in [0, {})", key, lim.vocab_size));
+    if (key.empty() || errno != 0 || *end != '\0' || id < 0 ||
+        id > std::numeric_limits<int32_t>::max() || (lim.vocab_size > 0 && id >= lim.vocab_size)) {
+      fail("logit_bias",
+           fmt::format("logit_bias key '{}' is not a token id in [0, {})", key, lim.vocab_size));
     }
     if (!it->is_number()) wrong_type("logit_bias", "an object of numbers", *it);
     double b = it->get<double>();
-    if (!std::isfinite(b) || b < -100 || b > 100) fail("logit_bias", "logit_bias values must be in [-100, 100]");
+    if (!std::isfinite(b) || b < -100 || b > 100)
+      fail("logit_bias", "logit_bias values must be in [-100, 100]");
     sp.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(b));
   }
 }
@@ -345,7 +371,8 @@ void parse_common(const Json& body, Endpoint ep, const RequestLimits& lim, Parse
   const Json* so = get(body, "stream_options");
   if (so) {
     if (!so->is_object()) wrong_type("stream_options", "an object", *so);
-    if (!out.stream) fail("stream_options", "'stream_options' is only allowed when 'stream' is true");
+    if (!out.stream)
+      fail("stream_options", "'stream_options' is only allowed when 'stream' is true");
     out.include_usage = get_bool(*so, "include_usage", false);
   }
   const char* mt_key = "max_tokens";
@@ -367,10 +394,12 @@ void parse_common(const Json& body, Endpoint ep, const RequestLimits& lim, Parse
   sp.min_p = static_cast<float>(get_number(body, "min_p", 0.0, 0.0, 1.0));
   sp.presence_penalty = static_cast<float>(get_number(body, "presence_penalty", 0.0, -2.0, 2.0));
   sp.frequency_penalty = static_cast<float>(get_number(body, "frequency_penalty", 0.0, -2.0, 2.0));
-  sp.repetition_penalty = static_cast<float>(get_number(body, "repetition_penalty", 1.0, 0.0, 2.0, true));
+  sp.repetition_penalty =
+      static_cast<float>(get_number(body, "repetition_penalty", 1.0, 0.0, 2.0, true));
   if (const Json* seed = get(body, "seed")) {
     if (!seed->is_number_integer()) wrong_type("seed", "an integer", *seed);
-    sp.seed = seed->is_number_unsigned() ? seed->get<uint64_t>() : static_cast<uint64_t>(seed->get<int64_t>());
+    sp.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
+                                         : static_cast<uint64_t>(seed->get<int64_t>());
   }
   sp.n = static_cast<int32_t>(get_int(body, "n", 1, lim.max_n).value_or(1));
   if (auto bo = get_int(body, "best_of", 1, lim.max_n)) {
@@ -383,7 +412,8 @@ void parse_common(const Json& body, Endpoint ep, const RequestLimits& lim, Parse
   parse_logit_bias(body, lim, sp);
   sp.ignore_eos = get_bool(body, "ignore_eos", false);
   sp.skip_special_tokens = get_bool(body, "skip_special_tokens", true);
-  sp.min_tokens = static_cast<int32_t>(get_int(body, "min_tokens", 0, lim.max_model_len).value_or(0));
+  sp.min_tokens =
+      static_cast<int32_t>(get_int(body, "min_tokens", 0, lim.max_model_len).value_or(0));
   if (out.max_tokens && sp.min_tokens > *out.max_tokens) {
     fail("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
   }
@@ -403,10 +433,12 @@ std::optional<ApiError> parse_request(std::string_view text, Endpoint ep, const 
                                       ParsedRequest& out) {
   Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
-    return ApiError{400, "the request body is not valid JSON", "invalid_request_error", "", "invalid_json"};
+    return ApiError{400, "the request body is not valid JSON", "invalid_request_error", "",
+                    "invalid_json"};
   }
   if (!body.is_object()) {
-    return ApiError{400, "the request body must be a JSON object", "invalid_request_error", "", "invalid_json"};
+    return ApiError{400, "the request body must be a JSON object", "invalid_request_error", "",
+                    "invalid_json"};
   }
   out = ParsedRequest{};
   out.endpoint = ep;
@@ -422,9 +454,10 @@ std::optional<ApiError> parse_request(std::string_view text, Endpoint ep, const 
       out.add_generation_prompt = get_bool(body, "add_generation_prompt", true);
       out.include_reasoning = get_bool(body, "include_reasoning", true);
       std::string effort = get_string(body, "reasoning_effort");
-      if (!effort.empty() && effort != "low" && effort != "medium" && effort != "high" && effort != "minimal" &&
-          effort != "none") {
-        fail("reasoning_effort", "'reasoning_effort' must be one of none, minimal, low, medium, high");
+      if (!effort.empty() && effort != "low" && effort != "medium" && effort != "high" &&
+          effort != "minimal" && effort != "none") {
+        fail("reasoning_effort",
+             "'reasoning_effort' must be one of none, minimal, low, medium, high");
       }
       if (const Json* r = get(body, "reasoning")) {  // OpenRouter style {"exclude": true}
         if (!r->is_object()) wrong_type("reasoning", "an object", *r);
@@ -434,9 +467,10 @@ std::optional<ApiError> parse_request(std::string_view text, Endpoint ep, const 
         if (!kw->is_object()) wrong_type("chat_template_kwargs", "an object", *kw);
         for (auto it = kw->begin(); it != kw->end(); ++it) {
           // Never let a request replace what the server passes itself.
-          if (it.key() == "messages" || it.key() == "tools" || it.key() == "add_generation_prompt" ||
-              it.key().find("token") != std::string::npos) {
-            fail("chat_template_kwargs", fmt::format("'{}' cannot be set through chat_template_kwargs", it.key()));
+          if (it.key() == "messages" || it.key() == "tools" ||
+              it.key() == "add_generation_prompt" || it.key().find("token") != std::string::npos) {
+            fail("chat_template_kwargs",
+                 fmt::format("'{}' cannot be set through chat_template_kwargs", it.key()));
           }
           out.template_kwargs[it.key()] = *it;
         }
@@ -444,7 +478,8 @@ std::optional<ApiError> parse_request(std::string_view text, Endpoint ep, const 
     } else {
       if (const Json* lp = get(body, "logprobs")) {
         if (lp->is_boolean()) wrong_type("logprobs", "an integer", *lp);
-        out.params.logprobs = static_cast<int32_t>(as_int(*lp, "logprobs", 0, lim.max_top_logprobs));
+        out.params.logprobs =
+            static_cast<int32_t>(as_int(*lp, "logprobs", 0, lim.max_top_logprobs));
         out.logprobs = true;
       }
       out.echo = get_bool(body, "echo", false);
@@ -454,7 +489,8 @@ std::optional<ApiError> parse_request(std::string_view text, Endpoint ep, const 
   } catch (const Bad& b) {
     return b.err;
   } catch (const nlohmann::json::exception& e) {
-    return ApiError{400, std::string("malformed request: ") + e.what(), "invalid_request_error", "", ""};
+    return ApiError{400, std::string("malformed request: ") + e.what(), "invalid_request_error", "",
+                    ""};
   }
   return std::nullopt;
 }

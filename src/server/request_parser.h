@@ -25,11 +25,11 @@ struct RequestLimits {
   int32_t max_logit_bias = 300;
   int32_t max_tools = 128;
   int32_t max_messages = 4096;
-  int32_t max_prompts = 64;   // completions: prompts per request
+  int32_t max_prompts = 64;  // completions: prompts per request
   int64_t max_model_len = 4096;
   int64_t max_prompt_tokens = 0;  // per prompt (0: max_model_len - 1)
   int64_t max_tokens = 0;         // cap on max_tokens, and the default (0: what the context leaves)
-  int32_t vocab_size = 0;     // token ids must be below it (0: unchecked)
+  int32_t vocab_size = 0;         // token ids must be below it (0: unchecked)
 };
 
 enum class Endpoint { kChat, kCompletion };
@@ -59,7 +59,7 @@ struct ParsedRequest {
 
 // Parses and validates a body. On failure returns the error (status 400, or
 // 404 for an unknown model when `served_model` is set).
-std::optional<ApiError> parse_request(std::string_view body, Endpoint endpoint, const RequestLimits& limits,
-                                      ParsedRequest& out);
+std::optional<ApiError> parse_request(std::string_view body, Endpoint endpoint,
+                                      const RequestLimits& limits, ParsedRequest& out);
 
 }  // namespace r1::server

@@ -10,8 +10,12 @@
 namespace r1::server {
 
 std::string sse_data(std::string_view payload);  // payload must not contain '\n'
-inline std::string sse_done() { return "data: [DONE]\n\n"; }
-inline std::string sse_comment(std::string_view c) { return ": " + std::string(c) + "\n\n"; }
+inline std::string sse_done() {
+  return "data: [DONE]\n\n";
+}
+inline std::string sse_comment(std::string_view c) {
+  return ": " + std::string(c) + "\n\n";
+}
 
 class SseParser {
  public:

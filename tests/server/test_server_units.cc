@@ -29,17 +29,19 @@ RequestLimits limits() {
 }
 
 std::string chat_with(const std::string& field) {
-  return R"({"model":"m","messages":[{"role":"user","content":"hi"}])" + (field.empty() ? "" : "," + field) + "}";
+  return R"({"model":"m","messages":[{"role":"user","content":"hi"}])" +
+         (field.empty() ? "" : "," + field) + "}";
 }
 
 TEST(RequestParser, AcceptsAFullRequest) {
   ParsedRequest p;
-  auto err = parse_request(chat_with(R"("max_tokens":5,"temperature":0.5,"top_p":0.9,"top_k":5,"min_p":0.1,
+  auto err =
+      parse_request(chat_with(R"("max_tokens":5,"temperature":0.5,"top_p":0.9,"top_k":5,"min_p":0.1,
       "presence_penalty":1,"frequency_penalty":-1,"repetition_penalty":1.1,"logit_bias":{"5":10},"seed":3,
       "stop":["a","b"],"n":2,"logprobs":true,"top_logprobs":3,"user":"u","stream":true,
       "stream_options":{"include_usage":true},"ignore_eos":true,"min_tokens":1,"skip_special_tokens":false,
       "unknown_field":{"x":1})"),
-                           Endpoint::kChat, limits(), p);
+                    Endpoint::kChat, limits(), p);
   ASSERT_FALSE(err) << err->message;
   EXPECT_EQ(p.params.n, 2);
   EXPECT_EQ(p.params.logprobs, 3);
@@ -71,7 +73,8 @@ std::vector<BadCase> bad_cases() {
     for (const auto& v : bad_values) c.push_back({fmt::format("\"{}\":{}", name, v), name});
     for (const auto& w : wrong) c.push_back({fmt::format("\"{}\":{}", name, w), name});
   };
-  ints("n", {"0", "-1", "17", "1000000", "9223372036854775807", "18446744073709551615", "-9223372036854775808"});
+  ints("n", {"0", "-1", "17", "1000000", "9223372036854775807", "18446744073709551615",
+             "-9223372036854775808"});
   ints("max_tokens", {"0", "-5", "4097", "9223372036854775807", "1e9"});
   ints("max_completion_tokens", {"0", "4097", "-1"});
   ints("top_logprobs", {"-1", "21", "100"});
@@ -79,7 +82,8 @@ std::vector<BadCase> bad_cases() {
   ints("min_tokens", {"-1", "5000"});
   auto nums = [&](const std::string& name, std::vector<std::string> bad_values) {
     for (const auto& v : bad_values) c.push_back({fmt::format("\"{}\":{}", name, v), name});
-    for (const auto& w : {"\"s\"", "true", "[1]", "{}"}) c.push_back({fmt::format("\"{}\":{}", name, w), name});
+    for (const auto& w : {"\"s\"", "true", "[1]", "{}"})
+      c.push_back({fmt::format("\"{}\":{}", name, w), name});
   };
   nums("temperature", {"-0.1", "2.01", "1e308", "-1e308"});
   nums("top_p", {"0", "-0.5", "1.01"});
@@ -87,13 +91,15 @@ std::vector<BadCase> bad_cases() {
   nums("presence_penalty", {"-2.1", "2.1"});
   nums("frequency_penalty", {"-3", "3"});
   nums("repetition_penalty", {"0", "-1", "2.5"});
-  for (const auto& v : {"1.5", "\"1\"", "true", "[]"}) c.push_back({fmt::format("\"seed\":{}", v), "seed"});
+  for (const auto& v : {"1.5", "\"1\"", "true", "[]"})
+    c.push_back({fmt::format("\"seed\":{}", v), "seed"});
   for (const auto& v : {"1", "true", "[1]", "[\"\"]", "[\"a\",\"b\",\"c\",\"d\",\"e\"]", "\"\""}) {
     c.push_back({fmt::format("\"stop\":{}", v), "stop"});
   }
   c.push_back({"\"stop\":\"" + std::string(300, 'x') + "\"", "stop"});
-  for (const auto& v : {"[]", "1", "\"x\"", "{\"x\":1}", "{\"-1\":1}", "{\"129280\":1}", "{\"5\":101}",
-                        "{\"5\":-101}", "{\"5\":\"1\"}", "{\"99999999999\":1}", "{\"\":1}"}) {
+  for (const auto& v :
+       {"[]", "1", "\"x\"", "{\"x\":1}", "{\"-1\":1}", "{\"129280\":1}", "{\"5\":101}",
+        "{\"5\":-101}", "{\"5\":\"1\"}", "{\"99999999999\":1}", "{\"\":1}"}) {
     c.push_back({fmt::format("\"logit_bias\":{}", v), "logit_bias"});
   }
   {
@@ -101,22 +107,26 @@ std::vector<BadCase> bad_cases() {
     for (int i = 0; i < 301; ++i) big += fmt::format("{}\"{}\":1", i ? "," : "", i);
     c.push_back({big + "}", "logit_bias"});
   }
-  for (const auto& v : {"1", "\"x\"", "[]", "{}"}) c.push_back({fmt::format("\"stream\":{}", v), "stream"});
+  for (const auto& v : {"1", "\"x\"", "[]", "{}"})
+    c.push_back({fmt::format("\"stream\":{}", v), "stream"});
   c.push_back({"\"stream_options\":{\"include_usage\":true}", "stream_options"});
   c.push_back({"\"stream\":true,\"stream_options\":1", "stream_options"});
   c.push_back({"\"stream\":true,\"stream_options\":{\"include_usage\":1}", "include_usage"});
-  for (const auto& v : {"1", "\"x\"", "[]"}) c.push_back({fmt::format("\"logprobs\":{}", v), "logprobs"});
+  for (const auto& v : {"1", "\"x\"", "[]"})
+    c.push_back({fmt::format("\"logprobs\":{}", v), "logprobs"});
   c.push_back({"\"top_logprobs\":2", "top_logprobs"});
   for (const auto& v : {"1", "[]", "{}"}) c.push_back({fmt::format("\"user\":{}", v), "user"});
-  for (const auto& v : {"1", "{}", "[1]", "[{\"type\":\"x\"}]", "[{\"type\":\"function\"}]",
-                        "[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]",
-                        "[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":1}}]"}) {
+  for (const auto& v :
+       {"1", "{}", "[1]", "[{\"type\":\"x\"}]", "[{\"type\":\"function\"}]",
+        "[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]",
+        "[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":1}}]"}) {
     c.push_back({fmt::format("\"tools\":{}", v), "tools"});
   }
   for (const auto& v : {"1", "\"maybe\"", "{}", "\"required\""}) {
     c.push_back({fmt::format("\"tool_choice\":{}", v), "tool_choice"});
   }
-  for (const auto& v : {"1", "\"a\""}) c.push_back({fmt::format("\"ignore_eos\":{}", v), "ignore_eos"});
+  for (const auto& v : {"1", "\"a\""})
+    c.push_back({fmt::format("\"ignore_eos\":{}", v), "ignore_eos"});
   c.push_back({"\"best_of\":3", "best_of"});
   c.push_back({"\"response_format\":{\"type\":\"json_schema\"}", "response_format"});
   c.push_back({"\"reasoning_effort\":\"max\"", "reasoning_effort"});
@@ -142,11 +152,15 @@ TEST(RequestParser, BadParameterTable) {
 
 TEST(RequestParser, BadMessagesAndPrompts) {
   const std::vector<std::pair<std::string, std::string>> chat = {
-      {R"({})", "messages"}, {R"({"messages":[]})", "messages"}, {R"({"messages":"x"})", "messages"},
-      {R"({"messages":[1]})", "messages[0]"}, {R"({"messages":[{"content":"x"}]})", "messages[0].role"},
+      {R"({})", "messages"},
+      {R"({"messages":[]})", "messages"},
+      {R"({"messages":"x"})", "messages"},
+      {R"({"messages":[1]})", "messages[0]"},
+      {R"({"messages":[{"content":"x"}]})", "messages[0].role"},
       {R"({"messages":[{"role":"wizard","content":"x"}]})", "messages[0].role"},
       {R"({"messages":[{"role":"user"}]})", "messages[0].content"},
-      {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", "messages[0].content[0].type"},
+      {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
+       "messages[0].content[0].type"},
       {R"({"messages":[{"role":"user","content":5}]})", "messages[0].content"}};
   for (const auto& [body, param] : chat) {
     ParsedRequest p;
@@ -155,10 +169,16 @@ TEST(RequestParser, BadMessagesAndPrompts) {
     EXPECT_EQ(err->param, param) << body;
   }
   const std::vector<std::pair<std::string, std::string>> comp = {
-      {R"({})", "prompt"}, {R"({"prompt":5})", "prompt"}, {R"({"prompt":[]})", "prompt"},
-      {R"({"prompt":[1,-1]})", "prompt"}, {R"({"prompt":[1,129280]})", "prompt"}, {R"({"prompt":["a",1]})", "prompt"},
-      {R"({"prompt":"a","logprobs":true})", "logprobs"}, {R"({"prompt":"a","logprobs":21})", "logprobs"},
-      {R"({"prompt":"a","echo":true,"stream":true})", "echo"}, {R"({"prompt":"a","suffix":"b"})", "suffix"}};
+      {R"({})", "prompt"},
+      {R"({"prompt":5})", "prompt"},
+      {R"({"prompt":[]})", "prompt"},
+      {R"({"prompt":[1,-1]})", "prompt"},
+      {R"({"prompt":[1,129280]})", "prompt"},
+      {R"({"prompt":["a",1]})", "prompt"},
+      {R"({"prompt":"a","logprobs":true})", "logprobs"},
+      {R"({"prompt":"a","logprobs":21})", "logprobs"},
+      {R"({"prompt":"a","echo":true,"stream":true})", "echo"},
+      {R"({"prompt":"a","suffix":"b"})", "suffix"}};
   for (const auto& [body, param] : comp) {
     ParsedRequest p;
     auto err = parse_request(body, Endpoint::kCompletion, limits(), p);
@@ -184,12 +204,15 @@ std::pair<std::string, std::string> run_reasoning(const std::vector<std::string>
 }
 
 TEST(ReasoningParser, SplitsAtCloseTag) {
-  EXPECT_EQ(run_reasoning({"think hard</think>\n\nAnswer"}), std::make_pair(std::string("think hard"), std::string("\n\nAnswer")));
-  EXPECT_EQ(run_reasoning({"<think>\nx</think>y"}), std::make_pair(std::string("\nx"), std::string("y")));
+  EXPECT_EQ(run_reasoning({"think hard</think>\n\nAnswer"}),
+            std::make_pair(std::string("think hard"), std::string("\n\nAnswer")));
+  EXPECT_EQ(run_reasoning({"<think>\nx</think>y"}),
+            std::make_pair(std::string("\nx"), std::string("y")));
 }
 
 TEST(ReasoningParser, TagsSplitAcrossDeltas) {
-  EXPECT_EQ(run_reasoning({"<th", "ink>a", "b</", "thi", "nk", ">c", "d"}), std::make_pair(std::string("ab"), std::string("cd")));
+  EXPECT_EQ(run_reasoning({"<th", "ink>a", "b</", "thi", "nk", ">c", "d"}),
+            std::make_pair(std::string("ab"), std::string("cd")));
   // Every split point of the whole text gives the same answer.
   const std::string text = "<think>reason </ not a tag</think>content </think> again";
   for (size_t i = 0; i <= text.size(); ++i) {
@@ -202,15 +225,18 @@ TEST(ReasoningParser, TagsSplitAcrossDeltas) {
 }
 
 TEST(ReasoningParser, TruncatedIsAllReasoning) {
-  EXPECT_EQ(run_reasoning({"still thinking </thi"}), std::make_pair(std::string("still thinking </thi"), std::string()));
+  EXPECT_EQ(run_reasoning({"still thinking </thi"}),
+            std::make_pair(std::string("still thinking </thi"), std::string()));
   ReasoningParser off(false);
   EXPECT_EQ(off.push("a</think>b").content, "a</think>b");
 }
 
 TEST(ToolCallParser, ParsesCallsAllAtOnceAndStreamed) {
   const std::string text =
-      "Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": "
-      "\"Paris\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{}\n```"
+      "Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```"
+      "json\n{\"city\": "
+      "\"Paris\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```"
+      "json\n{}\n```"
       "<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
   for (size_t step : {text.size(), size_t(1), size_t(2), size_t(5), size_t(7)}) {
     ToolCallParser p;
@@ -234,7 +260,8 @@ TEST(ToolCallParser, ParsesCallsAllAtOnceAndStreamed) {
 
 TEST(ToolCallParser, V31FormAndUnfinished) {
   ToolCallParser p;
-  auto d = p.push("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{\"a\":1}<｜tool▁call▁end｜>");
+  auto d = p.push(
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{\"a\":1}<｜tool▁call▁end｜>");
   ASSERT_EQ(d.calls.size(), 1u);
   EXPECT_EQ(d.calls[0].name, "f");
   EXPECT_EQ(d.calls[0].arguments, "{\"a\":1}");
@@ -244,7 +271,8 @@ TEST(ToolCallParser, V31FormAndUnfinished) {
 }
 
 TEST(Sse, FramingRoundTrip) {
-  std::string stream = sse_data("{\"a\":1}") + sse_comment("keep-alive") + sse_data("{\"b\":2}") + sse_done();
+  std::string stream =
+      sse_data("{\"a\":1}") + sse_comment("keep-alive") + sse_data("{\"b\":2}") + sse_done();
   EXPECT_EQ(sse_data("x"), "data: x\n\n");
   for (size_t step = 1; step <= stream.size(); ++step) {
     SseParser p;
@@ -273,10 +301,13 @@ TEST(Metrics, ExpositionFormat) {
   std::string t = m.render(&st, true, false);
   EXPECT_NE(t.find("r1serve_http_requests_total{status=\"200\"} 2\n"), std::string::npos);
   EXPECT_NE(t.find("r1serve_http_requests_total{status=\"429\"} 1\n"), std::string::npos);
-  EXPECT_NE(t.find("r1serve_request_success_total{finished_reason=\"length\"} 1\n"), std::string::npos);
+  EXPECT_NE(t.find("r1serve_request_success_total{finished_reason=\"length\"} 1\n"),
+            std::string::npos);
   EXPECT_NE(t.find("# TYPE r1serve_time_to_first_token_seconds histogram\n"), std::string::npos);
-  EXPECT_NE(t.find("r1serve_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"), std::string::npos);
-  EXPECT_NE(t.find("r1serve_time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
+  EXPECT_NE(t.find("r1serve_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("r1serve_time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\n"),
+            std::string::npos);
   EXPECT_NE(t.find("r1serve_time_to_first_token_seconds_count 2\n"), std::string::npos);
   EXPECT_NE(t.find("r1serve_kv_cache_usage_perc 0.25\n"), std::string::npos);
   EXPECT_NE(t.find("r1serve_kv_cache_blocks_free 75\n"), std::string::npos);

@@ -30,11 +30,13 @@ TEST(ChatTemplate, ListFormAndToolUseSelection) {
 
 TEST(ChatTemplate, VariablesLikeTransformers) {
   auto ct = ChatTemplate::from_string(
-      "{{ tools is none }}|{{ add_generation_prompt }}|{{ messages[0].content }}|{{ enable_thinking }}|"
+      "{{ tools is none }}|{{ add_generation_prompt }}|{{ messages[0].content }}|{{ "
+      "enable_thinking }}|"
       "{{ strftime_now('%Y') | length }}");
   ASSERT_TRUE(ct.is_ok());
   ojson msgs = ojson::array({{{"role", "user"}, {"content", "hi"}}});
-  EXPECT_EQ(ct->render(msgs, true, nullptr, {{"enable_thinking", false}}).value(), "True|True|hi|False|4");
+  EXPECT_EQ(ct->render(msgs, true, nullptr, {{"enable_thinking", false}}).value(),
+            "True|True|hi|False|4");
 }
 
 TEST(ChatTemplate, ModelDirectoryAndErrors) {
@@ -42,7 +44,8 @@ TEST(ChatTemplate, ModelDirectoryAndErrors) {
   fs::path dir = fs::temp_directory_path() / "r1_chat_template_dir";
   fs::create_directories(dir);
   {
-    std::ofstream(dir / "tokenizer_config.json") << R"({"bos_token": "<b>", "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{% endfor %}"})";
+    std::ofstream(dir / "tokenizer_config.json")
+        << R"({"bos_token": "<b>", "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{% endfor %}"})";
   }
   auto ct = ChatTemplate::from_tokenizer_config(dir.string());
   ASSERT_TRUE(ct.is_ok()) << ct.status().to_string();

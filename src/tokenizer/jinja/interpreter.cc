@@ -29,36 +29,43 @@ void Interpreter::Scope::set(const std::string& name, Value v) {
   vars.emplace_back(name, std::move(v));
 }
 
-Interpreter::Interpreter(const RenderLimits& limits, std::vector<std::pair<std::string, Value>> globals)
+Interpreter::Interpreter(const RenderLimits& limits,
+                         std::vector<std::pair<std::string, Value>> globals)
     : limits_(limits) {
   globals_.vars = default_globals();
   for (auto& kv : globals) globals_.set(kv.first, std::move(kv.second));
 }
 
 void Interpreter::fail(const std::string& message) const {
-  throw TemplateError{fmt::format("template error at line {}, column {}: {}", pos_.line, pos_.column, message), pos_};
+  throw TemplateError{
+      fmt::format("template error at line {}, column {}: {}", pos_.line, pos_.column, message),
+      pos_};
 }
 
 void Interpreter::fail_budget() const {
-  throw TemplateError{fmt::format("template error at line {}, column {}: template exceeded its step budget of {} steps",
-                                  pos_.line, pos_.column, limits_.max_steps),
-                      pos_, true};
+  throw TemplateError{
+      fmt::format(
+          "template error at line {}, column {}: template exceeded its step budget of {} steps",
+          pos_.line, pos_.column, limits_.max_steps),
+      pos_, true};
 }
 
 void Interpreter::check_size(size_t bytes) {
   if (bytes > limits_.max_output_bytes) {
-    throw TemplateError{fmt::format("template error at line {}, column {}: value of {} bytes/items exceeds the "
-                                    "output budget of {} bytes",
-                                    pos_.line, pos_.column, bytes, limits_.max_output_bytes),
-                        pos_, true};
+    throw TemplateError{
+        fmt::format("template error at line {}, column {}: value of {} bytes/items exceeds the "
+                    "output budget of {} bytes",
+                    pos_.line, pos_.column, bytes, limits_.max_output_bytes),
+        pos_, true};
   }
 }
 
 void Interpreter::append(std::string& out, const std::string& text) {
   if (out.size() + text.size() > limits_.max_output_bytes) {
-    throw TemplateError{fmt::format("template error at line {}, column {}: output exceeds the budget of {} bytes",
-                                    pos_.line, pos_.column, limits_.max_output_bytes),
-                        pos_, true};
+    throw TemplateError{
+        fmt::format("template error at line {}, column {}: output exceeds the budget of {} bytes",
+                    pos_.line, pos_.column, limits_.max_output_bytes),
+        pos_, true};
   }
   charge(static_cast<int64_t>(text.size() >> 10));
   out += text;
@@ -72,7 +79,8 @@ std::string Interpreter::render(const std::vector<StmtPtr>& body) {
   return out;
 }
 
-Interpreter::Flow Interpreter::exec_body(const std::vector<StmtPtr>& body, Scope& scope, std::string& out) {
+Interpreter::Flow Interpreter::exec_body(const std::vector<StmtPtr>& body, Scope& scope,
+                                         std::string& out) {
   for (const auto& s : body) {
     Flow f = exec(*s, scope, out);
     if (f != Flow::kNormal) return f;
@@ -84,7 +92,9 @@ Interpreter::Flow Interpreter::exec(const Stmt& s, Scope& scope, std::string& ou
   pos_ = s.pos;
   charge(1);
   switch (s.kind) {
-    case StmtKind::kText: append(out, s.text); return Flow::kNormal;
+    case StmtKind::kText:
+      append(out, s.text);
+      return Flow::kNormal;
     case StmtKind::kOutput: {
       Value v = eval(*s.expr, scope);
       pos_ = s.pos;
@@ -94,18 +104,26 @@ Interpreter::Flow Interpreter::exec(const Stmt& s, Scope& scope, std::string& ou
     case StmtKind::kIf:
       if (eval(*s.expr, scope).truthy()) return exec_body(s.body, scope, out);
       return exec_body(s.else_body, scope, out);
-    case StmtKind::kFor: return exec_for(s, scope, out);
-    case StmtKind::kSet: exec_set(s, scope); return Flow::kNormal;
+    case StmtKind::kFor:
+      return exec_for(s, scope, out);
+    case StmtKind::kSet:
+      exec_set(s, scope);
+      return Flow::kNormal;
     case StmtKind::kSetBlock: {
       std::string captured;
       Flow f = exec_body(s.body, scope, captured);
       scope.set(s.targets[0], Value(std::move(captured)));
       return f;
     }
-    case StmtKind::kMacro: define_macro(s, scope); return Flow::kNormal;
-    case StmtKind::kBreak: return Flow::kBreak;
-    case StmtKind::kContinue: return Flow::kContinue;
-    case StmtKind::kBlock: return exec_body(s.body, scope, out);
+    case StmtKind::kMacro:
+      define_macro(s, scope);
+      return Flow::kNormal;
+    case StmtKind::kBreak:
+      return Flow::kBreak;
+    case StmtKind::kContinue:
+      return Flow::kContinue;
+    case StmtKind::kBlock:
+      return exec_body(s.body, scope, out);
     case StmtKind::kFilterBlock: {
       std::string captured;
       Flow f = exec_body(s.body, scope, captured);
@@ -126,7 +144,8 @@ Interpreter::Flow Interpreter::exec(const Stmt& s, Scope& scope, std::string& ou
   return Flow::kNormal;
 }
 
-void Interpreter::assign_targets(const std::vector<std::string>& targets, const Value& v, Scope& scope) {
+void Interpreter::assign_targets(const std::vector<std::string>& targets, const Value& v,
+                                 Scope& scope) {
   if (targets.size() == 1) {
     scope.set(targets[0], v);
     return;
@@ -157,7 +176,8 @@ Interpreter::Flow Interpreter::exec_for(const Stmt& s, Scope& scope, std::string
 
   auto loop = std::make_shared<LoopData>();
   loop->length = static_cast<int64_t>(items.size());
-  if (const Value* outer = scope.find("loop"); outer && outer->is_loop()) loop->depth0 = outer->loop().depth0 + 1;
+  if (const Value* outer = scope.find("loop"); outer && outer->is_loop())
+    loop->depth0 = outer->loop().depth0 + 1;
   loop->items = std::make_shared<ListData>();
   loop->items->items = items;
   Value loop_value(loop);
@@ -181,8 +201,9 @@ void Interpreter::exec_set(const Stmt& s, Scope& scope) {
   if (!s.attr.empty()) {
     Value* target = scope.find(s.targets[0]);
     if (!target || !target->is_namespace()) {
-      fail(fmt::format("cannot assign attribute '{}' on '{}': only namespace() objects can be assigned to", s.attr,
-                       s.targets[0]));
+      fail(fmt::format(
+          "cannot assign attribute '{}' on '{}': only namespace() objects can be assigned to",
+          s.attr, s.targets[0]));
     }
     target->ns().attrs.set(s.attr, std::move(v));
     return;
@@ -202,7 +223,8 @@ void Interpreter::define_macro(const Stmt& s, Scope& scope) {
     if (++call_depth_ > limits_.max_call_depth) fail("macro calls nested too deeply");
     Scope call_scope;
     call_scope.parent = defining;
-    if (args.positional.size() > def->params.size()) fail(fmt::format("macro '{}' takes {} arguments", def->name, def->params.size()));
+    if (args.positional.size() > def->params.size())
+      fail(fmt::format("macro '{}' takes {} arguments", def->name, def->params.size()));
     for (size_t i = 0; i < def->params.size(); ++i) {
       const auto& p = def->params[i];
       if (i < args.positional.size()) {
@@ -217,8 +239,9 @@ void Interpreter::define_macro(const Stmt& s, Scope& scope) {
         }
       }
       if (!found) {
-        call_scope.set(p.name, p.default_value ? eval(*p.default_value, call_scope)
-                                               : Value::undefined(fmt::format("'{}' is undefined", p.name)));
+        call_scope.set(p.name, p.default_value
+                                   ? eval(*p.default_value, call_scope)
+                                   : Value::undefined(fmt::format("'{}' is undefined", p.name)));
       }
     }
     for (auto& kv : args.keyword) {
@@ -235,13 +258,16 @@ void Interpreter::define_macro(const Stmt& s, Scope& scope) {
 }
 
 Value Interpreter::call(const Value& callee, CallArgs& args) {
-  if (callee.is_undefined()) fail(callee.undefined_hint().empty() ? "undefined value is not callable" : callee.undefined_hint());
+  if (callee.is_undefined())
+    fail(callee.undefined_hint().empty() ? "undefined value is not callable"
+                                         : callee.undefined_hint());
   if (!callee.is_callable()) fail(fmt::format("'{}' object is not callable", callee.type_name()));
   return callee.fn().fn(*this, args);
 }
 
 void Interpreter::eval_call_args(const Expr& e, size_t first, Scope& scope, CallArgs* args) {
-  for (size_t i = first; i < e.args.size(); ++i) args->positional.push_back(eval(*e.args[i], scope));
+  for (size_t i = first; i < e.args.size(); ++i)
+    args->positional.push_back(eval(*e.args[i], scope));
   for (const auto& kv : e.kwargs) args->keyword.emplace_back(kv.first, eval(*kv.second, scope));
 }
 
@@ -249,7 +275,8 @@ Value Interpreter::eval(const Expr& e, Scope& scope) {
   pos_ = e.pos;
   charge(1);
   switch (e.kind) {
-    case ExprKind::kLiteral: return e.literal;
+    case ExprKind::kLiteral:
+      return e.literal;
     case ExprKind::kName: {
       if (Value* v = scope.find(e.name)) return *v;
       return Value::undefined(fmt::format("'{}' is undefined", e.name));
@@ -288,11 +315,15 @@ Value Interpreter::eval(const Expr& e, Scope& scope) {
     case ExprKind::kSlice: {
       Value obj = eval(*e.args[0], scope);
       Value parts[3];
-      for (int i = 0; i < 3; ++i) parts[i] = e.args[i + 1] ? eval(*e.args[i + 1], scope) : Value::none();
+      for (int i = 0; i < 3; ++i)
+        parts[i] = e.args[i + 1] ? eval(*e.args[i + 1], scope) : Value::none();
       pos_ = e.pos;
-      if (obj.is_undefined()) fail(obj.undefined_hint().empty() ? "cannot slice an undefined value" : obj.undefined_hint());
+      if (obj.is_undefined())
+        fail(obj.undefined_hint().empty() ? "cannot slice an undefined value"
+                                          : obj.undefined_hint());
       bool is_str = obj.is_string();
-      if (!is_str && !obj.is_list()) fail(fmt::format("'{}' object is not subscriptable", obj.type_name()));
+      if (!is_str && !obj.is_list())
+        fail(fmt::format("'{}' object is not subscriptable", obj.type_name()));
       std::vector<char32_t> cps;
       int64_t n;
       if (is_str) {
@@ -352,12 +383,15 @@ Value Interpreter::eval(const Expr& e, Scope& scope) {
       bool r = apply_test(*this, e.name, v, args);
       return Value(e.negated ? !r : r);
     }
-    case ExprKind::kNot: return Value(!eval(*e.args[0], scope).truthy());
+    case ExprKind::kNot:
+      return Value(!eval(*e.args[0], scope).truthy());
     case ExprKind::kNeg:
     case ExprKind::kPos: {
       Value v = eval(*e.args[0], scope);
       pos_ = e.pos;
-      if (v.is_undefined()) fail(v.undefined_hint().empty() ? "unary operator on an undefined value" : v.undefined_hint());
+      if (v.is_undefined())
+        fail(v.undefined_hint().empty() ? "unary operator on an undefined value"
+                                        : v.undefined_hint());
       if (e.kind == ExprKind::kPos) {
         if (!v.is_number()) fail(fmt::format("bad operand type for unary +: '{}'", v.type_name()));
         return v.is_bool() ? Value(int64_t(v.as_bool())) : v;
@@ -377,12 +411,15 @@ Value Interpreter::eval(const Expr& e, Scope& scope) {
       if (l.truthy()) return l;
       return eval(*e.args[1], scope);
     }
-    case ExprKind::kBinary: return eval_binary(e, scope);
-    case ExprKind::kCompare: return eval_compare(e, scope);
+    case ExprKind::kBinary:
+      return eval_binary(e, scope);
+    case ExprKind::kCompare:
+      return eval_compare(e, scope);
     case ExprKind::kCondExpr: {
       if (eval(*e.args[1], scope).truthy()) return eval(*e.args[0], scope);
       if (e.args[2]) return eval(*e.args[2], scope);
-      return Value::undefined("the inline if-expression evaluated to false and no else section was defined");
+      return Value::undefined(
+          "the inline if-expression evaluated to false and no else section was defined");
     }
   }
   fail("internal: unknown expression");
@@ -402,14 +439,22 @@ Value Interpreter::eval_compare(const Expr& e, Scope& scope) {
     pos_ = e.pos;
     const std::string& op = e.ops[i];
     bool r;
-    if (op == "==") r = values_equal(left, right);
-    else if (op == "!=") r = !values_equal(left, right);
-    else if (op == "<") r = less_than(*this, left, right);
-    else if (op == ">") r = less_than(*this, right, left);
-    else if (op == "<=") r = !less_than(*this, right, left);
-    else if (op == ">=") r = !less_than(*this, left, right);
-    else if (op == "in") r = contains(*this, right, left);
-    else r = !contains(*this, right, left);
+    if (op == "==")
+      r = values_equal(left, right);
+    else if (op == "!=")
+      r = !values_equal(left, right);
+    else if (op == "<")
+      r = less_than(*this, left, right);
+    else if (op == ">")
+      r = less_than(*this, right, left);
+    else if (op == "<=")
+      r = !less_than(*this, right, left);
+    else if (op == ">=")
+      r = !less_than(*this, left, right);
+    else if (op == "in")
+      r = contains(*this, right, left);
+    else
+      r = !contains(*this, right, left);
     if (!r) return Value(false);
     left = std::move(right);
   }

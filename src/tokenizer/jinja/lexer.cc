@@ -12,7 +12,9 @@
 namespace r1::tok::jinja {
 namespace {
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 class Lexer {
  public:
@@ -73,13 +75,15 @@ class Lexer {
 
   [[noreturn]] void fail(size_t offset, const std::string& what) const {
     SourcePos p = at(offset);
-    throw TemplateError{fmt::format("template syntax error at line {}, column {}: {}", p.line, p.column, what), p};
+    throw TemplateError{
+        fmt::format("template syntax error at line {}, column {}: {}", p.line, p.column, what), p};
   }
 
   size_t find_tag(size_t from) const {
     size_t i = from;
     while ((i = src_.find('{', i)) != std::string::npos) {
-      if (i + 1 < src_.size() && (src_[i + 1] == '{' || src_[i + 1] == '%' || src_[i + 1] == '#')) return i;
+      if (i + 1 < src_.size() && (src_[i + 1] == '{' || src_[i + 1] == '%' || src_[i + 1] == '#'))
+        return i;
       ++i;
     }
     return std::string::npos;
@@ -111,7 +115,8 @@ class Lexer {
   bool is_raw(size_t body) const {
     size_t p = body;
     while (p < src_.size() && is_ws(src_[p])) ++p;
-    return src_.compare(p, 3, "raw") == 0 && (p + 3 >= src_.size() || !std::isalnum(static_cast<unsigned char>(src_[p + 3])));
+    return src_.compare(p, 3, "raw") == 0 &&
+           (p + 3 >= src_.size() || !std::isalnum(static_cast<unsigned char>(src_[p + 3])));
   }
 
   // {% raw %}...{% endraw %}: the contents are text, untouched.
@@ -144,7 +149,8 @@ class Lexer {
   }
 
   size_t lex_tag(size_t start, size_t body, bool block) {
-    tokens_.push_back(Token{block ? TokenKind::kBlockBegin : TokenKind::kVarBegin, "", 0, 0.0, at(start)});
+    tokens_.push_back(
+        Token{block ? TokenKind::kBlockBegin : TokenKind::kVarBegin, "", 0, 0.0, at(start)});
     size_t p = body;
     int depth = 0;
     const size_t n = src_.size();
@@ -162,7 +168,8 @@ class Lexer {
           epos = p;
         }
         if (epos != std::string::npos) {
-          tokens_.push_back(Token{block ? TokenKind::kBlockEnd : TokenKind::kVarEnd, "", 0, 0.0, at(p)});
+          tokens_.push_back(
+              Token{block ? TokenKind::kBlockEnd : TokenKind::kVarEnd, "", 0, 0.0, at(p)});
           if (!block) {
             size_t q = epos + 2;
             if (sign == '-') {
@@ -181,10 +188,12 @@ class Lexer {
         p = lex_number(p);
       } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
         while (p < n && (std::isalnum(static_cast<unsigned char>(src_[p])) || src_[p] == '_')) ++p;
-        tokens_.push_back(Token{TokenKind::kName, src_.substr(tok_start, p - tok_start), 0, 0.0, at(tok_start)});
+        tokens_.push_back(
+            Token{TokenKind::kName, src_.substr(tok_start, p - tok_start), 0, 0.0, at(tok_start)});
       } else {
-        static const char* kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<",
-                                     ">",  "=",  ".",  ",",  ":",  "|",  "(", ")", "[", "]", "{", "}"};
+        static const char* kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*",
+                                     "/",  "%",  "~",  "<",  ">",  "=",  ".", ",", ":",
+                                     "|",  "(",  ")",  "[",  "]",  "{",  "}"};
         const char* match = nullptr;
         for (const char* op : kOps) {
           if (src_.compare(p, std::strlen(op), op) == 0) {
@@ -214,8 +223,10 @@ class Lexer {
     };
     p = digits(p);
     bool is_float = false;
-    bool after_dot = !tokens_.empty() && tokens_.back().kind == TokenKind::kOperator && tokens_.back().text == ".";
-    if (!after_dot && p + 1 < n && src_[p] == '.' && std::isdigit(static_cast<unsigned char>(src_[p + 1]))) {
+    bool after_dot = !tokens_.empty() && tokens_.back().kind == TokenKind::kOperator &&
+                     tokens_.back().text == ".";
+    if (!after_dot && p + 1 < n && src_[p] == '.' &&
+        std::isdigit(static_cast<unsigned char>(src_[p + 1]))) {
       is_float = true;
       p = digits(p + 1);
     }
@@ -233,8 +244,10 @@ class Lexer {
     }
     Token t{is_float ? TokenKind::kFloat : TokenKind::kInt, text, 0, 0.0, at(start)};
     try {
-      if (is_float) t.float_value = std::stod(text);
-      else t.int_value = std::stoll(text);
+      if (is_float)
+        t.float_value = std::stod(text);
+      else
+        t.int_value = std::stoll(text);
     } catch (...) {
       fail(start, "number out of range");
     }
@@ -271,17 +284,38 @@ class Lexer {
       char e = src_[p + 1];
       p += 2;
       switch (e) {
-        case '\n': break;
-        case '\\': out.push_back('\\'); break;
-        case '\'': out.push_back('\''); break;
-        case '"': out.push_back('"'); break;
-        case 'a': out.push_back('\a'); break;
-        case 'b': out.push_back('\b'); break;
-        case 'f': out.push_back('\f'); break;
-        case 'n': out.push_back('\n'); break;
-        case 'r': out.push_back('\r'); break;
-        case 't': out.push_back('\t'); break;
-        case 'v': out.push_back('\v'); break;
+        case '\n':
+          break;
+        case '\\':
+          out.push_back('\\');
+          break;
+        case '\'':
+          out.push_back('\'');
+          break;
+        case '"':
+          out.push_back('"');
+          break;
+        case 'a':
+          out.push_back('\a');
+          break;
+        case 'b':
+          out.push_back('\b');
+          break;
+        case 'f':
+          out.push_back('\f');
+          break;
+        case 'n':
+          out.push_back('\n');
+          break;
+        case 'r':
+          out.push_back('\r');
+          break;
+        case 't':
+          out.push_back('\t');
+          break;
+        case 'v':
+          out.push_back('\v');
+          break;
         case 'x':
         case 'u':
         case 'U': {
@@ -300,7 +334,8 @@ class Lexer {
         default:
           if (e >= '0' && e <= '7') {
             char32_t cp = static_cast<char32_t>(e - '0');
-            for (int k = 0; k < 2 && p < n && src_[p] >= '0' && src_[p] <= '7'; ++k) cp = cp * 8 + (src_[p++] - '0');
+            for (int k = 0; k < 2 && p < n && src_[p] >= '0' && src_[p] <= '7'; ++k)
+              cp = cp * 8 + (src_[p++] - '0');
             utf8_append(out, cp);
           } else {
             out.push_back('\\');

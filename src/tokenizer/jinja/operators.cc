@@ -15,7 +15,9 @@ namespace {
   in.fail(v.undefined_hint().empty() ? "operation on an undefined value" : v.undefined_hint());
 }
 
-int64_t as_i(const Value& v) { return v.is_bool() ? int64_t(v.as_bool()) : v.as_int(); }
+int64_t as_i(const Value& v) {
+  return v.is_bool() ? int64_t(v.as_bool()) : v.as_int();
+}
 
 Value repeat(Interpreter& in, const Value& seq, int64_t times) {
   if (times < 0) times = 0;
@@ -48,7 +50,8 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
   if (a.is_undefined()) undefined_error(in, a);
   if (b.is_undefined()) undefined_error(in, b);
   auto type_error = [&]() -> Value {
-    in.fail(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name()));
+    in.fail(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(),
+                        b.type_name()));
   };
   if (a.is_number() && b.is_number()) {
     bool fl = a.is_float() || b.is_float();
@@ -114,8 +117,10 @@ Value binary_op(Interpreter& in, const std::string& op, const Value& a, const Va
     return type_error();
   }
   if (op == "*") {
-    if ((a.is_string() || a.is_list()) && (b.is_int() || b.is_bool())) return repeat(in, a, as_i(b));
-    if ((b.is_string() || b.is_list()) && (a.is_int() || a.is_bool())) return repeat(in, b, as_i(a));
+    if ((a.is_string() || a.is_list()) && (b.is_int() || b.is_bool()))
+      return repeat(in, a, as_i(b));
+    if ((b.is_string() || b.is_list()) && (a.is_int() || a.is_bool()))
+      return repeat(in, b, as_i(a));
     return type_error();
   }
   if (op == "%" && a.is_string()) in.fail("unsupported: printf-style string formatting with %");
@@ -129,7 +134,8 @@ bool less_than(Interpreter& in, const Value& a, const Value& b) {
     if (a.is_float() || b.is_float()) return a.to_double() < b.to_double();
     return as_i(a) < as_i(b);
   }
-  if (a.is_string() && b.is_string()) return a.as_string() < b.as_string();  // UTF-8 order == code point order
+  if (a.is_string() && b.is_string())
+    return a.as_string() < b.as_string();  // UTF-8 order == code point order
   if (a.is_list() && b.is_list()) {
     const auto& x = a.list().items;
     const auto& y = b.list().items;
@@ -138,14 +144,18 @@ bool less_than(Interpreter& in, const Value& a, const Value& b) {
     }
     return x.size() < y.size();
   }
-  in.fail(fmt::format("'<' not supported between instances of '{}' and '{}'", a.type_name(), b.type_name()));
+  in.fail(fmt::format("'<' not supported between instances of '{}' and '{}'", a.type_name(),
+                      b.type_name()));
 }
 
 bool contains(Interpreter& in, const Value& container, const Value& x) {
   switch (container.kind()) {
-    case Value::Kind::kUndefined: return false;  // Undefined iterates as empty
+    case Value::Kind::kUndefined:
+      return false;  // Undefined iterates as empty
     case Value::Kind::kString:
-      if (!x.is_string()) in.fail(fmt::format("'in <string>' requires string as left operand, not {}", x.type_name()));
+      if (!x.is_string())
+        in.fail(
+            fmt::format("'in <string>' requires string as left operand, not {}", x.type_name()));
       in.charge(static_cast<int64_t>(container.as_string().size() >> 8));
       return container.as_string().find(x.as_string()) != std::string::npos;
     case Value::Kind::kList:
@@ -167,7 +177,8 @@ bool contains(Interpreter& in, const Value& container, const Value& x) {
 
 std::vector<Value> iterate(Interpreter& in, const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined: return {};
+    case Value::Kind::kUndefined:
+      return {};
     case Value::Kind::kList:
       in.charge(static_cast<int64_t>(v.list().items.size()) / 16);
       return v.list().items;
@@ -186,7 +197,8 @@ std::vector<Value> iterate(Interpreter& in, const Value& v) {
       in.charge(static_cast<int64_t>(chars.size()) / 16);
       return chars;
     }
-    default: in.fail(fmt::format("'{}' object is not iterable", v.type_name()));
+    default:
+      in.fail(fmt::format("'{}' object is not iterable", v.type_name()));
   }
 }
 

@@ -31,8 +31,12 @@ class Parser {
   void advance() {
     if (i_ + 1 < toks_.size()) ++i_;
   }
-  bool is_op(const char* op) const { return cur().kind == TokenKind::kOperator && cur().text == op; }
-  bool is_name(const char* name) const { return cur().kind == TokenKind::kName && cur().text == name; }
+  bool is_op(const char* op) const {
+    return cur().kind == TokenKind::kOperator && cur().text == op;
+  }
+  bool is_name(const char* name) const {
+    return cur().kind == TokenKind::kName && cur().text == name;
+  }
   bool skip_op(const char* op) {
     if (!is_op(op)) return false;
     advance();
@@ -44,28 +48,36 @@ class Parser {
     return true;
   }
   [[noreturn]] void fail(SourcePos p, const std::string& what) const {
-    throw TemplateError{fmt::format("template syntax error at line {}, column {}: {}", p.line, p.column, what), p};
+    throw TemplateError{
+        fmt::format("template syntax error at line {}, column {}: {}", p.line, p.column, what), p};
   }
   std::string describe(const Token& t) const {
     switch (t.kind) {
-      case TokenKind::kEof: return "end of template";
-      case TokenKind::kBlockEnd: return "'%}'";
-      case TokenKind::kVarEnd: return "'}}'";
-      case TokenKind::kText: return "text";
-      default: return "'" + t.text + "'";
+      case TokenKind::kEof:
+        return "end of template";
+      case TokenKind::kBlockEnd:
+        return "'%}'";
+      case TokenKind::kVarEnd:
+        return "'}}'";
+      case TokenKind::kText:
+        return "text";
+      default:
+        return "'" + t.text + "'";
     }
   }
   void expect_op(const char* op) {
     if (!skip_op(op)) fail(cur().pos, fmt::format("expected '{}', got {}", op, describe(cur())));
   }
   std::string expect_name() {
-    if (cur().kind != TokenKind::kName) fail(cur().pos, fmt::format("expected a name, got {}", describe(cur())));
+    if (cur().kind != TokenKind::kName)
+      fail(cur().pos, fmt::format("expected a name, got {}", describe(cur())));
     std::string n = cur().text;
     advance();
     return n;
   }
   void expect_block_end() {
-    if (cur().kind != TokenKind::kBlockEnd) fail(cur().pos, fmt::format("expected '%}}', got {}", describe(cur())));
+    if (cur().kind != TokenKind::kBlockEnd)
+      fail(cur().pos, fmt::format("expected '%}}', got {}", describe(cur())));
     advance();
   }
 
@@ -98,7 +110,8 @@ class Parser {
         s->pos = t.pos;
         advance();
         s->expr = parse_tuple(true);
-        if (cur().kind != TokenKind::kVarEnd) fail(cur().pos, fmt::format("expected '}}}}', got {}", describe(cur())));
+        if (cur().kind != TokenKind::kVarEnd)
+          fail(cur().pos, fmt::format("expected '}}}}', got {}", describe(cur())));
         advance();
         body.push_back(std::move(s));
       } else if (t.kind == TokenKind::kBlockBegin) {
@@ -128,10 +141,14 @@ class Parser {
     const Token& t = cur();
     if (++depth_ > kMaxNesting) fail(t.pos, "blocks nested too deeply");
     StmtPtr s;
-    if (t.text == "if") s = parse_if();
-    else if (t.text == "for") s = parse_for();
-    else if (t.text == "set") s = parse_set();
-    else if (t.text == "macro") s = parse_macro();
+    if (t.text == "if")
+      s = parse_if();
+    else if (t.text == "for")
+      s = parse_for();
+    else if (t.text == "set")
+      s = parse_set();
+    else if (t.text == "macro")
+      s = parse_macro();
     else if (t.text == "break" || t.text == "continue") {
       s = std::make_unique<Stmt>();
       s->kind = t.text == "break" ? StmtKind::kBreak : StmtKind::kContinue;
@@ -139,7 +156,8 @@ class Parser {
       if (loop_depth_ == 0) fail(t.pos, fmt::format("'{}' outside of a loop", t.text));
       advance();
       expect_block_end();
-    } else if (t.text == "filter") s = parse_filter_block();
+    } else if (t.text == "filter")
+      s = parse_filter_block();
     else if (t.text == "generation") {
       s = std::make_unique<Stmt>();
       s->kind = StmtKind::kBlock;
@@ -297,7 +315,9 @@ class Parser {
     auto t = make(ExprKind::kTuple, p);
     t->args.push_back(std::move(first));
     while (skip_op(",")) {
-      if (cur().kind == TokenKind::kBlockEnd || cur().kind == TokenKind::kVarEnd || is_op(")") || is_name("if")) break;
+      if (cur().kind == TokenKind::kBlockEnd || cur().kind == TokenKind::kVarEnd || is_op(")") ||
+          is_name("if"))
+        break;
       t->args.push_back(one());
     }
     return t;
@@ -458,11 +478,15 @@ class Parser {
     SourcePos p = t.pos;
     switch (t.kind) {
       case TokenKind::kName: {
-        static const std::set<std::string> kTrue{"true", "True"}, kFalse{"false", "False"}, kNone{"none", "None"};
+        static const std::set<std::string> kTrue{"true", "True"}, kFalse{"false", "False"},
+            kNone{"none", "None"};
         auto e = make(ExprKind::kLiteral, p);
-        if (kTrue.count(t.text)) e->literal = Value(true);
-        else if (kFalse.count(t.text)) e->literal = Value(false);
-        else if (kNone.count(t.text)) e->literal = Value::none();
+        if (kTrue.count(t.text))
+          e->literal = Value(true);
+        else if (kFalse.count(t.text))
+          e->literal = Value(false);
+        else if (kNone.count(t.text))
+          e->literal = Value::none();
         else {
           e->kind = ExprKind::kName;
           e->name = t.text;
@@ -534,7 +558,8 @@ class Parser {
           return e;
         }
         break;
-      default: break;
+      default:
+        break;
     }
     fail(p, fmt::format("unexpected {}", describe(t)));
   }
@@ -600,7 +625,8 @@ class Parser {
       first = false;
       if (is_op(")")) break;
       if (is_op("*") || is_op("**")) fail(cur().pos, "unsupported: *args / **kwargs in calls");
-      if (cur().kind == TokenKind::kName && peek().kind == TokenKind::kOperator && peek().text == "=") {
+      if (cur().kind == TokenKind::kName && peek().kind == TokenKind::kOperator &&
+          peek().text == "=") {
         std::string key = cur().text;
         advance();
         advance();
@@ -643,7 +669,8 @@ class Parser {
         if (is_op("(")) {
           parse_call_args(e.get());
         } else if ((cur().kind == TokenKind::kName || cur().kind == TokenKind::kString ||
-                    cur().kind == TokenKind::kInt || cur().kind == TokenKind::kFloat || is_op("[") || is_op("{")) &&
+                    cur().kind == TokenKind::kInt || cur().kind == TokenKind::kFloat ||
+                    is_op("[") || is_op("{")) &&
                    !is_name("else") && !is_name("or") && !is_name("and")) {
           if (is_name("is")) fail(cur().pos, "you cannot chain multiple tests with 'is'");
           e->args.push_back(parse_postfix(parse_primary()));

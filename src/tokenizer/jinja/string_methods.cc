@@ -27,7 +27,8 @@ std::string strip_impl(const std::string& s, const Value* chars, bool left, bool
   if (right) {
     while (e > b && strip_it(cps[e - 1])) --e;
   }
-  return utf8_encode(std::vector<char32_t>(cps.begin() + static_cast<long>(b), cps.begin() + static_cast<long>(e)));
+  return utf8_encode(std::vector<char32_t>(cps.begin() + static_cast<long>(b),
+                                           cps.begin() + static_cast<long>(e)));
 }
 
 std::vector<std::string> split_ws(const std::string& s, int64_t maxsplit, bool from_right) {
@@ -41,12 +42,14 @@ std::vector<std::string> split_ws(const std::string& s, int64_t maxsplit, bool f
       if (maxsplit >= 0 && static_cast<int64_t>(parts.size()) >= maxsplit) {
         size_t e = n;
         while (e > i && is_py_space(cps[e - 1])) --e;
-        parts.push_back(utf8_encode(std::vector<char32_t>(cps.begin() + long(i), cps.begin() + long(e))));
+        parts.push_back(
+            utf8_encode(std::vector<char32_t>(cps.begin() + long(i), cps.begin() + long(e))));
         break;
       }
       size_t j = i;
       while (j < n && !is_py_space(cps[j])) ++j;
-      parts.push_back(utf8_encode(std::vector<char32_t>(cps.begin() + long(i), cps.begin() + long(j))));
+      parts.push_back(
+          utf8_encode(std::vector<char32_t>(cps.begin() + long(i), cps.begin() + long(j))));
       i = j;
     }
     return parts;
@@ -70,7 +73,8 @@ std::vector<std::string> split_ws(const std::string& s, int64_t maxsplit, bool f
   return parts;
 }
 
-std::vector<std::string> split_sep(const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right) {
+std::vector<std::string> split_sep(const std::string& s, const std::string& sep, int64_t maxsplit,
+                                   bool from_right) {
   std::vector<std::string> parts;
   if (!from_right) {
     size_t start = 0;
@@ -108,7 +112,8 @@ bool affix_match(Interpreter& in, const std::string& s, const Value& affix, bool
     if (!a.is_string()) in.fail("startswith/endswith argument must be str or a tuple of str");
     const std::string& x = a.as_string();
     if (x.size() > s.size()) return false;
-    return prefix ? s.compare(0, x.size(), x) == 0 : s.compare(s.size() - x.size(), x.size(), x) == 0;
+    return prefix ? s.compare(0, x.size(), x) == 0
+                  : s.compare(s.size() - x.size(), x.size(), x) == 0;
   };
   if (affix.is_list()) {
     for (const auto& a : affix.list().items) {
@@ -128,13 +133,25 @@ std::string python_format(Interpreter& in, const std::string& fmt_str, CallArgs&
   size_t auto_index = 0;
   for (size_t i = 0; i < fmt_str.size(); ++i) {
     char c = fmt_str[i];
-    if (c == '{' && i + 1 < fmt_str.size() && fmt_str[i + 1] == '{') { out += '{'; ++i; continue; }
-    if (c == '}' && i + 1 < fmt_str.size() && fmt_str[i + 1] == '}') { out += '}'; ++i; continue; }
-    if (c != '{') { out += c; continue; }
+    if (c == '{' && i + 1 < fmt_str.size() && fmt_str[i + 1] == '{') {
+      out += '{';
+      ++i;
+      continue;
+    }
+    if (c == '}' && i + 1 < fmt_str.size() && fmt_str[i + 1] == '}') {
+      out += '}';
+      ++i;
+      continue;
+    }
+    if (c != '{') {
+      out += c;
+      continue;
+    }
     size_t close = fmt_str.find('}', i);
     if (close == std::string::npos) in.fail("str.format: single '{' encountered in format string");
     std::string field = fmt_str.substr(i + 1, close - i - 1);
-    if (field.find_first_of(":!") != std::string::npos) in.fail("unsupported: format specs in str.format");
+    if (field.find_first_of(":!") != std::string::npos)
+      in.fail("unsupported: format specs in str.format");
     const Value* v = nullptr;
     if (field.empty()) {
       if (auto_index < args.positional.size()) v = &args.positional[auto_index++];
@@ -173,8 +190,10 @@ std::string py_title(const std::string& s) {
   for (char ch : s) {
     unsigned char u = static_cast<unsigned char>(ch);
     bool alpha = std::isalpha(u) != 0;
-    if (alpha) out += static_cast<char>(prev_cased ? std::tolower(u) : std::toupper(u));
-    else out += ch;
+    if (alpha)
+      out += static_cast<char>(prev_cased ? std::tolower(u) : std::toupper(u));
+    else
+      out += ch;
     prev_cased = alpha || u >= 0x80;
   }
   return out;
@@ -182,21 +201,29 @@ std::string py_title(const std::string& s) {
 
 std::string py_capitalize(const std::string& s) {
   std::string out = ascii_map(s, ::tolower);
-  if (!out.empty() && static_cast<unsigned char>(out[0]) < 0x80) out[0] = static_cast<char>(std::toupper(out[0]));
+  if (!out.empty() && static_cast<unsigned char>(out[0]) < 0x80)
+    out[0] = static_cast<char>(std::toupper(out[0]));
   return out;
 }
 
-std::string py_lower(const std::string& s) { return ascii_map(s, ::tolower); }
-std::string py_upper(const std::string& s) { return ascii_map(s, ::toupper); }
+std::string py_lower(const std::string& s) {
+  return ascii_map(s, ::tolower);
+}
+std::string py_upper(const std::string& s) {
+  return ascii_map(s, ::toupper);
+}
 
-std::string py_replace(Interpreter& in, const std::string& s, const std::string& old, const std::string& repl,
-                       int64_t count) {
+std::string py_replace(Interpreter& in, const std::string& s, const std::string& old,
+                       const std::string& repl, int64_t count) {
   std::string out;
   if (old.empty()) {
     auto cps = utf8_decode(s);
     int64_t done = 0;
     for (size_t i = 0; i <= cps.size(); ++i) {
-      if (count < 0 || done < count) { out += repl; ++done; }
+      if (count < 0 || done < count) {
+        out += repl;
+        ++done;
+      }
       if (i < cps.size()) utf8_append(out, cps[i]);
       in.check_size(out.size());
     }
@@ -220,13 +247,15 @@ std::string py_replace(Interpreter& in, const std::string& s, const std::string&
 
 Value string_method(Interpreter& in, const std::string& s, const std::string& name) {
   auto method = [&](auto body) {
-    return Value::callable("str." + name, [s, body](Interpreter& i, CallArgs& a) -> Value { return body(i, s, a); });
+    return Value::callable(
+        "str." + name, [s, body](Interpreter& i, CallArgs& a) -> Value { return body(i, s, a); });
   };
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     bool l = name != "rstrip", r = name != "lstrip";
     return method([l, r](Interpreter& i, const std::string& str, CallArgs& a) -> Value {
       const Value* chars = arg(a, 0, "chars");
-      if (chars && !chars->is_none() && !chars->is_string()) i.fail("strip arg must be None or str");
+      if (chars && !chars->is_none() && !chars->is_string())
+        i.fail("strip arg must be None or str");
       return Value(strip_impl(str, chars, l, r));
     });
   }
@@ -271,15 +300,24 @@ Value string_method(Interpreter& in, const std::string& s, const std::string& na
       const Value* old = arg(a, 0, "old");
       const Value* repl = arg(a, 1, "new");
       const Value* count = arg(a, 2, "count");
-      if (!old || !repl || !old->is_string() || !repl->is_string()) i.fail("replace() takes two str arguments");
-      return Value(py_replace(i, str, old->as_string(), repl->as_string(), count ? int_arg(i, *count, "count") : -1));
+      if (!old || !repl || !old->is_string() || !repl->is_string())
+        i.fail("replace() takes two str arguments");
+      return Value(py_replace(i, str, old->as_string(), repl->as_string(),
+                              count ? int_arg(i, *count, "count") : -1));
     });
   }
-  if (name == "upper") return method([](Interpreter&, const std::string& str, CallArgs&) { return Value(py_upper(str)); });
-  if (name == "lower") return method([](Interpreter&, const std::string& str, CallArgs&) { return Value(py_lower(str)); });
-  if (name == "title") return method([](Interpreter&, const std::string& str, CallArgs&) { return Value(py_title(str)); });
+  if (name == "upper")
+    return method(
+        [](Interpreter&, const std::string& str, CallArgs&) { return Value(py_upper(str)); });
+  if (name == "lower")
+    return method(
+        [](Interpreter&, const std::string& str, CallArgs&) { return Value(py_lower(str)); });
+  if (name == "title")
+    return method(
+        [](Interpreter&, const std::string& str, CallArgs&) { return Value(py_title(str)); });
   if (name == "capitalize") {
-    return method([](Interpreter&, const std::string& str, CallArgs&) { return Value(py_capitalize(str)); });
+    return method(
+        [](Interpreter&, const std::string& str, CallArgs&) { return Value(py_capitalize(str)); });
   }
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex" || name == "count") {
     return method([name](Interpreter& i, const std::string& str, CallArgs& a) -> Value {
@@ -307,7 +345,8 @@ Value string_method(Interpreter& in, const std::string& s, const std::string& na
       std::string out;
       bool first = true;
       for (const auto& v : iterate(i, *it)) {
-        if (!v.is_string()) i.fail(fmt::format("sequence item: expected str instance, {} found", v.type_name()));
+        if (!v.is_string())
+          i.fail(fmt::format("sequence item: expected str instance, {} found", v.type_name()));
         if (!first) out += sep;
         first = false;
         out += v.as_string();
@@ -317,7 +356,9 @@ Value string_method(Interpreter& in, const std::string& s, const std::string& na
     });
   }
   if (name == "format") {
-    return method([](Interpreter& i, const std::string& str, CallArgs& a) { return Value(python_format(i, str, a)); });
+    return method([](Interpreter& i, const std::string& str, CallArgs& a) {
+      return Value(python_format(i, str, a));
+    });
   }
   if (name == "removeprefix" || name == "removesuffix") {
     bool prefix = name == "removeprefix";
@@ -331,8 +372,8 @@ Value string_method(Interpreter& in, const std::string& s, const std::string& na
       return Value(str);
     });
   }
-  if (name == "isdigit" || name == "isalpha" || name == "isalnum" || name == "isspace" || name == "islower" ||
-      name == "isupper") {
+  if (name == "isdigit" || name == "isalpha" || name == "isalnum" || name == "isspace" ||
+      name == "islower" || name == "isupper") {
     return method([name](Interpreter&, const std::string& str, CallArgs&) -> Value {
       if (str.empty()) return Value(false);
       auto cps = utf8_decode(str);

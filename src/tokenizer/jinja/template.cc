@@ -13,14 +13,16 @@ namespace {
 void check_expr(const Expr* e) {
   if (!e) return;
   if (e->kind == ExprKind::kFilter && !filter_exists(e->name)) {
-    throw TemplateError{fmt::format("template syntax error at line {}, column {}: unsupported filter '{}'",
-                                    e->pos.line, e->pos.column, e->name),
-                        e->pos};
+    throw TemplateError{
+        fmt::format("template syntax error at line {}, column {}: unsupported filter '{}'",
+                    e->pos.line, e->pos.column, e->name),
+        e->pos};
   }
   if (e->kind == ExprKind::kTest && !test_exists(e->name)) {
-    throw TemplateError{fmt::format("template syntax error at line {}, column {}: unsupported test '{}'",
-                                    e->pos.line, e->pos.column, e->name),
-                        e->pos};
+    throw TemplateError{
+        fmt::format("template syntax error at line {}, column {}: unsupported test '{}'",
+                    e->pos.line, e->pos.column, e->name),
+        e->pos};
   }
   for (const auto& a : e->args) check_expr(a.get());
   for (const auto& kv : e->kwargs) check_expr(kv.second.get());
@@ -57,7 +59,8 @@ Result<std::string> Template::render(std::vector<std::pair<std::string, Value>> 
     Interpreter interp(limits, std::move(variables));
     return interp.render(*body_);
   } catch (const TemplateError& e) {
-    return Status(e.resource ? ErrorCode::kResourceExhausted : ErrorCode::kInvalidArgument, e.message);
+    return Status(e.resource ? ErrorCode::kResourceExhausted : ErrorCode::kInvalidArgument,
+                  e.message);
   }
 }
 

@@ -38,7 +38,9 @@ Value Value::new_list(std::vector<Value> items, bool is_tuple) {
   return Value(std::move(l));
 }
 
-Value Value::new_dict() { return Value(std::make_shared<DictData>()); }
+Value Value::new_dict() {
+  return Value(std::make_shared<DictData>());
+}
 
 Value Value::callable(std::string name, std::function<Value(Interpreter&, CallArgs&)> fn) {
   auto c = std::make_shared<CallableData>();
@@ -49,40 +51,63 @@ Value Value::callable(std::string name, std::function<Value(Interpreter&, CallAr
 
 double Value::to_double() const {
   switch (kind()) {
-    case Kind::kBool: return as_bool() ? 1.0 : 0.0;
-    case Kind::kInt: return static_cast<double>(as_int());
-    case Kind::kFloat: return as_float();
-    default: return 0.0;
+    case Kind::kBool:
+      return as_bool() ? 1.0 : 0.0;
+    case Kind::kInt:
+      return static_cast<double>(as_int());
+    case Kind::kFloat:
+      return as_float();
+    default:
+      return 0.0;
   }
 }
 
 bool Value::truthy() const {
   switch (kind()) {
     case Kind::kUndefined:
-    case Kind::kNone: return false;
-    case Kind::kBool: return as_bool();
-    case Kind::kInt: return as_int() != 0;
-    case Kind::kFloat: return as_float() != 0.0;
-    case Kind::kString: return !as_string().empty();
-    case Kind::kList: return !list().items.empty();
-    case Kind::kDict: return !dict().items.empty();
-    default: return true;
+    case Kind::kNone:
+      return false;
+    case Kind::kBool:
+      return as_bool();
+    case Kind::kInt:
+      return as_int() != 0;
+    case Kind::kFloat:
+      return as_float() != 0.0;
+    case Kind::kString:
+      return !as_string().empty();
+    case Kind::kList:
+      return !list().items.empty();
+    case Kind::kDict:
+      return !dict().items.empty();
+    default:
+      return true;
   }
 }
 
 const char* Value::type_name() const {
   switch (kind()) {
-    case Kind::kUndefined: return "Undefined";
-    case Kind::kNone: return "NoneType";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kList: return list().is_tuple ? "tuple" : "list";
-    case Kind::kDict: return "dict";
-    case Kind::kNamespace: return "Namespace";
-    case Kind::kCallable: return "function";
-    case Kind::kLoop: return "LoopContext";
+    case Kind::kUndefined:
+      return "Undefined";
+    case Kind::kNone:
+      return "NoneType";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kList:
+      return list().is_tuple ? "tuple" : "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kNamespace:
+      return "Namespace";
+    case Kind::kCallable:
+      return "function";
+    case Kind::kLoop:
+      return "LoopContext";
   }
   return "?";
 }
@@ -96,8 +121,10 @@ bool values_equal(const Value& a, const Value& b) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case Value::Kind::kUndefined:
-    case Value::Kind::kNone: return true;
-    case Value::Kind::kString: return a.as_string() == b.as_string();
+    case Value::Kind::kNone:
+      return true;
+    case Value::Kind::kString:
+      return a.as_string() == b.as_string();
     case Value::Kind::kList: {
       const auto& x = a.list().items;
       const auto& y = b.list().items;
@@ -117,10 +144,14 @@ bool values_equal(const Value& a, const Value& b) {
       }
       return true;
     }
-    case Value::Kind::kNamespace: return &a.ns() == &b.ns();
-    case Value::Kind::kCallable: return &a.fn() == &b.fn();
-    case Value::Kind::kLoop: return &a.loop() == &b.loop();
-    default: return false;
+    case Value::Kind::kNamespace:
+      return &a.ns() == &b.ns();
+    case Value::Kind::kCallable:
+      return &a.fn() == &b.fn();
+    case Value::Kind::kLoop:
+      return &a.loop() == &b.loop();
+    default:
+      return false;
   }
 }
 
@@ -134,19 +165,42 @@ std::vector<char32_t> utf8_decode(std::string_view s) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     char32_t cp;
     int n;
-    if (c < 0x80) { cp = c; n = 1; }
-    else if ((c >> 5) == 0x6) { cp = c & 0x1f; n = 2; }
-    else if ((c >> 4) == 0xe) { cp = c & 0x0f; n = 3; }
-    else if ((c >> 3) == 0x1e) { cp = c & 0x07; n = 4; }
-    else { out.push_back(0xfffd); ++i; continue; }
-    if (i + n > s.size()) { out.push_back(0xfffd); ++i; continue; }
+    if (c < 0x80) {
+      cp = c;
+      n = 1;
+    } else if ((c >> 5) == 0x6) {
+      cp = c & 0x1f;
+      n = 2;
+    } else if ((c >> 4) == 0xe) {
+      cp = c & 0x0f;
+      n = 3;
+    } else if ((c >> 3) == 0x1e) {
+      cp = c & 0x07;
+      n = 4;
+    } else {
+      out.push_back(0xfffd);
+      ++i;
+      continue;
+    }
+    if (i + n > s.size()) {
+      out.push_back(0xfffd);
+      ++i;
+      continue;
+    }
     bool ok = true;
     for (int k = 1; k < n; ++k) {
       unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc >> 6) != 0x2) { ok = false; break; }
+      if ((cc >> 6) != 0x2) {
+        ok = false;
+        break;
+      }
       cp = (cp << 6) | (cc & 0x3f);
     }
-    if (!ok) { out.push_back(0xfffd); ++i; continue; }
+    if (!ok) {
+      out.push_back(0xfffd);
+      ++i;
+      continue;
+    }
     out.push_back(cp);
     i += n;
   }
@@ -188,8 +242,8 @@ size_t utf8_length(std::string_view s) {
 
 bool is_py_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202f || c == 0x205f || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f ||
+         c == 0x205f || c == 0x3000;
 }
 
 // ---- str() / repr() ----
@@ -253,16 +307,25 @@ std::string py_str_repr(const std::string& s) {
   char quote = (has_single && !has_double) ? '"' : '\'';
   std::string out(1, quote);
   for (char32_t c : utf8_decode(s)) {
-    if (c == '\\') out += "\\\\";
-    else if (c == static_cast<char32_t>(quote)) { out += '\\'; out += quote; }
-    else if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == static_cast<char32_t>(quote)) {
+      out += '\\';
+      out += quote;
+    } else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c == '\t')
+      out += "\\t";
     else if (!py_printable(c)) {
       char buf[16];
-      if (c < 0x100) std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(c));
-      else if (c < 0x10000) std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(c));
-      else std::snprintf(buf, sizeof(buf), "\\U%08x", static_cast<unsigned>(c));
+      if (c < 0x100)
+        std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(c));
+      else if (c < 0x10000)
+        std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(c));
+      else
+        std::snprintf(buf, sizeof(buf), "\\U%08x", static_cast<unsigned>(c));
       out += buf;
     } else {
       utf8_append(out, c);
@@ -281,12 +344,18 @@ std::string to_py_repr(const Value& v) {
 
 std::string to_py_str(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined: return "";
-    case Value::Kind::kNone: return "None";
-    case Value::Kind::kBool: return v.as_bool() ? "True" : "False";
-    case Value::Kind::kInt: return std::to_string(v.as_int());
-    case Value::Kind::kFloat: return py_float_repr(v.as_float());
-    case Value::Kind::kString: return v.as_string();
+    case Value::Kind::kUndefined:
+      return "";
+    case Value::Kind::kNone:
+      return "None";
+    case Value::Kind::kBool:
+      return v.as_bool() ? "True" : "False";
+    case Value::Kind::kInt:
+      return std::to_string(v.as_int());
+    case Value::Kind::kFloat:
+      return py_float_repr(v.as_float());
+    case Value::Kind::kString:
+      return v.as_string();
     case Value::Kind::kList: {
       const auto& l = v.list();
       std::string out = l.is_tuple ? "(" : "[";
@@ -318,8 +387,10 @@ std::string to_py_str(const Value& v) {
       }
       return out + "}>";
     }
-    case Value::Kind::kCallable: return "<function " + v.fn().name + ">";
-    case Value::Kind::kLoop: return "<LoopContext>";
+    case Value::Kind::kCallable:
+      return "<function " + v.fn().name + ">";
+    case Value::Kind::kLoop:
+      return "<LoopContext>";
   }
   return "";
 }
@@ -328,16 +399,21 @@ std::string to_py_str(const Value& v) {
 
 Value from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return Value::none();
-    case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return Value(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::null:
+      return Value::none();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return Value(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       uint64_t u = j.get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) return Value(static_cast<double>(u));
       return Value(static_cast<int64_t>(u));
     }
-    case nlohmann::ordered_json::value_t::number_float: return Value(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::number_float:
+      return Value(j.get<double>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
@@ -349,17 +425,28 @@ Value from_json(const nlohmann::ordered_json& j) {
       for (auto it = j.begin(); it != j.end(); ++it) d.dict().set(it.key(), from_json(it.value()));
       return d;
     }
-    default: return Value::none();
+    default:
+      return Value::none();
   }
 }
 
 bool to_json(const Value& v, nlohmann::ordered_json* out, std::string* error) {
   switch (v.kind()) {
-    case Value::Kind::kNone: *out = nullptr; return true;
-    case Value::Kind::kBool: *out = v.as_bool(); return true;
-    case Value::Kind::kInt: *out = v.as_int(); return true;
-    case Value::Kind::kFloat: *out = v.as_float(); return true;
-    case Value::Kind::kString: *out = v.as_string(); return true;
+    case Value::Kind::kNone:
+      *out = nullptr;
+      return true;
+    case Value::Kind::kBool:
+      *out = v.as_bool();
+      return true;
+    case Value::Kind::kInt:
+      *out = v.as_int();
+      return true;
+    case Value::Kind::kFloat:
+      *out = v.as_float();
+      return true;
+    case Value::Kind::kString:
+      *out = v.as_string();
+      return true;
     case Value::Kind::kList: {
       *out = nlohmann::ordered_json::array();
       for (const auto& e : v.list().items) {
@@ -390,19 +477,34 @@ void json_escape(const std::string& s, bool ensure_ascii, std::string& out) {
   out.push_back('"');
   for (char32_t c : utf8_decode(s)) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default: {
         char buf[16];
         if (c < 0x20 || (ensure_ascii && c >= 0x7f)) {
           if (c >= 0x10000) {
             char32_t v = c - 0x10000;
-            std::snprintf(buf, sizeof(buf), "\\u%04x\\u%04x", static_cast<unsigned>(0xd800 | (v >> 10)),
+            std::snprintf(buf, sizeof(buf), "\\u%04x\\u%04x",
+                          static_cast<unsigned>(0xd800 | (v >> 10)),
                           static_cast<unsigned>(0xdc00 | (v & 0x3ff)));
           } else {
             std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(c));
@@ -417,31 +519,48 @@ void json_escape(const std::string& s, bool ensure_ascii, std::string& out) {
   out.push_back('"');
 }
 
-bool dump_rec(const Value& v, const JsonDumpOptions& opt, int level, std::string& out, std::string* error) {
+bool dump_rec(const Value& v, const JsonDumpOptions& opt, int level, std::string& out,
+              std::string* error) {
   const bool pretty = opt.indent >= 0 || opt.indent_is_string;
   const std::string item_sep = opt.has_item_sep ? opt.item_sep : (pretty ? "," : ", ");
   auto newline = [&](int lvl) {
     out.push_back('\n');
     for (int i = 0; i < lvl; ++i) {
-      if (opt.indent_is_string) out += opt.indent_str;
-      else out.append(static_cast<size_t>(opt.indent), ' ');
+      if (opt.indent_is_string)
+        out += opt.indent_str;
+      else
+        out.append(static_cast<size_t>(opt.indent), ' ');
     }
   };
   switch (v.kind()) {
-    case Value::Kind::kNone: out += "null"; return true;
-    case Value::Kind::kBool: out += v.as_bool() ? "true" : "false"; return true;
-    case Value::Kind::kInt: out += std::to_string(v.as_int()); return true;
+    case Value::Kind::kNone:
+      out += "null";
+      return true;
+    case Value::Kind::kBool:
+      out += v.as_bool() ? "true" : "false";
+      return true;
+    case Value::Kind::kInt:
+      out += std::to_string(v.as_int());
+      return true;
     case Value::Kind::kFloat: {
       double d = v.as_float();
-      if (std::isnan(d)) out += "NaN";
-      else if (std::isinf(d)) out += d > 0 ? "Infinity" : "-Infinity";
-      else out += py_float_repr(d);
+      if (std::isnan(d))
+        out += "NaN";
+      else if (std::isinf(d))
+        out += d > 0 ? "Infinity" : "-Infinity";
+      else
+        out += py_float_repr(d);
       return true;
     }
-    case Value::Kind::kString: json_escape(v.as_string(), opt.ensure_ascii, out); return true;
+    case Value::Kind::kString:
+      json_escape(v.as_string(), opt.ensure_ascii, out);
+      return true;
     case Value::Kind::kList: {
       const auto& items = v.list().items;
-      if (items.empty()) { out += "[]"; return true; }
+      if (items.empty()) {
+        out += "[]";
+        return true;
+      }
       out.push_back('[');
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += item_sep;
@@ -455,9 +574,13 @@ bool dump_rec(const Value& v, const JsonDumpOptions& opt, int level, std::string
     case Value::Kind::kDict: {
       std::vector<const std::pair<std::string, Value>*> items;
       for (const auto& kv : v.dict().items) items.push_back(&kv);
-      if (items.empty()) { out += "{}"; return true; }
+      if (items.empty()) {
+        out += "{}";
+        return true;
+      }
       if (opt.sort_keys) {
-        std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
+        std::stable_sort(items.begin(), items.end(),
+                         [](auto* a, auto* b) { return a->first < b->first; });
       }
       out.push_back('{');
       for (size_t i = 0; i < items.size(); ++i) {
@@ -479,7 +602,8 @@ bool dump_rec(const Value& v, const JsonDumpOptions& opt, int level, std::string
 
 }  // namespace
 
-bool py_json_dumps(const Value& v, const JsonDumpOptions& opt, std::string* out, std::string* error) {
+bool py_json_dumps(const Value& v, const JsonDumpOptions& opt, std::string* out,
+                   std::string* error) {
   return dump_rec(v, opt, 0, *out, error);
 }
 

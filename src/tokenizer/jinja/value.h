@@ -69,10 +69,24 @@ struct LoopData {
 
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace, kCallable, kLoop };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kCallable,
+    kLoop
+  };
 
   Value() : v_(UndefinedValue{}) {}
-  static Value undefined(std::string hint = {}) { return Value(Storage(UndefinedValue{std::move(hint)})); }
+  static Value undefined(std::string hint = {}) {
+    return Value(Storage(UndefinedValue{std::move(hint)}));
+  }
   static Value none() { return Value(Storage(NoneValue{})); }
   Value(bool b) : v_(b) {}
   Value(int64_t i) : v_(i) {}
@@ -159,7 +173,8 @@ struct JsonDumpOptions {
   bool sort_keys = false;
   bool ensure_ascii = false;
 };
-bool py_json_dumps(const Value& v, const JsonDumpOptions& opt, std::string* out, std::string* error);
+bool py_json_dumps(const Value& v, const JsonDumpOptions& opt, std::string* out,
+                   std::string* error);
 
 // UTF-8 helpers: strings are stored as UTF-8 and indexed by code point, as in Python.
 std::vector<char32_t> utf8_decode(std::string_view s);
