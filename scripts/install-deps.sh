@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config python3 curl
+  build-essential cmake ninja-build ccache pkg-config python3 curl clang-format
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libpcre2-dev
   libboost-dev libboost-system-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
