@@ -485,6 +485,7 @@ struct MlaArgs {
   // keys took one split are written to out as usual.
   int32_t defer_merge;
   int32_t trigger_late;  // set by the launcher: pdl_trigger after the first keys, not the wait
+  int32_t rows_tma;      // set by the launcher: the first key step's older rows by bulk copies
   int32_t stamps;        // set by the launcher: R1SERVE_CUDA_ATTN_STAMPS=1 (mla_attention_stamps)
 };
 // R1SERVE_CUDA_ATTN_STAMPS=1: every attention launch's blocks of token 0, head

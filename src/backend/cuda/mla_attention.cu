@@ -50,7 +50,9 @@ struct Smem {
   static constexpr size_t kStats = kP + size_t{kHeads} * kLdp * 2;
   static constexpr size_t kSlots = kStats + 3 * kHeads * 4;
   static constexpr size_t kFresh = kSlots + kKeys * 8;  // the token's own latent row (MLA)
-  static constexpr size_t kBytes = kFresh + size_t{D} * 2 + 8 * 4;
+  static constexpr size_t kBar = kFresh + size_t{D} * 2 + 8 * 4;  // rows_tma's mbarrier
+  static constexpr size_t kBytes = kBar + 8;
+  static_assert(kK % 16 == 0 && kLd * 2 % 16 == 0 && kBar % 8 == 0, "bulk-copy alignment");
 };
 
 // Merges the token's `active` split partials of float4 outputs [lo, hi) of
@@ -158,6 +160,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   int64_t* slot_s = reinterpret_cast<int64_t*>(smem + L::kSlots);
   uint16_t* fresh_s = reinterpret_cast<uint16_t*>(smem + L::kFresh);
   float* red_s = reinterpret_cast<float*>(smem + L::kFresh + size_t{D} * 2);
+  uint64_t* bar_s = reinterpret_cast<uint64_t*>(smem + L::kBar);
 
   // Block z takes query heads h0 .. h0 + nrows - 1 (MLA: 16 of all heads; GQA: the
   // G heads of KV head z, whose keys start z * kv_off into each cache row).
@@ -314,12 +317,31 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       }
     }
   };
-  // The first step's older rows are requested while the kernel before still runs.
+  // The first step's older rows are requested while the kernel before still runs
+  // (with rows_tma, a bulk copy a row: 64 requests instead of 64 x D / 8).
+  const bool tma_rows = !SEPV && a.rows_tma != 0 && key_begin < key_end;
   if (key_begin < key_end) {
+    if (tma_rows && tid == 0) mbar_init(bar_s, kKeys);
     find_slots(key_begin);
     __syncthreads();
     stamp(10);
-    load_rows(key_begin, 0);
+    if (tma_rows) {
+      if (tid < kKeys) {
+        const int64_t slot = slot_s[tid];
+        if (slot >= 0 && key_begin + tid < fresh_from) {
+          mbar_arrive_expect_tx(bar_s, D * 2);
+          bulk_copy_g2s(k_s + tid * kLd, a.cache + slot * a.k_row + koff, D * 2, bar_s);
+        } else {
+          mbar_arrive(bar_s);
+        }
+      }
+      for (int j = warp; j < kKeys; j += kThreads / 32)  // load_rows' zero fill past the keys
+        if (slot_s[j] < 0)
+          for (int c = lane; c < D / 8; c += 32)
+            *reinterpret_cast<uint4*>(k_s + j * kLd + c * 8) = make_uint4(0, 0, 0, 0);
+    } else {
+      load_rows(key_begin, 0);
+    }
     if (stamping) asm volatile("cp.async.commit_group;\n" ::: "memory");
     stamp(11);
   }
@@ -345,6 +367,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
   if (stamping && key_begin < key_end) {  // thread 0's older rows, q still in flight
     asm volatile("cp.async.commit_group;\n" ::: "memory");
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    if (tma_rows) mbar_wait(bar_s, 0);
     stamp(12);
   }
   if (own_key && !a.latent_kv_early) make_latent();
@@ -376,6 +399,7 @@ __global__ void __launch_bounds__(kThreads) mla_mma_kernel(MlaArgs a) {
       load_rows(j0, 2);
     }
     cp_async_wait_all();
+    if (tma_rows && j0 == key_begin) mbar_wait(bar_s, 0);
     __syncthreads();
     if (j0 == key_begin) {
       stamp(3);
@@ -689,6 +713,13 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
   // The helper's partial state needs a merge that counts `parts` (not the last block's).
   b.fresh_helper = (b.spread_merge || a.defer_merge) && attn_fresh_helper_enabled() ? 1 : 0;
+  // The first step's older rows by bulk copies (R1SERVE_CUDA_ATTN_ROWS_TMA=1;
+  // session 11, not yet measured): MLA only, whose rows and cache are 16-byte aligned.
+  static EnvSwitch rows_tma{"R1SERVE_CUDA_ATTN_ROWS_TMA", 0};
+  b.rows_tma = !SEPV && rows_tma.on() && reinterpret_cast<uintptr_t>(a.cache) % 16 == 0 &&
+                       a.k_row % 8 == 0 && a.kv_off % 8 == 0
+                   ? 1
+                   : 0;
   pdl_launch(mla_mma_kernel<DV, D, SEPV>, grid, kThreads, smem, s, b);
   R1_CUDA_LAUNCHED();
 }
