@@ -713,9 +713,10 @@ void launch_widths(const MlaArgs& a, cudaStream_t s) {
                    static_cast<int64_t>(grid.x) * grid.y * grid.z <= capacity;
   // The helper's partial state needs a merge that counts `parts` (not the last block's).
   b.fresh_helper = (b.spread_merge || a.defer_merge) && attn_fresh_helper_enabled() ? 1 : 0;
-  // The first step's older rows by bulk copies (R1SERVE_CUDA_ATTN_ROWS_TMA=1;
-  // session 11, not yet measured): MLA only, whose rows and cache are 16-byte aligned.
-  static EnvSwitch rows_tma{"R1SERVE_CUDA_ATTN_ROWS_TMA", 0};
+  // The first step's older rows by bulk copies, MLA only (its rows and cache are
+  // 16-byte aligned): -11 to -14 us a batch-1 step on an H100 (docs/performance.md,
+  // session 12 run 1); R1SERVE_CUDA_ATTN_ROWS_TMA=0 turns it off.
+  static EnvSwitch rows_tma{"R1SERVE_CUDA_ATTN_ROWS_TMA", 1};
   b.rows_tma = !SEPV && rows_tma.on() && reinterpret_cast<uintptr_t>(a.cache) % 16 == 0 &&
                        a.k_row % 8 == 0 && a.kv_off % 8 == 0
                    ? 1
